@@ -1,0 +1,3 @@
+from enginefab.cli.main import app
+
+app()

@@ -1,0 +1,102 @@
+"""Archives into a staging tree under the safety rules (see `staging`): tar (any compression)
+and zip, for .deb data, URL inputs and manual files."""
+
+from __future__ import annotations
+
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+from enginefab.build.staging import Staging
+from enginefab.errors import UnsafeArchiveError
+
+
+def _under(dest: str, rel: str) -> str:
+    return f"{dest}/{rel}" if dest and rel else (dest or rel)
+
+
+def _strip(rel: str, n: int) -> str | None:
+    parts = rel.split("/")
+    return "/".join(parts[n:]) if len(parts) > n else None
+
+
+def extract_tar(
+    staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str = "", strip: int = 0, keep_owner: bool = False
+) -> None:
+    """Every member of a (streamed) tar into staging, under `dest` (relative), rules applied."""
+    for m in tf:
+        rel = staging.clean(m.name, input=input)
+        if strip:
+            stripped = _strip(rel, strip)
+            if stripped is None:
+                continue
+            rel = stripped
+        rel = _under(dest, rel)
+        if not rel:
+            continue
+        uid, gid = (m.uid, m.gid) if keep_owner else (0, 0)
+        if m.isdir():
+            staging.mkdir(rel, m.mode, uid, gid, input=input)
+        elif m.isreg():
+            src = tf.extractfile(m)
+            assert src is not None
+            staging.write_file(rel, src, m.mode, uid, gid, input=input)
+        elif m.issym():
+            staging.symlink(rel, m.linkname, uid, gid, input=input)
+        elif m.islnk():
+            target = staging.clean(m.linkname, input=input)
+            if strip:
+                target = _strip(target, strip) or ""
+            staging.hardlink(rel, _under(dest, target), input=input)
+        elif m.ischr() or m.isblk():
+            staging.refuse_special(rel, "device node", input=input)
+        elif m.isfifo():
+            staging.refuse_special(rel, "FIFO", input=input)
+        else:
+            raise UnsafeArchiveError(f"/{rel} has an unsupported tar type {m.type!r}", input=input)
+
+
+def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", strip: int = 0) -> None:
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        if len(names) != len(set(names)):
+            dup = sorted({n for n in names if names.count(n) > 1})[0]
+            raise UnsafeArchiveError(f"the zip lists {dup!r} twice", input=input, fix="the archive is broken or hostile")
+        for info in zf.infolist():
+            rel = staging.clean(info.filename, input=input)
+            if strip:
+                stripped = _strip(rel, strip)
+                if stripped is None:
+                    continue
+                rel = stripped
+            rel = _under(dest, rel)
+            mode = (info.external_attr >> 16) & 0xFFFF
+            if stat.S_ISLNK(mode):
+                staging.symlink(rel, zf.read(info).decode("utf-8", "surrogateescape"), input=input)
+            elif info.is_dir():
+                staging.mkdir(rel, stat.S_IMODE(mode) or 0o755, input=input)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                staging.refuse_special(rel, "special file", input=input)
+            else:
+                with zf.open(info) as src:
+                    staging.write_file(rel, src, stat.S_IMODE(mode) or 0o644, input=input)
+
+
+def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filename: str, unpack: bool,
+                  strip: int = 0) -> None:
+    """A URL or manual input: unpacked into `dest`, or placed as the file `dest`."""
+    rel_dest = staging.clean(dest.lstrip("/"), input=input) if dest.strip("/") else ""
+    if not unpack:
+        with open(path, "rb") as src:
+            staging.write_file(rel_dest, src, 0o755 if filename.endswith((".run", ".sh")) else 0o644, input=input)
+        return
+    if filename.endswith((".zip", ".whl")):
+        extract_zip(staging, path, input=input, dest=rel_dest, strip=strip)
+        return
+    try:
+        tf = tarfile.open(path, mode="r:*")
+    except tarfile.TarError as e:
+        raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack: {e}", input=input) from None
+    with tf:
+        extract_tar(staging, tf, input=input, dest=rel_dest, strip=strip)

@@ -1,0 +1,202 @@
+"""Layer compression with a recorded contract: the same bytes on every machine, or a refusal.
+
+gzip: parallel deflate in the manner of pigz. The input is cut into fixed ``block_size`` blocks;
+each block is deflated on its own thread with the previous 32 KiB as preset dictionary and ends
+with a sync flush (the last with finish), so the concatenation is one valid deflate stream.
+Block boundaries depend only on the contract, never on the thread count or on how callers
+chunk their writes. Header: no name, mtime 0, OS byte 255 (unknown), XFL from the level.
+
+zstd: libzstd (python-zstandard) in its multi-threaded mode, whose output is the same for every
+worker count >= 1 (single-threaded mode writes different bytes, so it is never used), without
+the content-size field (streams do not know it).
+
+The contract (algorithm, level, implementation, version, block size) is recorded in the lock
+together with a *fingerprint*: the sha256 of compressing a fixed probe corpus. A builder whose
+compressor gives another fingerprint refuses to build instead of producing other digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO, Protocol
+
+from enginefab.errors import BuildError
+from enginefab.lock.definition import Compression
+
+MEDIA_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+GZIP_BLOCK = 1 << 20
+WINDOW = 32 * 1024
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> int: ...
+    def close(self) -> None: ...
+
+
+def _threads() -> int:
+    env = os.environ.get("ENGINEFAB_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _deflate_block(block: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+    if zdict:
+        c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
+    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+class ParallelGzip:
+    """A write-only gzip stream, deflated block-parallel, byte-identical for any thread count."""
+
+    def __init__(self, out: BinaryIO, *, level: int = 6, block_size: int = GZIP_BLOCK, threads: int | None = None):
+        if block_size < WINDOW:
+            raise ValueError("block_size must be at least 32 KiB")
+        self._out = out
+        self._level = level
+        self._block = block_size
+        self._buf = bytearray()
+        self._prev_tail = b""
+        self._crc = 0
+        self._size = 0
+        self._threads = threads or _threads()
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="deflate")
+        self._pending: list[Future[bytes]] = []
+        xfl = 2 if level == 9 else 4 if level == 1 else 0
+        out.write(b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + bytes([xfl, 255]))
+
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += n
+        self._buf += data
+        while len(self._buf) > self._block:  # keep >= 1 byte back: the last block is finished on close
+            self._submit(bytes(self._buf[: self._block]), last=False)
+            del self._buf[: self._block]
+        return n
+
+    def _submit(self, block: bytes, last: bool) -> None:
+        fut = self._pool.submit(_deflate_block, block, self._prev_tail, self._level, last)
+        self._prev_tail = block[-WINDOW:]
+        self._pending.append(fut)
+        while len(self._pending) > 2 * self._threads:
+            self._out.write(self._pending.pop(0).result())
+
+    def close(self) -> None:
+        self._submit(bytes(self._buf), last=True)
+        self._buf = bytearray()
+        for fut in self._pending:
+            self._out.write(fut.result())
+        self._pending = []
+        self._pool.shutdown()
+        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+
+
+class Zstd:
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int | None = None):
+        import zstandard
+
+        c = zstandard.ZstdCompressor(level=level, threads=max(1, threads or _threads()), write_content_size=False)
+        self._w = c.stream_writer(out, closefd=False)
+
+    def write(self, data: bytes) -> int:
+        return self._w.write(data)
+
+    def close(self) -> None:
+        self._w.close()
+
+
+def open_writer(contract: Compression, out: BinaryIO, threads: int | None = None) -> Writer:
+    if contract.algorithm == "gzip":
+        return ParallelGzip(out, level=contract.level, block_size=contract.block_size, threads=threads)
+    return Zstd(out, level=contract.level, threads=threads)
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+def probe_corpus() -> bytes:
+    """3 MiB of fixed bytes: incompressible runs, text, repeats; crosses gzip block boundaries."""
+    parts = []
+    seed = b"enginefab-compression-probe-v1"
+    for i in range(96):  # 96 × 32 KiB pseudo-random
+        block = b"".join(hashlib.sha256(seed + struct.pack("<II", i, j)).digest() for j in range(1024))
+        parts.append(block)
+        parts.append((b"import torch\nx = torch.ones(%d)\n" % i) * 512)
+    data = b"".join(parts)
+    return data[: 3 << 20]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        return len(data)
+
+
+def fingerprint(algorithm: str, level: int, block_size: int, threads: int | None = None) -> str:
+    sink = _Sink()
+    tmp = Compression(algorithm=algorithm, level=level, implementation="", version="", block_size=block_size, fingerprint="")  # type: ignore[arg-type]
+    w = open_writer(tmp, sink, threads=threads)  # type: ignore[arg-type]
+    data = probe_corpus()
+    for i in range(0, len(data), 100_003):  # odd chunking on purpose
+        w.write(data[i : i + 100_003])
+    w.close()
+    return sink.h.hexdigest()
+
+
+def implementation(algorithm: str) -> tuple[str, str]:
+    if algorithm == "gzip":
+        return "zlib", zlib.ZLIB_RUNTIME_VERSION
+    import zstandard
+
+    return "libzstd", ".".join(map(str, zstandard.ZSTD_VERSION))
+
+
+def contract(algorithm: str = "gzip", level: int | None = None, block_size: int = GZIP_BLOCK) -> Compression:
+    """The contract this machine's compressor fulfils, recorded by `enginefab lock`."""
+    if algorithm not in MEDIA_TYPES:
+        raise BuildError(f"unknown compression {algorithm!r}", fix="use gzip or zstd")
+    level = level if level is not None else (6 if algorithm == "gzip" else 3)
+    impl, version = implementation(algorithm)
+    return Compression(
+        algorithm=algorithm,  # type: ignore[arg-type]
+        level=level,
+        implementation=impl,
+        version=version,
+        block_size=block_size if algorithm == "gzip" else 0,
+        fingerprint=fingerprint(algorithm, level, block_size),
+    )
+
+
+_verified: set[str] = set()
+
+
+def verify(c: Compression, image: str | None = None) -> None:
+    """Refuse to build when this machine would not reproduce the contract's bytes."""
+    key = c.model_dump_json()
+    if key in _verified:
+        return
+    impl, version = implementation(c.algorithm)
+    got = fingerprint(c.algorithm, c.level, c.block_size)
+    if got != c.fingerprint:
+        raise BuildError(
+            f"this machine's {impl} {version} compresses differently from the lock's contract "
+            f"({c.implementation} {c.version}, {c.algorithm} level {c.level}): probe fingerprint "
+            f"{got[:16]}… ≠ {c.fingerprint[:16]}…, so every layer digest would differ",
+            image=image,
+            fix=f"build with {c.implementation} {c.version} (for example through the project's flake), "
+            "or record a new contract with `enginefab lock` and review the digest changes",
+        )
+    _verified.add(key)

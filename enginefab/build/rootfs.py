@@ -1,0 +1,113 @@
+"""Unpack an image's layers into a directory, with OCI whiteouts, for sandboxed runs and audits.
+
+Paths are resolved the way a container runtime sees them: inside the root. A symlink met on the
+way (``/lib -> usr/lib``, or an absolute ``/etc/alternatives/x``) is followed *within* the root
+and can never lead outside it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+WH = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+def _open_layer(path: Path, media_type: str) -> BinaryIO:
+    if media_type.endswith("+zstd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # type: ignore[return-value]
+    if media_type.endswith("gzip"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def resolve_in(root: Path, rel: str, *, follow_last: bool = False, depth: int = 0) -> Path:
+    """The host path of container path `rel`, following symlinks inside `root` only."""
+    if depth > 40:
+        raise OSError(f"too many levels of symbolic links resolving /{rel}")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    cur = root
+    for i, part in enumerate(parts):
+        if part == "..":
+            cur = cur.parent if cur != root else root
+            continue
+        nxt = cur / part
+        last = i == len(parts) - 1
+        if nxt.is_symlink() and (not last or follow_last):
+            target = os.readlink(nxt)
+            base = "" if target.startswith("/") else str(cur.relative_to(root))
+            joined = f"{base}/{target}".lstrip("/")
+            rest = "/".join(parts[i + 1 :])
+            return resolve_in(root, f"{joined}/{rest}" if rest else joined, follow_last=follow_last, depth=depth + 1)
+        cur = nxt
+    return cur
+
+
+def _remove(p: Path) -> None:
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.is_dir():
+        shutil.rmtree(p)
+
+
+def apply_layer(root: Path, layer: Path, media_type: str, *, chown: bool | None = None) -> None:
+    if chown is None:
+        chown = os.geteuid() == 0
+    with _open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+        for m in tf:
+            rel = m.name.lstrip("./").rstrip("/")
+            if not rel or any(p == ".." for p in rel.split("/")):
+                continue
+            d, _, base = rel.rpartition("/")
+            parent = resolve_in(root, d, follow_last=True) if d else root
+            if base == OPAQUE:
+                if parent.is_dir():
+                    for child in parent.iterdir():
+                        _remove(child)
+                continue
+            if base.startswith(WH):
+                _remove(parent / base[len(WH):])
+                continue
+            parent.mkdir(parents=True, exist_ok=True)
+            dest = parent / base
+            if m.isdir():
+                if dest.exists() and not dest.is_dir() or dest.is_symlink():
+                    _remove(dest)
+                dest.mkdir(exist_ok=True)
+            else:
+                if dest.is_symlink() or dest.exists():
+                    _remove(dest)
+                if m.isreg():
+                    src = tf.extractfile(m)
+                    with open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)  # type: ignore[arg-type]
+                elif m.issym():
+                    os.symlink(m.linkname, dest)
+                    continue
+                elif m.islnk():
+                    target = resolve_in(root, m.linkname.lstrip("./"))
+                    os.link(target, dest)
+                else:
+                    continue  # devices, fifos: never needed for checks
+            os.chmod(dest, stat.S_IMODE(m.mode))
+            if chown:
+                os.lchown(dest, m.uid, m.gid)
+            os.utime(dest, (m.mtime, m.mtime), follow_symlinks=False)
+
+
+def unpack(root: Path, layers: Iterable[tuple[Path, str]]) -> Path:
+    """A fresh rootfs at `root` from (blob path, media type) pairs, lowest first."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for path, mt in layers:
+        apply_layer(root, path, mt)
+    return root

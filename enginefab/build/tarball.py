@@ -1,0 +1,159 @@
+"""Pack a staging tree into a deterministic layer tar, compressed under the contract.
+
+Entries are sorted by path (a parent sorts before its children), directories end with ``/``,
+owners and modes come from the staging side table (root 0755/0644 by default), every mtime is
+the lock's SOURCE_DATE_EPOCH, user and group names are empty, PAX headers appear only where
+ustar cannot hold a field. Hard links are kept: the first path of a link group (in sorted
+order) is the file, the others link to it. The archive ends with two zero blocks.
+
+The packer streams: memory stays bounded by the compressor's in-flight blocks, whatever the
+layer size. It returns the diff_id (sha256 of the tar) and the digest of the compressed blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from enginefab.build import compress
+from enginefab.build.staging import Meta, Staging
+from enginefab.lock.definition import Compression
+
+BLOCK = 512
+READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class Packed:
+    digest: str  # sha256:… of the compressed blob
+    diff_id: str  # sha256:… of the uncompressed tar
+    size: int  # compressed bytes
+    tar_size: int
+
+
+def walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every path below root (relative, '/'-separated) with its lstat, in sorted order."""
+    stack = [""]
+    out: list[tuple[str, os.stat_result]] = []
+    while stack:
+        rel = stack.pop()
+        base = root / rel if rel else root
+        with os.scandir(base) as it:
+            for e in it:
+                if e.name.endswith(".enginefab-new"):
+                    continue
+                r = f"{rel}/{e.name}" if rel else e.name
+                st = e.stat(follow_symlinks=False)
+                out.append((r, st))
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(r)
+    out.sort(key=lambda x: x[0].encode("utf-8", "surrogateescape"))
+    yield from out
+
+
+def default_meta(st: os.stat_result) -> Meta:
+    if stat.S_ISDIR(st.st_mode):
+        return Meta(0o755)
+    if stat.S_ISLNK(st.st_mode):
+        return Meta(0o777)
+    return Meta(0o755 if st.st_mode & 0o111 else 0o644)
+
+
+class _Tee:
+    """Counts and hashes the compressed stream on its way to the file."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.n += len(data)
+        self.out.write(data)
+        return len(data)
+
+
+def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
+    """The tar stream of a staging tree as byte chunks (headers, file data, padding, trailer)."""
+    first_of_inode: dict[tuple[int, int], str] = {}
+    for rel, st in walk(staging.root):
+        meta = staging.meta.get(rel) or default_meta(st)
+        ti = tarfile.TarInfo(rel)
+        ti.mtime = mtime
+        ti.uid, ti.gid = meta.uid, meta.gid
+        ti.uname = ti.gname = ""
+        ti.mode = meta.mode
+        host = staging.root / rel
+        data_path = None
+        if stat.S_ISDIR(st.st_mode):
+            ti.type = tarfile.DIRTYPE
+            ti.name = rel + "/"
+        elif stat.S_ISLNK(st.st_mode):
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = os.readlink(host)
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in first_of_inode:
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = first_of_inode[key]
+            else:
+                if st.st_nlink > 1:
+                    first_of_inode[key] = rel
+                ti.type = tarfile.REGTYPE
+                ti.size = st.st_size
+                data_path = host
+        else:  # staging never creates these; be explicit anyway
+            continue
+        yield ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if data_path is not None:
+            left = ti.size
+            with open(data_path, "rb") as f:
+                while left > 0:
+                    chunk = f.read(min(READ, left))
+                    if not chunk:
+                        raise OSError(f"{data_path} shrank while packing")
+                    left -= len(chunk)
+                    yield chunk
+            pad = (-ti.size) % BLOCK
+            if pad:
+                yield b"\0" * pad
+    yield b"\0" * (2 * BLOCK)
+
+
+def pack(staging: Staging, contract: Compression, mtime: int, out: BinaryIO) -> Packed:
+    """Write the compressed layer to `out`; return its digests."""
+    tee = _Tee(out)
+    writer = compress.open_writer(contract, tee)  # type: ignore[arg-type]
+    diff = hashlib.sha256()
+    tar_size = 0
+    buf = bytearray()
+    for chunk in tar_entries(staging, mtime):
+        if len(chunk) == 0:
+            continue
+        diff.update(chunk)
+        tar_size += len(chunk)
+        if len(chunk) < 4096:  # batch small header writes
+            buf += chunk
+            if len(buf) >= READ:
+                writer.write(bytes(buf))
+                buf.clear()
+            continue
+        if buf:
+            writer.write(bytes(buf))
+            buf.clear()
+        writer.write(chunk)
+    if buf:
+        writer.write(bytes(buf))
+    writer.close()
+    return Packed(
+        digest="sha256:" + tee.h.hexdigest(),
+        diff_id="sha256:" + diff.hexdigest(),
+        size=tee.n,
+        tar_size=tar_size,
+    )

@@ -1,0 +1,406 @@
+"""The `enginefab` command line: one sub-command per pipeline stage.
+
+Errors a user can act on print as one paragraph (what, which image and input, the fix) and exit
+2; failing checks exit 1. `--json` prints machine-readable results on stdout and keeps progress
+and messages on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from enginefab import ui
+from enginefab.errors import EnginefabError
+
+app = typer.Typer(
+    name="enginefab",
+    help="Reproducible, matrix-planned OCI images for AI training engines.\n\n"
+    "engines/ (typed matrix) → lock → build/ (pinned definitions) → build → check → push.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+store_app = typer.Typer(help="The content-addressed store: verify, garbage-collect.", no_args_is_help=True)
+registry_app = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+app.add_typer(registry_app, name="registry")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Image aliases or canonical names.", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every image in the matrix.")]
+DemoOpt = Annotated[bool, typer.Option("--demo", help="The demo images (every input reachable from PyPI and Debian).")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store directory [default: ~/.cache/enginefab/store].")]
+
+
+def _emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def _fail(e: EnginefabError, as_json: bool) -> None:
+    if as_json:
+        _emit(e.as_dict())
+    else:
+        from rich.markup import escape
+
+        ui.err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _matrix():
+    from enginefab.engines.matrix import load
+    from enginefab.paths import project_root
+
+    return load(project_root())
+
+
+def _pick(m, names, all_, demo):
+    from enginefab.errors import MatrixError
+
+    imgs = m.select(names or [], all_=all_, demo=demo)
+    if not imgs:
+        raise MatrixError("no images chosen", fix="name images, or pass --all or --demo")
+    return imgs
+
+
+def _store(path: Optional[Path]):
+    from enginefab.build.store import Store
+    from enginefab.paths import default_store
+
+    return Store(path or default_store())
+
+
+def run_guarded(fn):
+    """Decorator: EnginefabError → clean message and exit 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        as_json = bool(kw.get("as_json"))
+        if as_json:
+            ui.set_quiet(True)
+        try:
+            return fn(*a, **kw)
+        except EnginefabError as e:
+            _fail(e, as_json)
+        except KeyboardInterrupt:
+            ui.err.print("[red]interrupted[/]")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+# -- matrix -----------------------------------------------------------------------------------
+
+
+@app.command("list")
+@run_guarded
+def list_(as_json: JsonOpt = False) -> None:
+    """List every image of the matrix (name, alias, engine, accelerator, Python, OS, arch)."""
+    m = _matrix()
+    rows = [i.summary() for i in m.images]
+    if as_json:
+        _emit(rows)
+        return
+    from rich.table import Table
+
+    t = Table("alias", "canonical name", "engine", "accelerator", "py", "os", "arch", box=None)
+    for r in rows:
+        acc = r["accelerator"] + (f" {r['accelerator_version']}" if r["accelerator_version"] else "")
+        t.add_row(r["alias"] + (" (demo)" if r["demo"] else ""), r["name"], f"{r['engine']} {r['engine_version']}", acc,
+                  r["python"], f"{r['os']} {r['os_version']}", r["arch"])
+    from rich.console import Console
+
+    Console().print(t)
+
+
+@app.command()
+@run_guarded
+def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], as_json: JsonOpt = False) -> None:
+    """Show an image's pinned definition (build/<alias>.json)."""
+    from enginefab.lock.definition import load_definition
+    from enginefab.lock.locker import definition_path
+
+    m = _matrix()
+    img = m.get(name)
+    defn = load_definition(definition_path(m.root, img.alias))
+    if as_json:
+        sys.stdout.write(defn.to_json().decode())
+        return
+    print(f"{defn.image.name}  ({defn.image.alias})")
+    print(f"  platform  {defn.image.platform}   python {defn.python.version} ({defn.python.interpreter})")
+    if defn.base:
+        print(f"  base      {defn.base.reference}@{defn.base.digest}")
+    print(f"  compress  {defn.compression.algorithm} level {defn.compression.level} "
+          f"({defn.compression.implementation} {defn.compression.version})")
+    for layer in defn.layers:
+        size = sum(i.size for i in layer.inputs)
+        print(f"  layer {layer.id}  [{layer.kind}, {len(layer.inputs) or len(layer.files)} items, {size / 1e6:.1f} MB in]")
+        for i in layer.inputs:
+            sha = (i.sha256 or "awaiting")[:12]
+            print(f"      {i.kind:6} {i.name} {i.version}  {sha}  {i.size}")
+
+
+@app.command()
+@run_guarded
+def schema(out: Annotated[Optional[Path], typer.Option(help="Write the JSON schemas into this directory.")] = None,
+           as_json: JsonOpt = False) -> None:
+    """JSON schemas of engines/*.toml (for editors) and of build/*.json."""
+    from enginefab.engines.matrix import json_schema
+    from enginefab.lock.definition import Definition
+
+    schemas = json_schema() | {"definition.json": Definition.model_json_schema(by_alias=True)}
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for k, v in schemas.items():
+            (out / (k.replace(".toml", "") + ".schema.json")).write_text(json.dumps(v, indent=1, sort_keys=True) + "\n")
+        ui.info(f"wrote {len(schemas)} schemas to {out}")
+    else:
+        _emit(schemas)
+
+
+# -- lock -------------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def lock(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="Offline: fail if engines/ and build/ disagree or a pin is missing.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on manual inputs awaiting a file.")] = False,
+    add_file: Annotated[Optional[list[Path]], typer.Option("--add-file", help="Add a user-downloaded file (manual input) to the store.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve every input to exact bytes and write build/<alias>.json (all or nothing)."""
+    from enginefab.lock import check as lock_check
+    from enginefab.lock.locker import lock as do_lock
+
+    if add_file:
+        from enginefab.lock.manual import add_files
+
+        m = _matrix()
+        added = add_files(m, add_file)
+        if as_json:
+            _emit(added)
+        for a in added:
+            ui.info(f"added {a['name']} sha256 {a['sha256']} ({a['status']})")
+        if not (names or all_ or demo or check):
+            return
+    m = _matrix()
+    if check:
+        problems, warnings = lock_check.check(m, strict=strict)
+        if as_json:
+            _emit({"ok": not problems, "problems": problems, "warnings": warnings})
+        else:
+            for w in warnings:
+                ui.err.print(f"[yellow]warning:[/] {w}")
+            for p in problems:
+                ui.err.print(f"[red]stale:[/] {p}")
+            if not problems:
+                ui.err.print(f"[green]lock is current[/] ({len(m.images)} images)")
+        raise typer.Exit(1 if problems else 0)
+    imgs = _pick(m, names, all_ or not (names or demo), demo)
+    res = do_lock(m, imgs)
+    if as_json:
+        _emit({"written": res.written, "unchanged": res.unchanged})
+    else:
+        for a in res.written:
+            ui.err.print(f"[green]wrote[/] build/{a}.json")
+        for a in res.unchanged:
+            ui.err.print(f"[dim]unchanged[/] build/{a}.json")
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def build(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    out: Annotated[Path, typer.Option("--out", help="OCI image layout to write the images into.")] = Path("out"),
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build images from build/<alias>.json into the store and an OCI layout.
+
+    The last line printed per image is `<alias> <manifest digest>`."""
+    from enginefab.build.pipeline import build_images
+
+    m = _matrix()
+    imgs = _pick(m, names, all_, demo)
+    results = build_images(m, imgs, _store(store), out)
+    if as_json:
+        _emit([r.as_dict() for r in results])
+        return
+    for r in results:
+        print(f"{r.alias} {r.digest}")
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def check(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    level: Annotated[Optional[list[str]], typer.Option("--level", help="definition, static, runtime, accelerator (repeatable; default: all).")] = None,
+    store: StoreOpt = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Write each image's JSON report into this directory.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compatibility checks per image; exits 1 if any check fails."""
+    from enginefab.check.runner import run_checks
+
+    m = _matrix()
+    imgs = _pick(m, names, all_, demo)
+    reps = run_checks(m, imgs, _store(store), levels=level or None)
+    if junit:
+        from enginefab.check.report import junit as junit_xml
+
+        junit.write_bytes(junit_xml(reps))
+    if reports:
+        reports.mkdir(parents=True, exist_ok=True)
+        for r in reps:
+            (reports / f"{r.image}.json").write_bytes(r.to_json())
+    if as_json:
+        _emit([r.as_dict() for r in reps])
+    else:
+        for r in reps:
+            c = r.counts()
+            colour = "green" if r.ok else "red"
+            ui.err.print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skip']} skipped")
+            for res in r.results:
+                mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]", "error": "[red]![/]"}[res.status]
+                ui.err.print(f"  {mark} {res.level:11} {res.name}: {res.detail}", soft_wrap=True)
+    if not all(r.ok for r in reps):
+        raise typer.Exit(1)
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def push(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX, e.g. 127.0.0.1:5000/enginefab.")] = "",
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")] = False,
+    ca_cert: Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")] = None,
+    store: StoreOpt = None,
+    parallel: Annotated[int, typer.Option(help="Parallel blob uploads.")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push built images (tags: canonical name and alias) to an OCI registry."""
+    from enginefab.registry.publish import publish
+
+    m = _matrix()
+    imgs = _pick(m, names, all_, demo)
+    if not to:
+        from enginefab.errors import RegistryError
+
+        raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX")
+    result = publish(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
+                     parallel=parallel)
+    if as_json:
+        _emit(result)
+        return
+    for p in result["images"]:
+        print(f"{p['alias']} {p['digest']} {p['reference']}")
+    s = result["stats"]
+    ui.err.print(f"uploaded {s['uploaded_bytes']} bytes in {s['uploaded_blobs']} blobs; "
+                 f"{s['skipped']} already present, {s['mounted']} mounted")
+
+
+# -- store ------------------------------------------------------------------------------------
+
+
+@store_app.command("verify")
+@run_guarded
+def store_verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-hash every blob and check every action-cache entry."""
+    problems = _store(store).verify()
+    if as_json:
+        _emit({"ok": not problems, "problems": problems})
+    else:
+        for p in problems:
+            ui.err.print(f"[red]problem:[/] {p}")
+        if not problems:
+            ui.err.print("[green]store is intact[/]")
+    raise typer.Exit(1 if problems else 0)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+def _registry_state() -> Path:
+    from enginefab.paths import cache_root
+
+    return cache_root() / "registry"
+
+
+@registry_app.command("start")
+@run_guarded
+def registry_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, as_json: JsonOpt = False) -> None:
+    """Start docker-registry on 127.0.0.1:PORT in the background (idempotent)."""
+    from enginefab.registry.server import Registry, running
+
+    state = _registry_state()
+    r = running(state)
+    if r is None:
+        r = Registry(root=state, port=port).start()
+        r.proc = None  # leave it running after we exit
+    if as_json:
+        _emit({"host": r.host, "root": str(state)})
+    else:
+        print(r.host)
+
+
+@registry_app.command("stop")
+@run_guarded
+def registry_stop() -> None:
+    """Stop the registry `registry start` left running."""
+    import signal
+
+    from enginefab.registry.server import running
+
+    r = running(_registry_state())
+    if r is None:
+        ui.err.print("no registry running")
+        return
+    os.killpg(int((r.root / "pid").read_text()), signal.SIGTERM)
+    (r.root / "pid").unlink()
+    ui.err.print(f"stopped the registry on {r.host}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the local registry on 127.0.0.1.")] = 5000,
+    out: Annotated[Path, typer.Option("--out", help="OCI layout to build into.")] = Path("out"),
+    store: StoreOpt = None,
+) -> None:
+    """The whole pipeline on the demo images: lock --check, build, check, push to a local registry."""
+    from enginefab.demo import run_demo
+
+    raise typer.Exit(run_demo(port=port, out=out, store=store))
+
+
+def main() -> None:  # pragma: no cover
+    app()

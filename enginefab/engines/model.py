@@ -1,0 +1,284 @@
+"""The typed matrix: what people write in engines/*.toml.
+
+Two files kinds live in engines/:
+
+* ``platforms.toml``: operating systems, apt repositories, accelerator stacks (CUDA, CANN),
+  Python runtimes and the ModelArts conventions every image follows;
+* one file per engine family (``pytorch.toml``, ``tensorflow.toml``, …): the engine's upstream
+  releases (what it publishes builds for, used by the rules) and its images.
+
+Every model forbids unknown keys, so a typo in a TOML file is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Arch = Literal["x86_64", "aarch64"]
+AcceleratorKind = Literal["cpu", "cuda", "cann"]
+
+#: OCI platform of each arch
+OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OciRef(Strict):
+    """A base image pinned by digest. ``source`` says where the pin was read (never invented)."""
+
+    reference: str = Field(description="registry/repository:tag as upstream names it")
+    digest: str = Field(description="sha256:… of the manifest or index the tag pointed at")
+    source: str = Field(default="", description="where this digest was published")
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not v.startswith("sha256:") or not _SHA256.match(v[7:]):
+            raise ValueError(f"{v!r} is not a sha256 digest (sha256:<64 hex>)")
+        return v
+
+
+class ManualFile(Strict):
+    """A file that needs a login to download (Nix: requireFile). The user adds it to the store.
+
+    ``sha256`` is the hash upstream published. Where upstream publishes none, leave it out: the
+    input is then *awaiting* until a user adds the file (`enginefab lock --add-file`), which
+    records its hash in engines/manual-pins.toml for review. Nothing is ever guessed.
+    """
+
+    name: str = Field(description="the file name upstream gives it")
+    version: str
+    sha256: str | None = None
+    size: int = Field(default=0, ge=0, description="bytes; 0 when upstream publishes only the hash")
+    where: str = Field(description="where a user gets the file (a page, not a direct link)")
+    dest: str = Field(default="", description="where the file goes in the image; empty: only for run steps")
+    unpack: bool = False
+    source: str = Field(default="", description="where the sha256 was published")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
+        return v
+
+
+class UrlFile(Strict):
+    """Any file or archive fetched by URL with a published sha256."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    size: int = Field(default=0, ge=0, description="bytes; 0 when upstream publishes only the hash")
+    dest: str = Field(default="", description="absolute path in the image (a directory to unpack into, or a file); "
+                      "empty: only available to run steps, under /enginefab/inputs")
+    unpack: bool = False
+    strip_components: int = 0
+    source: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
+        return v
+
+
+class VendorWheel(Strict):
+    """A wheel hosted outside the package index (vendor downloads), pinned by its published sha256."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    size: int = Field(ge=0)
+    source: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not _SHA256.match(v):
+            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
+        return v
+
+
+class RunStep(Strict):
+    """A command run in the hermetic sandbox over the lower layers (network off)."""
+
+    name: str
+    script: str
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AptRepo(Strict):
+    url: str
+    suite: str
+    components: list[str] = ["main"]
+    #: the flavour of the archive, for messages and SBOM purls
+    distro: Literal["debian", "ubuntu"] = "debian"
+
+
+class Conventions(Strict):
+    """ModelArts custom-image conventions, applied to every image."""
+
+    user: str = "ma-user"
+    uid: int = 1000
+    group: str = "users"
+    gid: int = 100
+    home: str = "/home/ma-user"
+    env: dict[str, str] = Field(default_factory=lambda: {"PYTHONUNBUFFERED": "1"})
+
+
+class OSDef(Strict):
+    name: Literal["debian", "ubuntu", "euleros"]
+    version: str
+    glibc: str
+    arches: list[Arch]
+    #: debs = root built from apt packages; oci = from a base image (the stack's, or `base`);
+    #: manual = imported from an archive the user supplies
+    source: Literal["debs", "oci", "manual"]
+    apt: str | None = None
+    packages: list[str] = Field(default_factory=list)
+    base: dict[Arch, OciRef] = Field(default_factory=dict)
+    archive: dict[Arch, ManualFile] = Field(default_factory=dict)
+    system_python: str | None = None
+    notes: str = ""
+
+
+class StackDef(Strict):
+    """An accelerator stack: CUDA (+cuDNN, NCCL) or CANN."""
+
+    kind: Literal["cuda", "cann"]
+    version: str
+    arches: list[Arch]
+    cudart: str | None = None
+    cudnn: str | None = None
+    nccl: str | None = None
+    min_driver: str | None = None
+    #: CUDA runtime inside the engine wheel (PyPI torch): no CUDA base image needed
+    bundled: bool = False
+    #: base image per OS id (NVIDIA's CUDA images)
+    base: dict[str, OciRef] = Field(default_factory=dict)
+    #: files behind a login (CANN .run packages)
+    manual: list[ManualFile] = Field(default_factory=list)
+    run: list[RunStep] = Field(default_factory=list)
+    #: sonames the stack provides inside the image
+    provides: list[str] = Field(default_factory=list)
+    #: sonames the host driver provides at run time (never shipped)
+    host: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    source: str = ""
+
+
+class PythonDef(Strict):
+    """A Python runtime on one OS: how it gets into the image and where wheels go."""
+
+    version: str
+    os: str
+    source: Literal["debs", "base", "url"]
+    packages: list[str] = Field(default_factory=list)
+    files: list[UrlFile] = Field(default_factory=list)
+    run: list[RunStep] = Field(default_factory=list)
+    interpreter: str
+    site_packages: str
+    scripts: str = "/usr/local/bin"
+
+
+class BuildAvail(Strict):
+    """Builds an upstream release publishes: one accelerator kind, its versions, the arches."""
+
+    accelerator: AcceleratorKind
+    versions: list[str] = Field(default_factory=list)
+    arches: list[Arch]
+
+
+class EngineRelease(Strict):
+    version: str
+    python: list[str]
+    builds: list[BuildAvail]
+    #: for engines layered over a framework (horovod, kungfu): framework → version specifier
+    frameworks: dict[str, str] = Field(default_factory=dict)
+    source: str = ""
+
+
+class EngineDef(Strict):
+    name: str
+    display: str
+    pypi: str | None = None
+    import_name: str
+    version_expr: str
+    smoke: str = ""
+    releases: list[EngineRelease]
+
+
+class ImageDef(Strict):
+    alias: str
+    name: str
+    engine_version: str
+    framework: str | None = None
+    framework_version: str | None = None
+    python: str
+    os: str
+    accelerator: str = Field(description='"cpu" or a stack id from platforms.toml')
+    arch: Arch
+    requirements: list[str] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+    debs: list[str] = Field(default_factory=list)
+    #: wheels from vendor hosts (their dependencies go in requirements)
+    wheels: list[VendorWheel] = Field(default_factory=list)
+    files: list[UrlFile] = Field(default_factory=list)
+    manual: list[ManualFile] = Field(default_factory=list)
+    run: list[RunStep] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    #: a base image of its own (e.g. a -devel CUDA image for images that compile)
+    base: OciRef | None = None
+    demo: bool = False
+    description: str = ""
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, v: str) -> str:
+        if not _ALIAS.match(v):
+            raise ValueError(f"{v!r}: an alias is lowercase letters, digits, '.', '_' and '-'")
+        return v
+
+
+class EngineFile(Strict):
+    """One engines/<family>.toml."""
+
+    engine: EngineDef
+    image: list[ImageDef] = Field(default_factory=list)
+
+
+class PypiSettings(Strict):
+    index: str = "https://pypi.org/simple"
+    #: resolve as of this time (uv --exclude-newer): a re-lock gives the same closure
+    exclude_newer: str | None = None
+
+
+class CompressionSettings(Strict):
+    algorithm: Literal["gzip", "zstd"] = "gzip"
+    level: int | None = None
+
+
+class PlatformsFile(Strict):
+    """engines/platforms.toml."""
+
+    conventions: Conventions = Conventions()
+    source_date_epoch: int = Field(default=1, ge=0)
+    pypi: PypiSettings = PypiSettings()
+    compression: CompressionSettings = CompressionSettings()
+    apt: dict[str, AptRepo] = Field(default_factory=dict)
+    os: dict[str, OSDef]
+    stack: dict[str, StackDef] = Field(default_factory=dict)
+    python: dict[str, PythonDef] = Field(default_factory=dict)

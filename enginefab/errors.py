@@ -1,0 +1,63 @@
+"""One error type users see: what went wrong, for which image and input, and how to fix it."""
+
+from __future__ import annotations
+
+
+class EnginefabError(Exception):
+    """An error a user can act on. The CLI prints it without a traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        image: str | None = None,
+        input: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.message = message
+        self.image = image
+        self.input = input
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.image:
+            where.append(f"image {self.image}")
+        if self.input:
+            where.append(f"input {self.input}")
+        text = (", ".join(where) + ": " if where else "") + self.message
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"error": self.message, "image": self.image, "input": self.input, "fix": self.fix}
+
+
+class MatrixError(EnginefabError):
+    """The matrix in engines/ is inconsistent."""
+
+
+class LockError(EnginefabError):
+    """An input could not be resolved or pinned."""
+
+
+class FetchError(EnginefabError):
+    """A download failed or did not match its pin."""
+
+
+class BuildError(EnginefabError):
+    """An image or layer could not be built."""
+
+
+class UnsafeArchiveError(BuildError):
+    """An input archive holds an entry we refuse to put in a layer."""
+
+
+class CheckError(EnginefabError):
+    """A compatibility check could not run (not: a check that failed)."""
+
+
+class RegistryError(EnginefabError):
+    """A registry refused or failed an operation."""

@@ -1,0 +1,136 @@
+"""Matrix-wide layer planning: a pure function from every image's resolved inputs to its layers.
+
+Every other tool plans layers one image at a time. Here the whole matrix is planned at once so
+that the same bytes become the same blob in every image that uses them:
+
+1. platform parts are one layer each, in a fixed order — base image, OS packages, accelerator
+   stack, Python runtime, extra OS packages — and since their inputs are the same wherever the
+   platform is the same, so are their blobs;
+2. Python wheels at or above ``BIG`` bytes (the engine itself: torch, tensorflow) get a layer
+   of their own, so a new engine version never re-ships its dependencies;
+3. the remaining wheels are grouped by *sharing signature*: the set of images that install
+   exactly that file. Wheels with the same signature share a layer; the most widely shared
+   groups come first (lowest), image-specific ones last;
+4. build steps (sdists, run steps), archives and the config layer (users, home) close the list;
+5. an image over ``BUDGET`` layers has its least-shared wheel groups merged until it fits.
+
+Layer ids are readable and content-derived (``wheels/numpy+2-3f9c1a2b``): the same inputs give
+the same id in every image and across re-locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from enginefab import canonical
+from enginefab.lock.definition import FileEntry, Input, Layer
+
+BIG = 32 << 20
+BUDGET = 40
+
+
+@dataclass
+class Parts:
+    """One image's resolved inputs, grouped by where they sit in the image."""
+
+    alias: str
+    base: list[Input] = field(default_factory=list)
+    os: list[Input] = field(default_factory=list)
+    os_id: str = ""
+    stack: list[Input] = field(default_factory=list)  # archives/manual (placed), then run inputs
+    stack_id: str = ""
+    python: list[Input] = field(default_factory=list)
+    python_id: str = ""
+    debs: list[Input] = field(default_factory=list)
+    wheels: list[Input] = field(default_factory=list)
+    builds: list[Input] = field(default_factory=list)  # sdists + the run input that installs them
+    archives: list[Input] = field(default_factory=list)
+    run: list[Input] = field(default_factory=list)
+    config: list[FileEntry] = field(default_factory=list)
+    config_run: list[Input] = field(default_factory=list)
+    scheme: dict[str, str] = field(default_factory=dict)
+    interpreter: str = ""
+    arch: str = ""
+
+
+def _short(inputs: list[Input]) -> str:
+    return canonical.key_of(sorted(i.sha256 or f"awaiting:{i.name}" for i in inputs))[:8]
+
+
+def _named(prefix: str, inputs: list[Input]) -> str:
+    names = sorted({i.name for i in inputs}, key=lambda n: (-max(i.size for i in inputs if i.name == n), n))
+    head = names[0] if names else "empty"
+    more = f"+{len(names) - 1}" if len(names) > 1 else ""
+    return f"{prefix}/{head}{more}-{_short(inputs)}"
+
+
+def _layer_of_inputs(kind: str, id_: str, inputs: list[Input], comment: str, **extra) -> Layer:
+    return Layer(id=id_, kind=kind, inputs=sorted(inputs, key=lambda i: (i.kind, i.name, i.sha256 or "")), comment=comment, **extra)  # type: ignore[arg-type]
+
+
+def _kind_of_stack(inputs: list[Input]) -> str:
+    return "run" if any(i.kind == "run" for i in inputs) else "archives"
+
+
+def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[str, list[Layer]]:
+    # sharing signatures of the small wheels, across the whole matrix
+    users: dict[str, set[str]] = {}
+    for p in images:
+        for w in p.wheels:
+            if w.size < big:
+                users.setdefault(w.sha256, set()).add(p.alias)
+
+    out: dict[str, list[Layer]] = {}
+    for p in images:
+        layers: list[Layer] = []
+        if p.base:
+            ref = next((i for i in p.base if i.media_type is None), p.base[0])
+            layers.append(Layer(id=f"base/{ref.name}@{(ref.sha256 or '')[:12]}", kind="base", inputs=p.base,
+                                comment=f"base image {ref.url}"))
+        if p.os:
+            kind = "debs" if all(i.kind == "deb" for i in p.os) else "archives"
+            layers.append(_layer_of_inputs(kind, f"os/{p.os_id}-{p.arch}-{_short(p.os)}", p.os,
+                                           f"{p.os_id} ({len(p.os)} packages)"))
+        if p.stack:
+            layers.append(_layer_of_inputs(_kind_of_stack(p.stack), f"stack/{p.stack_id}-{p.arch}-{_short(p.stack)}",
+                                           p.stack, f"accelerator stack {p.stack_id}"))
+        if p.python:
+            kind = "debs" if all(i.kind == "deb" for i in p.python) else _kind_of_stack(p.python)
+            layers.append(_layer_of_inputs(kind, f"python/{p.python_id}-{p.arch}-{_short(p.python)}", p.python,
+                                           f"Python runtime {p.python_id}"))
+        if p.debs:
+            layers.append(_layer_of_inputs("debs", _named("debs", p.debs), p.debs, "extra OS packages"))
+
+        wheel_extra = {"scheme": p.scheme, "interpreter": p.interpreter}
+        groups: dict[frozenset[str], list[Input]] = {}
+        bigs: list[Input] = []
+        for w in p.wheels:
+            if w.size >= big:
+                bigs.append(w)
+            else:
+                groups.setdefault(frozenset(users[w.sha256]), []).append(w)
+        ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), _short(kv[1])))
+        fixed = len(layers) + len(bigs) + bool(p.builds) + bool(p.archives) + bool(p.run) + 1
+        while len(ordered) >= 2 and fixed + len(ordered) > budget:
+            # merge the two least-shared groups (they sit at the end)
+            (sa, a), (sb, b) = ordered[-2], ordered[-1]
+            ordered = ordered[:-2] + [(sa & sb, a + b)]
+        for _sig, ws in ordered:
+            layers.append(_layer_of_inputs("wheels", _named("wheels", ws), ws, f"{len(ws)} Python packages", **wheel_extra))
+        for w in sorted(bigs, key=lambda i: i.name):
+            layers.append(_layer_of_inputs("wheels", f"wheel/{w.name}-{w.version}-{w.sha256[:8]}", [w],
+                                           f"{w.name} {w.version}", **wheel_extra))
+        if p.builds:
+            layers.append(_layer_of_inputs("run", _named("build", p.builds), p.builds, "packages built from source"))
+        if p.archives:
+            layers.append(_layer_of_inputs("archives", _named("files", p.archives), p.archives, "files"))
+        if p.run:
+            layers.append(_layer_of_inputs("run", _named("run", p.run), p.run, "image build steps"))
+        if p.config_run:
+            layers.append(_layer_of_inputs("run", _named("config", p.config_run), p.config_run, "users and home"))
+        if p.config:
+            key = canonical.key_of([f.model_dump(mode="json") for f in p.config])[:8]
+            layers.append(Layer(id=f"config/users-{key}", kind="files", files=sorted(p.config, key=lambda f: f.path),
+                                comment="ModelArts user, group and home"))
+        out[p.alias] = layers
+    return out

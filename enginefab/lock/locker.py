@@ -1,0 +1,372 @@
+"""`enginefab lock`: resolve every input of the chosen images, plan layers across the matrix,
+write build/<alias>.json — all of them or none.
+
+Resolution happens first, for every requested image; only when all succeeded are files written
+(each atomically). Images not requested keep their resolved inputs (read back from their
+definitions) but are re-planned with the others, because sharing is a matrix-wide property.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from enginefab import canonical, ui
+from enginefab.build import compress
+from enginefab.build.wheels import scheme_for
+from enginefab.engines.matrix import Image, Matrix
+from enginefab.engines.model import ManualFile, RunStep, UrlFile
+from enginefab.errors import LockError
+from enginefab.fsutil import write_atomic
+from enginefab.lock import deb, layering, pypi
+from enginefab.lock.definition import (
+    Base,
+    Checks,
+    Compression,
+    Definition,
+    FileEntry,
+    ImageConfig,
+    ImageIdentity,
+    Input,
+    Layer,
+    PythonTarget,
+    RuntimeCheck,
+    load_definition,
+)
+
+MANUAL_PINS = "manual-pins.toml"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RUN_INPUTS = "/enginefab/inputs"
+
+
+def definition_path(root: Path, alias: str) -> Path:
+    return root / "build" / f"{alias}.json"
+
+
+# -- the part of engines/ a definition depends on -----------------------------------------
+
+
+def manual_pins(root: Path) -> dict[str, dict[str, Any]]:
+    """User-recorded hashes of manual files upstream published none for (engines/manual-pins.toml)."""
+    p = root / "engines" / MANUAL_PINS
+    if not p.is_file():
+        return {}
+    return tomllib.loads(p.read_text()).get("files", {})
+
+
+def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
+    """Everything from engines/ that the definition of `img` is a function of (for lock --check)."""
+    p = m.platforms
+    fw = m.engines.get(img.framework) if img.framework != img.engine.name else None
+    apt = p.apt.get(img.os.apt) if img.os.apt else None
+    pins = manual_pins(m.root)
+    names = [f.name for f in manual_files(img)]
+    entry = {
+        "image": img.d.model_dump(mode="json"),
+        "engine": img.engine.model_dump(mode="json", exclude={"releases"}) | {"release": img.release.model_dump(mode="json")},
+        "framework": fw.model_dump(mode="json", exclude={"releases"}) if fw else None,
+        "os": {"id": img.os_id, **img.os.model_dump(mode="json")},
+        "apt": apt.model_dump(mode="json") if apt else None,
+        "stack": {"id": img.stack_id, **img.stack.model_dump(mode="json")} if img.stack else None,
+        "python": {"id": img.python_id, **img.python.model_dump(mode="json")},
+        "conventions": img.conventions.model_dump(mode="json"),
+        "source_date_epoch": p.source_date_epoch,
+        "pypi": p.pypi.model_dump(mode="json"),
+        "compression": p.compression.model_dump(mode="json"),
+        "manual_pins": {n: pins[n] for n in sorted(names) if n in pins},
+    }
+    return canonical_copy(entry)
+
+
+def canonical_copy(obj: Any) -> Any:
+    import json
+
+    return json.loads(canonical.dumps(obj))
+
+
+def manual_files(img: Image) -> list[ManualFile]:
+    out = list(img.d.manual)
+    if img.stack:
+        out += img.stack.manual
+    if img.os.source == "manual" and img.arch in img.os.archive:
+        out.append(img.os.archive[img.arch])
+    return out
+
+
+# -- inputs of each kind ------------------------------------------------------------------
+
+
+def run_input(step: RunStep) -> Input:
+    body = canonical.dumps({"script": step.script, "env": step.env})
+    return Input(kind="run", name=step.name, version="1", url=None, sha256=canonical.sha256_hex(body),
+                 size=len(step.script.encode()), script=step.script, env=dict(step.env) or None)
+
+
+def url_input(f: UrlFile) -> Input:
+    return Input(kind="url", name=f.name, version=f.version, url=f.url, sha256=f.sha256, size=f.size,
+                 filename=f.url.rsplit("/", 1)[-1], dest=f.dest or None, unpack=f.unpack,
+                 strip_components=f.strip_components)
+
+
+def manual_input(f: ManualFile, pins: dict[str, dict[str, Any]]) -> Input:
+    sha, size = f.sha256, f.size
+    if sha is None and f.name in pins:
+        sha, size = pins[f.name]["sha256"], int(pins[f.name].get("size", 0))
+    return Input(kind="manual", name=f.name, version=f.version, url=None, sha256=sha, size=size, filename=f.name,
+                 dest=f.dest or None, unpack=f.unpack, where=f.where)
+
+
+@dataclass
+class Resolved:
+    parts: layering.Parts
+    base: Base | None
+
+
+def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
+    """Every input of one image, pinned (network: PyPI, apt, registries)."""
+    p = m.platforms
+    who = img.label()
+    pins = manual_pins(m.root)
+    target = pypi.Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
+    scheme = scheme_for(img.python.site_packages, img.python.scripts, img.d.python)
+    parts = layering.Parts(alias=img.alias, os_id=img.os_id, stack_id=img.stack_id or "", python_id=img.python_id,
+                           scheme=scheme, interpreter=img.python.interpreter, arch=img.arch)
+
+    # base image
+    base = None
+    ref = img.d.base or (img.stack.base.get(img.os_id) if img.stack and not img.stack.bundled else None)
+    if ref is None and img.os.source == "oci":
+        ref = img.os.base.get(img.arch)  # type: ignore[arg-type]
+    if img.os.source == "oci" and ref is None:
+        raise LockError(f"OS {img.os_id} comes from a base image but none is pinned for this image",
+                        image=who, fix="pin one in platforms.toml (os.base or the stack's base) or on the image")
+    if ref is not None:
+        from enginefab.lock import oci
+
+        say(f"  {img.alias}: base {ref.reference}@{ref.digest[:19]}…")
+        parts.base, manifest = oci.resolve(ref, img.oci_platform, image=who)
+        base = Base(reference=ref.reference, digest=ref.digest, source=ref.source, manifest=manifest)
+
+    # OS root
+    have: set[str] = set()
+    apt = p.apt.get(img.os.apt) if img.os.apt else None
+    if img.os.source == "debs":
+        assert apt is not None
+        say(f"  {img.alias}: {img.os_id} packages ({img.arch})")
+        parts.os = deb.resolve(apt, img.arch, list(img.os.packages), set(), image=who)
+        have |= deb.provided_names(parts.os)
+    elif img.os.source == "manual":
+        arch_file = img.os.archive.get(img.arch)  # type: ignore[arg-type]
+        if arch_file is None:
+            raise LockError(f"OS {img.os_id} is imported from an archive but none is declared for {img.arch}",
+                            image=who, fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
+        parts.os = [manual_input(arch_file, pins)]
+
+    # accelerator stack
+    if img.stack:
+        parts.stack = [manual_input(f, pins) for f in img.stack.manual] + [run_input(s) for s in img.stack.run]
+
+    # Python runtime
+    py = img.python
+    if py.source == "debs":
+        if apt is None:
+            raise LockError(f"Python runtime {img.python_id} is made of packages, but {img.os_id} has no apt repository",
+                            image=who, fix="set os.apt in platforms.toml")
+        say(f"  {img.alias}: Python {py.version} packages")
+        parts.python = deb.resolve(apt, img.arch, list(py.packages), have, image=who)
+        have |= deb.provided_names(parts.python)
+    elif py.source == "url":
+        parts.python = [url_input(f) for f in py.files] + [run_input(s) for s in py.run]
+
+    # extra OS packages
+    if img.d.debs:
+        if apt is None:
+            raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
+                            fix="install them with a run step, or use an OS with an apt repository")
+        parts.debs = deb.resolve(apt, img.arch, list(img.d.debs), have, image=who)
+
+    # Python packages: uv for versions, the index for files
+    if img.d.requirements:
+        say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
+        pins_ = pypi.resolve_versions(list(img.d.requirements), list(img.d.constraints), target, image=who,
+                                      exclude_newer=p.pypi.exclude_newer)
+        files = [pypi.select_file(pin, target, image=who) for pin in pins_]
+        parts.wheels = [f for f in files if f.kind == "wheel"]
+        sdists = [f for f in files if f.kind == "url"]
+        if sdists:
+            names = " ".join(f"{RUN_INPUTS}/{s.filename}" for s in sdists)
+            step = RunStep(name="install-sdists",
+                           script=f"{py.interpreter} -m pip install --no-deps --no-index --no-build-isolation "
+                           f"--no-compile --prefix={Path(py.site_packages).parent.parent.parent} {names}\n")
+            parts.builds = sdists + [run_input(step)]
+    for w in img.d.wheels:
+        parts.wheels.append(Input(kind="wheel", name=w.name, version=w.version, url=w.url, sha256=w.sha256,
+                                  size=w.size, filename=w.url.rsplit("/", 1)[-1]))
+    parts.wheels.sort(key=lambda i: i.name)
+
+    # files, manual files, build steps
+    parts.archives = [url_input(f) for f in img.d.files] + [manual_input(f, pins) for f in img.d.manual]
+    parts.run = [run_input(s) for s in img.d.run]
+    if parts.run and parts.archives:  # run steps see the image's own files
+        parts.run = parts.archives + parts.run
+        parts.archives = []
+
+    # users, groups, home (ModelArts)
+    c = img.conventions
+    if img.os.source == "debs":
+        parts.config = users_files(img)
+    else:
+        parts.config_run = [run_input(RunStep(
+            name="ma-user",
+            script=(f"set -e\ngetent group {c.gid} >/dev/null || groupadd -g {c.gid} {c.group}\n"
+                    f"if getent passwd {c.uid} >/dev/null; then userdel -r \"$(getent passwd {c.uid} | cut -d: -f1)\" || true; fi\n"
+                    f"useradd -m -d {c.home} -u {c.uid} -g {c.gid} -s /bin/bash {c.user}\n"
+                    f"chmod 750 {c.home}\n"),
+        ))]
+    return Resolved(parts=parts, base=base)
+
+
+def users_files(img: Image) -> list[FileEntry]:
+    c = img.conventions
+    passwd = (
+        "root:x:0:0:root:/root:/bin/bash\n"
+        f"{c.user}:x:{c.uid}:{c.gid}::{c.home}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = f"root:x:0:\n{c.group}:x:{c.gid}:\nnogroup:x:65534:\n"
+    home_parts = c.home.strip("/").split("/")
+    dirs = ["/".join(home_parts[:i]) for i in range(1, len(home_parts))]
+    return (
+        [FileEntry(path="/etc", type="dir", mode=0o755),
+         FileEntry(path="/etc/passwd", content=passwd, mode=0o644),
+         FileEntry(path="/etc/group", content=group, mode=0o644),
+         FileEntry(path="/tmp", type="dir", mode=0o1777)]
+        + [FileEntry(path=f"/{d}", type="dir", mode=0o755) for d in dirs]
+        + [FileEntry(path=c.home, type="dir", mode=0o750, uid=c.uid, gid=c.gid)]
+    )
+
+
+# -- definitions --------------------------------------------------------------------------
+
+
+def make_definition(img: Image, m: Matrix, resolved: Resolved, layers: list[Layer], contract: Compression) -> Definition:
+    s = img.summary()
+    target = pypi.Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
+    c = img.conventions
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
+    env.update(c.env)
+    if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
+        env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
+    if img.stack:
+        env.update(img.stack.env)
+    env.update(img.d.env)
+    labels = {
+        "org.opencontainers.image.title": img.name,
+        "org.opencontainers.image.version": img.d.engine_version,
+        "org.opencontainers.image.description": img.d.description or f"{img.engine.display} {img.d.engine_version}",
+        "io.enginefab.alias": img.alias,
+        "io.enginefab.engine": f"{img.engine.name} {img.d.engine_version}",
+        "io.enginefab.framework": f"{img.framework} {img.framework_version}",
+        "io.enginefab.python": img.d.python,
+        "io.enginefab.accelerator": img.accelerator + (f" {img.accelerator_version}" if img.accelerator_version else ""),
+    }
+    if img.stack:
+        for key in ("cudart", "cudnn", "nccl", "min_driver"):
+            val = getattr(img.stack, key)
+            if val:
+                labels[f"io.enginefab.{img.stack.kind}.{key.replace('_', '-')}"] = val
+    runtime = [_runtime_check(img.engine, img.d.engine_version)]
+    fw = m.engines.get(img.framework)
+    if fw is not None and fw is not img.engine:
+        runtime.append(_runtime_check(fw, img.framework_version))
+    return Definition(
+        image=ImageIdentity(
+            name=s["name"], alias=s["alias"], engine=s["engine"], engine_version=s["engine_version"],
+            framework=s["framework"], framework_version=s["framework_version"], accelerator=s["accelerator"],
+            accelerator_version=s["accelerator_version"], cudnn=s["cudnn"], nccl=s["nccl"], min_driver=s["min_driver"],
+            python=s["python"], os=s["os"], os_version=s["os_version"], glibc=img.os.glibc, arch=s["arch"],
+            platform=img.oci_platform,
+        ),
+        base=resolved.base,
+        python=PythonTarget(version=img.d.python, interpreter=img.python.interpreter,
+                            site_packages=img.python.site_packages, scripts=img.python.scripts, abi=target.abi,
+                            platforms=target.platforms()),
+        compression=contract,
+        source_date_epoch=img.source_date_epoch,
+        layers=layers,
+        config=ImageConfig(user=f"{c.uid}:{c.gid}", workdir=c.home, env=env, cmd=[img.python.interpreter],
+                           labels=labels),
+        checks=Checks(runtime=runtime, accelerator_provides=list(img.stack.provides) if img.stack else [],
+                      host_provides=list(img.stack.host) if img.stack else []),
+        matrix=matrix_entry(img, m),
+    )
+
+
+def _runtime_check(engine, version: str) -> RuntimeCheck:
+    return RuntimeCheck(engine=engine.name, import_name=engine.import_name, version_expr=engine.version_expr,
+                        expect_version=version, smoke=engine.smoke)
+
+
+def parts_from_definition(defn: Definition) -> Resolved:
+    """Invert the planner's id prefixes: the resolved inputs of an already-locked image."""
+    p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,
+                       scheme=scheme_for(defn.python.site_packages, defn.python.scripts, defn.python.version))
+    slot = {"base": "base", "os": "os", "stack": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
+            "wheel": "wheels", "build": "builds", "files": "archives", "run": "run"}
+    for layer in defn.layers:
+        prefix, _, rest = layer.id.partition("/")
+        if prefix == "config":
+            if layer.kind == "files":
+                p.config = list(layer.files)
+            else:
+                p.config_run = list(layer.inputs)
+            continue
+        getattr(p, slot[prefix]).extend(layer.inputs)
+        if prefix in ("os", "stack", "python"):
+            setattr(p, f"{prefix}_id", rest.rsplit("-", 2)[0])
+    p.wheels.sort(key=lambda i: i.name)
+    return Resolved(parts=p, base=defn.base)
+
+
+@dataclass
+class LockResult:
+    written: list[str]
+    unchanged: list[str]
+
+
+def lock(m: Matrix, images: list[Image], *, say: Callable[[str], None] = ui.info) -> LockResult:
+    """Resolve `images`, re-plan the whole matrix, write every definition that changed."""
+    settings = m.platforms.compression
+    contract = compress.contract(settings.algorithm, settings.level)
+    resolved: dict[str, Resolved] = {}
+    wanted = {i.alias for i in images}
+    for img in m.images:
+        if img.alias in wanted:
+            say(f"[bold]lock[/] {img.label()}")
+            resolved[img.alias] = resolve(img, m, say=say)
+        else:
+            path = definition_path(m.root, img.alias)
+            if path.is_file():
+                resolved[img.alias] = parts_from_definition(load_definition(path))
+    plans = layering.plan([r.parts for r in resolved.values()])
+    out: dict[Path, bytes] = {}
+    for img in m.images:
+        if img.alias not in resolved:
+            continue
+        r = resolved[img.alias]
+        if img.alias in wanted:
+            defn = make_definition(img, m, r, plans[img.alias], contract)
+        else:  # keep its pins and contract, take the new plan
+            old = load_definition(definition_path(m.root, img.alias))
+            defn = old.model_copy(update={"layers": plans[img.alias]})
+        out[definition_path(m.root, img.alias)] = defn.to_json()
+    written, unchanged = [], []
+    for path, data in out.items():
+        if path.is_file() and path.read_bytes() == data:
+            unchanged.append(path.stem)
+            continue
+        write_atomic(path, data)
+        written.append(path.stem)
+    return LockResult(written=sorted(written), unchanged=sorted(unchanged))

@@ -1,0 +1,259 @@
+"""Resolve Python requirements for the *target* image, never for the host's Python.
+
+Two steps, each done by the tool best at it:
+
+1. versions: ``uv pip compile`` for the image's Python version and platform (arch + manylinux
+   level from the OS's glibc), honouring the engine's constraints;
+2. files: for each ``name==version``, the PyPI simple JSON API lists every file with its sha256
+   and size; we pick the wheel whose tags the image's Python accepts, most specific first
+   (packaging.tags), or the sdist when no wheel fits (built later in the sandbox).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+from enginefab.errors import LockError
+from enginefab.lock import fetch
+from enginefab.lock.definition import Input
+from enginefab.lock.mirrors import current as current_mirrors
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+#: manylinux levels uv can resolve for (its --python-platform values)
+UV_MANYLINUX = [(2, 17), (2, 28), (2, 31), (2, 32), (2, 33), (2, 34), (2, 35), (2, 36), (2, 37), (2, 38), (2, 39), (2, 40)]
+
+
+@dataclass(frozen=True)
+class Target:
+    python: str  # "3.7"
+    arch: str  # "x86_64" | "aarch64"
+    glibc: str  # "2.27"
+
+    @property
+    def py(self) -> tuple[int, int]:
+        a, b = self.python.split(".")[:2]
+        return int(a), int(b)
+
+    @property
+    def abi(self) -> str:
+        major, minor = self.py
+        return f"cp{major}{minor}" + ("m" if (major, minor) < (3, 8) else "")
+
+    @property
+    def glibc_tuple(self) -> tuple[int, int]:
+        a, b = self.glibc.split(".")[:2]
+        return int(a), int(b)
+
+    def platforms(self) -> list[str]:
+        """Platform tags, most specific first: manylinux_2_<glibc> … manylinux_2_5, legacy aliases, linux."""
+        major, minor = self.glibc_tuple
+        out = []
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+        for m in range(minor, 4, -1):
+            out.append(f"manylinux_{major}_{m}_{self.arch}")
+            if m in legacy and (self.arch == "x86_64" or m == 17):
+                out.append(f"{legacy[m]}_{self.arch}")
+        out.append(f"linux_{self.arch}")
+        return out
+
+    def tags(self) -> list[Tag]:
+        plats = self.platforms()
+        return list(cpython_tags(self.py, abis=[self.abi], platforms=plats)) + list(
+            compatible_tags(self.py, interpreter=f"cp{self.py[0]}{self.py[1]}", platforms=plats)
+        )
+
+    def uv_platform(self) -> str:
+        glibc = self.glibc_tuple
+        level = max((lv for lv in UV_MANYLINUX if lv <= glibc), default=(2, 17))
+        return f"{self.arch}-manylinux_{level[0]}_{level[1]}"
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+
+
+def uv_binary() -> str:
+    """The uv executable installed beside this Python (the `uv` wheel ships it)."""
+    cand = Path(sys.executable).parent / "uv"
+    if cand.exists():
+        return str(cand)
+    try:
+        from uv import find_uv_bin  # type: ignore
+
+        return find_uv_bin()
+    except Exception:  # pragma: no cover - uv missing entirely
+        raise LockError("uv is not installed", fix="pip install uv (it is a dependency of enginefab)") from None
+
+
+def resolve_versions(
+    requirements: list[str],
+    constraints: list[str],
+    target: Target,
+    *,
+    image: str,
+    exclude_newer: str | None = None,
+) -> list[Pin]:
+    """The full closure of `requirements` for `target`, as name==version pins (uv)."""
+    if not requirements:
+        return []
+    index = current_mirrors().index
+    with tempfile.TemporaryDirectory(prefix="enginefab-uv-") as td:
+        req = Path(td) / "requirements.in"
+        req.write_text("\n".join(requirements) + "\n")
+        args = [
+            uv_binary(),
+            "pip",
+            "compile",
+            str(req),
+            "--python-version",
+            target.python,
+            "--python-platform",
+            target.uv_platform(),
+            "--index-url",
+            index,
+            "--no-header",
+            "--no-annotate",
+            "--quiet",
+            "--no-config",
+        ]
+        if constraints:
+            con = Path(td) / "constraints.txt"
+            con.write_text("\n".join(constraints) + "\n")
+            args += ["--constraint", str(con)]
+        if exclude_newer:
+            args += ["--exclude-newer", exclude_newer]
+        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+        env.pop("PIP_CONSTRAINT", None)
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise LockError(
+            "cannot resolve Python requirements for "
+            f"Python {target.python} on {target.uv_platform()}:\n    " + _uv_reason(proc.stderr),
+            image=image,
+            input=", ".join(requirements),
+            fix="check the package names and versions in engines/ (requirements, constraints)",
+        )
+    pins = []
+    for line in proc.stdout.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if not m:
+            raise LockError(f"unexpected line from uv: {line!r}", image=image)
+        pins.append(Pin(str(canonicalize_name(m[1])), m[2]))
+    return sorted(pins, key=lambda p: p.name)
+
+
+def _uv_reason(stderr: str) -> str:
+    lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    return "\n    ".join(lines[-12:]) or "uv failed without a message"
+
+
+def project_files(name: str, *, image: str | None = None) -> list[dict]:
+    """Every file of a project on the index (PEP 691 JSON)."""
+    index = current_mirrors().index
+    url = f"{index}/{canonicalize_name(name)}/"
+    try:
+        data = fetch.get_json(url, headers={"Accept": SIMPLE_JSON}, label=name)
+    except Exception as e:
+        if "404" in str(e):
+            raise LockError(f"no project {name!r} on {index}", image=image, input=name,
+                            fix="check the spelling of the package name") from None
+        raise
+    return list(data.get("files", []))  # type: ignore[union-attr]
+
+
+def select_file(pin: Pin, target: Target, *, image: str, requested_by: list[str] | None = None) -> Input:
+    """The file of `pin` that the target's Python installs: best wheel, else the sdist."""
+    files = project_files(pin.name, image=image)
+    ranks = {t: i for i, t in enumerate(target.tags())}
+    best: tuple[int, str, dict] | None = None
+    sdist: dict | None = None
+    for f in files:
+        fn = f["filename"]
+        if f.get("yanked"):
+            continue
+        if fn.endswith(".whl"):
+            try:
+                n, v, _, tags = parse_wheel_filename(fn)
+            except Exception:
+                continue
+            if canonicalize_name(n) != pin.name or str(v) != _norm(pin.version):
+                continue
+            rank = min((ranks[t] for t in tags if t in ranks), default=None)
+            if rank is not None and (best is None or (rank, fn) < best[:2]):
+                best = (rank, fn, f)
+        elif fn.endswith((".tar.gz", ".zip")):
+            try:
+                n, v = parse_sdist_filename(fn)
+            except Exception:
+                continue
+            if canonicalize_name(n) == pin.name and str(v) == _norm(pin.version):
+                sdist = f
+    chosen = best[2] if best else sdist
+    if chosen is None:
+        versions = sorted({_file_version(f["filename"]) for f in files} - {None})  # type: ignore[arg-type]
+        raise LockError(
+            f"{pin.name} {pin.version} has no file for Python {target.python} on {target.arch}"
+            + ("" if versions else " (the project has no files)"),
+            image=image,
+            input=f"{pin.name}=={pin.version}",
+            fix="pin another version in the image's constraints",
+        )
+    sha = chosen.get("hashes", {}).get("sha256")
+    if not sha:
+        raise LockError(f"the index lists no sha256 for {chosen['filename']}", image=image, input=pin.name)
+    return Input(
+        kind="wheel" if chosen["filename"].endswith(".whl") else "url",
+        name=pin.name,
+        version=pin.version,
+        url=_absolute(chosen["url"], pin.name),
+        sha256=sha,
+        size=int(chosen.get("size") or 0),
+        filename=chosen["filename"],
+        requested_by=requested_by,
+    )
+
+
+def _absolute(url: str, name: str) -> str:
+    if "://" in url:
+        return url
+    from urllib.parse import urljoin
+
+    return urljoin(f"{current_mirrors().index}/{canonicalize_name(name)}/", url)
+
+
+def _norm(v: str) -> str:
+    from packaging.version import Version
+
+    return str(Version(v))
+
+
+def _file_version(fn: str) -> str | None:
+    try:
+        if fn.endswith(".whl"):
+            return str(parse_wheel_filename(fn)[1])
+        return str(parse_sdist_filename(fn)[1])
+    except Exception:
+        return None
+
+
+def wheel_tags(filename: str) -> list[str]:
+    return sorted(str(t) for t in parse_wheel_filename(filename)[3])
+
+
+def tag_fits(tag: str, target: Target) -> bool:
+    wanted = set(target.tags())
+    return any(t in wanted for t in parse_tag(tag))
