@@ -1,0 +1,1 @@
+"""Benchmarks: each module measures enginefab against a peer in the same run (ratios, not seconds)."""

@@ -1,0 +1,89 @@
+"""Shared fixtures: the real matrix, demo images built once per session, a real registry.
+
+Downloads go to the shared cache (~/.cache/enginefab/downloads, or $ENGINEFAB_CACHE), so a
+second run fetches nothing; every store a test builds into is its own temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ENGINEFAB_SHARED", ROOT.parent / "shared"))
+OCI_SCHEMAS = SHARED / "oci-image-spec"
+
+
+def enginefab(*args: str, env: dict | None = None, check: bool = False, cwd: Path = ROOT,
+              timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run the real CLI as a user would."""
+    e = dict(os.environ, ENGINEFAB_QUIET="1")
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "enginefab", *args], cwd=cwd, env=e, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"enginefab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def matrix():
+    from enginefab.engines.matrix import load
+
+    return load(ROOT)
+
+
+@pytest.fixture
+def engines_copy(tmp_path: Path) -> Path:
+    """A scratch checkout (engines/, build/, registry/) to break on purpose."""
+    dst = tmp_path / "proj"
+    dst.mkdir()
+    for d in ("engines", "build", "registry"):
+        if (ROOT / d).exists():
+            shutil.copytree(ROOT / d, dst / d)
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def demo_aliases(matrix) -> list[str]:
+    return [i.alias for i in matrix.demos]
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory, demo_aliases):
+    """Both demo images built once from an empty store: {alias: digest}, store, layout."""
+    base = tmp_path_factory.mktemp("demo")
+    store, out = base / "store", base / "layout"
+    p = enginefab("build", *demo_aliases, "--out", str(out), "--store", str(store), "--json", check=True)
+    results = json.loads(p.stdout)
+    return {"digests": {r["alias"]: r["digest"] for r in results}, "store": store, "layout": out, "results": results}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    from enginefab.registry.server import Registry, free_port
+
+    r = Registry(root=tmp_path / "registry", port=free_port()).start()
+    yield r
+    r.stop()
+
+
+def validate_oci(doc: dict, schema_name: str) -> None:
+    """Validate a document against the official OCI JSON schema (../shared/oci-image-spec)."""
+    from enginefab import ocischema
+
+    if not OCI_SCHEMAS.is_dir():
+        pytest.skip(f"OCI schemas not found at {OCI_SCHEMAS}")
+    ocischema.validate(doc, schema_name, OCI_SCHEMAS)

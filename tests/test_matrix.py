@@ -1,0 +1,145 @@
+"""The typed matrix: listing, lookup, and validation errors that name image, field and rule."""
+
+import json
+import re
+
+import pytest
+
+from enginefab.engines.matrix import load
+from enginefab.errors import MatrixError
+from tests.conftest import enginefab
+
+PRESETS = {
+    "tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64",
+    "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
+    "mindspore_1.3.0-cann_5.0.2-py_3.7-euler_2.8.3-aarch64",
+    "tensorflow_1.15-cann_5.0.2-py_3.7-euler_2.8.3-aarch64",
+    "mindspore_1.3.0-cuda_10.1-py_3.7-ubuntu_1804-x86_64",
+    "horovod_0.20.0-tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64",
+    "horovod_0.22.1-pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
+    "KF-0.2.2-TF-1.13.1-python3.6",
+}
+KEYS = {"name", "alias", "engine", "engine_version", "framework", "framework_version", "accelerator",
+        "accelerator_version", "python", "os", "os_version", "arch"}
+
+
+def test_list_json_has_all_presets_and_demos():
+    rows = json.loads(enginefab("list", "--json", check=True).stdout)
+    names = {r["name"] for r in rows}
+    assert PRESETS <= names
+    demos = [r for r in rows if r["demo"]]
+    assert {d["arch"] for d in demos} == {"x86_64", "aarch64"}
+    for r in rows:
+        assert KEYS <= set(r), r["alias"]
+    assert len({r["alias"] for r in rows}) == len(rows)
+    by = {r["name"]: r for r in rows}
+    hvd = by["horovod_0.20.0-tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64"]
+    assert (hvd["engine"], hvd["engine_version"], hvd["framework"], hvd["framework_version"]) == (
+        "horovod", "0.20.0", "tensorflow", "2.1.0")
+    kf = by["KF-0.2.2-TF-1.13.1-python3.6"]
+    assert (kf["engine"], kf["engine_version"], kf["framework"], kf["framework_version"]) == (
+        "kungfu", "0.2.2", "tensorflow", "1.13.1")
+    pt = by["pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64"]
+    assert (pt["framework"], pt["accelerator"], pt["accelerator_version"]) == ("pytorch", "cuda", "10.2")
+    assert by["mindspore_1.3.0-cann_5.0.2-py_3.7-euler_2.8.3-aarch64"]["accelerator"] == "cann"
+
+
+def test_show_json_lists_pinned_inputs(root):
+    out = enginefab("show", "demo-pytorch-aarch64", "--json", check=True)
+    d = json.loads(out.stdout)
+    inputs = [i for layer in d["layers"] for i in layer["inputs"]]
+    assert {i["kind"] for i in inputs} >= {"deb", "wheel"}
+    for i in inputs:
+        assert {"kind", "name", "version", "url", "sha256", "size"} <= set(i)
+        assert re.fullmatch(r"[0-9a-f]{64}", i["sha256"]) and i["size"] > 0
+    # canonical name works as well as the alias
+    by_name = enginefab("show", "pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64", "--json", check=True)
+    assert by_name.stdout == out.stdout
+
+
+def test_unknown_image_is_a_clear_error():
+    p = enginefab("show", "pytorch-cuda99")
+    assert p.returncode == 2
+    assert "no image named 'pytorch-cuda99'" in p.stderr and "did you mean" in p.stderr
+
+
+def edit(path, old, new, count=1):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, count))
+
+
+def load_error(proj) -> MatrixError:
+    with pytest.raises(MatrixError) as e:
+        load(proj)
+    return e.value
+
+
+def test_rejects_python_the_engine_publishes_no_build_for(engines_copy):
+    edit(engines_copy / "engines/tensorflow.toml",
+         'name = "tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64"\nengine_version = "2.1.0"\npython = "3.7"',
+         'name = "tensorflow_2.1.0-cuda_10.1-py_3.8-ubuntu_18.04-x86_64"\nengine_version = "2.1.0"\npython = "3.8"')
+    engines_copy.joinpath("engines/platforms.toml").write_text(
+        engines_copy.joinpath("engines/platforms.toml").read_text().replace(
+            '[python."3.6-ubuntu-18.04"]',
+            '[python."3.8-ubuntu-18.04"]\nversion = "3.8"\nos = "ubuntu-18.04"\nsource = "base"\n'
+            'interpreter = "/usr/bin/python3.8"\nsite_packages = "/usr/lib/python3/dist-packages"\n\n'
+            '[python."3.6-ubuntu-18.04"]'))
+    e = load_error(engines_copy)
+    assert e.image and "tensorflow-cuda10.1" in e.image
+    assert "field python" in e.message and "publishes no build for Python 3.8" in e.message
+
+
+def test_rejects_accelerator_version_the_engine_was_not_built_for(engines_copy):
+    edit(engines_copy / "engines/pytorch.toml",
+         'name = "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64"\nengine_version = "1.8.0"\npython = "3.7"\n'
+         'os = "ubuntu-18.04"\naccelerator = "cuda-10.2"',
+         'name = "pytorch_1.8.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64"\nengine_version = "1.8.0"\npython = "3.7"\n'
+         'os = "ubuntu-18.04"\naccelerator = "cuda-10.1"')
+    e = load_error(engines_copy)
+    assert "pytorch-cuda10.2" in e.image
+    assert "field accelerator" in e.message and "not built for cuda 10.1" in e.message
+
+
+def test_rejects_aarch64_on_cuda_without_an_aarch64_build(engines_copy):
+    edit(engines_copy / "engines/pytorch.toml",
+         'name = "pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64"\nengine_version = "1.8.0"\npython = "3.9"\n'
+         'os = "debian-11"\naccelerator = "cpu"',
+         'name = "pytorch_1.8.0-cuda_10.2-py_3.9-debian_11-aarch64"\nengine_version = "1.8.0"\npython = "3.9"\n'
+         'os = "debian-11"\naccelerator = "cuda-10.2-wheel"')
+    e = load_error(engines_copy)
+    assert "demo-pytorch-aarch64" in e.image
+    assert "field arch" in e.message and "no aarch64 build for cuda" in e.message
+
+
+def test_rejects_duplicate_alias(engines_copy):
+    edit(engines_copy / "engines/mindspore.toml", 'alias = "mindspore-cuda10.1"', 'alias = "pytorch-cuda10.2"')
+    e = load_error(engines_copy)
+    assert "field alias" in e.message and "'pytorch-cuda10.2' is used twice" in e.message
+
+
+def test_rejects_name_that_contradicts_fields(engines_copy):
+    edit(engines_copy / "engines/pytorch.toml",
+         'name = "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64"',
+         'name = "pytorch_1.8.0-cuda_10.2-py_3.6-ubuntu_18.04-x86_64"')
+    e = load_error(engines_copy)
+    assert "pytorch-cuda10.2" in e.image
+    assert "field python" in e.message and "says '3.6' but the field is '3.7'" in e.message
+
+
+def test_rejects_unknown_keys_naming_file_and_field(engines_copy):
+    edit(engines_copy / "engines/kungfu.toml", 'alias = "kungfu-tf1.13"', 'alias = "kungfu-tf1.13"\npyton = "3.6"')
+    e = load_error(engines_copy)
+    assert "kungfu.toml" in e.message and "unknown key 'pyton'" in e.message and e.image == "kungfu-tf1.13"
+
+
+def test_cli_reports_matrix_errors_without_traceback(engines_copy):
+    edit(engines_copy / "engines/mindspore.toml", 'alias = "mindspore-cuda10.1"', 'alias = "pytorch-cuda10.2"')
+    p = enginefab("list", cwd=engines_copy, env={"ENGINEFAB_ROOT": str(engines_copy)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "used twice" in p.stderr
+
+
+def test_json_schema_export(tmp_path):
+    enginefab("schema", "--out", str(tmp_path), check=True)
+    schema = json.loads((tmp_path / "engine.schema.json").read_text())
+    assert "image" in schema["properties"]
