@@ -297,14 +297,21 @@ def push(
     names: NamesArg = None,
     all_: AllOpt = False,
     demo: DemoOpt = False,
-    to: Annotated[str, typer.Option("--to", help="REGISTRY/PREFIX, e.g. 127.0.0.1:5000/enginefab.")] = "",
+    to: Annotated[str, typer.Option("--to", help="REGISTRY[:PORT]/PREFIX (e.g. 127.0.0.1:5000/enginefab), or a target "
+                                    "named in registry/targets.toml.")] = "",
     plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")] = False,
     ca_cert: Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")] = None,
     store: StoreOpt = None,
     parallel: Annotated[int, typer.Option(help="Parallel blob uploads.")] = 4,
+    referrers: Annotated[bool, typer.Option("--referrers/--no-referrers", help="Attach SBOM and provenance (and the check report) as referrers.")] = True,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="Push a multi-arch index where one engine version is pushed for several arches.")] = True,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Attach the check reports `enginefab check --reports DIR` wrote.")] = None,
+    run_check: Annotated[bool, typer.Option("--check", help="Run the checks now and attach their reports.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Push built images (tags: canonical name and alias) to an OCI registry."""
+    """Push built images to an OCI registry: tags are the canonical name and the alias; a multi-arch
+    index is tagged with the canonical name minus accelerator and arch. Credentials come from
+    ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or the docker config."""
     from enginefab.registry.publish import publish
 
     m = _matrix()
@@ -312,17 +319,85 @@ def push(
     if not to:
         from enginefab.errors import RegistryError
 
-        raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX")
+        raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX, or a target of registry/targets.toml")
     result = publish(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
-                     parallel=parallel)
+                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_checks=run_check)
     if as_json:
         _emit(result)
         return
     for p in result["images"]:
         print(f"{p['alias']} {p['digest']} {p['reference']}")
+    for x in result["indexes"]:
+        print(f"{x['tag']} {x['digest']} {x['reference']}")
     s = result["stats"]
-    ui.err.print(f"uploaded {s['uploaded_bytes']} bytes in {s['uploaded_blobs']} blobs; "
-                 f"{s['skipped']} already present, {s['mounted']} mounted")
+    ui.err.print(f"uploaded {s['uploaded_bytes']} bytes in {s['uploaded_blobs']} blobs in {s['seconds']:.1f} s "
+                 f"({s['bytes_per_second'] / 1e6:.1f} MB/s); {s['skipped']} already present, {s['mounted']} mounted; "
+                 f"referrers {s['referrer_bytes']} bytes")
+
+
+RefArg = Annotated[str, typer.Argument(help="HOST[:PORT]/REPOSITORY[:TAG][@sha256:…]")]
+PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
+CaOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")]
+PlatformOpt = Annotated[Optional[str], typer.Option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-arch index, e.g. linux/arm64.")]
+
+
+def _client_for(ref: str, plain_http: bool, ca_cert: Optional[Path]):
+    from enginefab.registry.client import RegistryClient
+    from enginefab.registry.reference import parse_reference
+
+    r = parse_reference(ref)
+    return r, RegistryClient(r.registry, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None)
+
+
+@app.command()
+@run_guarded
+def pull(
+    ref: RefArg,
+    out: Annotated[Path, typer.Option("--out", help="OCI image layout to write into (created if needed).")],
+    platform: PlatformOpt = None,
+    plain_http: PlainOpt = False,
+    ca_cert: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pull an image or a multi-arch index into an OCI layout, verifying every blob's digest."""
+    from enginefab.registry.pull import pull as do_pull
+
+    r, client = _client_for(ref, plain_http, ca_cert)
+    client.check_login()
+    with ui.bytes_progress("pull", None) as bar:
+        res = do_pull(client, r, out, platform=platform, progress=bar.advance)
+    if as_json:
+        _emit(res.as_dict())
+        return
+    print(f"{res.reference} {res.digest}")
+    ui.err.print(f"{res.blobs} blobs verified ({res.downloaded_bytes} bytes downloaded, {res.reused} already in {out})")
+
+
+@app.command("referrers")
+@run_guarded
+def referrers_(
+    ref: RefArg,
+    platform: PlatformOpt = None,
+    artifact_type: Annotated[Optional[str], typer.Option("--artifact-type", help="Only referrers of this type.")] = None,
+    plain_http: PlainOpt = False,
+    ca_cert: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List what is attached to an image (SBOM, provenance, check report): the registry's referrers
+    API, or the `sha256-<hex>` fallback tag on registries without it."""
+    from enginefab.registry.referrers import resolve_subject, list_referrers
+
+    r, client = _client_for(ref, plain_http, ca_cert)
+    client.check_login()
+    digest = resolve_subject(client, r, platform)
+    descs, how = list_referrers(client, r.repository, digest, artifact_type)
+    if as_json:
+        _emit({"subject": digest, "source": how, "referrers": descs})
+        return
+    ui.err.print(f"{r.registry}/{r.repository}@{digest}: {len(descs)} referrers ({how})")
+    for d in descs:
+        title = (d.get("annotations") or {}).get("org.opencontainers.image.title", "")
+        print(f"{d.get('artifactType', '?')} {d['digest']} {d['size']} {title}".rstrip())
 
 
 # -- store ------------------------------------------------------------------------------------

@@ -375,6 +375,12 @@ class RegistryClient(oras.provider.Registry):
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
         """PUT our exact bytes; returns the digest and checks the registry agrees on it."""
+        return self.put_manifest_response(repository, ref, raw, media_type)[0]
+
+    def put_manifest_response(self, repository: str, ref: str, raw: bytes,
+                              media_type: str) -> tuple[str, requests.Response]:
+        """`put_manifest`, also returning the response (its `OCI-Subject` header says whether the
+        registry indexes referrers itself)."""
         self.prepare(repository, push=True)
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         r = self.do_request(self.url(f"/v2/{repository}/manifests/{ref}"), "PUT", data=raw,
@@ -384,7 +390,24 @@ class RegistryClient(oras.provider.Registry):
         said = r.headers.get("Docker-Content-Digest")
         if said and said != digest:
             raise RegistryError(f"{self.host} stored {repository}:{ref} as {said}, not {digest}: it rewrote the manifest")
-        return digest
+        return digest, r
+
+    def upload_blob_bytes(self, repository: str, data: bytes) -> int:
+        """Make a small in-memory blob present in `repository`; returns the bytes uploaded."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.has_blob(repository, digest):
+            return 0
+        self.prepare(repository, push=True)
+        r = self.do_request(self.url(f"/v2/{repository}/blobs/uploads/"), "POST", headers={"Content-Length": "0"})
+        if r.status_code != 202:
+            raise self._error(r, f"upload of {digest}")
+        url = self._location(r)
+        sep = "&" if "?" in url else "?"
+        r = self.do_request(f"{url}{sep}digest={digest}", "PUT", data=bytes(data),
+                            headers={"Content-Type": "application/octet-stream"})
+        if r.status_code not in (201, 204):
+            raise self._error(r, f"upload of {digest}")
+        return len(data)
 
     def upload_manifest(self, manifest: dict, container, *a, **kw):  # type: ignore[override]
         c = self.get_container(container)

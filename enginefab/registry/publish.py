@@ -1,17 +1,34 @@
-"""`enginefab push`: the chosen images to REGISTRY/PREFIX/<engine>, tagged with the canonical name
-and the alias."""
+"""`enginefab push`: built images to REGISTRY/PREFIX/<engine>, in graph order across the whole push.
+
+1. every image's blobs (HEAD-skipped, mounted from another repository of the registry when one
+   has them, else streamed; in parallel), then its manifest by digest;
+2. the multi-arch indexes over them (`index.py`), by digest;
+3. the referrers of each image: SBOM, provenance, check report (`referrers.py`);
+4. tags last: canonical name and alias per image, the index tag per index;
+5. the registry is asked whether every tag and digest resolves to exactly what we pushed.
+
+A push that dies anywhere before step 4 has created no tag; one that dies during step 4 has only
+tags whose content is complete. Re-running it finishes the job and uploads only what is missing.
+"""
 
 from __future__ import annotations
 
-
+import json
+import time
+from pathlib import Path
 
 from enginefab import ui
 from enginefab.build.builder import Builder
+from enginefab.build.image import INDEX, MANIFEST, iso
 from enginefab.build.store import Store
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.errors import RegistryError
+from enginefab.registry import provenance, sbom
 from enginefab.registry.client import RegistryClient
-from enginefab.registry.push import BlobHome, PushStats, push_image
+from enginefab.registry.index import plan_indexes
+from enginefab.registry.push import BlobHome, PushStats, push_image_content, push_tags, verify
+from enginefab.registry.referrers import REPORT_TYPE, Artifact, attach
+from enginefab.registry.targets import resolve_target
 
 
 def split_target(to: str) -> tuple[str, str]:
@@ -25,27 +42,102 @@ def repository_for(prefix: str, img: Image) -> str:
     return f"{prefix}/{img.engine.name}" if prefix else img.engine.name
 
 
+def evidence(defn, digest: str, report: bytes | None) -> list[Artifact]:
+    """The artifacts attached to an image: SBOM, provenance, and the check report if any."""
+    name = defn.image.alias
+    arts = [Artifact(sbom.MEDIA_TYPE, sbom.spdx_json(defn), f"{name}.spdx.json"),
+            Artifact(provenance.MEDIA_TYPE, provenance.statement_json(defn, digest), f"{name}.intoto.json")]
+    if report is not None:
+        arts.append(Artifact(REPORT_TYPE, report, f"{name}.check.json", "application/json"))
+    return arts
+
+
+def load_report(reports: Path, img: Image, digest: str) -> bytes:
+    """The check report `enginefab check --reports DIR` wrote for this image; it must be about
+    the very manifest being pushed."""
+    path = reports / f"{img.alias}.json" if reports.is_dir() else reports
+    if not path.is_file():
+        raise RegistryError(f"no check report for {img.alias} in {reports}", image=img.alias,
+                            fix=f"run `enginefab check {img.alias} --reports {reports}` first, or push without --reports")
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RegistryError(f"{path} is not JSON", image=img.alias) from None
+    if doc.get("image") != img.alias or doc.get("digest") != digest:
+        raise RegistryError(f"{path} is the report of {doc.get('image')} {doc.get('digest')}, not of "
+                            f"{img.alias} {digest}", image=img.alias,
+                            fix=f"re-run `enginefab check {img.alias} --reports {reports}` on the image you push")
+    return raw
+
+
 def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
-            ca_cert: str | None = None, parallel: int = 4) -> dict:
+            ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
+            reports: Path | None = None, run_checks: bool = False) -> dict:
     from enginefab.build.pipeline import definition_for
 
-    host, prefix = split_target(to)
-    client = RegistryClient(host, plain_http=plain_http, ca_cert=ca_cert)
+    target = resolve_target(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
+    host = target.registry
+    client = RegistryClient(host, plain_http=target.plain_http, ca_cert=target.ca_cert,
+                            credentials=target.credentials())
     client.check_login()
     builder = Builder(store)
-    stats = PushStats()
-    home = BlobHome()
-    pushed = []
-    for img in imgs:
-        built = builder.image(definition_for(m, img))  # a cache hit when already built
-        repo = repository_for(prefix, img)
-        ui.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
-        with ui.bytes_progress(img.alias, None) as bar:
-            p = push_image(client, store, repo, built.manifest, [img.name, img.alias], stats, home,
-                           parallel=parallel, progress=bar.advance)
-        pushed.append({"alias": img.alias, "name": img.name, "repository": repo, "digest": p.digest,
-                       "reference": f"{host}/{repo}:{img.name}", "by_digest": p.reference})
-    return {"images": pushed,
-            "stats": {k: getattr(stats, k) for k in ("blobs", "uploaded_blobs", "uploaded_bytes", "mounted", "skipped")}}
+    stats, home = PushStats(), BlobHome()
+    t0 = time.monotonic()
 
+    # 1. content: blobs, then each manifest by digest
+    built = []
+    with ui.bytes_progress("push", None) as bar:
+        for img in imgs:
+            defn = definition_for(m, img)
+            b = builder.image(defn)  # a cache hit when already built
+            repo = repository_for(target.prefix, img)
+            ui.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
+            push_image_content(client, store, repo, b.manifest, stats, home, parallel=parallel, progress=bar.advance)
+            built.append((img, defn, b, repo))
+    # 2. indexes, by digest
+    plans, notes = plan_indexes([(img, b) for img, _, b, _ in built]) if indexes else ([], [])
+    repo_of = {img.alias: repo for img, _, _, repo in built}
+    for p in plans:
+        client.put_manifest(repo_of[p.members[0].alias], p.digest, p.raw, INDEX)
+    # 3. referrers
+    reps: dict[str, bytes] = {}
+    if referrers and run_checks:
+        from enginefab.check.runner import run_checks as do_checks
 
+        for r in do_checks(m, imgs, store):
+            reps[r.image] = r.to_json()
+    attached: dict[str, list[dict]] = {}
+    referrer_bytes = 0
+    if referrers:
+        for img, defn, b, repo in built:
+            report = reps.get(img.alias) or (load_report(reports, img, b.digest) if reports else None)
+            subject = {"mediaType": MANIFEST, "digest": b.digest, "size": len(b.manifest)}
+            got = attach(client, repo, subject, evidence(defn, b.digest, report), iso(defn.source_date_epoch))
+            referrer_bytes += sum(a.uploaded for a in got)
+            attached[img.alias] = [{**a.descriptor, "via": a.via} for a in got]
+    # 4. tags last, then 5. verify
+    for img, _, b, repo in built:
+        push_tags(client, repo, b.manifest, [img.name, img.alias])
+    for p in plans:
+        push_tags(client, repo_of[p.members[0].alias], p.raw, [p.tag], INDEX)
+    for img, _, b, repo in built:
+        verify(client, repo, b.digest, [img.name, img.alias])
+    for p in plans:
+        verify(client, repo_of[p.members[0].alias], p.digest, [p.tag])
+    seconds = time.monotonic() - t0
+    for n in notes:
+        ui.info(f"[yellow]note:[/] {n}")
+    images = [{"alias": img.alias, "name": img.name, "repository": repo, "digest": b.digest,
+               "tags": [img.name, img.alias], "reference": f"{host}/{repo}:{img.name}",
+               "by_digest": f"{host}/{repo}@{b.digest}", "referrers": attached.get(img.alias, [])}
+              for img, _, b, repo in built]
+    idx = [{"tag": p.tag, "digest": p.digest, "repository": repo_of[p.members[0].alias],
+            "reference": f"{host}/{repo_of[p.members[0].alias]}:{p.tag}",
+            "members": [{"alias": mm.alias, "digest": mm.digest, "platform": mm.platform} for mm in p.members]}
+           for p in plans]
+    s = {k: getattr(stats, k) for k in ("blobs", "uploaded_blobs", "uploaded_bytes", "mounted", "skipped")}
+    s["referrer_bytes"] = referrer_bytes
+    s["seconds"] = round(seconds, 3)
+    s["bytes_per_second"] = round(stats.uploaded_bytes / seconds) if seconds > 0 else 0
+    return {"registry": host, "images": images, "indexes": idx, "notes": notes, "stats": s}

@@ -6,12 +6,14 @@ what we pushed. A push killed midway leaves no tag pointing at missing content.
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from enginefab import canonical
 from enginefab.build.image import MANIFEST
 from enginefab.build.store import Store
 from enginefab.errors import RegistryError
@@ -79,11 +81,10 @@ def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, i
             f.result()
 
 
-def push_image(client: RegistryClient, store: Store, repository: str, manifest: bytes, tags: list[str],
-               stats: PushStats, home: BlobHome, *, parallel: int = 4,
-               progress: Callable[[int], None] | None = None, media_type: str = MANIFEST) -> Pushed:
-    import json
-
+def push_image_content(client: RegistryClient, store: Store, repository: str, manifest: bytes, stats: PushStats,
+                       home: BlobHome, *, parallel: int = 4, progress: Callable[[int], None] | None = None,
+                       media_type: str = MANIFEST) -> str:
+    """Blobs (config and layers), then the manifest by digest: no tag yet. Returns the digest."""
     doc = json.loads(manifest)
     descs = [doc["config"], *doc.get("layers", [])]
     blobs = [(d["digest"], d["size"], store.blob_path(d["digest"])) for d in descs]
@@ -92,20 +93,29 @@ def push_image(client: RegistryClient, store: Store, repository: str, manifest: 
             raise RegistryError(f"blob {d} is not in the store", fix="run `enginefab build` first")
     client.prepare(repository, push=True)
     push_blobs(client, repository, blobs, stats, home, parallel=parallel, progress=progress)
-    digest = client.put_manifest(repository, _digest_ref(manifest), manifest, media_type)
+    return client.put_manifest(repository, canonical.digest(manifest), manifest, media_type)
+
+
+def push_tags(client: RegistryClient, repository: str, manifest: bytes, tags: list[str],
+              media_type: str = MANIFEST) -> None:
+    """Tags last: each points at a manifest whose content is all in the registry already."""
     for t in tags:
         client.put_manifest(repository, t, manifest, media_type)
+
+
+def push_image(client: RegistryClient, store: Store, repository: str, manifest: bytes, tags: list[str],
+               stats: PushStats, home: BlobHome, *, parallel: int = 4,
+               progress: Callable[[int], None] | None = None, media_type: str = MANIFEST) -> Pushed:
+    """One image in graph order (blobs, manifest, tags), verified."""
+    digest = push_image_content(client, store, repository, manifest, stats, home, parallel=parallel,
+                                progress=progress, media_type=media_type)
+    push_tags(client, repository, manifest, tags, media_type)
     verify(client, repository, digest, tags)
     return Pushed(repository, digest, tuple(tags), f"{client.host}/{repository}@{digest}")
 
 
-def _digest_ref(raw: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
 def verify(client: RegistryClient, repository: str, digest: str, tags: list[str]) -> None:
+    """Ask the registry whether the digest and every tag resolve to exactly `digest`."""
     for ref in [digest, *tags]:
         got = client.head_manifest(repository, ref)
         if got is None or (got[0] and got[0] != digest):
