@@ -80,6 +80,23 @@ def registry(tmp_path):
     r.stop()
 
 
+SECURE_USER, SECURE_PASSWORD = "alice", "correct-horse-battery"
+
+
+@pytest.fixture(scope="module")
+def secure_registry(tmp_path_factory):
+    """docker-registry with htpasswd (SECURE_USER / SECURE_PASSWORD, bcrypt) and TLS with a
+    self-signed certificate for 127.0.0.1; `.tls[0]` is the certificate to trust (--ca-cert)."""
+    from enginefab.registry.server import Registry, add_user, free_port, self_signed
+
+    base = tmp_path_factory.mktemp("secure-registry")
+    cert, key = self_signed(base / "tls")
+    add_user(base / "htpasswd", SECURE_USER, SECURE_PASSWORD)
+    r = Registry(root=base / "registry", port=free_port(), tls=(cert, key), htpasswd=base / "htpasswd").start()
+    yield r
+    r.stop()
+
+
 def validate_oci(doc: dict, schema_name: str) -> None:
     """Validate a document against the official OCI JSON schema (../shared/oci-image-spec)."""
     from enginefab import ocischema

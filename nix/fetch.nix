@@ -1,0 +1,119 @@
+# One pinned input of build/<alias>.json → one fixed-output derivation with the lock's sha256.
+#
+#   wheel, deb, url   builtin:fetchurl of the locked URL (Nix's own fetcher; it tries the
+#                     `hashed-mirrors` setting first, e.g. enginefab's download cache)
+#   oci               a base-image blob by digest, fetched by `enginefab nix fetch-blob`, which
+#                     speaks the registry protocol (token auth, mirrors) that a plain URL cannot
+#   manual            requireFile: the user downloads the file and adds it with
+#                     `nix-store --add-fixed sha256 FILE`; building it otherwise fails with a
+#                     message saying where to get it
+#   manual, no hash   (awaiting) always fails, saying how to pin the file first
+#   run               not fetched: its hash identifies the step, it is part of the definition
+#
+# Only builtins: no nixpkgs is needed to fetch, and the output paths depend on name and hash
+# alone, so any mirror, URL or fetcher yields the same store paths.
+{ system, enginefab }:
+let
+  inherit (builtins) concatStringsSep filter isString split substring stringLength baseNameOf;
+
+  # store path names allow [A-Za-z0-9+._?=-], must not start with a dot, and are short
+  storeName = s:
+    let
+      clean = concatStringsSep "_" (filter isString (split "[^A-Za-z0-9+._?=-]" s));
+      safe = if substring 0 1 clean == "." then "_" + clean else clean;
+    in
+    substring 0 180 safe;
+
+  fileName = input:
+    if input ? filename then input.filename
+    else if (input.url or null) != null then baseNameOf input.url
+    else "${input.name}-${input.version}";
+
+  proxies = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" ];
+
+  fixed = sha256: {
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = sha256;
+    preferLocalBuild = true;
+  };
+
+  url = input: derivation (fixed input.sha256 // {
+    name = storeName (fileName input);
+    system = "builtin";
+    builder = "builtin:fetchurl";
+    url = input.url;
+    urls = [ input.url ];
+    executable = false;
+    unpack = false;
+    impureEnvVars = proxies;
+  });
+
+  oci = input: derivation (fixed input.sha256 // {
+    name = storeName "blob-${substring 0 16 input.sha256}-${input.name}";
+    inherit system;
+    builder = "${enginefab}/bin/enginefab";
+    args = [ "nix" "fetch-blob" input.url "--size" (toString input.size) ];
+    ENGINEFAB_QUIET = "1";
+    impureEnvVars = proxies ++ [ "ENGINEFAB_MIRRORS" ];
+  });
+
+  failing = { name, message }: {
+    inherit name system message;
+    builder = "/bin/sh";
+    args = [ "-c" ''printf '%s\n' "$message" >&2; exit 1'' ];
+    preferLocalBuild = true;
+    allowSubstitutes = false;
+  };
+
+  where = input: if (input.where or null) != null then input.where else "its vendor";
+
+  # The name is the file's own name: `nix-store --add-fixed sha256 FILE` then yields exactly
+  # this output path, so the derivation is already valid and never runs.
+  manual = input: derivation (fixed input.sha256 // failing {
+    name = fileName input;
+    message = ''
+
+      ${fileName input} (${input.version}) cannot be downloaded automatically.
+      Get it from ${where input}, then add it to the Nix store:
+
+        nix-store --add-fixed sha256 ${fileName input}
+
+      It must have sha256 ${input.sha256}${if input.size > 0 then " and ${toString input.size} bytes" else ""}.
+      (For the enginefab CLI: enginefab lock --add-file ${fileName input})
+    '';
+  });
+
+  awaiting = input: derivation (failing {
+    name = storeName "awaiting-${fileName input}";
+    message = ''
+
+      ${fileName input} (${input.version}) has no pinned sha256 yet: its upstream publishes none.
+      Get it from ${where input}, then pin and add it:
+
+        enginefab lock --add-file ${fileName input}   # records its hash in engines/manual-pins.toml
+        enginefab lock                                # carries the hash into build/*.json; commit both
+        nix-store --add-fixed sha256 ${fileName input}
+    '';
+  });
+
+  isLayerOrConfig = mt:
+    mt != null && (builtins.match ".*(\\.layer\\.|\\.rootfs\\.diff\\.|image\\.config\\.|container\\.image\\.).*" mt != null);
+in
+{
+  inherit storeName fileName;
+
+  # does building the image read this input's bytes? (an oci base's index and manifest are
+  # pinned for provenance; the builder reads only its config and layers)
+  needed = input:
+    if input.kind == "run" then false
+    else if input.kind == "oci" then isLayerOrConfig (input.media_type or null)
+    else true;
+
+  # the derivation that provides the input's bytes
+  fetch = input:
+    if input.kind == "manual" then (if input.sha256 == null then awaiting input else manual input)
+    else if input.kind == "oci" then oci input
+    else if input.url == null then throw "enginefab: ${input.kind} input ${input.name} has no URL in its definition"
+    else url input;
+}
