@@ -1,0 +1,61 @@
+"""Generators: a Dockerfile per image (for teams that build with BuildKit) and a CI workflow with
+one job per image. Templates live in render/templates; inputs are the pinned definitions."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from functools import lru_cache
+
+import jinja2
+
+from enginefab.engines.matrix import Matrix
+from enginefab.errors import EnginefabError
+from enginefab.lock.definition import Definition, Input
+
+RUNNERS = {"x86_64": "ubuntu-latest", "aarch64": "ubuntu-24.04-arm"}
+
+
+def _dq(v: object) -> str:
+    """A JSON string or array as Dockerfile ENV/LABEL/CMD read it (no HTML escaping)."""
+    return json.dumps(v, ensure_ascii=False)
+
+
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("enginefab.render", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["dq"] = _dq
+    env.filters["shquote"] = shlex.quote
+    return env
+
+
+def step_file(i: Input) -> str:
+    """A run step's script as a file of the build context (named by step and content)."""
+    return f"{i.name}-{(i.sha256 or '')[:12]}.sh"
+
+
+def dockerfile(d: Definition) -> dict[str, str]:
+    """The build context: {"Dockerfile": …, "steps/<name>.sh": …}."""
+    if d.base is None:
+        raise EnginefabError(
+            "this image's root is made of Debian packages, not a base image: Docker cannot build it without one",
+            image=d.image.alias,
+            fix="build it with `enginefab build` (or `nix build`); Dockerfiles are rendered for images with a base",
+        )
+    layers = [layer for layer in d.layers if layer.kind != "base"]
+    files = {"Dockerfile": _env().get_template("Dockerfile.j2").render(d=d, layers=layers, step_file=step_file)}
+    for layer in layers:
+        for i in layer.inputs:
+            if i.kind == "run":
+                files[f"steps/{step_file(i)}"] = i.script or ""
+    return files
+
+
+def ci_workflow(m: Matrix, runners: dict[str, str] | None = None) -> str:
+    return _env().get_template("github-matrix.yml.j2").render(images=m.images, runners=runners or RUNNERS)
