@@ -101,7 +101,7 @@ class VendorWheel(Strict):
     version: str
     url: str
     sha256: str
-    size: int = Field(ge=0)
+    size: int = Field(default=0, ge=0, description="bytes; 0 when the vendor publishes only the hash")
     source: str = ""
 
     @field_validator("sha256")

@@ -185,7 +185,12 @@ class Definition(Model):
         return [i for layer in self.layers for i in layer.inputs]
 
     def to_json(self) -> bytes:
-        return canonical.dumps_pretty(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for layer in data["layers"]:  # url and sha256 are always present, null when there is none
+            for i in layer.get("inputs", []):
+                i.setdefault("url", None)
+                i.setdefault("sha256", None)
+        return canonical.dumps_pretty(data)
 
 
 def load_definition(path: Path) -> Definition:

@@ -3,11 +3,13 @@
 Every other tool plans layers one image at a time. Here the whole matrix is planned at once so
 that the same bytes become the same blob in every image that uses them:
 
-1. platform parts are one layer each, in a fixed order — base image, OS packages, accelerator
-   stack, Python runtime, extra OS packages — and since their inputs are the same wherever the
-   platform is the same, so are their blobs;
+1. platform parts are one layer each, in a fixed order — base image, OS packages, Python
+   runtime, accelerator stack, extra OS packages — and since their inputs are the same wherever
+   the platform is the same, so are their blobs. The Python runtime sits below the stack because
+   vendor stack installers need it (CANN's installs its te/topi/hccl wheels with pip);
 2. Python wheels at or above ``BIG`` bytes (the engine itself: torch, tensorflow) get a layer
-   of their own, so a new engine version never re-ships its dependencies;
+   of their own, so a new engine version never re-ships its dependencies; so do wheels of
+   unknown size (vendor-hosted engine wheels whose vendor publishes only the hash);
 3. the remaining wheels are grouped by *sharing signature*: the set of images that install
    exactly that file. Wheels with the same signature share a layer; the most widely shared
    groups come first (lowest), image-specific ones last;
@@ -74,10 +76,13 @@ def _kind_of_stack(inputs: list[Input]) -> str:
 
 def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[str, list[Layer]]:
     # sharing signatures of the small wheels, across the whole matrix
+    def is_big(w: Input) -> bool:
+        return w.size >= big or w.size == 0
+
     users: dict[str, set[str]] = {}
     for p in images:
         for w in p.wheels:
-            if w.size < big:
+            if not is_big(w):
                 users.setdefault(w.sha256, set()).add(p.alias)
 
     out: dict[str, list[Layer]] = {}
@@ -91,13 +96,13 @@ def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[s
             kind = "debs" if all(i.kind == "deb" for i in p.os) else "archives"
             layers.append(_layer_of_inputs(kind, f"os/{p.os_id}-{p.arch}-{_short(p.os)}", p.os,
                                            f"{p.os_id} ({len(p.os)} packages)"))
-        if p.stack:
-            layers.append(_layer_of_inputs(_kind_of_stack(p.stack), f"stack/{p.stack_id}-{p.arch}-{_short(p.stack)}",
-                                           p.stack, f"accelerator stack {p.stack_id}"))
         if p.python:
             kind = "debs" if all(i.kind == "deb" for i in p.python) else _kind_of_stack(p.python)
             layers.append(_layer_of_inputs(kind, f"python/{p.python_id}-{p.arch}-{_short(p.python)}", p.python,
                                            f"Python runtime {p.python_id}"))
+        if p.stack:
+            layers.append(_layer_of_inputs(_kind_of_stack(p.stack), f"stack/{p.stack_id}-{p.arch}-{_short(p.stack)}",
+                                           p.stack, f"accelerator stack {p.stack_id}"))
         if p.debs:
             layers.append(_layer_of_inputs("debs", _named("debs", p.debs), p.debs, "extra OS packages"))
 
@@ -105,7 +110,7 @@ def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[s
         groups: dict[frozenset[str], list[Input]] = {}
         bigs: list[Input] = []
         for w in p.wheels:
-            if w.size >= big:
+            if is_big(w):
                 bigs.append(w)
             else:
                 groups.setdefault(frozenset(users[w.sha256]), []).append(w)
@@ -129,8 +134,9 @@ def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[s
         if p.config_run:
             layers.append(_layer_of_inputs("run", _named("config", p.config_run), p.config_run, "users and home"))
         if p.config:
-            key = canonical.key_of([f.model_dump(mode="json") for f in p.config])[:8]
-            layers.append(Layer(id=f"config/users-{key}", kind="files", files=sorted(p.config, key=lambda f: f.path),
+            files = sorted(p.config, key=lambda f: f.path)  # the id must not depend on the order given
+            key = canonical.key_of([f.model_dump(mode="json") for f in files])[:8]
+            layers.append(Layer(id=f"config/users-{key}", kind="files", files=files,
                                 comment="ModelArts user, group and home"))
         out[p.alias] = layers
     return out

@@ -257,11 +257,12 @@ def make_definition(img: Image, m: Matrix, resolved: Resolved, layers: list[Laye
     c = img.conventions
     env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
     env.update(c.env)
-    if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
-        env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
     if img.stack:
         env.update(img.stack.env)
     env.update(img.d.env)
+    # the image's Python scripts stay reachable whatever PATH a stack or the image sets
+    if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
+        env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
     labels = {
         "org.opencontainers.image.title": img.name,
         "org.opencontainers.image.version": img.d.engine_version,

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-from enginefab.errors import LockError
+from enginefab.errors import EnginefabError, FetchError, LockError
 from enginefab.lock import fetch
 from enginefab.lock.definition import Input
 from enginefab.lock.mirrors import current as current_mirrors
@@ -162,15 +163,22 @@ def _uv_reason(stderr: str) -> str:
 
 
 def project_files(name: str, *, image: str | None = None) -> list[dict]:
-    """Every file of a project on the index (PEP 691 JSON)."""
-    index = current_mirrors().index
-    url = f"{index}/{canonicalize_name(name)}/"
+    """Every file of a project on the index (PEP 691 JSON), read once per process and index."""
+    try:
+        return _project_files(current_mirrors().index, str(canonicalize_name(name)))
+    except EnginefabError as e:  # the cached call knows no image: name it here
+        raise type(e)(e.message, image=e.image or image, input=e.input or name, fix=e.fix) from None
+
+
+@lru_cache(maxsize=1024)
+def _project_files(index: str, name: str) -> list[dict]:
+    url = f"{index}/{name}/"
     try:
         data = fetch.get_json(url, headers={"Accept": SIMPLE_JSON}, label=name)
-    except Exception as e:
-        if "404" in str(e):
-            raise LockError(f"no project {name!r} on {index}", image=image, input=name,
-                            fix="check the spelling of the package name") from None
+    except FetchError as e:
+        if "(404)" in e.message:
+            raise LockError(f"no project {name!r} on {index}", input=name,
+                            fix="check the spelling of the package name in engines/ (requirements)") from None
         raise
     return list(data.get("files", []))  # type: ignore[union-attr]
 
