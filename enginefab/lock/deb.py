@@ -17,6 +17,7 @@ import lzma
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,15 +43,79 @@ CONTROL_FIELDS = (
 )
 
 
+class Paragraphs(Mapping[str, deb822.Packages]):
+    """Package name → its Packages paragraph, parsed (python-debian) only when asked for.
+
+    A suite's index has ~60,000 paragraphs and a closure needs a few dozen: scanning the raw
+    text for Package/Version/Provides takes a fraction of a second, parsing all of it a dozen."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, str] = {}
+        self._parsed: dict[str, deb822.Packages] = {}
+
+    def __getitem__(self, name: str) -> deb822.Packages:
+        para = self._parsed.get(name)
+        if para is None:
+            para = self._parsed[name] = deb822.Packages(self.raw[name])
+        return para
+
+    def __iter__(self):
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.raw
+
+
 @dataclass
 class Index:
     repo: AptRepo
     arch: str  # Debian arch (amd64, arm64)
-    packages: dict[str, deb822.Packages] = field(default_factory=dict)
+    packages: Paragraphs = field(default_factory=Paragraphs)
     provides: dict[str, list[str]] = field(default_factory=dict)
 
     def real(self, name: str) -> deb822.Packages | None:
         return self.packages.get(name)
+
+
+def _field(para: str, name: str) -> str | None:
+    """The value of a single-line field of a raw paragraph."""
+    key = name + ":"
+    start = 0 if para.startswith(key) else para.find("\n" + key)
+    if start < 0:
+        return None
+    start += len(key) + (0 if start == 0 else 1)
+    end = para.find("\n", start)
+    return para[start:end if end >= 0 else None].strip()
+
+
+def _scan(text: str, packages: Paragraphs, versions: dict[str, str]) -> None:
+    """Index raw paragraphs by package (newest version wins)."""
+    for para in text.split("\n\n"):
+        para = para.strip("\n")
+        name = _field(para, "Package") if para else None
+        if not name:
+            continue
+        version = _field(para, "Version") or ""
+        old = versions.get(name)
+        if old is not None and Version(version) <= Version(old):
+            continue
+        versions[name] = version
+        packages.raw[name] = para
+
+
+def _provides_map(packages: Paragraphs) -> dict[str, list[str]]:
+    """Virtual name → the real packages providing it, sorted."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(packages.raw):
+        prov = _field(packages.raw[name], "Provides")
+        for part in (prov or "").split(","):
+            virtual = part.strip().split(" ", 1)[0].split(":", 1)[0]
+            if virtual and name not in out.setdefault(virtual, []):
+                out[virtual].append(name)
+    return out
 
 
 def _release_entries(text: str) -> dict[str, tuple[str, int]]:
@@ -111,6 +176,7 @@ def _load_index(repo_json: str, arch: str) -> Index:
         ) from None
     entries = _release_entries(_verify_inrelease(inrelease, repo))
     idx = Index(repo=repo, arch=arch)
+    versions: dict[str, str] = {}
     for comp in repo.components:
         rel = f"{comp}/binary-{arch}/Packages.xz"
         if rel not in entries:
@@ -118,16 +184,8 @@ def _load_index(repo_json: str, arch: str) -> Index:
                             fix=f"check that the suite carries {arch}")
         sha, size = entries[rel]
         path = fetch.fetch(fetch.Want(url=f"{base}/{rel}", sha256=sha, size=size, label=f"{repo.suite} {rel}"))
-        text = lzma.decompress(path.read_bytes()).decode("utf-8", "replace")
-        for para in deb822.Packages.iter_paragraphs(text, use_apt_pkg=False):
-            name = para["Package"]
-            old = idx.packages.get(name)
-            if old is None or Version(para["Version"]) > Version(old["Version"]):
-                idx.packages[name] = para
-    for name, para in sorted(idx.packages.items()):
-        for group in para.relations.get("provides", []):
-            for alt in group:
-                idx.provides.setdefault(alt["name"], []).append(name)
+        _scan(lzma.decompress(path.read_bytes()).decode("utf-8", "replace"), idx.packages, versions)
+    idx.provides = _provides_map(idx.packages)
     return idx
 
 

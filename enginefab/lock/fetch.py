@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -72,9 +73,9 @@ def fetch(want: Want, *, cache: Path | None = None) -> Path:
             return _download(url, want, root)
         except _Retryable as e:
             last = e.__cause__ or e
-            time.sleep(min(2**attempt, 4))
+            _backoff(attempt)
     raise FetchError(
-        f"cannot download {url}: {last}",
+        f"cannot download {url} ({cause(last)})",
         image=want.image,
         input=want.label or None,
         fix="check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror",
@@ -83,6 +84,26 @@ def fetch(want: Want, *, cache: Path | None = None) -> Path:
 
 class _Retryable(Exception):
     pass
+
+
+def _backoff(attempt: int) -> None:
+    if attempt < ATTEMPTS - 1:  # no pointless wait after the last attempt
+        time.sleep(min(2**attempt, 4))
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def cause(e: BaseException | None) -> str:
+    """The root cause of a network error in a few words ("Connection refused")."""
+    text = str(e) if e is not None else "unknown error"
+    m = _ERRNO.search(text)
+    if m:
+        return m.group(1).strip()
+    for marker in ("Read timed out", "Connect timeout", "timed out", "SSLError", "RemoteDisconnected"):
+        if marker in text:
+            return marker
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _download(url: str, want: Want, root: Path) -> Path:
@@ -180,19 +201,23 @@ def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = ""
             r = session().get(url, headers=headers or {}, timeout=TIMEOUT)
         except requests.RequestException as e:
             last = e
-            time.sleep(min(2**attempt, 4))
+            _backoff(attempt)
             continue
         if r.status_code == 404:
             raise FetchError(f"{url} does not exist (404)", input=label or None)
         if r.status_code >= 500:
             last = requests.HTTPError(f"HTTP {r.status_code}")
-            time.sleep(min(2**attempt, 4))
+            _backoff(attempt)
             continue
         if r.status_code != 200:
             raise FetchError(f"{url} answered HTTP {r.status_code}", input=label or None)
-        return r.json()
+        try:
+            return r.json()
+        except ValueError:
+            raise FetchError(f"{url} did not answer JSON (is it a PEP 691 simple index?)", input=label or None,
+                             fix="point [pypi] index in registry/mirrors.toml at a PyPI-compatible index") from None
     raise FetchError(
-        f"cannot reach {url}: {last}",
+        f"cannot reach {url} ({cause(last)})",
         input=label or None,
         fix="check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror",
     )

@@ -18,7 +18,7 @@ from enginefab.build import compress
 from enginefab.build.wheels import scheme_for
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.engines.model import ManualFile, RunStep, UrlFile
-from enginefab.errors import LockError
+from enginefab.errors import EnginefabError, LockError
 from enginefab.fsutil import write_atomic
 from enginefab.lock import deb, layering, pypi
 from enginefab.lock.definition import (
@@ -346,7 +346,12 @@ def lock(m: Matrix, images: list[Image], *, say: Callable[[str], None] = ui.info
     for img in m.images:
         if img.alias in wanted:
             say(f"[bold]lock[/] {img.label()}")
-            resolved[img.alias] = resolve(img, m, say=say)
+            try:
+                resolved[img.alias] = resolve(img, m, say=say)
+            except EnginefabError as e:  # shared indexes fail without knowing for which image
+                if e.image:
+                    raise
+                raise type(e)(e.message, image=img.label(), input=e.input, fix=e.fix) from None
         else:
             path = definition_path(m.root, img.alias)
             if path.is_file():

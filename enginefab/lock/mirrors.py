@@ -13,7 +13,12 @@ test) points everything at a local copy with one file::
     "docker.io" = "127.0.0.1:5000/dockerhub"
 
 The lock always records the *upstream* URL; mirrors only change where bytes come from, and the
-sha256 in the lock still decides whether they are the right bytes.
+sha256 in the lock still decides whether they are the right bytes. A mirrored index that lists
+its own file URLs (``to`` of a rewrite) is mapped back through the same rewrite (``upstream``),
+so a lock made through a mirror is byte-identical to one made without it.
+
+Registry keys are hosts as users write them; ``docker.io`` also matches Docker Hub's API host
+``registry-1.docker.io`` (and the other way round).
 """
 
 from __future__ import annotations
@@ -36,13 +41,29 @@ class Mirrors:
     registries: dict[str, str] = field(default_factory=dict)
 
     def url(self, url: str) -> str:
+        """Where to fetch `url` from (first matching rewrite)."""
         for src, dst in self.rewrites:
             if url.startswith(src):
                 return dst + url[len(src) :]
         return url
 
+    def upstream(self, url: str) -> str:
+        """The upstream form of a URL a mirror handed out (inverse of `url`)."""
+        for src, dst in self.rewrites:
+            if url.startswith(dst):
+                return src + url[len(dst) :]
+        return url
+
     def registry(self, host: str) -> str:
-        return self.registries.get(host, host)
+        """The host[/prefix] to talk to for registry `host`."""
+        for key in (host, *_HUB_ALIASES.get(host, ())):
+            if key in self.registries:
+                return self.registries[key]
+        return host
+
+
+_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+_HUB_ALIASES = {h: tuple(x for x in _HUB if x != h) for h in _HUB}
 
 
 def parse(text: str, origin: str = "mirrors") -> Mirrors:

@@ -27,18 +27,35 @@ def _ref_input(ref: OciRef) -> Input:
                  size=0, media_type=None)
 
 
+def mirrored(ref):
+    """The same reference on its mirror (registry/mirrors.toml [registries]), if one is configured."""
+    from enginefab.lock.mirrors import current
+    from enginefab.registry.reference import Reference
+
+    host = current().registry(ref.registry)
+    if host == ref.registry:
+        return ref
+    repo = ref.repository
+    if "/" in host:  # host/prefix: the mirror keeps repositories under a path prefix
+        host, prefix = host.split("/", 1)
+        repo = f"{prefix.strip('/')}/{repo}"
+    return Reference(host, repo, ref.tag, ref.digest)
+
+
 def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[Input], str | None]:
     """(inputs, platform manifest digest) for a pinned base; the inputs start with the reference."""
     from enginefab.registry.reference import parse_reference
     from enginefab.registry.client import RegistryClient
 
     head = _ref_input(ref)
-    r = parse_reference(f"{head.name}@{ref.digest}")
+    upstream = parse_reference(f"{head.name}@{ref.digest}")
+    r = mirrored(upstream)
     try:
         client = RegistryClient.for_reference(r, timeout=10)
         raw, mt = client.get_manifest(r.repository, ref.digest)
     except EnginefabError as e:
-        ui.info(f"[yellow]note:[/] {ref.reference}: registry not reachable ({e.message.splitlines()[0]}); "
+        via = f" (through the mirror {r.registry})" if r.registry != upstream.registry else ""
+        ui.info(f"[yellow]note:[/] {ref.reference}: registry not reachable{via} ({e.message.splitlines()[0]}); "
                 "the base stays pinned by digest only")
         return [head], None
     doc = json.loads(raw)

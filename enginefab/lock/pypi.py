@@ -109,6 +109,9 @@ def resolve_versions(
     if not requirements:
         return []
     index = current_mirrors().index
+    # Fail fast and clearly when the index cannot be reached (uv would retry for ~20 s); the
+    # page is cached, select_file reads it again for free.
+    project_files(_requirement_name(requirements[0]), image=image)
     with tempfile.TemporaryDirectory(prefix="enginefab-uv-") as td:
         req = Path(td) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n")
@@ -138,6 +141,7 @@ def resolve_versions(
         env.pop("PIP_CONSTRAINT", None)
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
+        _explain_missing(proc.stderr, requirements + constraints, image=image)
         raise LockError(
             "cannot resolve Python requirements for "
             f"Python {target.python} on {target.uv_platform()}:\n    " + _uv_reason(proc.stderr),
@@ -155,6 +159,58 @@ def resolve_versions(
             raise LockError(f"unexpected line from uv: {line!r}", image=image)
         pins.append(Pin(str(canonicalize_name(m[1])), m[2]))
     return sorted(pins, key=lambda p: p.name)
+
+
+def _requirement_name(req: str) -> str:
+    from packaging.requirements import Requirement
+
+    return str(canonicalize_name(Requirement(req).name))
+
+
+_NO_VERSION = re.compile(r"there is no version of ([A-Za-z0-9._-]+)(?:\[[^\]]*\])?\s*([=<>!~][^\s,]*)?")
+_NOT_FOUND = re.compile(r"\b([A-Za-z0-9._-]+) was not found in the package registry")
+
+
+def _explain_missing(stderr: str, requested: list[str], *, image: str) -> None:
+    """Turn uv's "there is no version of X==V" into: no such package, or no such version (and
+    which versions exist), naming the requirement from engines/ that asked for it."""
+    m = _NO_VERSION.search(stderr) or _NOT_FOUND.search(stderr)
+    if m is None:
+        return
+    name = str(canonicalize_name(m.group(1)))
+    asked = next((r for r in requested if _requirement_name(r) == name), name)
+    index = current_mirrors().index
+    try:
+        files = project_files(name, image=image)
+    except LockError:
+        raise LockError(f"no package {name!r} on {index}", image=image, input=asked,
+                        fix="check the spelling of the package name in engines/ (requirements)") from None
+    versions = sorted({v for v in (_file_version(f["filename"]) for f in files if not f.get("yanked")) if v},
+                      key=_sort_key)
+    spec = m.group(2) if m.re is _NO_VERSION and m.lastindex and m.lastindex >= 2 else None
+    shown = ", ".join(_nearby(versions, spec)) or "none"
+    raise LockError(f"{name} has no version matching {spec or asked} on {index} (it has: {shown})",
+                    image=image, input=asked, fix="pin a version the index has, in engines/ (requirements, constraints)")
+
+
+def _sort_key(v: str):
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(v))
+    except InvalidVersion:
+        return (1, v)
+
+
+def _nearby(versions: list[str], spec: str | None, n: int = 8) -> list[str]:
+    """The versions around the one asked for (or the newest), for an error message."""
+    want = (spec or "").lstrip("=<>!~")
+    if want:
+        key = _sort_key(want)
+        pos = next((i for i, v in enumerate(versions) if _sort_key(v) >= key), len(versions))
+        lo = max(0, pos - n // 2)
+        return versions[lo: lo + n]
+    return versions[-n:]
 
 
 def _uv_reason(stderr: str) -> str:
@@ -236,11 +292,13 @@ def select_file(pin: Pin, target: Target, *, image: str, requested_by: list[str]
 
 
 def _absolute(url: str, name: str) -> str:
-    if "://" in url:
-        return url
-    from urllib.parse import urljoin
+    """The file's upstream URL: relative links resolved against the index, mirror URLs mapped back."""
+    mirrors = current_mirrors()
+    if "://" not in url:
+        from urllib.parse import urljoin
 
-    return urljoin(f"{current_mirrors().index}/{canonicalize_name(name)}/", url)
+        url = urljoin(f"{mirrors.index}/{canonicalize_name(name)}/", url)
+    return mirrors.upstream(url)
 
 
 def _norm(v: str) -> str:
