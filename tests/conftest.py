@@ -104,3 +104,77 @@ def validate_oci(doc: dict, schema_name: str) -> None:
     if not OCI_SCHEMAS.is_dir():
         pytest.skip(f"OCI schemas not found at {OCI_SCHEMAS}")
     ocischema.validate(doc, schema_name, OCI_SCHEMAS)
+
+
+class HttpMirror:
+    """A directory served over HTTP on 127.0.0.1 by a thread, recording every path asked for.
+
+    A directory answers with its `index.json` (as PEP 691 JSON under /simple/), so a directory
+    tree is a PyPI-compatible index, an apt repository or a plain file mirror."""
+
+    def __init__(self, root: Path):
+        import http.server
+        import threading
+
+        self.root = root
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                mirror.requests.append(path)
+                target = (mirror.root / path.lstrip("/")).resolve()
+                if target.is_dir():
+                    target = target / "index.json"
+                if mirror.root.resolve() not in target.parents or not target.is_file():
+                    self.send_error(404)
+                    return
+                data = target.read_bytes()
+                self.send_response(200)
+                json_type = "application/vnd.pypi.simple.v1+json" if path.startswith("/simple/") else "application/json"
+                self.send_header("Content-Type", json_type if target.name == "index.json" else "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, rel: str, data: bytes) -> Path:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return p
+
+    def asked(self, fragment: str) -> list[str]:
+        return [r for r in self.requests if fragment in r]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_mirror(tmp_path):
+    """An HttpMirror over tmp_path/mirror (write files into it with .put)."""
+    m = HttpMirror(tmp_path / "mirror")
+    (tmp_path / "mirror").mkdir(exist_ok=True)
+    yield m
+    m.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (for 'unreachable' cases)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -10,22 +10,63 @@ from pydantic import ValidationError
 from enginefab import canonical
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.definition import Definition
-from enginefab.lock.locker import definition_path, matrix_entry
+from enginefab.lock.locker import base_ref, declared_inputs, definition_path, matrix_entry
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _by_name(items: list) -> dict[str, Any] | None:
+    """A list of named tables (files, wheels, manual inputs, run steps) keyed by name, if it is one."""
+    if not items or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+        return None
+    keyed = {i["name"]: i for i in items}
+    return keyed if len(keyed) == len(items) else None
+
+
 def diff(old: Any, new: Any, path: str = "") -> list[str]:
-    """Leaf-level differences, as 'path: old → new' lines."""
+    """Leaf-level differences, as 'path: old → new' lines; named list items show their name
+    (image.files[horovod].sha256), so a changed pin names its input."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
             out += diff(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
         return out
+    if isinstance(old, list) and isinstance(new, list) and old != new:
+        ko, kn = _by_name(old), _by_name(new)
+        if ko is not None and kn is not None:
+            out = []
+            for k in [n for n in ko if n in kn] + [n for n in kn if n not in ko] + [n for n in ko if n not in kn]:
+                out += diff(ko.get(k), kn.get(k), f"{path}[{k}]")
+            return out
     if old != new:
         show = lambda v: canonical.dumps(v).decode()[:120]  # noqa: E731
         return [f"{path}: {show(old)} → {show(new)}"]
     return []
+
+
+def _declared_mismatches(defn: Definition, img, m: Matrix) -> list[str]:
+    """Inputs engines/ pins itself (files, vendor wheels, manual files, run steps, the base) that
+    build/ carries differently: a definition edited by hand."""
+    have: dict[tuple[str, str], list[dict]] = {}
+    for i in defn.inputs():
+        have.setdefault((i.kind, i.name), []).append(i.model_dump(mode="json", exclude={"requested_by"}))
+    out = []
+    for want in declared_inputs(img, m):
+        w = want.model_dump(mode="json", exclude={"requested_by"})
+        found = have.get((want.kind, want.name), [])
+        if w in found:
+            continue
+        if not found:
+            out.append(f"build/{img.alias}.json lacks input {want.ref} that engines/ declares; re-run `enginefab lock {img.alias}`")
+        else:
+            for line in diff(found[0], w):
+                out.append(f"input {want.ref}: build/ differs from engines/: {line} (edited by hand? re-run `enginefab lock {img.alias}`)")
+    ref = base_ref(img)
+    want_base = f"{ref.reference}@{ref.digest}" if ref else None
+    got_base = f"{defn.base.reference}@{defn.base.digest}" if defn.base else None
+    if want_base != got_base:
+        out.append(f"base: build/ has {got_base}, engines/ pins {want_base} (re-run `enginefab lock {img.alias}`)")
+    return out
 
 
 def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
@@ -50,8 +91,11 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
             continue
         if defn.to_json() != raw:
             problems.append(f"{who}: build/{path.name} is not in canonical form (edited by hand?); re-run `enginefab lock`")
-        for line in diff(defn.matrix, matrix_entry(img, m)):
-            problems.append(f"{who}: engines/ changed since the lock: {line}")
+        stale = diff(defn.matrix, matrix_entry(img, m))
+        for line in stale:
+            problems.append(f"{who}: engines/ changed since the lock (`enginefab lock {who}`): {line}")
+        if not stale:  # same engines/: the pins it declares must be in build/ as declared
+            problems += [f"{who}: {p}" for p in _declared_mismatches(defn, img, m)]
         for layer in defn.layers:
             for i in layer.inputs:
                 where = f"{who}: layer {layer.id}: input {i.ref}"

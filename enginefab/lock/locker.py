@@ -17,7 +17,7 @@ from enginefab import canonical, ui
 from enginefab.build import compress
 from enginefab.build.wheels import scheme_for
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.engines.model import ManualFile, RunStep, UrlFile
+from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 from enginefab.errors import EnginefabError, LockError
 from enginefab.fsutil import write_atomic
 from enginefab.lock import deb, layering, pypi
@@ -118,6 +118,36 @@ def manual_input(f: ManualFile, pins: dict[str, dict[str, Any]]) -> Input:
                  dest=f.dest or None, unpack=f.unpack, where=f.where)
 
 
+def vendor_wheel_input(w: VendorWheel) -> Input:
+    return Input(kind="wheel", name=w.name, version=w.version, url=w.url, sha256=w.sha256, size=w.size,
+                 filename=w.url.rsplit("/", 1)[-1])
+
+
+def base_ref(img: Image) -> OciRef | None:
+    """The base image: the image's own, else its CUDA stack's for its OS, else the OS's."""
+    ref = img.d.base or (img.stack.base.get(img.os_id) if img.stack and not img.stack.bundled else None)
+    if ref is None and img.os.source == "oci":
+        ref = img.os.base.get(img.arch)  # type: ignore[arg-type]
+    return ref
+
+
+def declared_inputs(img: Image, m: Matrix) -> list[Input]:
+    """The inputs engines/ pins by itself (no resolution): files, vendor wheels, manual files,
+    run steps. `lock --check` compares them with build/ offline."""
+    pins = manual_pins(m.root)
+    out: list[Input] = []
+    if img.os.source == "manual" and img.arch in img.os.archive:
+        out.append(manual_input(img.os.archive[img.arch], pins))  # type: ignore[index]
+    if img.stack:
+        out += [manual_input(f, pins) for f in img.stack.manual] + [run_input(r) for r in img.stack.run]
+    if img.python.source == "url":
+        out += [url_input(f) for f in img.python.files] + [run_input(r) for r in img.python.run]
+    out += [vendor_wheel_input(w) for w in img.d.wheels]
+    out += [url_input(f) for f in img.d.files] + [manual_input(f, pins) for f in img.d.manual]
+    out += [run_input(r) for r in img.d.run]
+    return out
+
+
 @dataclass
 class Resolved:
     parts: layering.Parts
@@ -136,9 +166,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
 
     # base image
     base = None
-    ref = img.d.base or (img.stack.base.get(img.os_id) if img.stack and not img.stack.bundled else None)
-    if ref is None and img.os.source == "oci":
-        ref = img.os.base.get(img.arch)  # type: ignore[arg-type]
+    ref = base_ref(img)
     if img.os.source == "oci" and ref is None:
         raise LockError(f"OS {img.os_id} comes from a base image but none is pinned for this image",
                         image=who, fix="pin one in platforms.toml (os.base or the stack's base) or on the image")
@@ -201,9 +229,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
                            script=f"{py.interpreter} -m pip install --no-deps --no-index --no-build-isolation "
                            f"--no-compile --prefix={Path(py.site_packages).parent.parent.parent} {names}\n")
             parts.builds = sdists + [run_input(step)]
-    for w in img.d.wheels:
-        parts.wheels.append(Input(kind="wheel", name=w.name, version=w.version, url=w.url, sha256=w.sha256,
-                                  size=w.size, filename=w.url.rsplit("/", 1)[-1]))
+    parts.wheels += [vendor_wheel_input(w) for w in img.d.wheels]
     parts.wheels.sort(key=lambda i: i.name)
 
     # files, manual files, build steps
