@@ -6,7 +6,12 @@ let
   run = name: command: derivation {
     inherit name system;
     builder = "/bin/sh";
-    args = [ "-c" ''ENGINEFAB_CACHE="$TMPDIR/cache" exec ${enginefab}/bin/enginefab ${command} --json > "$out"'' ];
+    # the report goes to $out; on failure it is also printed into the build log
+    args = [ "-c" ''
+      ENGINEFAB_CACHE="$TMPDIR/cache" ${enginefab}/bin/enginefab ${command} --json > "$out" && exit 0
+      while IFS= read -r line; do printf '%s\n' "$line"; done < "$out" >&2
+      exit 1
+    '' ];
     ENGINEFAB_ROOT = matrix;
     ENGINEFAB_QUIET = "1";
   };

@@ -97,11 +97,24 @@ let
     '';
   });
 
+  # a base pinned by digest whose layers were never resolved (registry unreachable at lock time)
+  unresolved = { alias, input }: derivation (failing {
+    name = storeName "unresolved-base-${input.name}";
+    message = ''
+
+      The base image of ${alias} is pinned by digest only:
+        ${input.url}
+      Its registry was unreachable when the image was locked, so the lock lists no layers to
+      fetch. Run `enginefab lock ${alias}` where the registry (or a mirror in
+      registry/mirrors.toml) is reachable, then review and commit build/${alias}.json.
+    '';
+  });
+
   isLayerOrConfig = mt:
     mt != null && (builtins.match ".*(\\.layer\\.|\\.rootfs\\.diff\\.|image\\.config\\.|container\\.image\\.).*" mt != null);
 in
 {
-  inherit storeName fileName;
+  inherit storeName fileName unresolved;
 
   # does building the image read this input's bytes? (an oci base's index and manifest are
   # pinned for provenance; the builder reads only its config and layers)

@@ -6,7 +6,7 @@
 # its canonical name and alias; its manifest digest equals the CLI's.
 { system, enginefab }:
 let
-  inherit (builtins) concatMap filter fromJSON listToAttrs map readFile toJSON;
+  inherit (builtins) any concatMap filter fromJSON head listToAttrs map readFile toJSON;
   fetches = import ./fetch.nix { inherit system enginefab; };
 in
 { alias, file }:
@@ -14,7 +14,12 @@ let
   defn = fromJSON (readFile file);
   inputs = filter fetches.needed (concatMap (layer: layer.inputs or [ ]) defn.layers);
   key = input: if input.sha256 != null then input.sha256 else "awaiting:${input.name}";
-  fetched = listToAttrs (map (input: { name = key input; value = fetches.fetch input; }) inputs);
+  # a base layer with nothing to fetch was never resolved: fail before fetching anything else
+  unresolved = map (layer: {
+    name = "unresolved:${(head layer.inputs).url}";
+    value = fetches.unresolved { inherit alias; input = head layer.inputs; };
+  }) (filter (layer: layer.kind == "base" && !(any fetches.needed layer.inputs)) defn.layers);
+  fetched = listToAttrs (map (input: { name = key input; value = fetches.fetch input; }) inputs ++ unresolved);
   drv = derivation {
     name = fetches.storeName alias;
     inherit system;

@@ -65,6 +65,14 @@ class NixBuild:
 
 def build_layout(defn: Definition, inputs: dict[str, Path], out: Path) -> NixBuild:
     """Build `defn` into a fresh OCI layout at `out` (which must not exist or be empty)."""
+    runs = [layer.id for layer in defn.layers if layer.kind == "run"]
+    if runs and shutil.which("bwrap") is None:
+        raise BuildError(
+            f"its run steps ({', '.join(runs)}) execute in bubblewrap (with proot and qemu-user for "
+            "another arch), which the flake does not put into the build environment yet",
+            image=defn.image.alias,
+            fix=f"build it with `enginefab build {defn.image.alias}` (README, Nix: what is not covered)",
+        )
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out} is not empty", image=defn.image.alias, fix="give a new directory")
     out.mkdir(parents=True, exist_ok=True)
