@@ -27,7 +27,7 @@ from debian.debian_support import Version
 
 from enginefab import ui
 from enginefab.engines.model import DEB_ARCH, AptRepo
-from enginefab.errors import LockError
+from enginefab.errors import EnginefabError, LockError
 from enginefab.lock import fetch
 from enginefab.lock.definition import Input
 
@@ -170,7 +170,7 @@ def _load_index(repo_json: str, arch: str) -> Index:
         inrelease = fetch.get_bytes(f"{base}/InRelease", label=f"{repo.suite} InRelease")
     except Exception as e:
         raise LockError(
-            f"cannot read the apt repository {base}: {e}",
+            f"cannot read the apt repository {base}: {e.message if isinstance(e, EnginefabError) else e}",
             input=f"apt:{repo.suite}",
             fix="check the url and suite in platforms.toml, the network, or registry/mirrors.toml",
         ) from None
