@@ -11,16 +11,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from enginefab import canonical, ui
-from enginefab.build import compress
-from enginefab.build.wheels import scheme_for
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 from enginefab.errors import EnginefabError, LockError
 from enginefab.fsutil import write_atomic
-from enginefab.lock import deb, layering, pypi
 from enginefab.lock.definition import (
     Base,
     Checks,
@@ -35,6 +32,12 @@ from enginefab.lock.definition import (
     RuntimeCheck,
     load_definition,
 )
+
+if TYPE_CHECKING:
+    from enginefab.lock import layering
+
+# Resolvers (uv, apt, registries), the planner and the compressor are imported where they are
+# used: `lock --check` needs only what engines/ says, and must start fast.
 
 MANUAL_PINS = "manual-pins.toml"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -156,6 +159,9 @@ class Resolved:
 
 def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
     """Every input of one image, pinned (network: PyPI, apt, registries)."""
+    from enginefab.build.wheels import scheme_for
+    from enginefab.lock import deb, layering, pypi
+
     p = m.platforms
     who = img.label()
     pins = manual_pins(m.root)
@@ -278,6 +284,8 @@ def users_files(img: Image) -> list[FileEntry]:
 
 
 def make_definition(img: Image, m: Matrix, resolved: Resolved, layers: list[Layer], contract: Compression) -> Definition:
+    from enginefab.lock import pypi
+
     s = img.summary()
     target = pypi.Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
     c = img.conventions
@@ -338,6 +346,9 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
 
 def parts_from_definition(defn: Definition) -> Resolved:
     """Invert the planner's id prefixes: the resolved inputs of an already-locked image."""
+    from enginefab.build.wheels import scheme_for
+    from enginefab.lock import layering
+
     p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,
                        scheme=scheme_for(defn.python.site_packages, defn.python.scripts, defn.python.version))
     slot = {"base": "base", "os": "os", "stack": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
@@ -365,6 +376,9 @@ class LockResult:
 
 def lock(m: Matrix, images: list[Image], *, say: Callable[[str], None] = ui.info) -> LockResult:
     """Resolve `images`, re-plan the whole matrix, write every definition that changed."""
+    from enginefab.build import compress
+    from enginefab.lock import layering
+
     settings = m.platforms.compression
     contract = compress.contract(settings.algorithm, settings.level)
     resolved: dict[str, Resolved] = {}
