@@ -276,6 +276,17 @@ class RegistryClient(oras.provider.Registry):
             return False
         raise self._error(r, f"blob {digest}")
 
+    def catalog(self, limit: int = 100) -> list[str]:
+        """Repositories of the registry, if it lets us list them (many do not: then [])."""
+        self.ping()
+        r = self.do_request(self.url(f"/v2/_catalog?n={limit}"), "GET")
+        if r.status_code != 200:
+            return []
+        try:
+            return [x for x in r.json().get("repositories") or [] if isinstance(x, str)]
+        except ValueError:
+            return []
+
     def blob_exists(self, layer: dict, container) -> bool:  # type: ignore[override]
         return self.has_blob(container.api_prefix, layer["digest"])
 
@@ -340,10 +351,12 @@ class RegistryClient(oras.provider.Registry):
         raise self._error(r, f"mount of {digest} into {repository}")
 
     def upload_blob_file(self, repository: str, digest: str, size: int, path: Path,
-                         mount_from: str | None = None, progress: Callable[[int], None] | None = None) -> int:
+                         mount_from: str | None = None, progress: Callable[[int], None] | None = None,
+                         head: bool = True) -> int:
         """Make `digest` present in `repository`; returns the bytes actually uploaded (0 if it was
-        there already or could be mounted). Streams the file: memory does not grow with size."""
-        if self.has_blob(repository, digest):
+        there already or could be mounted). Streams the file: memory does not grow with size.
+        `head=False`: the caller has just checked that the repository lacks it."""
+        if head and self.has_blob(repository, digest):
             return 0
         upload_url: str | None = None
         if mount_from and mount_from != repository:

@@ -82,7 +82,7 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
                             credentials=target.credentials())
     client.check_login()
     builder = Builder(store)
-    stats, home = PushStats(), BlobHome()
+    stats, home = PushStats(), BlobHome.for_registry(host)
     t0 = time.monotonic()
 
     # 1. content: blobs, then each manifest by digest
@@ -93,7 +93,11 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
             b = builder.image(defn)  # a cache hit when already built
             repo = repository_for(target.prefix, img)
             ui.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
-            push_image_content(client, store, repo, b.manifest, stats, home, parallel=parallel, progress=bar.advance)
+            try:
+                push_image_content(client, store, repo, b.manifest, stats, home, parallel=parallel,
+                                   progress=bar.advance)
+            finally:
+                home.save()
             built.append((img, defn, b, repo))
     # 2. indexes, by digest
     plans, notes = plan_indexes([(img, b) for img, _, b, _ in built]) if indexes else ([], [])

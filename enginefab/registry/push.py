@@ -47,11 +47,34 @@ class Pushed:
 
 
 class BlobHome:
-    """Which repository of this registry already holds a blob (for cross-repository mounts)."""
+    """Where in this registry a blob already is, so that a push into another repository mounts it
+    instead of uploading it again (one upload per registry, not per repository).
 
-    def __init__(self) -> None:
+    Known homes come from this push, from earlier pushes to the same registry (remembered in
+    ``<cache>/blob-homes/<host>.json``, like skopeo's blob-info cache), and, on a fresh machine,
+    from the registry's catalog (``/v2/_catalog``, where the registry allows it): at most
+    CATALOG_PROBES other repositories are asked (HEAD) for a blob before it is uploaded. A
+    remembered home is checked with HEAD before it is used.
+    """
+
+    CATALOG_PROBES = 16
+
+    def __init__(self, cache_file: Path | None = None) -> None:
         self._where: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._catalog: list[str] | None = None
+        self._file = cache_file
+        if cache_file and cache_file.is_file():
+            try:
+                self._where.update(json.loads(cache_file.read_text()))
+            except ValueError:
+                pass  # a damaged cache is only a lost optimisation
+
+    @classmethod
+    def for_registry(cls, host: str) -> "BlobHome":
+        from enginefab.paths import cache_root
+
+        return cls(cache_root() / "blob-homes" / (host.replace(":", "_").replace("/", "_") + ".json"))
 
     def get(self, digest: str) -> str | None:
         with self._lock:
@@ -59,19 +82,48 @@ class BlobHome:
 
     def put(self, digest: str, repo: str) -> None:
         with self._lock:
-            self._where.setdefault(digest, repo)
+            self._where[digest] = repo
+
+    def find(self, client: RegistryClient, digest: str, repository: str) -> str | None:
+        """Another repository of the registry that has `digest`, or None."""
+        known = self.get(digest)
+        if known and known != repository and client.has_blob(known, digest):
+            return known
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = client.catalog()
+            candidates = [r for r in self._catalog if r not in (repository, known)]
+        prefix = repository.rsplit("/", 1)[0]
+        candidates.sort(key=lambda r: (not r.startswith(prefix), r))
+        for r in candidates[: self.CATALOG_PROBES]:
+            if client.has_blob(r, digest):
+                return r
+        return None
+
+    def save(self) -> None:
+        if self._file is None:
+            return
+        from enginefab.fsutil import write_atomic
+
+        with self._lock:
+            items = list(self._where.items())[-20000:]
+        try:
+            write_atomic(self._file, json.dumps(dict(items), sort_keys=True).encode())
+        except OSError:
+            pass
 
 
 def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, int, Path]], stats: PushStats,
                home: BlobHome, *, parallel: int = 4, progress: Callable[[int], None] | None = None) -> None:
+    """Make every blob present in `repository`: skip, mount or upload (bounded parallelism)."""
     def one(item: tuple[str, int, Path]) -> None:
         digest, size, path = item
         if client.has_blob(repository, digest):
             stats.add(0, False, True)
             home.put(digest, repository)
             return
-        src = home.get(digest)
-        n = client.upload_blob_file(repository, digest, size, path, mount_from=src, progress=progress)
+        src = home.find(client, digest, repository)
+        n = client.upload_blob_file(repository, digest, size, path, mount_from=src, progress=progress, head=False)
         stats.add(n, n == 0, False)
         home.put(digest, repository)
 
