@@ -190,3 +190,36 @@ def test_preset_closures_avoid_the_known_breakages(shown):
     for ms in ("mindspore-cuda10.1", "mindspore-cann5.0.2"):
         assert Version("3.13") <= v(ms, "protobuf") < Version("3.21")
     assert v("pytorch-cuda10.2", "numpy") < Version("1.22")
+
+
+def test_add_file_pins_a_manual_input_on_first_use(engines_copy, tmp_path):
+    """CANN publishes no sha256: the first file a user adds is recorded (engines/manual-pins.toml,
+    reviewable), the images using it become stale until re-locked, and the lock then carries its
+    hash; another file under the same name is refused."""
+    env = {"ENGINEFAB_CACHE": str(tmp_path / "cache")}
+    name = "Ascend-cann-nnae_5.0.2.1_linux-aarch64.run"
+    supplied = tmp_path / name
+    supplied.write_bytes((ROOT / "engines" / "platforms.toml").read_bytes())  # what the user downloaded
+    sha = __import__("hashlib").sha256(supplied.read_bytes()).hexdigest()
+    p = enginefab("lock", "--add-file", str(supplied), "--json", cwd=engines_copy, env=env)
+    assert p.returncode == 0, p.stderr
+    (added,) = json.loads(p.stdout)
+    assert added["sha256"] == sha and added["status"] == "recorded in engines/manual-pins.toml"
+    assert (tmp_path / "cache" / "downloads" / "sha256" / sha).read_bytes() == supplied.read_bytes()
+    pins = (engines_copy / "engines" / "manual-pins.toml").read_text()
+    assert f'[files."{name}"]' in pins and f'sha256 = "{sha}"' in pins
+
+    res = json.loads(enginefab("lock", "--check", "--json", cwd=engines_copy).stdout)
+    assert {x.split(":", 1)[0] for x in res["problems"]} == {"mindspore-cann5.0.2", "tensorflow-cann5.0.2"}
+    assert all(f"manual_pins.{name}" in x for x in res["problems"])
+
+    assert enginefab("lock", "mindspore-cann5.0.2", cwd=engines_copy, env=env, timeout=600).returncode == 0
+    defn = json.loads((engines_copy / "build" / "mindspore-cann5.0.2.json").read_bytes())
+    (nnae,) = [i for layer in defn["layers"] for i in layer["inputs"] if i["name"] == name]
+    assert nnae["sha256"] == sha and nnae["size"] == supplied.stat().st_size
+
+    supplied.write_bytes(b"another file " + supplied.read_bytes())
+    p = enginefab("lock", "--add-file", str(supplied), "--json", cwd=engines_copy, env=env)
+    err = json.loads(p.stdout)
+    assert p.returncode == 2 and f"manual-pins.toml records {sha}" in err["error"]
+    assert err["input"] == f"manual:{name}" and "download the file again" in err["fix"]

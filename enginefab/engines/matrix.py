@@ -31,6 +31,8 @@ from enginefab.engines.names import ImageName, NameError_, parse
 from enginefab.errors import MatrixError
 
 PLATFORMS = "platforms.toml"
+#: hashes of manual inputs recorded by `enginefab lock --add-file` (not an engine file)
+MANUAL_PINS = "manual-pins.toml"
 
 
 def same_version(a: str | None, b: str | None) -> bool:
@@ -216,7 +218,7 @@ def load(root: Path) -> Matrix:
     engines: dict[str, EngineDef] = {}
     images: list[Image] = []
     for path in sorted(edir.glob("*.toml")):
-        if path.name == PLATFORMS:
+        if path.name in (PLATFORMS, MANUAL_PINS):
             continue
         data = _read_toml(path)
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from enginefab import canonical, ui
-from enginefab.engines.matrix import Image, Matrix
+from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
 from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 from enginefab.errors import EnginefabError, LockError
 from enginefab.fsutil import write_atomic
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 # Resolvers (uv, apt, registries), the planner and the compressor are imported where they are
 # used: `lock --check` needs only what engines/ says, and must start fast.
 
-MANUAL_PINS = "manual-pins.toml"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUN_INPUTS = "/enginefab/inputs"
 
