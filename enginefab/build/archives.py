@@ -3,13 +3,44 @@ and zip, for .deb data, URL inputs and manual files."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import lzma
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 from enginefab.build.staging import Staging
 from enginefab.errors import UnsafeArchiveError
+
+
+def _corrupt_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+                                       gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+CORRUPT = _corrupt_errors()
+
+
+@contextlib.contextmanager
+def refuse_corrupt(input: str, what: str) -> Iterator[None]:
+    """R12: a truncated or corrupt archive becomes an UnsafeArchiveError naming the input."""
+    try:
+        yield
+    except CORRUPT as e:
+        raise UnsafeArchiveError(f"{what} is truncated or corrupt: {e}", input=input,
+                                 fix="the file is damaged or not what it claims to be; check the pin and the "
+                                 "download (delete it from the download cache to fetch it again)") from None
 
 
 def _under(dest: str, rel: str) -> str:
@@ -25,6 +56,11 @@ def extract_tar(
     staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str = "", strip: int = 0, keep_owner: bool = False
 ) -> None:
     """Every member of a (streamed) tar into staging, under `dest` (relative), rules applied."""
+    with refuse_corrupt(input, "the tar archive"):
+        _extract_tar(staging, tf, input=input, dest=dest, strip=strip, keep_owner=keep_owner)
+
+
+def _extract_tar(staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str, strip: int, keep_owner: bool) -> None:
     for m in tf:
         rel = staging.clean(m.name, input=input)
         if strip:
@@ -58,7 +94,7 @@ def extract_tar(
 
 
 def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", strip: int = 0) -> None:
-    with zipfile.ZipFile(path) as zf:
+    with refuse_corrupt(input, "the zip archive"), zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         if len(names) != len(set(names)):
             dup = sorted({n for n in names if names.count(n) > 1})[0]
@@ -96,7 +132,8 @@ def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filena
         return
     try:
         tf = tarfile.open(path, mode="r:*")
-    except tarfile.TarError as e:
-        raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack: {e}", input=input) from None
+    except CORRUPT as e:
+        raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack (truncated or corrupt?): {e}",
+                                 input=input) from None
     with tf:
         extract_tar(staging, tf, input=input, dest=rel_dest, strip=strip)

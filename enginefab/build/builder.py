@@ -1,59 +1,100 @@
 """Build images from pinned definitions into the store, layer by layer, through the action cache.
 
-A layer's *key* is the sha256 of everything that determines its bytes: the builder version,
-the layer object from the lock (its inputs with their sha256), the compression contract and
-SOURCE_DATE_EPOCH. A key found in the action cache whose blob is still in the store costs one
-stat; otherwise the layer is staged, packed, written to the store, then recorded. A no-op
-rebuild of the whole matrix therefore reads no layer bytes.
+Each layer has a key (`keys.chain_keys`: the layer object from the lock, the builder version, the
+compression contract, SOURCE_DATE_EPOCH, and for run steps the keys of the layers below). A key
+found in the action cache whose blob is still in the store costs one stat; otherwise the layer's
+inputs are fetched (verified against their sha256), staged, packed, written to the store and
+recorded. A no-op rebuild of the whole matrix therefore reads no layer bytes.
+
+`build_layers(..., keep_going=True)` builds every layer it can and reports the others: an input
+that cannot be fetched here makes its layer *unreachable*, and a run step over such a layer is
+*blocked* (it needs the filesystem below it).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-from enginefab import __version__, canonical, ui
+from enginefab import __version__, ui
 from enginefab.build import compress
 from enginefab.build.archives import stage_archive
 from enginefab.build.debs import stage_deb
 from enginefab.build.image import Built, LayerDesc, config_json, manifest_json
-from enginefab.build.staging import Staging
+from enginefab.build.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key
+from enginefab.build.staging import Staging, creation_order
 from enginefab.build.store import Store
 from enginefab.build.tarball import pack
 from enginefab.build.wheels import stage_wheel
-from enginefab.errors import BuildError, EnginefabError
+from enginefab.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
 from enginefab.lock import fetch
 from enginefab.lock.definition import Definition, Input, Layer
 
-#: bump when the bytes a layer builder writes for the same inputs change
-BUILDER_VERSION = "enginefab-layers/1"
+__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "layer_key"]
+
+
+class InputUnreachable(BuildError):
+    """An input cannot be fetched here (host unreachable, manual file not added, base not resolved)."""
 
 
 @dataclass
 class Stats:
     layers_built: int = 0
     layers_cached: int = 0
-    bytes_packed: int = 0
+    bytes_packed: int = 0  # uncompressed tar bytes written
     seconds_packing: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
-def layer_key(defn: Definition, layer: Layer) -> str:
-    return canonical.key_of(
-        {
-            "builder": BUILDER_VERSION,
-            "layer": layer.model_dump(mode="json", exclude_none=True),
-            "compression": defn.compression.model_dump(mode="json"),
-            "source_date_epoch": defn.source_date_epoch,
-        }
-    )
+@dataclass
+class LayerOutcome:
+    """What happened to one layer of one image."""
+
+    id: str
+    kind: str
+    key: str
+    status: str  # built | cached | fetched (base blobs) | unreachable | blocked | failed
+    descs: list[LayerDesc] = field(default_factory=list)
+    error: EnginefabError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "cached", "fetched")
+
+    def as_dict(self) -> dict:
+        d: dict = {"id": self.id, "kind": self.kind, "key": self.key, "status": self.status,
+                   "seconds": round(self.seconds, 3)}
+        if self.descs:
+            d["digests"] = [x.digest for x in self.descs]
+            d["size"] = sum(x.size for x in self.descs)
+        if self.error is not None:
+            d["error"] = self.error.message
+            d["input"] = self.error.input
+        return d
 
 
-def is_layer_media(mt: str | None) -> bool:
-    return bool(mt) and (".layer." in mt or ".rootfs.diff." in mt)  # type: ignore[operator]
+class Progress(Protocol):
+    def layer(self, image: str, layer: Layer, index: int, total: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def done(self, image: str, outcome: LayerOutcome) -> None: ...
+
+
+class _Quiet:
+    def layer(self, image: str, layer: Layer, index: int, total: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def done(self, image: str, outcome: LayerOutcome) -> None:
+        pass
 
 
 def is_config_media(mt: str | None) -> bool:
@@ -62,17 +103,39 @@ def is_config_media(mt: str | None) -> bool:
 
 Fetcher = Callable[[Input, str], Path]
 
+_hosts: dict[str, str | None] = {}  # host → None (reachable) or why not, for this process
+
+
+def _unreachable_host(url: str) -> str | None:
+    """Why the host of `url` cannot be reached (DNS, connect), checked once per process, so
+    that a matrix whose inputs sit on unreachable hosts fails fast instead of retrying each."""
+    from enginefab.lock.mirrors import current
+
+    parsed = urllib.parse.urlparse(current().url(url))
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    host = parsed.hostname
+    if host not in _hosts:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=10).close()
+            _hosts[host] = None
+        except OSError as e:
+            _hosts[host] = f"{host} is unreachable from here ({e.strerror or e})"
+    return _hosts[host]
+
 
 def default_fetcher(inp: Input, image: str) -> Path:
     """The verified local file of an input (download cache, user-added manual files)."""
     if inp.kind == "manual":
-        p = fetch.cached(inp.sha256)
+        p = fetch.cached(inp.sha256) if inp.sha256 else None
         if p is None:
-            raise BuildError(
+            raise InputUnreachable(
                 f"{inp.name} ({inp.version}) must be downloaded by hand: {inp.where or 'see its vendor'}",
                 image=image,
                 input=inp.ref,
-                fix=f"download it, then run `enginefab lock --add-file PATH` (expects sha256 {inp.sha256})",
+                fix="download it, then run `enginefab lock --add-file PATH`"
+                + (f" (expects sha256 {inp.sha256})" if inp.sha256 else ""),
             )
         return p
     if inp.kind == "oci":
@@ -81,49 +144,101 @@ def default_fetcher(inp: Input, image: str) -> Path:
         return fetch_base_blob(inp, image=image)
     if not inp.url:
         raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
+    if inp.sha256 and fetch.cached(inp.sha256) is None:
+        why = _unreachable_host(inp.url)
+        if why:
+            raise InputUnreachable(f"cannot download {inp.url}: {why}", image=image, input=inp.ref,
+                                   fix="build where the host is reachable, or point registry/mirrors.toml at a mirror")
     return fetch.fetch(fetch.Want(url=inp.url, sha256=inp.sha256, size=inp.size or None, label=inp.ref, image=image))
 
 
 class Builder:
-    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher) -> None:
+    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None) -> None:
         self.store = store
         self.fetch = fetcher
         self.stats = Stats()
+        self.progress: Progress = progress or _Quiet()
+
+    def fetch_input(self, inp: Input, image: str) -> Path:
+        """The verified local file of `inp`; InputUnreachable when it cannot be had here."""
+        try:
+            return self.fetch(inp, image)
+        except (InputUnreachable, UnsafeArchiveError):
+            raise
+        except (FetchError, BuildError) as e:
+            raise InputUnreachable(e.message, image=e.image or image, input=e.input or inp.ref, fix=e.fix) from None
 
     # -- layers ---------------------------------------------------------------------------
+    def build_layers(self, defn: Definition, *, keep_going: bool = False) -> list[LayerOutcome]:
+        """Every layer of `defn` in order. Without keep_going the first failure raises."""
+        image = defn.image.alias
+        outcomes: list[LayerOutcome] = []
+        lower: list[LayerDesc] = []
+        broken: LayerOutcome | None = None  # the first layer below that did not build
+        keys = chain_keys(defn)
+        for n, (layer, key) in enumerate(zip(defn.layers, keys)):
+            self.progress.layer(image, layer, n, len(defn.layers))
+            t0 = time.monotonic()
+            if layer.kind == "run" and broken is not None:
+                err = InputUnreachable(f"run step {layer.id} runs over layer {broken.id}, which is {broken.status}",
+                                       image=image, input=broken.error.input if broken.error else None)
+                out = LayerOutcome(layer.id, layer.kind, key, "blocked", error=err)
+            else:
+                try:
+                    if layer.kind == "base":
+                        descs, status = self._base(defn, layer)
+                    else:
+                        descs, status = self._layer(defn, layer, key, lower)
+                    out = LayerOutcome(layer.id, layer.kind, key, status, descs)
+                except InputUnreachable as e:
+                    e.image = e.image or image
+                    if not keep_going:
+                        raise
+                    out = LayerOutcome(layer.id, layer.kind, key, "unreachable", error=e)
+                except EnginefabError as e:
+                    e.image = e.image or image
+                    if not keep_going:
+                        raise
+                    out = LayerOutcome(layer.id, layer.kind, key, "failed", error=e)
+            out.seconds = time.monotonic() - t0
+            if not out.ok and broken is None:
+                broken = out
+            lower.extend(out.descs)
+            outcomes.append(out)
+            self.progress.done(image, out)
+        return outcomes
+
     def layer(self, defn: Definition, layer: Layer) -> list[LayerDesc]:
+        """One layer (not a run step: those need the layers below; use build_layers)."""
         if layer.kind == "base":
-            return self._base(defn, layer)
-        key = layer_key(defn, layer)
+            return self._base(defn, layer)[0]
+        return self._layer(defn, layer, layer_key(defn, layer), [])[0]
+
+    def _layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> tuple[list[LayerDesc], str]:
         created_by = f"enginefab {__version__}: {layer.kind} {layer.id}"
+        status = "cached"
         hit = self.store.action_get(key)
         if hit is None:
             with self.store.lock(key):
                 hit = self.store.action_get(key)  # another build may have made it meanwhile
                 if hit is None:
-                    hit = self._make(defn, layer, key)
-                    self.stats.layers_built += 1
-                else:
-                    self.stats.layers_cached += 1
+                    hit = self._make(defn, layer, key, lower)
+                    status = "built"
+        if status == "built":
+            self.stats.layers_built += 1
         else:
             self.stats.layers_cached += 1
-        return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)]
+        return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)], status
 
-    def _make(self, defn: Definition, layer: Layer, key: str) -> dict:
-        image = defn.image.alias
-        stage_root = self.store.root / "tmp" / f"stage-{key[:16]}-{time.monotonic_ns()}"
-        stage_root.mkdir(parents=True)
+    def _make(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:
+        stage_root = self.store.tmp_dir(f"stage-{key[:16]}")
         staging = Staging(stage_root)
         t0 = time.monotonic()
         try:
-            self._stage(defn, layer, staging)
+            self._stage(defn, layer, staging, lower)
             with self.store.writer() as (out, commit):
-                packed = pack(staging, defn.compression, defn.source_date_epoch, out)
+                packed = pack(staging, defn.compression, defn.source_date_epoch, out, on_bytes=self.progress.advance)
                 commit(packed.digest)
-        except EnginefabError as e:
-            if not e.image:
-                e.image = image
-            raise
         finally:
             shutil.rmtree(stage_root, ignore_errors=True)
         self.stats.seconds_packing += time.monotonic() - t0
@@ -140,61 +255,67 @@ class Builder:
         self.store.action_put(key, entry)
         return entry
 
-    def _stage(self, defn: Definition, layer: Layer, staging: Staging) -> None:
+    def _stage(self, defn: Definition, layer: Layer, staging: Staging, lower: list[LayerDesc]) -> None:
         image = defn.image.alias
         if layer.kind == "debs":
-            for inp in sorted(layer.inputs, key=lambda i: i.name):
-                stage_deb(staging, self.fetch(inp, image), inp)
+            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+                stage_deb(staging, self.fetch_input(inp, image), inp)
         elif layer.kind == "wheels":
             if not layer.scheme or not layer.interpreter:
                 raise BuildError(f"wheel layer {layer.id} has no scheme", image=image)
-            for inp in sorted(layer.inputs, key=lambda i: i.name):
-                stage_wheel(staging, self.fetch(inp, image), inp, layer.scheme, layer.interpreter)
+            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+                stage_wheel(staging, self.fetch_input(inp, image), inp, layer.scheme, layer.interpreter)
         elif layer.kind == "archives":
-            for inp in layer.inputs:
-                stage_archive(staging, self.fetch(inp, image), input=inp.ref, dest=inp.dest or "/",
+            for inp in creation_order(layer.inputs):
+                stage_archive(staging, self.fetch_input(inp, image), input=inp.ref, dest=inp.dest or "/",
                               filename=inp.filename or inp.name, unpack=inp.unpack, strip=inp.strip_components)
         elif layer.kind == "files":
-            for fe in sorted(layer.files, key=lambda f: f.path):
-                rel = staging.clean(fe.path.lstrip("/"), input=f"files:{layer.id}")
+            for fe in creation_order(sorted(layer.files, key=lambda f: f.path)):
+                label = f"files:{layer.id}"
+                rel = staging.clean(fe.path.lstrip("/"), input=label)
                 if fe.type == "dir":
-                    staging.mkdir(rel, fe.mode, fe.uid, fe.gid, input=layer.id)
+                    staging.mkdir(rel, fe.mode, fe.uid, fe.gid, input=label)
                 elif fe.type == "symlink":
-                    staging.symlink(rel, fe.target or "", fe.uid, fe.gid, input=layer.id)
+                    staging.symlink(rel, fe.target or "", fe.uid, fe.gid, input=label)
                 else:
-                    staging.write_file(rel, (fe.content or "").encode(), fe.mode, fe.uid, fe.gid, input=layer.id)
+                    staging.write_file(rel, (fe.content or "").encode(), fe.mode, fe.uid, fe.gid, input=label)
         elif layer.kind == "run":
-            from enginefab.build.sandbox import run_layer
+            from enginefab.build.runstep import build_run_layer
 
-            run_layer(self, defn, layer, staging)
+            build_run_layer(self, defn, layer, staging, lower)
         else:  # pragma: no cover - the model forbids other kinds
             raise BuildError(f"unknown layer kind {layer.kind}", image=image)
 
-    def _base(self, defn: Definition, layer: Layer) -> list[LayerDesc]:
+    def _base(self, defn: Definition, layer: Layer) -> tuple[list[LayerDesc], str]:
         """Base image layers: the registry's blobs, byte for byte (verified, never recompressed)."""
         out = []
+        status = "cached"
         for inp in layer.inputs:
             if not is_layer_media(inp.media_type):  # the base's index, manifest or config
                 continue
-            digest = "sha256:" + inp.sha256
+            digest = "sha256:" + (inp.sha256 or "")
             if not self.store.has(digest):
-                self.store.put_file(self.fetch(inp, defn.image.alias))
-            out.append(LayerDesc(inp.media_type, digest, inp.size, inp.diff_id or "", f"base: {inp.name}"))
+                self.store.put_file(self.fetch_input(inp, defn.image.alias))
+                status = "fetched"
+            out.append(LayerDesc(inp.media_type or "", digest, inp.size, inp.diff_id or "", f"base: {inp.name}"))
         if not out:
-            raise BuildError(
+            raise InputUnreachable(
                 f"the base {defn.base.reference if defn.base else '?'} is pinned by digest but its layers "
                 "were never resolved (its registry was unreachable when locking)",
                 image=defn.image.alias,
+                input=f"oci:{defn.base.reference}@{defn.base.digest}" if defn.base else None,
                 fix="run `enginefab lock` where the registry (or a mirror in registry/mirrors.toml) is reachable",
             )
-        return out
+        return out, status
 
     # -- images ---------------------------------------------------------------------------
     def image(self, defn: Definition) -> Built:
-        compress.verify(defn.compression, image=defn.image.alias)
-        layers: list[LayerDesc] = []
-        for layer in defn.layers:
-            layers.extend(self.layer(defn, layer))
+        compress.verify(defn.compression, image=defn.image.alias, store=self.store)
+        outcomes = self.build_layers(defn)
+        return self.assemble(defn, [d for o in outcomes for d in o.descs])
+
+    def assemble(self, defn: Definition, layers: list[LayerDesc]) -> Built:
+        """Config and manifest of an image whose layers are in the store."""
         base_config = None
         if defn.base and defn.layers and defn.layers[0].kind == "base":
             base_config = self._base_config(defn)
@@ -211,11 +332,9 @@ class Builder:
         )
 
     def _base_config(self, defn: Definition) -> dict | None:
-        import json
-
         for inp in defn.layers[0].inputs:
             if is_config_media(inp.media_type):
-                return json.loads(self.fetch(inp, defn.image.alias).read_bytes())
+                return json.loads(self.fetch_input(inp, defn.image.alias).read_bytes())
         return None
 
 

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from enginefab.build.archives import extract_tar
+from enginefab.build.archives import extract_tar, refuse_corrupt
 from enginefab.build.staging import Staging
 from enginefab.errors import UnsafeArchiveError
 from enginefab.lock.definition import Input
@@ -33,9 +33,13 @@ def ar_members(f: BinaryIO, *, input: str) -> dict[str, bytes | tuple[int, int]]
         if not hdr:
             break
         if len(hdr) < 60 or hdr[58:60] != b"`\n":
-            raise UnsafeArchiveError("truncated or corrupt .deb (ar header)", input=input)
+            raise UnsafeArchiveError("the .deb is truncated or corrupt (ar header)", input=input)
         name = hdr[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(hdr[48:58].decode().strip())
+        try:
+            size = int(hdr[48:58].decode("ascii").strip())
+        except ValueError:
+            raise UnsafeArchiveError(f"the .deb is truncated or corrupt (ar member {name!r} has no size)",
+                                     input=input) from None
         off = f.tell()
         out[name] = (off, size)
         f.seek(size + (size & 1), 1)
@@ -94,12 +98,12 @@ def stage_deb(staging: Staging, path: Path, inp: Input) -> None:
     with open(path, "rb") as f:
         members = ar_members(f, input=label)
         cname, craw = _member(f, members, "control.tar", input=label)
-        with _open_tar(cname, craw, input=label) as tf:
+        with refuse_corrupt(label, f"the .deb's {cname}"), _open_tar(cname, craw, input=label) as tf:
             for m in tf:
                 if m.name.lstrip("./") == "md5sums" and m.isfile():
                     md5sums = tf.extractfile(m).read()  # type: ignore[union-attr]
         dname, draw = _member(f, members, "data.tar", input=label)
-        with _open_tar(dname, draw, input=label) as tf:
+        with refuse_corrupt(label, f"the .deb's {dname}"), _open_tar(dname, draw, input=label) as tf:
             extract_tar(staging, tf, input=label, keep_owner=True)
     write_status(staging, inp, md5sums)
 

@@ -20,6 +20,14 @@ UnsafeArchiveError naming the input and the path, or is normalized as stated:
   R9  group- and world-write bits are cleared from files and directories (normalized), except
       sticky directories such as /tmp
   R10 a path longer than 4096 bytes or with a component over 255 bytes is refused
+  R11 a directory declared by two inputs of one layer with different modes or owners gets the
+      metadata of the input whose label sorts first (so the result never depends on the order
+      inputs are processed in); declared beats implied (a parent created for a member)
+  R12 a truncated or corrupt archive (tar, zip, ar, compressed stream) is refused
+
+The order in which stagers create files never reaches the layer (the packer sorts); the
+environment knob ENGINEFAB_CREATE_ORDER=reverse makes every stager create its files in reverse
+order, which the determinism tests use to prove it.
 """
 
 from __future__ import annotations
@@ -29,11 +37,19 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Sequence, TypeVar
 
 from enginefab.errors import UnsafeArchiveError
 
 CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+def creation_order(items: Sequence[T]) -> list[T]:
+    """Items in the order a stager should create them: as given, or reversed under the test knob."""
+    if os.environ.get("ENGINEFAB_CREATE_ORDER") == "reverse":
+        return list(reversed(items))
+    return list(items)
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,8 @@ class Staging:
 
     root: Path
     meta: dict[str, Meta] = field(default_factory=dict)
+    #: which input declared a directory's metadata (R11)
+    declared_by: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # normalizations applied, for the build log
 
     # -- path rules ---------------------------------------------------------------------
@@ -131,7 +149,16 @@ class Staging:
                 raise UnsafeArchiveError(f"/{rel} is a directory in {input} but not in an earlier input of this layer",
                                          input=input, fix="two inputs of this layer disagree about that path")
         os.chmod(p, 0o755)
-        self.meta[rel] = Meta(m, uid, gid)
+        new = Meta(m, uid, gid)
+        prev = self.declared_by.get(rel)
+        if prev is not None and prev != input and self.meta.get(rel) != new:
+            keep = min(prev, input)
+            self.notes.append(f"/{rel} is declared by {prev} and {input} with different modes or owners: "
+                              f"{keep}'s wins (R11)")
+            if keep == prev:
+                return
+        self.meta[rel] = new
+        self.declared_by[rel] = input if prev is None else min(prev, input)
 
     def write_file(self, rel: str, src: BinaryIO | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
                    *, input: str) -> None:
@@ -197,6 +224,26 @@ class Staging:
             raise UnsafeArchiveError(f"/{rel} is written twice in this layer (once as a hard link)", input=input)
         os.link(src, p)
         self.meta[rel] = self.meta.get(target_rel, Meta(0o644))
+
+    def adopt(self, rel: str, src: Path, mode: int, uid: int = 0, gid: int = 0, *, input: str) -> None:
+        """Move an existing file or symlink (same filesystem) into the tree, e.g. a run step's
+        output; hard links between adopted files survive (the inode moves, not the bytes)."""
+        self._parents(rel, input=input)
+        p = self.host(rel)
+        if _lstat(p):
+            raise UnsafeArchiveError(f"/{rel} is written twice in this layer", input=input)
+        st = os.lstat(src)
+        if stat.S_ISLNK(st.st_mode):
+            self.symlink(rel, os.readlink(src), uid, gid, input=input)
+            return
+        try:
+            os.rename(src, p)
+        except OSError:
+            shutil.copyfile(src, p)
+        m = self.norm_mode(mode, False)
+        self._note_mode(rel, mode, m, input)
+        os.chmod(p, 0o755 if m & 0o111 else 0o644)
+        self.meta[rel] = Meta(m, uid, gid)
 
     def refuse_special(self, rel: str, kind: str, *, input: str) -> None:
         """R5."""

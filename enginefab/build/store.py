@@ -4,21 +4,26 @@ Layout (default ~/.cache/enginefab/store, or $ENGINEFAB_STORE, or --store)::
 
     blobs/sha256/<hex>     layers, configs, manifests, indexes (read-only files)
     actions/<key>.json     action cache: layer key → {digest, diff_id, size, media_type}
-    tmp/                   in-progress writes (removed by gc; never read)
+    tmp/                   in-progress writes and staging trees (removed by gc; never read)
     locks/<key>.lock       one builder per action at a time
+    roots/<hash>           symlinks to the OCI layouts builds wrote (gc roots)
+    store.lock             builds hold it shared, gc exclusive
 
 Every write goes to tmp/ and is renamed into place only after its digest is known, so a build
 killed at any moment leaves at worst a stray temporary file: never a blob whose name lies about
 its bytes, never an action entry pointing at a missing blob (entries are written after blobs,
-and a hit whose blob is gone is treated as a miss).
+and a hit whose blob is gone is treated as a miss). Two builds sharing a store take a lock per
+action key, so each layer is packed once and the second build finds it in the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,7 @@ from typing import BinaryIO, Callable, Iterator
 from filelock import FileLock
 
 from enginefab import canonical
+from enginefab.errors import BuildError
 from enginefab.fsutil import CHUNK, write_atomic
 
 
@@ -39,8 +45,31 @@ class Blob:
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for d in ("blobs/sha256", "actions", "tmp", "locks"):
+        for d in ("blobs/sha256", "actions", "tmp", "locks", "roots"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+
+    # -- sharing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def using(self, *, exclusive: bool = False, wait: bool = True) -> Iterator[None]:
+        """Builds use the store shared; gc uses it alone (it deletes temporaries of running builds
+        otherwise). The lock is the kernel's (flock): a killed process releases it."""
+        fd = os.open(self.root / "store.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, op | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise BuildError(f"the store {self.root} is in use by a build",
+                                 fix="run `enginefab store gc` when no build is running") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def tmp_dir(self, prefix: str) -> Path:
+        """A fresh private directory under tmp/ (same filesystem as the blobs: renames are cheap)."""
+        d = self.root / "tmp" / f"{prefix}-{os.getpid()}-{time.monotonic_ns()}"
+        d.mkdir(parents=True)
+        return d
 
     # -- blobs ----------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -54,9 +83,10 @@ class Store:
 
     def put_bytes(self, data: bytes) -> Blob:
         d = canonical.digest(data)
-        p = self.blob_path(d)
-        if not p.is_file():
-            write_atomic(p, data, mode=0o444)
+        if not self.blob_path(d).is_file():
+            with self.writer() as (out, commit):
+                out.write(data)
+                commit(d)
         return Blob(d, len(data))
 
     @contextlib.contextmanager
@@ -114,13 +144,41 @@ class Store:
     def lock(self, key: str) -> FileLock:
         return FileLock(str(self.root / "locks" / f"{key}.lock"))
 
+    # -- gc roots -------------------------------------------------------------------------
+    def add_root(self, layout: Path) -> None:
+        """Remember an OCI layout a build wrote: gc keeps every blob it references."""
+        target = Path(layout).resolve()
+        link = self.root / "roots" / canonical.sha256_hex(str(target).encode())[:32]
+        if not link.is_symlink():
+            tmp = link.with_name(f".{link.name}.{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+
+    def roots(self) -> list[Path]:
+        """The layouts registered by builds that still exist (dangling roots are dropped)."""
+        out = []
+        for link in sorted((self.root / "roots").iterdir()):
+            target = Path(os.readlink(link)) if link.is_symlink() else None
+            if target is not None and (target / "index.json").is_file():
+                out.append(target)
+        return out
+
     # -- maintenance ----------------------------------------------------------------------
+    def stale(self) -> list[str]:
+        """Temporaries left by killed builds (harmless: never read; removed by gc)."""
+        out = [f"tmp/{p.name}" for p in sorted((self.root / "tmp").iterdir())]
+        for d in ("blobs/sha256", "actions"):
+            out += [f"{d}/{p.name}" for p in sorted((self.root / d).iterdir()) if p.name.startswith(".")]
+        return out
+
     def verify(self, *, deep: bool = True) -> list[str]:
-        """Problems found: blobs whose bytes do not match their name, dangling action entries."""
+        """Problems found: blobs whose bytes do not match their name, dangling action entries.
+        Temporaries of killed builds are not problems (see `stale`)."""
         problems = []
         for p in sorted((self.root / "blobs" / "sha256").iterdir()):
             if p.name.startswith("."):
-                problems.append(f"stray temporary blob {p.name}")
                 continue
             if deep:
                 h = hashlib.sha256()
@@ -140,23 +198,47 @@ class Store:
                 problems.append(f"action {p.stem} points at missing blob {entry.get('digest')}")
         return problems
 
-    def gc(self, keep: set[str]) -> tuple[int, int]:
-        """Remove blobs not in `keep` (digests), stale temporaries and their action entries."""
+    def gc(self, keep: set[str], *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove blobs not in `keep` (digests), temporaries, and action entries whose blob is
+        gone. Call it while holding the store exclusively (`using(exclusive=True)`)."""
         removed = freed = 0
-        for p in (self.root / "tmp").iterdir():
-            freed += p.stat().st_size
-            p.unlink()
-        for p in (self.root / "blobs" / "sha256").iterdir():
-            if f"sha256:{p.name}" not in keep:
-                freed += p.stat().st_size
-                p.unlink()
+
+        def drop(p: Path) -> None:
+            nonlocal freed
+            if p.is_dir() and not p.is_symlink():
+                freed += sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+                if not dry_run:
+                    shutil.rmtree(p, ignore_errors=True)
+            else:
+                freed += p.lstat().st_size
+                if not dry_run:
+                    p.unlink()
+
+        for p in list((self.root / "tmp").iterdir()):
+            drop(p)
+        for d in ("blobs/sha256", "actions"):
+            for p in list((self.root / d).iterdir()):
+                if p.name.startswith("."):
+                    drop(p)
+        gone: set[str] = set()
+        for p in list((self.root / "blobs" / "sha256").iterdir()):
+            if not p.name.startswith(".") and f"sha256:{p.name}" not in keep:
+                gone.add(f"sha256:{p.name}")
+                drop(p)
                 removed += 1
-        for p in (self.root / "actions").glob("*.json"):
+        for p in list((self.root / "actions").glob("*.json")):
             try:
                 entry = json.loads(p.read_bytes())
             except ValueError:
-                p.unlink()
+                drop(p)
                 continue
-            if not self.has(entry.get("digest", "sha256:" + "0" * 64)):
-                p.unlink()
+            d = entry.get("digest", "sha256:" + "0" * 64)
+            if d in gone or not self.has(d):
+                if not dry_run:
+                    p.unlink()
+        for link in list((self.root / "roots").iterdir()):
+            if link.is_symlink() and not (Path(os.readlink(link)) / "index.json").is_file() and not dry_run:
+                link.unlink()
+        if not dry_run:
+            shutil.rmtree(self.root / "rootfs", ignore_errors=True)  # unpacked images of `check`
         return removed, freed

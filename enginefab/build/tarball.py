@@ -18,7 +18,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from enginefab.build import compress
 from enginefab.build.staging import Meta, Staging
@@ -126,30 +126,38 @@ def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
     yield b"\0" * (2 * BLOCK)
 
 
-def pack(staging: Staging, contract: Compression, mtime: int, out: BinaryIO) -> Packed:
-    """Write the compressed layer to `out`; return its digests."""
+def pack(staging: Staging, contract: Compression, mtime: int, out: BinaryIO,
+         on_bytes: Callable[[int], None] | None = None) -> Packed:
+    """Write the compressed layer to `out`; return its digests. `on_bytes(n)` reports progress
+    in uncompressed tar bytes."""
     tee = _Tee(out)
     writer = compress.open_writer(contract, tee)  # type: ignore[arg-type]
     diff = hashlib.sha256()
     tar_size = 0
     buf = bytearray()
+
+    def flush() -> None:
+        diff.update(buf)
+        writer.write(bytes(buf))
+        if on_bytes is not None:
+            on_bytes(len(buf))
+        buf.clear()
+
     for chunk in tar_entries(staging, mtime):
-        if len(chunk) == 0:
-            continue
-        diff.update(chunk)
         tar_size += len(chunk)
         if len(chunk) < 4096:  # batch small header writes
             buf += chunk
             if len(buf) >= READ:
-                writer.write(bytes(buf))
-                buf.clear()
+                flush()
             continue
         if buf:
-            writer.write(bytes(buf))
-            buf.clear()
+            flush()
+        diff.update(chunk)
         writer.write(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
     if buf:
-        writer.write(bytes(buf))
+        flush()
     writer.close()
     return Packed(
         digest="sha256:" + tee.h.hexdigest(),

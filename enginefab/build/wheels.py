@@ -20,6 +20,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.exceptions import InstallerError
 from installer.sources import WheelFile
 
+from enginefab.build.archives import refuse_corrupt
 from enginefab.build.staging import Staging
 from enginefab.errors import UnsafeArchiveError
 from enginefab.lock.definition import Input
@@ -37,7 +38,7 @@ def scheme_for(site_packages: str, scripts: str, python_version: str) -> dict[st
 
 
 def _precheck(path: Path, label: str) -> None:
-    with zipfile.ZipFile(path) as zf:
+    with refuse_corrupt(label, "the wheel"), zipfile.ZipFile(path) as zf:
         seen: set[str] = set()
         for info in zf.infolist():
             name = info.filename
@@ -72,7 +73,7 @@ def _install(staging: Staging, path: Path, label: str, scheme: dict[str, str], i
         destdir=str(staging.root),
     )
     try:
-        with WheelFile.open(path) as source:
+        with refuse_corrupt(label, "the wheel"), WheelFile.open(path) as source:
             try:
                 source.validate_record(validate_contents=True)
             except Exception as e:  # installer raises _WheelFileValidationError

@@ -234,21 +234,37 @@ def build(
     demo: DemoOpt = False,
     out: Annotated[Path, typer.Option("--out", help="OCI image layout to write the images into.")] = Path("out"),
     store: StoreOpt = None,
+    reachable_layers: Annotated[bool, typer.Option(
+        "--reachable-layers", help="Build every layer whose inputs can be fetched here; report the others "
+        "(unreachable input, or a run step over one) instead of failing. Incomplete images get no manifest.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build images from build/<alias>.json into the store and an OCI layout.
+    """Build images from build/<alias>.json (or definition files given by path) into the store
+    and an OCI layout.
 
-    The last line printed per image is `<alias> <manifest digest>`."""
-    from enginefab.build.pipeline import build_images
+    The last line printed per image is `<alias> <manifest digest>` (with --reachable-layers,
+    `<alias> incomplete: …` for an image some of whose inputs cannot be fetched here)."""
+    from enginefab.build.pipeline import build_images, is_definition_file
 
     m = _matrix()
-    imgs = _pick(m, names, all_, demo)
-    results = build_images(m, imgs, _store(store), out)
+    files = [n for n in names or [] if is_definition_file(n)]
+    rest = [n for n in names or [] if not is_definition_file(n)]
+    imgs = _pick(m, rest, all_, demo) if (rest or all_ or demo or not files) else []
+    results = build_images(m, imgs, _store(store), out, reachable_only=reachable_layers, files=files)
     if as_json:
         _emit([r.as_dict() for r in results])
-        return
-    for r in results:
-        print(f"{r.alias} {r.digest}")
+    else:
+        for r in results:
+            if r.complete:
+                print(f"{r.alias} {r.digest}")
+                continue
+            for o in r.outcomes:
+                if not o.ok:
+                    ui.err.print(f"  [yellow]{o.status}[/] {o.id}: {o.error.message if o.error else ''}", soft_wrap=True)
+            print(f"{r.alias} incomplete: {r.built + r.cached} of {len(r.outcomes)} layers built here, "
+                  f"{r.unreachable} unreachable, {r.blocked} blocked, {r.failed} failed")
+    if any(r.failed for r in results):
+        raise typer.Exit(2)
 
 
 # -- check ------------------------------------------------------------------------------------
