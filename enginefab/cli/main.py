@@ -267,6 +267,93 @@ def build(
         raise typer.Exit(2)
 
 
+@app.command()
+@run_guarded
+def plan(
+    names: NamesArg = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The matrix-wide layer plan: per layer its images, size and the bytes sharing saves; per
+    image its layer count and size; totals (sum of image sizes vs unique bytes).
+
+    Sizes are exact where the layer is built (action cache of --store) or pinned (base blobs),
+    else estimated from the input sizes; run steps are `unknown` until built. Default: every image."""
+    from enginefab.build.pipeline import definitions
+    from enginefab.build.planreport import human, plan as make_plan
+
+    m = _matrix()
+    files = [n for n in names or [] if n.endswith(".json") and Path(n).is_file()]
+    rest = [n for n in names or [] if n not in files]
+    imgs = _pick(m, rest, not rest and not files, False) if (rest or not files) else []
+    rep = make_plan(definitions(m, files, imgs), _store(store))
+    if as_json:
+        _emit(rep)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("layer", "kind", "images", "size", "saves", box=None)
+    for row in rep["layers"]:
+        size = human(row["size"]) + ("" if row["size_source"] in ("built", "pinned") else f" ({row['size_source']})")
+        t.add_row(row["id"], row["kind"], str(len(row["images"])), size, human(row["saves"]) if row["saves"] else "")
+    con = Console()
+    con.print(t)
+    it = Table("image", "layers", "size", box=None)
+    for img in rep["images"]:
+        it.add_row(img["alias"], f"{img['layers']}" + (" [red](over budget)[/]" if img["over_budget"] else ""),
+                   human(img["size"]) + (f" + {img['unknown_layers']} unknown" if img["unknown_layers"] else ""))
+    con.print(it)
+    tot = rep["totals"]
+    print(f"{tot['images']} images, {tot['layers']} unique layers ({tot['shared_layers']} shared), "
+          f"at most {tot['max_layers_per_image']} layers per image (budget {tot['budget']}); sum of image sizes "
+          f"{human(tot['sum_of_image_sizes'])}, unique {human(tot['unique_bytes'])}, sharing saves "
+          f"{human(tot['saved_by_sharing'])}")
+
+
+@app.command()
+@run_guarded
+def diff(
+    a: Annotated[str, typer.Argument(help="An OCI layout (DIR or DIR:REF), a definition file, or an image alias.")],
+    b: Annotated[str, typer.Argument(help="The same kinds as A.")],
+    store: StoreOpt = None,
+    no_files: Annotated[bool, typer.Option("--no-files", help="Compare inputs and layer digests only.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which inputs, layers and files differ between two images (explains a non-reproducible
+    build). Exits 1 when they differ."""
+    from enginefab.build import diff as d
+    from enginefab.paths import project_root
+
+    st = _store(store)
+    sa = d.open_side(a, st, project_root())
+    sb = d.open_side(b, st, project_root(), hint=a.rpartition(":")[2] if ":" in a else None)
+    res = d.diff(sa, sb, files=not no_files, limit=None if as_json else 40)
+    if as_json:
+        _emit(res)
+    else:
+        for line in d.render(res):
+            print(line)
+    raise typer.Exit(0 if res["identical"] else 1)
+
+
+@app.command()
+@run_guarded
+def validate(
+    layout: Annotated[Path, typer.Argument(help="An OCI image layout directory.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate an OCI layout against the official OCI JSON schemas (oci-layout, index, every
+    manifest and config) and check every blob's digest and size."""
+    from enginefab import ocischema
+
+    n = ocischema.validate_layout(layout)
+    if as_json:
+        _emit({"ok": True, "documents": n})
+    else:
+        ui.err.print(f"[green]valid[/]: {n} documents in {layout}")
+
+
 # -- check ------------------------------------------------------------------------------------
 
 
@@ -428,16 +515,46 @@ def referrers_(
 @store_app.command("verify")
 @run_guarded
 def store_verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-hash every blob and check every action-cache entry."""
-    problems = _store(store).verify()
+    """Re-hash every blob and check every action-cache entry (temporaries left by killed builds
+    are listed, not problems: nothing reads them, gc removes them)."""
+    st = _store(store)
+    problems = st.verify()
+    stale = st.stale()
     if as_json:
-        _emit({"ok": not problems, "problems": problems})
+        _emit({"ok": not problems, "problems": problems, "stale_temporaries": stale})
     else:
         for p in problems:
             ui.err.print(f"[red]problem:[/] {p}")
+        if stale:
+            ui.err.print(f"{len(stale)} temporaries of interrupted builds (removed by `enginefab store gc`)")
         if not problems:
             ui.err.print("[green]store is intact[/]")
     raise typer.Exit(1 if problems else 0)
+
+
+@store_app.command("gc")
+@run_guarded
+def store_gc(
+    store: StoreOpt = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Roots: definitions (what build/*.json "
+                    "references), layouts (layouts builds wrote, and --layout). Repeatable; default both.")] = None,
+    layout: Annotated[Optional[list[Path]], typer.Option("--layout", help="Also keep what this OCI layout references.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Fail at once if a build is using the store.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove blobs no root references, their cache entries and leftovers of killed builds."""
+    from enginefab.build.gc import KINDS, collect
+    from enginefab.paths import project_root
+
+    res = collect(_store(store), project_root(), keep=tuple(keep or KINDS), layouts=list(layout or []),
+                  dry_run=dry_run, wait=not no_wait)
+    if as_json:
+        _emit(res)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        ui.err.print(f"{verb} {res['removed']} blobs ({res['freed_bytes'] / 1e6:.1f} MB with temporaries), "
+                     f"kept {res['kept']} (roots: {', '.join(res['roots'])})")
 
 
 # -- registry ---------------------------------------------------------------------------------
