@@ -1,21 +1,47 @@
-"""Definition level: the typed compatibility rules, per image, without building anything."""
+"""Definition level: the typed compatibility rules, per image, without building anything.
+
+Image rules read the matrix and engines/checks/compat.toml; locked rules read the pinned
+definition build/<alias>.json (skipped, with the reason, when the image is not locked yet).
+"""
 
 from __future__ import annotations
 
 from enginefab.check.report import Result
 from enginefab.engines import rules
-from enginefab.engines.matrix import Image
+from enginefab.engines.matrix import Image, Matrix
+from enginefab.errors import EnginefabError
+from enginefab.lock.definition import Definition, load_definition
 
 
-def check(img: Image) -> list[Result]:
-    violations = {r.id: [] for r in rules.RULES}
-    for v in rules.check_image(img):
-        violations.setdefault(v.rule, []).append(v)
+def _results(ids_sources: list[tuple[str, str, str]], violations: list[rules.Violation]) -> list[Result]:
+    by_rule: dict[str, list[rules.Violation]] = {}
+    for v in violations:
+        by_rule.setdefault(v.rule, []).append(v)
     out = []
-    for r in rules.RULES:
-        vs = violations[r.id]
+    for rid, statement, source in ids_sources:
+        vs = by_rule.get(rid, [])
         if vs:
-            out.append(Result("definition", r.id, "fail", "; ".join(v.message for v in vs), data={"source": r.source}))
+            out.append(Result("definition", rid, "fail", "; ".join(v.message for v in vs),
+                              data={"source": source, "fix": [v.fix for v in vs]}))
         else:
-            out.append(Result("definition", r.id, "pass", r.statement, data={"source": r.source}))
+            out.append(Result("definition", rid, "pass", statement, data={"source": source}))
     return out
+
+
+def check(m: Matrix, img: Image, defn: Definition | None = None) -> list[Result]:
+    """Every image rule, then every locked rule against `defn` (default: build/<alias>.json)."""
+    ctx = rules.Context.of(m)
+    out = _results([(r.id, r.statement, r.source) for r in rules.RULES], rules.check_image(img, ctx))
+    if defn is None:
+        from enginefab.lock.locker import definition_path
+
+        path = definition_path(m.root, img.alias)
+        if not path.is_file():
+            return out + [Result("definition", r.id, "skip", f"not locked yet: run `enginefab lock {img.alias}`")
+                          for r in rules.LOCKED_RULES]
+        try:
+            defn = load_definition(path)
+        except EnginefabError as e:
+            return out + [Result("definition", "locked", "error", e.message)]
+    return out + _results([(r.id, r.statement, r.source) for r in rules.LOCKED_RULES],
+                          rules.check_locked(img, defn, ctx))

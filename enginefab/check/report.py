@@ -28,6 +28,8 @@ class Report:
     name: str  # canonical name
     digest: str | None  # manifest digest checked (None for definition-only)
     results: list[Result] = field(default_factory=list)
+    #: the check data used (engines/checks/*): path → sha256
+    checks: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -46,6 +48,8 @@ class Report:
             "digest": self.digest,
             "ok": self.ok,
             "counts": self.counts(),
+            "levels": sorted({r.level for r in self.results}, key=LEVELS.index),
+            "checks": dict(sorted(self.checks.items())),
             "results": [asdict(r) for r in self.results],
         }
 

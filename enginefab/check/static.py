@@ -34,6 +34,8 @@ from packaging.utils import canonicalize_name
 from enginefab.build.image import Built
 from enginefab.build.store import Store
 from enginefab.check.report import Result
+from enginefab.check.structure import Dlopen, Suite
+from enginefab.engines.compat import version_in
 from enginefab.lock.definition import Definition
 from enginefab.lock.pypi import Target
 
@@ -63,10 +65,18 @@ class Facts:
     home_user: tuple[str, int, int, str] = ("ma-user", 1000, 100, "/home/ma-user")
     #: sonames the (absent) base provides, when auditing layers without their base
     base_provides: list[str] = field(default_factory=list)
+    engine: str = ""
+    engine_version: str = ""
+    stack: str = ""
+    #: soname → why it may stay unresolved (engines/checks/<engine>.yaml optionalSonames)
+    optional: dict[str, str] = field(default_factory=dict)
+    #: libraries the engine dlopens (engines/checks/<engine>.yaml dlopen), for this engine version
+    dlopen: list[Dlopen] = field(default_factory=list)
 
     @classmethod
-    def of(cls, d: Definition) -> "Facts":
+    def of(cls, d: Definition, suite: Suite | None = None) -> "Facts":
         uid, _, gid = d.config.user.partition(":")
+        ext = suite.enginefab if suite else None
         return cls(
             arch=d.image.arch, glibc=d.image.glibc, env=dict(d.config.env), accelerator=d.image.accelerator,
             stack_provides=list(d.checks.accelerator_provides), host_provides=list(d.checks.host_provides),
@@ -75,6 +85,10 @@ class Facts:
             pins={i.name: i.version for layer in d.layers for i in layer.inputs if i.kind == "wheel"},
             user=d.config.user, workdir=d.config.workdir,
             home_user=("ma-user", int(uid), int(gid or 0), d.config.workdir),
+            engine=d.image.engine, engine_version=d.image.engine_version,
+            stack=f"{d.image.accelerator} {d.image.accelerator_version or ''}".strip(),
+            optional={o.soname: o.reason for o in ext.optionalSonames} if ext else {},
+            dlopen=[x for x in ext.dlopen if version_in(d.image.engine_version, x.versions)] if ext else [],
         )
 
 
@@ -147,6 +161,7 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
     elves: list[Elf] = []
     names_in_dir: dict[str, set[str]] = {}
     setuid: list[str] = []
+    old_pb2: list[str] = []
     for host, cpath in _walk(root):
         d, _, base = cpath.rpartition("/")
         names_in_dir.setdefault(d or "/", set()).add(base)
@@ -161,6 +176,8 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                 elf = read_elf(host, cpath)
                 if elf is not None:
                     elves.append(elf)
+            if base.endswith("_pb2.py") and _old_protoc(host):
+                old_pb2.append(cpath)
     results: list[Result] = []
     scanned = time.monotonic() - t0
 
@@ -191,6 +208,8 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
     base = set(facts.base_provides)
     inside = from_stack = from_host = from_base = 0
     unresolved: dict[str, list[str]] = {}
+    optional: dict[str, list[str]] = {}
+    stack_users: dict[str, list[str]] = {}
     for e in elves:
         origin = e.path.rpartition("/")[0] or "/"
         search = [p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for p in e.runpath]
@@ -203,6 +222,8 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                 ok = (root / n.lstrip("/")).exists()
             else:
                 ok = any(n in names_in_dir.get(d.rstrip("/") or "/", ()) for d in search)
+            if n in stack:
+                stack_users.setdefault(n, []).append(e.path)
             if ok:
                 inside += 1
             elif n in stack:
@@ -211,10 +232,15 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                 from_host += 1
             elif n in base:
                 from_base += 1
+            elif n in facts.optional:
+                optional.setdefault(n, []).append(e.path)
             else:
                 unresolved.setdefault(n, []).append(e.path)
     summary = (f"{inside} resolved in the image, {from_stack} by the {facts.accelerator} stack, "
                f"{from_host} by the host driver" + (f", {from_base} by the declared base" if base else ""))
+    if optional:
+        summary += "; optional, left unresolved: " + ", ".join(
+            f"{n} ({facts.optional[n]}; needed by {v[0]})" for n, v in sorted(optional.items()))
     if unresolved:
         listing = "; ".join(f"{n} (needed by {v[0]}{' +' + str(len(v) - 1) if len(v) > 1 else ''})"
                             for n, v in sorted(unresolved.items())[:12])
@@ -225,11 +251,95 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                               data={"stack": sorted({n for e in elves for n in e.needed if n in stack}),
                                     "host": sorted({n for e in elves for n in e.needed if n in hostp})}))
 
+    results.append(_stack_sonames(root, facts, stack_users, names_in_dir))
+    results.append(_protobuf(root, facts, old_pb2))
+
     # 4. wheel tags and dist-info versions
     results += _python_checks(root, facts)
     if with_image_checks:
         results += _conventions(root, facts, setuid)
     return results
+
+
+def _stack_sonames(root: Path, facts: Facts, users: dict[str, list[str]], names_in_dir) -> Result:
+    """Which of the stack's libraries the image needs (DT_NEEDED, or dlopen declared for the engine)
+    and whether each is provided: the answer to "what does this engine need from CUDA/cuDNN"."""
+    stack, hostp = set(facts.stack_provides), set(facts.host_provides)
+    need: dict[str, str] = {n: f"DT_NEEDED by {v[0]}" + (f" +{len(v) - 1}" if len(v) > 1 else "")
+                            for n, v in sorted(users.items())}
+    problems = []
+    for d in facts.dlopen:
+        if d.evidence is not None:
+            if not _file_contains(root / d.evidence.path.lstrip("/"), d.evidence.contains.encode()):
+                problems.append(f"{d.evidence.path} does not contain {d.evidence.contains!r}: the dlopen "
+                                f"declaration for {facts.engine} {d.versions} does not fit this image")
+                continue
+        for n in d.sonames:
+            need.setdefault(n, f"dlopen ({d.source})" if d.source else "dlopen")
+    if not need and not problems:
+        return Result("static", "stack-sonames", "pass" if facts.accelerator != "cuda" or not stack else "skip",
+                      f"nothing in the image links the {facts.stack or facts.accelerator} stack's libraries")
+    provided = []
+    for n, why in need.items():
+        inside = any(n in names for names in names_in_dir.values())
+        if n in stack or n in hostp or inside:
+            provided.append(f"{n} [{why}]")
+        elif n in facts.optional:
+            provided.append(f"{n} optional: {facts.optional[n]}")
+        else:
+            problems.append(f"{n} is needed ({why}) but the {facts.stack} stack does not provide it")
+    detail = (f"{facts.engine} {facts.engine_version} needs from the {facts.stack} stack: " + ", ".join(provided)
+              + ("; " + "; ".join(problems) if problems else "; all provided"))
+    return Result("static", "stack-sonames", "fail" if problems else "pass", detail,
+                  data={"needs": need, "stack": sorted(stack)})
+
+
+def _file_contains(path: Path, needle: bytes, chunk: int = 1 << 24) -> bool:
+    try:
+        with open(path, "rb") as f:
+            tail = b""
+            while True:
+                block = f.read(chunk)
+                if not block:
+                    return False
+                if needle in tail + block:
+                    return True
+                tail = block[-len(needle):]
+    except OSError:
+        return False
+
+
+def _old_protoc(path: Path) -> bool:
+    """A _pb2 module generated by protoc < 3.19: it creates descriptors directly, which protobuf
+    >= 4.21 refuses ("Descriptors cannot not be created directly")."""
+    try:
+        head = path.read_bytes()[:200_000]
+    except OSError:
+        return False
+    return b"_descriptor.FieldDescriptor(" in head and b"_internal_create_key" not in head
+
+
+def _protobuf(root: Path, facts: Facts, old_pb2: list[str]) -> Result:
+    sp = root / facts.site_packages.lstrip("/")
+    version = None
+    for di in sorted(sp.glob("protobuf-*.dist-info")) if sp.is_dir() else []:
+        version = di.name[len("protobuf-"):-len(".dist-info")]
+    impl = facts.env.get("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION")
+    if not old_pb2:
+        return Result("static", "protobuf-generated-code", "pass", "no _pb2 modules from protoc < 3.19"
+                      + (f" (protobuf {version})" if version else ""))
+    ok = version is None or _vt(version) < (3, 21) or impl == "python"
+    where = ", ".join(old_pb2[:3]) + (f" +{len(old_pb2) - 3}" if len(old_pb2) > 3 else "")
+    if ok:
+        can = (f"protobuf {version} can import them (< 3.21)" if version else
+               "protobuf is not installed here (add one < 3.21 if these are used)")
+        return Result("static", "protobuf-generated-code", "pass",
+                      f"{len(old_pb2)} _pb2 modules from protoc < 3.19 ({where}); {can}",
+                      data={"protobuf": version, "old_pb2": len(old_pb2)})
+    return Result("static", "protobuf-generated-code", "fail",
+                  f"protobuf {version} cannot import {len(old_pb2)} _pb2 modules generated by protoc < 3.19 "
+                  f"({where}): TypeError: Descriptors cannot not be created directly (tensorflow/tensorflow#56266); "
+                  "constrain protobuf<3.21", data={"protobuf": version, "old_pb2": len(old_pb2)})
 
 
 def _python_checks(root: Path, facts: Facts) -> list[Result]:
@@ -318,7 +428,7 @@ def _conventions(root: Path, facts: Facts, setuid: list[str]) -> list[Result]:
     return out
 
 
-def check(defn: Definition, store: Store, built: Built) -> list[Result]:
+def check(defn: Definition, store: Store, built: Built, suite: Suite | None = None) -> list[Result]:
     from enginefab.check.runner import unpacked
 
-    return audit(unpacked(store, built), Facts.of(defn))
+    return audit(unpacked(store, built), Facts.of(defn, suite))

@@ -367,14 +367,22 @@ def check(
     store: StoreOpt = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Write each image's JSON report into this directory.")] = None,
+    cross_check: Annotated[bool, typer.Option("--cross-check", help="Static level: also run the real "
+                           "container-structure-test (tar driver) on the file and metadata tests.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compatibility checks per image; exits 1 if any check fails."""
+    """Compatibility checks per image; exits 1 if any check fails.
+
+    Levels: definition (rules over engines/ and the lock, engines/checks/compat.toml and
+    known-broken.toml), static (the built image's files; for an image whose base is out of reach,
+    its fetchable engine layers against the declared base facts), runtime (the engine imported
+    and run in the sandbox), accelerator (GPU/NPU device tests; skipped without the hardware).
+    Per-engine checks: engines/checks/<engine>.yaml (container-structure-test schema)."""
     from enginefab.check.runner import run_checks
 
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
-    reps = run_checks(m, imgs, _store(store), levels=level or None)
+    reps = run_checks(m, imgs, _store(store), levels=level or None, cross_check=cross_check)
     if junit:
         from enginefab.check.report import junit as junit_xml
 
@@ -392,7 +400,9 @@ def check(
             ui.err.print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skip']} skipped")
             for res in r.results:
                 mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]", "error": "[red]![/]"}[res.status]
-                ui.err.print(f"  {mark} {res.level:11} {res.name}: {res.detail}", soft_wrap=True)
+                from rich.markup import escape
+
+                ui.err.print(f"  {mark} {res.level:11} {escape(res.name)}: {escape(res.detail)}", soft_wrap=True)
     if not all(r.ok for r in reps):
         raise typer.Exit(1)
 

@@ -1,0 +1,191 @@
+"""Static audit of the engine layers of an image that cannot be built here.
+
+The presets' bases (NVIDIA's CUDA images, the EulerOS root) and some vendor files are out of
+reach, but their engine wheels come from PyPI. Every wheel layer whose inputs can be fetched is
+installed with the builder's own wheel stager into one temporary root (no packing, no
+compression) and audited like a built image, against what the definition *declares* about the
+rest: the OS's glibc, the accelerator stack's sonames, the host driver's, and the sonames the
+absent base and Python runtime provide (engines/checks/bases.toml, each with its source).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import tomllib
+import urllib.parse
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from enginefab import ui
+from enginefab.build.staging import Staging
+from enginefab.build.store import Store
+from enginefab.build.wheels import stage_wheel
+from enginefab.check.report import Result
+from enginefab.check.static import Facts, audit
+from enginefab.check.structure import Suite
+from enginefab.errors import EnginefabError
+from enginefab.lock import fetch
+from enginefab.lock import mirrors as mirrors_mod
+from enginefab.lock.definition import Definition, Input, Layer
+
+BASES = Path("engines") / "checks" / "bases.toml"
+
+
+class Provides(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    provides: list[str]
+    source: str
+
+
+class BasesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    os: dict[str, Provides] = Field(default_factory=dict)
+    python: dict[str, Provides] = Field(default_factory=dict)
+
+
+def bases(root: Path) -> BasesFile:
+    p = root / BASES
+    return BasesFile.model_validate(tomllib.loads(p.read_text())) if p.is_file() else BasesFile()
+
+
+@lru_cache(maxsize=64)
+def _host_answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def reachable(inp: Input) -> str | None:
+    """None if the input's bytes are here or can be fetched, else why not."""
+    if inp.sha256 and fetch.cached(inp.sha256):
+        return None
+    if inp.kind == "manual" or not inp.url:
+        return "a manual input (behind a login): add it with `enginefab lock --add-file`"
+    url = mirrors_mod.current().url(inp.url)
+    u = urllib.parse.urlsplit(url)
+    if u.scheme == "file":
+        return None if Path(u.path).exists() else f"{url} does not exist"
+    if not u.hostname or not _host_answers(u.hostname, u.port or (443 if u.scheme == "https" else 80)):
+        return f"{u.hostname} is not reachable from here"
+    return None
+
+
+@dataclass
+class Plan:
+    audited: list[Layer] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # layer id → why
+
+
+def plan(defn: Definition) -> Plan:
+    p = Plan()
+    for layer in defn.layers:
+        if layer.kind != "wheels":
+            p.skipped[layer.id] = ("the base image: " if layer.kind == "base" else f"a {layer.kind} layer: ") + \
+                "not audited without the image (its facts are declared)"
+            continue
+        why = next((f"{i.ref}: {r}" for i in layer.inputs if (r := reachable(i))), None)
+        if why:
+            p.skipped[layer.id] = why
+        else:
+            p.audited.append(layer)
+    return p
+
+
+def facts_for(defn: Definition, suite: Suite | None, root: Path, staged_pins: dict[str, str]) -> Facts:
+    f = Facts.of(defn, suite)
+    b = bases(root)
+    os_id = defn.matrix.get("os", {}).get("id", "")
+    py_id = defn.matrix.get("python", {}).get("id", "")
+    declared = []
+    for table, key in ((b.os, os_id), (b.python, py_id)):
+        if key in table:
+            declared += table[key].provides
+    f.base_provides = sorted(set(declared))
+    f.pins = staged_pins
+    return f
+
+
+def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | None = None) -> list[Result]:
+    """Stage every reachable wheel layer into a temporary root and audit it."""
+    t0 = time.monotonic()
+    p = plan(defn)
+    out: list[Result] = []
+    if not p.audited:
+        return [Result("static", "engine-layers", "skip",
+                       "no wheel layer of this image can be fetched here: " + "; ".join(
+                           f"{k}: {v}" for k, v in p.skipped.items()))]
+    need = 4 * sum(i.size for layer in p.audited for i in layer.inputs)  # unpacked wheels, generously
+    work = scratch_dir(store, need) / f"enginefab-audit-{defn.image.alias}-{time.monotonic_ns()}"
+    merged = work / "root"
+    merged.mkdir(parents=True)
+    pins: dict[str, str] = {}
+    total = 0
+    try:
+        for n, layer in enumerate(p.audited):
+            staging = Staging(work / f"layer{n}")
+            staging.root.mkdir()
+            for inp in sorted(layer.inputs, key=lambda i: i.name):
+                path = _fetch(inp, defn.image.alias)
+                total += path.stat().st_size
+                ui.info(f"  staging {inp.ref} ({path.stat().st_size / 1e6:.0f} MB)")
+                stage_wheel(staging, path, inp, dict(layer.scheme or {}), layer.interpreter or defn.python.interpreter)
+                pins[inp.name] = inp.version
+            _overlay(staging.root, merged)  # a later layer's file replaces an earlier one's, as in the image
+        staged = time.monotonic() - t0
+        facts = facts_for(defn, suite, project, pins)
+        out += audit(merged, facts, with_image_checks=False)
+    except EnginefabError as e:
+        out.append(Result("static", "engine-layers", "error", f"cannot stage the engine layers: {e.message}"))
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    dt = time.monotonic() - t0
+    audited = ", ".join(layer.id for layer in p.audited)
+    skipped = "; ".join(f"{k} ({v})" for k, v in p.skipped.items())
+    out.insert(0, Result("static", "engine-layers", "pass",
+                         f"audited {len(p.audited)} wheel layers ({total / 1e6:.0f} MB of wheels) against the declared "
+                         f"base facts: {audited}. Not audited here: {skipped}", dt,
+                         data={"audited": [layer.id for layer in p.audited], "skipped": p.skipped,
+                               "wheel_bytes": total}))
+    ui.info(f"  staged {total / 1e6:.0f} MB of wheels in {staged:.0f} s, audited in {dt - staged:.0f} s")
+    return out
+
+
+def scratch_dir(store: Store, need: int) -> Path:
+    """Where to stage: a RAM disk when one has room (unlinking gigabytes of freshly written files
+    on a disk takes longer than writing them), else the store's tmp/."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > need + (1 << 30):
+            return shm
+    except OSError:
+        pass
+    return store.root / "tmp"
+
+
+def _overlay(src: Path, dst: Path) -> None:
+    """Move the tree `src` onto `dst`, replacing files (same filesystem: renames only)."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        (dst / rel).mkdir(exist_ok=True)
+        for n in filenames:
+            os.replace(Path(dirpath) / n, dst / rel / n)
+        for n in list(dirnames):
+            if (Path(dirpath) / n).is_symlink():
+                os.replace(Path(dirpath) / n, dst / rel / n)
+                dirnames.remove(n)
+
+
+def _fetch(inp: Input, image: str) -> Path:
+    from enginefab.build.builder import default_fetcher
+
+    return default_fetcher(inp, image)
