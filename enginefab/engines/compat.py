@@ -137,7 +137,8 @@ def _load(path: Path, model: type[BaseModel]):
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
+        errs = e.errors()
+        first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])  # a typo says more
         where = ".".join(str(x) for x in first["loc"])
         msg = f"unknown key {first['loc'][-1]!r}" if first["type"] == "extra_forbidden" else first["msg"]
         raise MatrixError(f"{path.name}: field {where}: {msg}", fix=f"correct {path}") from None
