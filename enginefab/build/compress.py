@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
@@ -36,7 +37,10 @@ WINDOW = 32 * 1024
 
 
 class Writer(Protocol):
-    def write(self, data: bytes) -> int: ...
+    """A compressed stream. `raw` (a hashlib object) sees the uncompressed bytes, in order."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+    def write_from(self, f: BinaryIO, n: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -47,78 +51,189 @@ def _threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _deflate_block(block: bytes, zdict: bytes, level: int, last: bool) -> bytes:
+# -- crc32 of concatenated blocks, without reading them twice -------------------------------
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _crc_shift(nbytes: int) -> list[int]:
+    """The GF(2) operator that advances a crc32 over `nbytes` zero bytes (zlib's crc32_combine,
+    precomputed once per block size so that combining a block's crc costs 32 steps)."""
+    op = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
+    result: list[int] | None = None
+    bits = nbytes * 8
+    while bits:
+        if bits & 1:
+            result = op if result is None else [_gf2_times(op, result[n]) for n in range(32)]
+        bits >>= 1
+        if bits:
+            op = [_gf2_times(op, op[n]) for n in range(32)]
+    return result or [1 << n for n in range(32)]
+
+
+def crc32_combine(crc1: int, crc2: int, shift: list[int]) -> int:
+    """crc32(a + b) from crc32(a), crc32(b) and `_crc_shift(len(b))`."""
+    return _gf2_times(shift, crc1) ^ crc2
+
+
+# -- gzip ------------------------------------------------------------------------------------
+
+
+def _deflate_block(block: memoryview | bytes, zdict: bytes, level: int, last: bool) -> tuple[bytes, int]:
     if zdict:
         c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
     else:
         c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
-    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH), zlib.crc32(block)
 
 
 class ParallelGzip:
-    """A write-only gzip stream, deflated block-parallel, byte-identical for any thread count."""
+    """A write-only gzip stream, deflated block-parallel, byte-identical for any thread count.
 
-    def __init__(self, out: BinaryIO, *, level: int = 6, block_size: int = GZIP_BLOCK, threads: int | None = None):
+    The uncompressed stream is cut into `block_size` blocks filled in place (`write_from` reads a
+    file straight into the block: no intermediate copies). Each block is deflated on a worker
+    thread with the previous block's last 32 KiB as dictionary, and its crc32 computed there.
+    The in-order part — hashing the raw block (`raw`), combining the crc, writing the compressed
+    block — also runs on the workers, each waiting for its predecessor, so the caller's thread
+    only reads files and fills blocks. A full block is submitted when the next byte arrives (or
+    on close): the last block is the one finished with Z_FINISH, whatever the stream length."""
+
+    def __init__(self, out: BinaryIO, *, level: int = 6, block_size: int = GZIP_BLOCK, threads: int | None = None,
+                 raw=None):
         if block_size < WINDOW:
             raise ValueError("block_size must be at least 32 KiB")
         self._out = out
         self._level = level
         self._block = block_size
-        self._buf = bytearray()
-        self._prev_tail = b""
-        self._crc = 0
-        self._size = 0
+        self._raw = raw
         self._threads = threads or _threads()
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="deflate")
-        self._pending: list[Future[bytes]] = []
+        self._shift = _crc_shift(block_size)
+        self._crc = 0
+        self._size = 0
+        self._tail = b""
+        self._cur = bytearray(block_size)
+        self._fill = 0
+        self._free: list[bytearray] = []
+        self._inflight: list[tuple[Future[None], bytearray]] = []
+        self._prev_done: threading.Event | None = None
+        self._failed = False
         xfl = 2 if level == 9 else 4 if level == 1 else 0
         out.write(b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + bytes([xfl, 255]))
 
-    def write(self, data: bytes) -> int:
-        n = len(data)
-        self._crc = zlib.crc32(data, self._crc)
+    def _ordered(self, block: memoryview, zdict: bytes, last: bool, wait: threading.Event | None,
+                 done: threading.Event) -> None:
+        try:
+            data, crc = _deflate_block(block, zdict, self._level, last)
+            if wait is not None:
+                wait.wait()
+                if self._failed:
+                    return
+            if self._raw is not None:
+                self._raw.update(block)
+            self._crc = crc32_combine(self._crc, crc, self._shift) if len(block) == self._block else \
+                crc32_combine(self._crc, crc, _crc_shift(len(block)))
+            self._out.write(data)
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            done.set()
+
+    def _submit(self, last: bool) -> None:
+        block = memoryview(self._cur)[: self._fill]
+        done = threading.Event()
+        fut = self._pool.submit(self._ordered, block, self._tail, last, self._prev_done, done)
+        self._prev_done = done
+        self._tail = bytes(block[-WINDOW:]) if len(block) >= WINDOW else b""
+        self._inflight.append((fut, self._cur))
+        while len(self._inflight) > 2 * self._threads:
+            f, buf = self._inflight.pop(0)
+            f.result()
+            self._free.append(buf)
+        self._cur = self._free.pop() if self._free else bytearray(self._block)
+        self._fill = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
         self._size += n
-        self._buf += data
-        while len(self._buf) > self._block:  # keep >= 1 byte back: the last block is finished on close
-            self._submit(bytes(self._buf[: self._block]), last=False)
-            del self._buf[: self._block]
+        while view:
+            if self._fill == self._block:
+                self._submit(last=False)
+            k = min(len(view), self._block - self._fill)
+            self._cur[self._fill : self._fill + k] = view[:k]
+            self._fill += k
+            view = view[k:]
         return n
 
-    def _submit(self, block: bytes, last: bool) -> None:
-        fut = self._pool.submit(_deflate_block, block, self._prev_tail, self._level, last)
-        self._prev_tail = block[-WINDOW:]
-        self._pending.append(fut)
-        while len(self._pending) > 2 * self._threads:
-            self._out.write(self._pending.pop(0).result())
+    def write_from(self, f: BinaryIO, n: int) -> None:
+        """Append exactly `n` bytes read from `f`."""
+        left = n
+        while left:
+            if self._fill == self._block:
+                self._submit(last=False)
+            k = min(left, self._block - self._fill)
+            got = f.readinto(memoryview(self._cur)[self._fill : self._fill + k])  # type: ignore[attr-defined]
+            if not got:
+                raise OSError(f"{getattr(f, 'name', 'input')} shrank while packing")
+            self._fill += got
+            left -= got
+        self._size += n
 
     def close(self) -> None:
-        self._submit(bytes(self._buf), last=True)
-        self._buf = bytearray()
-        for fut in self._pending:
-            self._out.write(fut.result())
-        self._pending = []
+        self._submit(last=True)
+        for fut, _ in self._inflight:
+            fut.result()
+        self._inflight = []
         self._pool.shutdown()
         self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
 
+# -- zstd --------------------------------------------------------------------------------------
+
+
 class Zstd:
-    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int | None = None):
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int | None = None, raw=None):
         import zstandard
 
         c = zstandard.ZstdCompressor(level=level, threads=max(1, threads or _threads()), write_content_size=False)
         self._w = c.stream_writer(out, closefd=False)
+        self._raw = raw
+        self._buf = bytearray(1 << 20)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._raw is not None:
+            self._raw.update(data)
         return self._w.write(data)
+
+    def write_from(self, f: BinaryIO, n: int) -> None:
+        left = n
+        view = memoryview(self._buf)
+        while left:
+            got = f.readinto(view[: min(left, len(view))])  # type: ignore[attr-defined]
+            if not got:
+                raise OSError(f"{getattr(f, 'name', 'input')} shrank while packing")
+            self.write(view[:got])
+            left -= got
 
     def close(self) -> None:
         self._w.close()
 
 
-def open_writer(contract: Compression, out: BinaryIO, threads: int | None = None) -> Writer:
+def open_writer(contract: Compression, out: BinaryIO, threads: int | None = None, raw=None) -> Writer:
+    """The contract's compressor writing to `out`; `raw`, a hashlib object, sees the input."""
     if contract.algorithm == "gzip":
-        return ParallelGzip(out, level=contract.level, block_size=contract.block_size, threads=threads)
-    return Zstd(out, level=contract.level, threads=threads)
+        return ParallelGzip(out, level=contract.level, block_size=contract.block_size, threads=threads, raw=raw)
+    return Zstd(out, level=contract.level, threads=threads, raw=raw)
 
 
 # -- the contract ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from enginefab.lock.definition import Compression
 
 BLOCK = 512
 READ = 1 << 20
+PROGRESS_STEP = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,16 @@ class _Tee:
         return len(data)
 
 
-def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
-    """The tar stream of a staging tree as byte chunks (headers, file data, padding, trailer)."""
+@dataclass(frozen=True)
+class FileData:
+    """The contents of a regular file in the tar stream (read by the compressor itself)."""
+
+    path: Path
+    size: int
+
+
+def tar_records(staging: Staging, mtime: int) -> Iterator[bytes | FileData]:
+    """The tar stream of a staging tree: header and padding bytes, and FileData for contents."""
     first_of_inode: dict[tuple[int, int], str] = {}
     for rel, st in walk(staging.root):
         meta = staging.meta.get(rel) or default_meta(st)
@@ -112,52 +121,64 @@ def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
             continue
         yield ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         if data_path is not None:
-            left = ti.size
-            with open(data_path, "rb") as f:
-                while left > 0:
-                    chunk = f.read(min(READ, left))
-                    if not chunk:
-                        raise OSError(f"{data_path} shrank while packing")
-                    left -= len(chunk)
-                    yield chunk
+            yield FileData(data_path, ti.size)
             pad = (-ti.size) % BLOCK
             if pad:
                 yield b"\0" * pad
     yield b"\0" * (2 * BLOCK)
 
 
+def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
+    """The tar stream of a staging tree as byte chunks."""
+    for rec in tar_records(staging, mtime):
+        if not isinstance(rec, FileData):
+            yield rec
+            continue
+        left = rec.size
+        with open(rec.path, "rb") as f:
+            while left > 0:
+                chunk = f.read(min(READ, left))
+                if not chunk:
+                    raise OSError(f"{rec.path} shrank while packing")
+                left -= len(chunk)
+                yield chunk
+
+
 def pack(staging: Staging, contract: Compression, mtime: int, out: BinaryIO,
          on_bytes: Callable[[int], None] | None = None) -> Packed:
     """Write the compressed layer to `out`; return its digests. `on_bytes(n)` reports progress
-    in uncompressed tar bytes."""
+    in uncompressed tar bytes. File contents go from the page cache straight into the
+    compressor's blocks; the tar's sha256 (diff_id) is taken by the compressor as it goes."""
     tee = _Tee(out)
-    writer = compress.open_writer(contract, tee)  # type: ignore[arg-type]
     diff = hashlib.sha256()
+    writer = compress.open_writer(contract, tee, raw=diff)  # type: ignore[arg-type]
     tar_size = 0
     buf = bytearray()
-
-    def flush() -> None:
-        diff.update(buf)
-        writer.write(bytes(buf))
-        if on_bytes is not None:
-            on_bytes(len(buf))
-        buf.clear()
-
-    for chunk in tar_entries(staging, mtime):
-        tar_size += len(chunk)
-        if len(chunk) < 4096:  # batch small header writes
-            buf += chunk
-            if len(buf) >= READ:
-                flush()
+    report = on_bytes or (lambda n: None)
+    for rec in tar_records(staging, mtime):
+        if isinstance(rec, FileData):
+            if buf:
+                writer.write(buf)
+                report(len(buf))
+                buf.clear()
+            with open(rec.path, "rb", buffering=0) as f:
+                left = rec.size
+                while left:
+                    k = min(left, PROGRESS_STEP)
+                    writer.write_from(f, k)
+                    report(k)
+                    left -= k
+            tar_size += rec.size
             continue
-        if buf:
-            flush()
-        diff.update(chunk)
-        writer.write(chunk)
-        if on_bytes is not None:
-            on_bytes(len(chunk))
+        buf += rec
+        tar_size += len(rec)
+        if len(buf) >= READ:
+            writer.write(buf)
+            report(len(buf))
+            buf.clear()
     if buf:
-        flush()
+        writer.write(buf)
+        report(len(buf))
     writer.close()
     return Packed(
         digest="sha256:" + tee.h.hexdigest(),

@@ -14,7 +14,8 @@ that the same bytes become the same blob in every image that uses them:
    exactly that file. Wheels with the same signature share a layer; the most widely shared
    groups come first (lowest), image-specific ones last;
 4. build steps (sdists, run steps), archives and the config layer (users, home) close the list;
-5. an image over ``BUDGET`` layers has its least-shared wheel groups merged until it fits.
+5. an image over ``BUDGET`` OCI layers (a base image counts with all its blobs) has its
+   least-shared wheel groups merged until it fits.
 
 Layer ids are readable and content-derived (``wheels/numpy+2-3f9c1a2b``): the same inputs give
 the same id in every image and across re-locks.
@@ -67,7 +68,17 @@ def _named(prefix: str, inputs: list[Input]) -> str:
 
 
 def _layer_of_inputs(kind: str, id_: str, inputs: list[Input], comment: str, **extra) -> Layer:
-    return Layer(id=id_, kind=kind, inputs=sorted(inputs, key=lambda i: (i.kind, i.name, i.sha256 or "")), comment=comment, **extra)  # type: ignore[arg-type]
+    """Inputs sorted by (kind, name, sha256), except that run steps keep the order they were
+    declared in among themselves (the sort is stable): they run in that order."""
+    def key(i: Input) -> tuple[str, str, str]:
+        return (i.kind, "", "") if i.kind == "run" else (i.kind, i.name, i.sha256 or "")
+
+    return Layer(id=id_, kind=kind, inputs=sorted(inputs, key=key), comment=comment, **extra)  # type: ignore[arg-type]
+
+
+def _base_blobs(base: list[Input]) -> int:
+    """How many layers a base image adds (its layer blobs; one if they were never resolved)."""
+    return sum(1 for i in base if i.media_type and (".layer." in i.media_type or ".rootfs.diff." in i.media_type)) or 1
 
 
 def _kind_of_stack(inputs: list[Input]) -> str:
@@ -115,7 +126,9 @@ def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[s
             else:
                 groups.setdefault(frozenset(users[w.sha256]), []).append(w)
         ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), _short(kv[1])))
-        fixed = len(layers) + len(bigs) + bool(p.builds) + bool(p.archives) + bool(p.run) + 1
+        # a base counts with all its blobs: the budget is on the image's OCI layers
+        fixed = (len(layers) + (_base_blobs(p.base) - 1 if p.base else 0) + len(bigs) + bool(p.builds)
+                 + bool(p.archives) + bool(p.run) + bool(p.config_run) + bool(p.config))
         while len(ordered) >= 2 and fixed + len(ordered) > budget:
             # merge the two least-shared groups (they sit at the end)
             (sa, a), (sb, b) = ordered[-2], ordered[-1]
