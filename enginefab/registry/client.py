@@ -35,6 +35,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import oras.provider
 import requests
+import requests.adapters
 from oras.auth.utils import parse_auth_header
 
 from enginefab.errors import RegistryError
@@ -90,6 +91,10 @@ class RegistryClient(oras.provider.Registry):
         self.host = host
         self.timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         self.credentials = credentials if credentials is not None else credentials_for(host)
+        # bigger send blocks than urllib3's 16 KiB for streamed layer uploads; a pool per parallel upload
+        adapter = _Adapter(pool_maxsize=16)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.scheme: str | None = None  # "none" | "basic" | "bearer", learned by ping()
         self._bearer_scopes: set[str] = set()
         if self.credentials:
@@ -455,6 +460,12 @@ def fallback_tag(digest: str) -> str:
     """The referrers tag schema of the distribution spec: sha256:<hex> → sha256-<hex>."""
     algo, _, hexd = digest.partition(":")
     return f"{algo}-{hexd}"[:128]
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *a, **kw):
+        kw.setdefault("blocksize", CHUNK)
+        super().init_poolmanager(*a, **kw)
 
 
 class _Reader:
