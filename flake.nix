@@ -1,8 +1,8 @@
 {
   description = "enginefab: reproducible, matrix-planned OCI images for AI training engines";
 
-  # The only input. Its pin (flake.lock) decides the Python that runs the builder; the images'
-  # bytes are decided by build/*.json alone (compression contract included: a Python whose zlib
+  # The only input. Its pin (flake.lock) decides the Python that runs the builder and the tools
+  # run steps execute with; the images' bytes are decided by build/*.json alone (compression contract included: a Python whose zlib
   # compresses differently refuses to build instead of producing other digests).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
@@ -19,7 +19,12 @@
           enginefab = pkgs.callPackage ./nix/package.nix { src = sources.package; inherit version; };
           # every build/<alias>.json; an image for either arch builds on either system (the
           # builder only unpacks and packs files)
-          images = import ./nix/images.nix { inherit system enginefab; buildDir = ./build; };
+          images = import ./nix/images.nix {
+            inherit system enginefab;
+            buildDir = ./build;
+            # PATH of the image derivations whose definitions have run steps
+            runTools = pkgs.callPackage ./nix/run-tools.nix { };
+          };
         in
         {
           packages = images.images // { inherit enginefab; default = enginefab; };

@@ -14,12 +14,12 @@
 # alone, so any mirror, URL or fetcher yields the same store paths.
 { system, enginefab }:
 let
-  inherit (builtins) concatStringsSep filter isString split substring stringLength baseNameOf;
+  inherit (builtins) concatStringsSep filter isString split substring baseNameOf;
 
   # store path names allow [A-Za-z0-9+._?=-], must not start with a dot, and are short
   storeName = s:
     let
-      clean = concatStringsSep "_" (filter isString (split "[^A-Za-z0-9+._?=-]" s));
+      clean = concatStringsSep "_" (filter isString (split "[^A-Za-z0-9+._?=-]+" s));
       safe = if substring 0 1 clean == "." then "_" + clean else clean;
     in
     substring 0 180 safe;

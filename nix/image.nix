@@ -4,7 +4,7 @@
 # a fetcher that reads each input from its store path instead of the download cache. $out is an
 # OCI image layout (oci-layout, index.json, blobs/sha256/…) holding this one image, tagged with
 # its canonical name and alias; its manifest digest equals the CLI's.
-{ system, enginefab }:
+{ system, enginefab, runTools }:
 let
   inherit (builtins) any concatMap filter fromJSON head listToAttrs map readFile toJSON;
   fetches = import ./fetch.nix { inherit system enginefab; };
@@ -20,7 +20,7 @@ let
     value = fetches.unresolved { inherit alias; input = head layer.inputs; };
   }) (filter (layer: layer.kind == "base" && !(any fetches.needed layer.inputs)) defn.layers);
   fetched = listToAttrs (map (input: { name = key input; value = fetches.fetch input; }) inputs ++ unresolved);
-  drv = derivation {
+  drv = derivation ({
     name = fetches.storeName alias;
     inherit system;
     builder = "${enginefab}/bin/enginefab";
@@ -29,7 +29,10 @@ let
     inputs = toJSON (builtins.mapAttrs (_: d: "${d}") fetched);
     passAsFile = [ "inputs" ];
     ENGINEFAB_QUIET = "1";
-  };
+  } // (if any (layer: layer.kind == "run") defn.layers then {
+    # run steps: bubblewrap, proot, qemu-user (nix/run-tools.nix); nothing else from the host
+    PATH = "${runTools}/bin";
+  } else { }));
   # only this image's definition, not the whole checkout: editing another file rebuilds nothing
   definition = builtins.path { path = file; name = fetches.storeName "${alias}.json"; };
 in

@@ -1,9 +1,9 @@
 # Every build/<alias>.json → an image derivation, read at evaluation time (no
 # import-from-derivation): `packages.<system>.<alias>`.
-{ system, enginefab, buildDir }:
+{ system, enginefab, buildDir, runTools }:
 let
   inherit (builtins) attrNames filter foldl' head isAttrs listToAttrs map match readDir split tail;
-  image = import ./image.nix { inherit system enginefab; };
+  image = import ./image.nix { inherit system enginefab runTools; };
   entries = readDir buildDir;
   aliasOf = file: head (match "(.*)\\.json" file);
   files = filter (f: entries.${f} == "regular" && match ".*\\.json" f != null) (attrNames entries);

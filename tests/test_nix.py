@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +111,18 @@ class Nix:
     def json(self, *args: str, **kw):
         return json.loads(self.run(*args, "--json", **kw).stdout)
 
-    def mirror_add(self, sha256: str, path: Path) -> None:
-        link = self.mirror / "sha256" / sha256
-        if not link.exists():
-            link.symlink_to(path)
+    def mirror_inputs(self, defn: dict) -> dict[str, dict]:
+        """Put the real files of a definition's inputs into the mirror: links into the download
+        cache (filled, verified against the lock, if a file is not there yet)."""
+        from enginefab.lock import fetch
+
+        wanted = {i["sha256"]: i for layer in defn["layers"] for i in layer["inputs"] if _needed(i)}
+        for sha, inp in wanted.items():
+            link = self.mirror / "sha256" / sha
+            if not link.exists():
+                path = fetch.fetch(fetch.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
+                link.symlink_to(path)
+        return wanted
 
     def logs(self) -> dict[str, str]:
         """Build logs by derivation file name (Nix keeps one per derivation it built)."""
@@ -209,10 +218,15 @@ def test_dry_run_lists_the_pinned_fixed_output_fetches(nix):
     if defn.get("base") and not any(_needed(i) for i in defn["layers"][0]["inputs"]):
         # the CUDA base could not be resolved where it was locked: its derivation fails first
         assert unresolved
-    # nothing else: the fetches, the builder (the enginefab CLI) and the image itself
+    # nothing else: the fetches, the builder (the enginefab CLI), the tools run steps use and
+    # the image itself
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    tools = (f"-enginefab-{version}-host-python.drv", "-enginefab-run-tools-host.drv")
     rest = listed - matched - unresolved
-    assert {n for n in rest if not n.endswith((f"-{alias}.drv", "-host-python.drv"))} == set()
     assert any(n.endswith(f"-{alias}.drv") for n in rest)
+    assert {n for n in rest if not n.endswith((f"-{alias}.drv", *tools))} == set()
+    has_run = any(layer["kind"] == "run" for layer in defn["layers"])
+    assert any(n.endswith(tools[1]) for n in rest) == has_run
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -222,14 +236,12 @@ def test_dry_run_lists_the_pinned_fixed_output_fetches(nix):
 def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build):
     """Both demos through `nix build`: the same manifest digest as `enginefab build`, inputs
     fetched from the local mirror only, and $out a plain OCI layout of that one image."""
-    from enginefab.lock.fetch import cache_path
-
     demos = sorted(demo_build["digests"])
     assert any("x86_64" in a for a in demos) and any("aarch64" in a for a in demos)
     defns = {a: json.loads((nix.flake / "build" / f"{a}.json").read_bytes()) for a in demos}
-    wanted = {i["sha256"]: i for d in defns.values() for layer in d["layers"] for i in layer["inputs"] if _needed(i)}
-    for sha in wanted:  # the demo build fetched every input into the download cache
-        nix.mirror_add(sha, cache_path(sha))
+    wanted = {}
+    for d in defns.values():  # the demo build fetched every input into the download cache
+        wanted.update(nix.mirror_inputs(d))
 
     t0 = time.monotonic()
     built = nix.json("build", *(f".#{a}" for a in demos), "--no-link")
@@ -266,15 +278,15 @@ def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build):
         assert "http://" not in log and "https://" not in log, f"{inp['name']} was downloaded from upstream"
 
 
-def _small_definition(alias: str, layers: list, base=None):
-    """A tiny definition for the flows the demos lack: the aarch64 demo's identity and config,
-    its small `files` layer, and the given layers."""
+def _small_definition(alias: str, layers: list, base=None, demo: str = "demo-pytorch-aarch64"):
+    """A small definition for the flows the demos lack: a demo's identity and config, the given
+    layers, then the demo's small `files` layer."""
     from enginefab.lock.definition import load_definition
 
-    demo = load_definition(ROOT / "build" / "demo-pytorch-aarch64.json")
-    files = [layer for layer in demo.layers if layer.kind == "files"]
-    image = demo.image.model_copy(update={"alias": alias})
-    return demo.model_copy(update={"image": image, "layers": layers + files, "base": base})
+    d = load_definition(ROOT / "build" / f"{demo}.json")
+    files = [layer for layer in d.layers if layer.kind == "files"]
+    image = d.image.model_copy(update={"alias": alias})
+    return d.model_copy(update={"image": image, "layers": layers + files, "base": base})
 
 
 def _with_definition(nix: Nix, tmp_path: Path, defn) -> Path:
@@ -416,3 +428,43 @@ def test_flake_check_runs_the_rules_and_lock_check(nix, tmp_path):
     assert report["ok"] is False
     stale_images = {problem.split(":", 1)[0] for problem in report["problems"]}
     assert {"pytorch-cuda10.2", "demo-pytorch-x86_64", "demo-pytorch-aarch64"} <= stale_images
+
+
+@pytest.mark.slow
+def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
+    """A run step (the presets install Miniconda, CANN, compile Horovod this way) through
+    `nix build`: bubblewrap from nix/run-tools.nix on PATH, nothing else from the host, and the
+    same image as the CLI's builder makes."""
+    from enginefab.build.builder import Builder
+    from enginefab.build.store import Store
+    from enginefab.engines.model import RunStep
+    from enginefab.lock.definition import Layer, load_definition
+    from enginefab.lock.locker import run_input
+
+    base = _small_definition("nixtest-run", [], demo="demo-pytorch-x86_64")
+    # the OS layer only (base-files, bash, coreutils and their dependencies): a shell to run
+    os_layer = next(layer for layer in load_definition(ROOT / "build" / "demo-pytorch-x86_64.json").layers
+                    if layer.kind == "debs")
+    step = run_input(RunStep(name="nixtest-step", script=(
+        "set -e\nmkdir -p /opt/step\nenv | sort > /opt/step/env\nrm /etc/debian_version\n")))
+    defn = base.model_copy(update={"layers": [os_layer, Layer(id="run/nixtest", kind="run", inputs=[step])]
+                                   + base.layers})
+    nix.mirror_inputs(json.loads(defn.to_json()))
+    flake = _with_definition(nix, tmp_path, defn)
+
+    built = nix.json("build", ".#nixtest-run", "--no-link", flake=flake)
+    out = Path(built[0]["outputs"]["out"])
+    index = json.loads((out / "index.json").read_bytes())
+    nix_digest = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}["nixtest-run"]
+    cli = Builder(Store(tmp_path / "store")).image(defn)
+    assert nix_digest == cli.digest
+
+    manifest = json.loads((out / "blobs" / "sha256" / nix_digest.split(":")[1]).read_bytes())
+    run_layer = out / "blobs" / "sha256" / manifest["layers"][1]["digest"].split(":")[1]
+    with tarfile.open(run_layer) as tf:
+        names = tf.getnames()
+        env = dict(line.split("=", 1) for line in tf.extractfile("opt/step/env").read().decode().splitlines())
+    assert "etc/.wh.debian_version" in names  # the deletion, as an OCI whiteout
+    # the same bytes from two very different parent environments: nothing leaks into the step
+    assert not {"out", "NIX_BUILD_TOP", "inputsPath", "TMPDIR"} & set(env)
+    assert env["SOURCE_DATE_EPOCH"] == str(defn.source_date_epoch)

@@ -68,10 +68,9 @@ def build_layout(defn: Definition, inputs: dict[str, Path], out: Path) -> NixBui
     runs = [layer.id for layer in defn.layers if layer.kind == "run"]
     if runs and shutil.which("bwrap") is None:
         raise BuildError(
-            f"its run steps ({', '.join(runs)}) execute in bubblewrap (with proot and qemu-user for "
-            "another arch), which the flake does not put into the build environment yet",
+            f"its run steps ({', '.join(runs)}) execute in bubblewrap, and there is no bwrap on PATH",
             image=defn.image.alias,
-            fix=f"build it with `enginefab build {defn.image.alias}` (README, Nix: what is not covered)",
+            fix="build through the flake, whose image derivations put nix/run-tools.nix on PATH",
         )
     if out.exists() and any(out.iterdir()):
         raise BuildError(f"{out} is not empty", image=defn.image.alias, fix="give a new directory")

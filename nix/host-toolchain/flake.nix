@@ -5,12 +5,13 @@
 #   nix build .#demo-pytorch-aarch64 \
 #     --override-input nixpkgs path:./nix/host-toolchain --no-write-lock-file
 #
-# flake.nix uses exactly one thing from nixpkgs: `legacyPackages.<system>.callPackage
-# ./nix/package.nix { src; version; }` for the enginefab CLI. Here callPackage ignores that
-# nixpkgs expression and returns a wrapper running `<interpreter> -m enginefab` over the same
-# `src` (the flake's filtered source, first on PYTHONPATH), so the code that builds images is
-# the flake's, while its dependencies (pydantic, zstandard, …) come from the interpreter's
-# environment. This only works with the sandbox off (Debian's nix-bin default): the
+# flake.nix uses exactly one thing from nixpkgs, `legacyPackages.<system>.callPackage`, for two
+# expressions: ./nix/package.nix { src; version; } (the enginefab CLI) and ./nix/run-tools.nix
+# (bubblewrap, proot, qemu-user for run steps). Here callPackage ignores those nixpkgs
+# expressions: the CLI becomes a wrapper running `<interpreter> -m enginefab` over the same `src`
+# (the flake's filtered source, first on PYTHONPATH), so the code that builds images is the
+# flake's, while its dependencies (pydantic, zstandard, …) come from the interpreter's
+# environment; the run tools are the host's /usr/bin ones. This only works with the sandbox off (Debian's nix-bin default): the
 # interpreter is outside the store.
 {
   description = "host-toolchain shim: enginefab via the host's Python instead of nixpkgs (tests only)";
@@ -30,14 +31,33 @@
             f.write("#!/bin/sh\nPYTHONPATH=%s exec %s -m enginefab \"$@\"\n" % (src, python))
         os.chmod(out + "/bin/enginefab", 0o755)
       '';
+      # nix/run-tools.nix: the host's bubblewrap, proot and qemu-user-static
+      tools = ''
+        import os
+        out = os.environ["out"]
+        os.makedirs(out + "/bin")
+        for name in ("bwrap", "proot", "qemu-aarch64-static", "qemu-x86_64-static"):
+            if os.path.exists("/usr/bin/" + name):
+                os.symlink("/usr/bin/" + name, out + "/bin/" + name)
+      '';
       host = system: {
-        callPackage = _nixpkgsExpression: { src, version, ... }: derivation {
-          name = "enginefab-${version}-host-python";
-          inherit system src;
-          python = interpreter;
-          builder = interpreter;
-          args = [ "-c" wrapper ];
-        };
+        callPackage = expression: args:
+          let file = baseNameOf (toString expression); in
+          if file == "package.nix" then derivation {
+            name = "enginefab-${args.version}-host-python";
+            inherit system;
+            inherit (args) src;
+            python = interpreter;
+            builder = interpreter;
+            args = [ "-c" wrapper ];
+          }
+          else if file == "run-tools.nix" then derivation {
+            name = "enginefab-run-tools-host";
+            inherit system;
+            builder = interpreter;
+            args = [ "-c" tools ];
+          }
+          else throw "nix/host-toolchain: flake.nix calls ${file}, which this shim does not provide";
       };
     in
     {
