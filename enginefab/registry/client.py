@@ -10,7 +10,8 @@ retries sleep 2+3^n s, 5 times, on     at most 3 attempts, ≤ 2 s apart, only o
 any error (minutes on a hard failure)  errors and 5xx; 4xx and auth failures fail at once
 basic auth only after a 401 (a large   the auth scheme is learned from /v2/ first; basic
 upload's body is sent twice, fails     credentials then go on every request; bearer tokens are
-over TLS)                              fetched before a body is sent
+over TLS); one token at a time         fetched per scope set (with pull on a mount's source)
+                                       before a body is sent, and renewed before they expire
 `login` reports success for a wrong    `check_login` fails in seconds with a clear message and
 password, writes ~/.docker/config.json writes nothing
 `upload_manifest` re-serializes the    `put_manifest` sends our exact bytes with their media
@@ -29,6 +30,8 @@ import base64
 import hashlib
 import json
 import os
+import re
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -96,7 +99,10 @@ class RegistryClient(oras.provider.Registry):
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.scheme: str | None = None  # "none" | "basic" | "bearer", learned by ping()
-        self._bearer_scopes: set[str] = set()
+        self._challenge = None  # bearer: realm and service of the token service
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}  # scopes → (token, expiry)
+        self._push_repos: set[str] = set()
+        self._lock = threading.Lock()
         if self.credentials:
             self.auth.set_basic_auth(*self.credentials)
 
@@ -127,23 +133,26 @@ class RegistryClient(oras.provider.Registry):
         """oras's request path, with timeouts, bounded retries and up-front authentication."""
         last = ""
         replayable = data is None or isinstance(data, (bytes, bytearray, str))
+        if self.scheme is None and not url.endswith("/v2/"):
+            self.ping()
         for attempt in range(ATTEMPTS):
             h = dict(self.headers)
             h.update(headers or {})
+            scopes = self._scopes(url, method) if self.scheme == "bearer" else ()
             if self.scheme == "basic" and self.auth._basic_auth:
                 h["Authorization"] = f"Basic {self.auth._basic_auth}"
-            elif self.scheme == "bearer" and self.auth.token:
-                h["Authorization"] = f"Bearer {self.auth.token}"
+            elif scopes:
+                h["Authorization"] = f"Bearer {self._token(scopes)}"
             try:
                 r = self._send(method, url, data=data, json=json, headers=h, stream=stream)
-                if r.status_code == 401 and self.scheme != "basic":
+                if r.status_code == 401 and self.scheme == "bearer":
                     if not replayable:
                         raise RegistryError(f"{self.host} asked for authentication in the middle of an upload",
                                             fix="check the credentials and the repository's permissions")
-                    h, changed = self.auth.authenticate_request(r, h, refresh=True)
-                    if changed:
-                        self.scheme = self.scheme or "bearer"
-                        r = self._send(method, url, data=data, json=json, headers=h, stream=stream)
+                    wanted = parse_auth_header(r.headers.get("Www-Authenticate", "")).scope
+                    more = tuple(sorted(set(scopes) | set((wanted or "").split())))
+                    h["Authorization"] = f"Bearer {self._token(more, refresh=True)}"
+                    r = self._send(method, url, data=data, json=json, headers=h, stream=stream)
                 if r.status_code >= 500:
                     last = f"HTTP {r.status_code}"
                     if not replayable:
@@ -173,15 +182,71 @@ class RegistryClient(oras.provider.Registry):
         elif r.status_code == 401:
             challenge = r.headers.get("Www-Authenticate", "")
             if challenge.lower().startswith("basic"):
-                self.scheme = "basic"
                 if not self.credentials:
                     raise RegistryError(f"{self.host} requires a username and password",
                                         fix="set ENGINEFAB_REGISTRY_USER and ENGINEFAB_REGISTRY_PASSWORD, or docker login")
-            else:
+                self.scheme = "basic"
+            elif challenge.lower().startswith("bearer"):
+                self._challenge = parse_auth_header(challenge)
+                if not self._challenge.realm:
+                    raise RegistryError(f"{self.host} asks for a bearer token but names no token service")
                 self.scheme = "bearer"
+            else:
+                raise RegistryError(f"{self.host} asks for an unknown authentication scheme: {challenge[:60]!r}")
         else:
             raise RegistryError(f"{self.host}/v2/ answered HTTP {r.status_code}: not an OCI registry?")
         return self.scheme
+
+    def _scopes(self, url: str, method: str) -> tuple[str, ...]:
+        """The token scopes a request needs (docker token spec): the repository it names, pull or
+        pull+push, plus pull on the source repository of a cross-repository mount."""
+        from urllib.parse import parse_qs, urlsplit
+
+        u = urlsplit(url)
+        if u.path.rstrip("/") == "/v2/_catalog":
+            return ("registry:catalog:*",)
+        m = re.match(r"^/v2/(.+?)/(blobs|manifests|tags|referrers)(/|$)", u.path)
+        if not m:
+            return ()
+        repo = m.group(1)
+        push = method not in ("GET", "HEAD") or repo in self._push_repos
+        scopes = {f"repository:{repo}:{'pull,push' if push else 'pull'}"}
+        for src in parse_qs(u.query).get("from", []):
+            scopes.add(f"repository:{src}:pull")
+        return tuple(sorted(scopes))
+
+    def _token(self, scopes: tuple[str, ...], refresh: bool = False) -> str:
+        """A bearer token for these scopes from the registry's token service (cached until it
+        is about to expire); basic credentials go to the token service, never to the registry."""
+        with self._lock:
+            got = self._tokens.get(scopes)
+            if got and not refresh and got[1] > time.monotonic() + 10:
+                return got[0]
+        ch = self._challenge
+        params: list[tuple[str, str]] = [("service", ch.service)] if ch.service else []
+        params += [("scope", sc) for sc in scopes]
+        headers = {"Accept": "application/json"}
+        if self.auth._basic_auth:
+            headers["Authorization"] = f"Basic {self.auth._basic_auth}"
+        try:
+            r = self._send("GET", ch.realm, params=params, headers=headers)
+        except _Retry as e:
+            raise RegistryError(f"cannot reach the token service of {self.host} ({ch.realm}): {e}") from None
+        if r.status_code in (401, 403):
+            who = f" for user {self.credentials[0]!r}" if self.credentials else " (no credentials given)"
+            raise RegistryError(f"{self.host}'s token service rejected the credentials{who}",
+                                fix="check ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or your docker config")
+        try:
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token, body = None, {}
+        if r.status_code != 200 or not token:
+            raise RegistryError(f"{self.host}'s token service answered HTTP {r.status_code} without a token")
+        expires = time.monotonic() + float(body.get("expires_in") or 60)
+        with self._lock:
+            self._tokens[scopes] = (token, expires)
+        return token
 
     def check_login(self) -> None:
         """Fail fast and clearly when the credentials are wrong (oras `login` does not)."""
@@ -195,11 +260,8 @@ class RegistryClient(oras.provider.Registry):
                 raise RegistryError(f"{self.host} rejected the password for user {user!r}",
                                     fix="check ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or your docker config")
             return
-        r = self._send("GET", self.url("/v2/"))
-        h = parse_auth_header(r.headers.get("Www-Authenticate", ""))
-        if self.credentials and not self.auth.request_token(h):
-            raise RegistryError(f"{self.host}'s token service rejected the credentials",
-                                fix="check the username and password")
+        if self.credentials:
+            self._token((), refresh=True)  # the token service checks the password (docker login does this)
 
     def login(self, *a, **kw):  # type: ignore[override]
         """Verify credentials; never writes a docker config."""
@@ -207,21 +269,13 @@ class RegistryClient(oras.provider.Registry):
         return {"Status": "Login Succeeded"}
 
     def prepare(self, repository: str, push: bool = False) -> None:
-        """Authenticate for a repository before any body is sent."""
-        scheme = self.ping()
-        if scheme != "bearer":
+        """Authenticate for a repository before any body is sent (bearer: fetch the token now)."""
+        if self.ping() != "bearer":
             return
-        scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
-        if scope in self._bearer_scopes:
-            return
-        r = self._send("GET", self.url("/v2/"))
-        h = parse_auth_header(r.headers.get("Www-Authenticate", ""))
-        h.scope = scope
-        token = self.auth.request_token(h) if self.credentials else self.auth.request_anonymous_token(h)
-        if not token:
-            raise RegistryError(f"{self.host} gave no token for {scope}", fix="check credentials and permissions")
-        self.auth.token = token
-        self._bearer_scopes = {scope}
+        if push:
+            with self._lock:
+                self._push_repos.add(repository)
+        self._token((f"repository:{repository}:{'pull,push' if push else 'pull'}",))
 
     # -- reading --------------------------------------------------------------------------
     def _error(self, r: requests.Response, what: str) -> RegistryError:

@@ -35,6 +35,9 @@ class Registry:
     proc: subprocess.Popen | None = None
     tls: tuple[Path, Path] | None = None  # cert, key
     htpasswd: Path | None = None
+    #: bearer-token auth: {"realm": URL of the token service, "service", "issuer", "rootcertbundle": PEM
+    #: of the certificate whose key signs the tokens}
+    token: dict[str, str] | None = None
 
     @property
     def host(self) -> str:
@@ -67,6 +70,9 @@ class Registry:
             lines += ["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
         if self.htpasswd:
             lines += ["auth:", "  htpasswd:", "    realm: enginefab", f"    path: {self.htpasswd}"]
+        elif self.token:
+            lines += ["auth:", "  token:"] + [f"    {k}: {self.token[k]}" for k in
+                                               ("realm", "service", "issuer", "rootcertbundle")]
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15) -> "Registry":
