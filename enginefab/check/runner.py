@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,17 +29,40 @@ from enginefab.lock.definition import Definition
 
 
 def unpacked(store: Store, built: Built) -> Path:
-    """The image's rootfs, unpacked once per manifest digest under the store."""
+    """The image's rootfs, unpacked once per manifest digest under the store.
+
+    When another image's rootfs holds exactly this image's lower layers (a variant with layers
+    added on top), it is copied with hard links and only the rest is applied: replaced files are
+    unlinked first, never written through, so the other rootfs is untouched."""
     root = store.root / "rootfs" / built.digest.split(":", 1)[1]
     done = root.with_name(root.name + ".complete")
     if done.exists() and root.is_dir():
         return root
     if root.exists():  # an interrupted unpack
         shutil.rmtree(root)
-    doc = json.loads(built.manifest)
-    rootfs.unpack(root, [(store.blob_path(d["digest"]), d["mediaType"]) for d in doc["layers"]])
-    done.touch()
+    layers = [(d["digest"], d["mediaType"]) for d in json.loads(built.manifest)["layers"]]
+    base, n = _lower(store, [d for d, _ in layers])
+    if base is not None and subprocess.run(["cp", "-al", str(base), str(root)], capture_output=True).returncode == 0:
+        for digest, mt in layers[n:]:
+            rootfs.apply_layer(root, store.blob_path(digest), mt)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        rootfs.unpack(root, [(store.blob_path(d), mt) for d, mt in layers])
+    done.write_text(json.dumps([d for d, _ in layers]))
     return root
+
+
+def _lower(store: Store, layers: list[str]) -> tuple[Path | None, int]:
+    """The unpacked rootfs whose layers are the longest proper prefix of `layers`."""
+    best, n = None, 0
+    for marker in (store.root / "rootfs").glob("*.complete"):
+        try:
+            theirs = json.loads(marker.read_text() or "null")
+        except ValueError:
+            continue
+        if isinstance(theirs, list) and n < len(theirs) < len(layers) and layers[:len(theirs)] == theirs:
+            best, n = marker.with_name(marker.name[: -len(".complete")]), len(theirs)
+    return best, n
 
 
 def drop_unpacked(store: Store) -> None:

@@ -1,0 +1,191 @@
+"""Static, runtime and accelerator levels on real images: the two demo images pass; deliberately
+broken variants of the aarch64 demo (built here from modified definitions) fail with a reason a
+user can act on; the real container-structure-test agrees with our file and metadata tests;
+reports are deterministic JSON and valid JUnit.
+
+The demo images come from the session `demo_build` fixture; the variants reuse its store, so only
+their changed layers are built and only those are unpacked on top of the demo's rootfs.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from enginefab.build.builder import Builder
+from enginefab.build.store import Store
+from enginefab.check import runner
+from enginefab.check.report import Report, Result, junit
+from enginefab.lock.definition import Definition, Input, Layer, load_definition
+
+from .conftest import ROOT, enginefab
+
+AARCH64 = "demo-pytorch-aarch64"
+X86 = "demo-pytorch-x86_64"
+
+
+@pytest.fixture(scope="module")
+def demo_reports(demo_build, tmp_path_factory):
+    """Both demo images checked at every level once, through the CLI, with JSON and JUnit reports
+    (container-structure-test cross-checks the aarch64 one here; see the README for the other)."""
+    out = tmp_path_factory.mktemp("reports")
+    store = str(demo_build["store"])
+    p = enginefab("check", AARCH64, "--store", store, "--json", "--junit", str(out / "a.xml"),
+                  "--reports", str(out / "json"), "--cross-check")
+    q = enginefab("check", X86, "--store", store, "--json", "--junit", str(out / "x.xml"), "--reports", str(out / "json"))
+    return {"a": (p, json.loads(p.stdout)[0]), "x": (q, json.loads(q.stdout)[0]), "dir": out}
+
+
+def _by_name(rep: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in rep["results"]}
+
+
+def test_demo_images_pass_every_level_here(demo_reports, demo_build):
+    for key, alias in (("a", AARCH64), ("x", X86)):
+        p, rep = demo_reports[key]
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert rep["digest"] == demo_build["digests"][alias] and rep["ok"]
+        assert set(rep["levels"]) == {"definition", "static", "runtime", "accelerator"}
+        res = _by_name(rep)
+        for name in ("elf-arch", "glibc", "dt-needed", "wheel-tags", "dist-versions", "modelarts-conventions",
+                     "import-pytorch", "built-for-pytorch", "command:python-as-ma-user", "content:torch-version",
+                     "known-broken", "wheel-fits", "engine-pinned"):
+            assert res[name]["status"] == "pass", (alias, res[name])
+        assert res["import-pytorch"]["data"]["version"] == "1.8.0"
+        assert "numpy bridge ok" not in res["import-pytorch"]["detail"]  # stdout stays out of the report detail
+        assert res["command:python-as-ma-user"]["data"]["stdout"].startswith("ids 1000 100")
+        accel = [r for r in rep["results"] if r["level"] == "accelerator"]
+        assert accel and all(r["status"] == "skip" and r["detail"] for r in accel)
+        assert rep["checks"]["engines/checks/pytorch.yaml"] and rep["checks"]["engines/checks/known-broken.toml"]
+
+
+def test_the_engine_reports_the_cuda_it_was_built_for(demo_reports):
+    x = _by_name(demo_reports["x"][1])["built-for-pytorch"]
+    assert x["data"]["reported"] == {"cuda": "10.2"} and x["status"] == "pass"  # torch.version.cuda, the wheel's CUDA
+    a = _by_name(demo_reports["a"][1])["built-for-pytorch"]
+    assert a["data"]["reported"] == {"cuda": "None"} and a["status"] == "pass"  # the aarch64 wheel is CPU-only
+    # the x86_64 image needs only the host driver from outside: libcuda.so.1
+    assert "1 by the host driver" in _by_name(demo_reports["x"][1])["dt-needed"]["detail"]
+    assert _by_name(demo_reports["a"][1])["elf-arch"]["detail"].endswith("are aarch64")
+
+
+def test_container_structure_test_agrees_on_files_and_metadata(demo_reports):
+    res = _by_name(demo_reports["a"][1])
+    cst = {k: v for k, v in res.items() if k.startswith("cst:")}
+    ours = {k for k in res if k.startswith(("file:", "content:"))}
+    assert len(cst) == len(ours) + 1  # each of our file tests, and the metadata test
+    assert all(v["status"] == "pass" for v in cst.values())
+    assert res["container-structure-test"]["data"] == {"pass": len(cst), "fail": 0}
+
+
+def test_junit_reports_are_valid(demo_reports):
+    for name in ("a.xml", "x.xml"):
+        root = ET.parse(demo_reports["dir"] / name).getroot()
+        assert root.tag == "testsuites"
+        suites = root.findall("testsuite")
+        assert len(suites) == 1
+        s = suites[0]
+        cases = s.findall("testcase")
+        assert int(s.get("tests")) == len(cases) > 20
+        assert int(s.get("skipped")) == len([c for c in cases if c.find("skipped") is not None]) >= 1
+        assert int(s.get("failures")) == len([c for c in cases if c.find("failure") is not None]) == 0
+        for c in cases:
+            assert c.get("classname").split(".")[-1] in ("definition", "static", "runtime", "accelerator")
+            assert c.get("name") and float(c.get("time")) >= 0
+
+
+def test_json_report_is_the_deterministic_referrer_payload(demo_reports):
+    raw = (demo_reports["dir"] / "json" / f"{AARCH64}.json").read_bytes()
+    doc = json.loads(raw)
+    assert doc["reportType"] == "enginefab.check/v1" and doc["image"] == AARCH64
+    rep = Report(doc["image"], doc["name"], doc["digest"], checks=doc["checks"],
+                 results=[Result(**{**r, "seconds": 99.0}) for r in doc["results"]])
+    assert rep.to_json() == raw  # timings are not in the bytes; everything else round-trips exactly
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- broken variants of the aarch64 demo -----------------------------------------------------
+
+def _variant(extra_layers: list[Layer] = (), drop: str | None = None) -> Definition:
+    doc = json.loads((ROOT / "build" / f"{AARCH64}.json").read_text())
+    if drop:
+        for layer in doc["layers"]:
+            layer["inputs"] = [i for i in layer["inputs"] if i["name"] != drop]
+    doc["layers"] += [x.model_dump(mode="json", exclude_none=True) for x in extra_layers]
+    return Definition.model_validate(doc)
+
+
+def _check(demo_build, defn: Definition, levels=("static", "runtime")) -> dict[str, Result]:
+    store = Store(demo_build["store"])
+    built = Builder(store).image(defn)
+    assert built.digest != demo_build["digests"][AARCH64]
+    results = runner.check_built(defn, store, built, ROOT, levels=list(levels))
+    return {r.name: r for r in results}
+
+
+def _x86_libstdcxx(tmp_path: Path) -> Path:
+    """libstdc++.so.6.0.28 from the x86_64 demo's own (cached) libstdc++6 deb."""
+    from enginefab.build.builder import default_fetcher
+    from enginefab.build.debs import stage_deb
+    from enginefab.build.staging import Staging
+
+    x86 = load_definition(ROOT / "build" / f"{X86}.json")
+    deb = next(i for i in x86.inputs() if i.name == "libstdc++6")
+    st = Staging(tmp_path / "deb")
+    st.root.mkdir()
+    stage_deb(st, default_fetcher(deb, X86), deb)
+    return next((st.root / "usr/lib/x86_64-linux-gnu").glob("libstdc++.so.6.0.[0-9]*[0-9]"))
+
+
+def test_wrong_arch_library_fails_static_and_runtime_with_the_reason(demo_build, tmp_path):
+    import tarfile
+
+    so = _x86_libstdcxx(tmp_path)
+    tgz = tmp_path / "x86-libstdcxx.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:  # an extra layer puts it where the aarch64 one is
+        tf.add(so, arcname=f"usr/lib/aarch64-linux-gnu/{so.name}")
+    import hashlib
+
+    data = tgz.read_bytes()
+    inp = Input(kind="url", name="x86-libstdcxx", version="1", url=tgz.as_uri(), sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data), filename=tgz.name, dest="/", unpack=True)
+    res = _check(demo_build, _variant([Layer(id="files/x86-libstdcxx", kind="archives", inputs=[inp])]))
+    assert res["elf-arch"].status == "fail"
+    assert f"/usr/lib/aarch64-linux-gnu/{so.name} (EM_X86_64)" in res["elf-arch"].detail
+    run = res["import-pytorch"]
+    assert run.status == "fail"
+    assert f"libstdc++.so.6 is in the image but built for another machine: /usr/lib/aarch64-linux-gnu/" in run.detail
+    assert "x86_64 ELF (EM_X86_64)" in run.detail and "the image is aarch64" in run.detail
+
+
+def test_missing_soname_fails_static_and_runtime_naming_it(demo_build):
+    # torch's libraries need libstdc++.so.6 from the system (its own libgomp is bundled in the
+    # wheel, so dropping libgomp1 would break nothing); drop the package that provides it
+    res = _check(demo_build, _variant(drop="libstdc++6"))
+    dt = res["dt-needed"]
+    assert dt.status == "fail" and "unresolved sonames: libstdc++.so.6 (needed by " in dt.detail
+    assert "dist-packages/torch/" in json.dumps(dt.data["unresolved"]["libstdc++.so.6"])
+    run = res["import-pytorch"]
+    assert run.status == "fail"
+    assert "libstdc++.so.6 is not in the image: no package or wheel provides it" in run.detail
+    assert res["command:python-as-ma-user"].status == "pass"  # Python itself still works
+
+
+def test_engine_version_differing_from_the_pin_fails_with_both_versions(demo_build):
+    # a layer on top replaces torch/version.py, as a later `pip install torch==…` would
+    site = "/usr/local/lib/python3.9/dist-packages"
+    store = Store(demo_build["store"])
+    demo = Builder(store).image(load_definition(ROOT / "build" / f"{AARCH64}.json"))
+    original = (runner.unpacked(store, demo) / site.lstrip("/") / "torch/version.py").read_text()
+    assert "__version__ = '1.8.0'" in original
+    patched = original.replace("__version__ = '1.8.0'", "__version__ = '1.8.1'")
+    layer = Layer(id="files/torch-version", kind="files",
+                  files=[{"path": f"{site}/torch/version.py", "content": patched, "mode": 0o644}])
+    res = _check(demo_build, _variant([layer]))
+    run = res["import-pytorch"]
+    assert run.status == "fail" and run.detail == "pytorch is 1.8.1, the pin is 1.8.0"
+    assert run.data["version"] == "1.8.1"
+    assert res["content:torch-version"].status == "fail" and "__version__ = '1.8.0'" in res["content:torch-version"].detail
