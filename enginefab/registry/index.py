@@ -80,6 +80,9 @@ def plan_indexes(images: list[tuple[Image, Built]]) -> tuple[list[IndexPlan], li
         arches = [img.arch for img, _ in members]
         if len(set(arches)) < 2:
             continue
+        if any(img.name == tag for img, _ in members):
+            notes.append(f"no index {tag}: the name does not say the arch, so the index tag would be an image's tag")
+            continue
         dup = sorted({a for a in arches if arches.count(a) > 1})
         if dup:
             names = ", ".join(sorted(img.alias for img, _ in members if img.arch in dup))
