@@ -423,20 +423,26 @@ class RegistryClient(oras.provider.Registry):
             if got is True:
                 return 0
             upload_url = got  # type: ignore[assignment]
-        if upload_url is None:
-            self.prepare(repository, push=True)
-            r = self.do_request(self.url(f"/v2/{repository}/blobs/uploads/"), "POST", headers={"Content-Length": "0"})
-            if r.status_code != 202:
-                raise self._error(r, f"upload of {digest}")
-            upload_url = self._location(r)
-        sep = "&" if "?" in upload_url else "?"
         with open(path, "rb") as f:
-            body = _Reader(f, size, progress)
-            r = self.do_request(f"{upload_url}{sep}digest={digest}", "PUT", data=body,
-                                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+            self._monolithic_upload(upload_url or self._start_upload(repository, digest), digest,
+                                    _Reader(f, size, progress), {"Content-Length": str(size)})
+        return size
+
+    def _start_upload(self, repository: str, digest: str) -> str:
+        """Open an upload session; returns its URL."""
+        self.prepare(repository, push=True)
+        r = self.do_request(self.url(f"/v2/{repository}/blobs/uploads/"), "POST", headers={"Content-Length": "0"})
+        if r.status_code != 202:
+            raise self._error(r, f"upload of {digest}")
+        return self._location(r)
+
+    def _monolithic_upload(self, url: str, digest: str, body, headers: dict | None = None) -> None:
+        """Send the whole blob in the closing PUT of an upload session."""
+        sep = "&" if "?" in url else "?"
+        r = self.do_request(f"{url}{sep}digest={digest}", "PUT", data=body,
+                            headers={"Content-Type": "application/octet-stream", **(headers or {})})
         if r.status_code not in (201, 204):
             raise self._error(r, f"upload of {digest}")
-        return size
 
     def upload_blob(self, blob: str, container, layer: dict, do_chunked: bool = False, chunk_size: int = 0):  # type: ignore[override]
         c = self.get_container(container)
@@ -469,16 +475,7 @@ class RegistryClient(oras.provider.Registry):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if self.has_blob(repository, digest):
             return 0
-        self.prepare(repository, push=True)
-        r = self.do_request(self.url(f"/v2/{repository}/blobs/uploads/"), "POST", headers={"Content-Length": "0"})
-        if r.status_code != 202:
-            raise self._error(r, f"upload of {digest}")
-        url = self._location(r)
-        sep = "&" if "?" in url else "?"
-        r = self.do_request(f"{url}{sep}digest={digest}", "PUT", data=bytes(data),
-                            headers={"Content-Type": "application/octet-stream"})
-        if r.status_code not in (201, 204):
-            raise self._error(r, f"upload of {digest}")
+        self._monolithic_upload(self._start_upload(repository, digest), digest, bytes(data))
         return len(data)
 
     def upload_manifest(self, manifest: dict, container, *a, **kw):  # type: ignore[override]
