@@ -221,3 +221,32 @@ def test_uploads_stream_where_oras_reads_the_blob_into_memory(registry, tmp_path
         grew[who] = (after - before) * 1024
     assert grew["oras"] > size * 0.9
     assert grew["ours"] < 32 << 20, grew
+
+
+def test_pull_of_an_index_takes_every_platform_or_the_one_asked_for(registry, tmp_path):
+    from enginefab import ocischema
+    from enginefab.registry.pull import pull
+    from enginefab.registry.reference import parse_reference
+    from tests.conftest import OCI_SCHEMAS
+
+    ours = RegistryClient(registry.host, plain_http=True)
+    members = []
+    for arch in ("amd64", "arm64"):
+        raw = small_image(ours, "t/multi")
+        digest = ours.put_manifest("t/multi", canonical.digest(raw), raw, MANIFEST)
+        members.append({"mediaType": MANIFEST, "digest": digest, "size": len(raw),
+                        "platform": {"os": "linux", "architecture": arch}})
+    iraw = index_json(members)
+    ours.put_manifest("t/multi", "both", iraw, INDEX)
+    ref = parse_reference(f"{registry.host}/t/multi:both")
+
+    res = pull(ours, ref, tmp_path / "all")
+    assert res.digest == canonical.digest(iraw) and res.blobs == 4 and len(res.manifests) == 3
+    if OCI_SCHEMAS.is_dir():
+        ocischema.validate_layout(tmp_path / "all", OCI_SCHEMAS)
+    res = pull(ours, ref, tmp_path / "arm", platform="linux/aarch64")
+    assert res.digest == members[1]["digest"] and res.blobs == 2
+    again = pull(ours, ref, tmp_path / "arm", platform="linux/arm64")
+    assert again.downloaded_bytes == 0 and again.reused == 2  # re-hashed, not downloaded again
+    with pytest.raises(RegistryError, match="no image for linux/s390x"):
+        pull(ours, ref, tmp_path / "none", platform="linux/s390x")
