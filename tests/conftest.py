@@ -169,12 +169,26 @@ def http_mirror(tmp_path):
     m.close()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (for 'unreachable' cases)."""
-    import socket
+# -- definitions for builder tests (variants of the committed demo definitions) ----------------
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+
+def demo_definition(alias: str = "demo-pytorch-aarch64"):
+    """A committed definition (build/<alias>.json), parsed."""
+    from enginefab.lock.definition import load_definition
+
+    return load_definition(ROOT / "build" / f"{alias}.json")
+
+
+def definition_file(defn, path: Path) -> Path:
+    """Write a (modified) definition where `enginefab build PATH` can build it."""
+    path.write_bytes(defn.to_json())
+    return path
+
+
+def pypi_file(project: str, filename: str) -> dict:
+    """A real file of the PyPI index (url, sha256, size), read from its simple JSON API."""
+    from enginefab.lock import fetch
+
+    idx = fetch.get_json(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    f = next(f for f in idx["files"] if f["filename"] == filename)
+    return {"url": f["url"], "sha256": f["hashes"]["sha256"], "size": f["size"], "filename": filename}

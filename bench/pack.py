@@ -1,0 +1,122 @@
+"""Layer packing throughput on a real tree — the x86_64 torch 1.8.0 wheel of the demo, installed
+by our wheel stager (≈1.45 GB, ≈11k files) — against the peers, measured in the same run:
+
+* gzip: our packer (sorted tar, parallel deflate, both digests) vs
+  ``tar --sort=name … | pigz -6``;
+* zstd: our packer vs ``tar --sort=name … | zstd -3 -T0``.
+
+Each run is a subprocess (ours: `python -m bench.pack` over the staged tree) so that its peak
+RSS is measured alone (wait4's ru_maxrss). The peers do less than we do: they compute no
+digest, we compute two (diff_id and blob digest) while packing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ALIAS = "demo-pytorch-x86_64"
+HERE = Path(__file__).resolve().parent
+
+
+def _torch_wheel() -> tuple[Path, object, object]:
+    from enginefab.build.builder import default_fetcher
+    from enginefab.lock.definition import load_definition
+    from enginefab.paths import project_root
+
+    defn = load_definition(project_root() / "build" / f"{ALIAS}.json")
+    layer = next(la for la in defn.layers if la.id.startswith("wheel/torch"))
+    inp = layer.inputs[0]
+    return default_fetcher(inp, ALIAS), inp, layer
+
+
+def stage_tree(work: Path) -> tuple[Path, float]:
+    from enginefab.build.staging import Staging
+    from enginefab.build.wheels import stage_wheel
+
+    wheel, inp, layer = _torch_wheel()
+    root = work / "tree"
+    root.mkdir()
+    t0 = time.monotonic()
+    stage_wheel(Staging(root), wheel, inp, layer.scheme, layer.interpreter)  # type: ignore[attr-defined]
+    return root, time.monotonic() - t0
+
+
+def _timed(argv: list[str], *, cwd: Path | None = None) -> dict:
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    out, err = p.stdout.read(), p.stderr.read()  # type: ignore[union-attr]
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {err}")
+    return {"seconds": round(wall, 2), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
+            "peak_rss_mb": round(ru.ru_maxrss / 1024, 1), "stdout": out}
+
+
+def ours(tree: Path, algorithm: str, out: Path) -> dict:
+    r = _timed([sys.executable, "-m", "bench.pack", "--pack", str(tree), algorithm, str(out)], cwd=HERE.parent)
+    r.update(json.loads(r.pop("stdout")))
+    return r
+
+
+def peer(tree: Path, compressor: str, out: Path) -> dict:
+    tar = f"tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -cf - -C {tree} ."
+    # bash -c so that wait4 sees both sides of the pipe (the shell waits for them)
+    r = _timed(["bash", "-c", f"set -o pipefail; {tar} | {compressor} > {out}"])
+    r.pop("stdout")
+    r["size"] = out.stat().st_size
+    return r
+
+
+def run(work: Path) -> dict:
+    from enginefab.build import compress
+
+    tree, staging_s = stage_tree(work)
+    files = list(tree.rglob("*"))
+    tar_bytes = sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+    res: dict = {"tree": {"entries": len(files), "file_bytes": tar_bytes, "staging_seconds": round(staging_s, 2)},
+                 "threads": compress._threads(), "cpus": os.cpu_count()}
+    out = work / "out"
+    for algo, peer_cmd in (("gzip", "pigz -6"), ("zstd", "zstd -q -3 -T0")):
+        mine = ours(tree, algo, out)
+        out.unlink()
+        theirs = peer(tree, peer_cmd, out)
+        out.unlink()
+        mine["mb_per_s"] = round(mine["tar_size"] / mine["seconds"] / 1e6, 1)
+        theirs["mb_per_s"] = round(mine["tar_size"] / theirs["seconds"] / 1e6, 1)
+        res[algo] = {"enginefab": mine, peer_cmd.split()[0]: theirs,
+                     "speed_ratio": round(theirs["seconds"] / mine["seconds"], 2),
+                     "size_ratio": round(mine["size"] / theirs["size"], 3)}
+    res["goals"] = {
+        "gzip_at_least_pigz": res["gzip"]["speed_ratio"] >= 1.0,
+        "zstd_at_least_0.8": res["zstd"]["speed_ratio"] >= 0.8,
+        "peak_rss_under_300mb": max(res[a]["enginefab"]["peak_rss_mb"] for a in ("gzip", "zstd")) < 300,
+        "layer_gb": round(tar_bytes / 1e9, 2),
+    }
+    shutil.rmtree(tree)
+    return res
+
+
+def _pack_main(tree: str, algorithm: str, out: str) -> None:
+    """In the subprocess: pack `tree` like the builder does and print the result."""
+    from enginefab.build import compress
+    from enginefab.build.staging import Staging
+    from enginefab.build.tarball import pack
+
+    contract = compress.contract(algorithm)
+    with open(out, "wb") as f:
+        packed = pack(Staging(Path(tree)), contract, 1, f)
+    print(json.dumps({"size": packed.size, "tar_size": packed.tar_size, "digest": packed.digest,
+                      "maxrss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--pack":
+    _pack_main(*sys.argv[2:])
