@@ -72,6 +72,25 @@ def test_the_engine_reports_the_cuda_it_was_built_for(demo_reports):
     assert _by_name(demo_reports["a"][1])["elf-arch"]["detail"].endswith("are aarch64")
 
 
+def test_accelerator_tests_run_on_the_device_or_say_why_not(demo_reports, matrix):
+    from enginefab.check import accelerator
+
+    x = {r["name"]: r for r in demo_reports["x"][1]["results"] if r["level"] == "accelerator"}
+    assert sorted(x) == ["cuda-collective", "cuda-device", "cuda-op"]
+    why = accelerator.gpu_present()
+    if why is None:  # a machine with an NVIDIA GPU: the tests really ran on it
+        assert all(r["status"] == "pass" for r in x.values()), x
+    else:
+        assert all(r["status"] == "skip" and r["detail"] == f"skipped: {why}" for r in x.values())
+    a = [r for r in demo_reports["a"][1]["results"] if r["level"] == "accelerator"]
+    assert [(r["status"], r["detail"]) for r in a] == [("skip", "CPU image: no accelerator to test")]
+    # an Ascend image: device, op and HCCL tests exist for MindSpore, and say why they did not run
+    npu = accelerator.check(matrix.get("mindspore-cann5.0.2"))
+    assert [r.name for r in npu] == ["cann-device", "cann-op", "cann-collective"]
+    if accelerator.npu_present():
+        assert all(r.status == "skip" and "Ascend" in r.detail for r in npu)
+
+
 def test_container_structure_test_agrees_on_files_and_metadata(demo_reports):
     res = _by_name(demo_reports["a"][1])
     cst = {k: v for k, v in res.items() if k.startswith("cst:")}

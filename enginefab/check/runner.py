@@ -105,6 +105,11 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
     return out
 
 
+def accelerator_here(img: Image) -> bool:
+    return img.accelerator != "cpu" and not (accelerator.gpu_present() if img.accelerator == "cuda"
+                                             else accelerator.npu_present())
+
+
 def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None,
                cross_check: bool = False) -> list[Report]:
     levels = _levels(levels)
@@ -143,7 +148,11 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
             if "runtime" in levels:
                 rep.results.append(Result("runtime", "image", "skip", f"skipped: the image cannot be built here: {why}"))
         if "accelerator" in levels:
-            rep.results += accelerator.check(img)
+            if built is not None and defn is not None:
+                rep.results += accelerator.check(img, defn=defn, rootfs=unpacked(store, built) if accelerator_here(img)
+                                                 else None, suite=structure.load(m.root, defn))
+            else:
+                rep.results += accelerator.check(img)
         rep.checks = structure.sources(m.root, img)
         reports.append(rep)
     return reports

@@ -109,6 +109,8 @@ class Extension(_Model):
     probe: str = ""
     optionalSonames: list[OptionalSoname] = Field(default_factory=list)
     dlopen: list[Dlopen] = Field(default_factory=list)
+    #: accelerator tests: "cuda"/"cann" → {"device"|"op"|"collective": Python code}
+    accelerator: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class Suite(_Model):
@@ -131,6 +133,7 @@ def variables(defn: Definition) -> dict[str, str]:
         "engine_version": im.engine_version, "framework": im.framework, "framework_version": im.framework_version,
         "accelerator": im.accelerator, "accelerator_version": im.accelerator_version or "",
         "cuda": cuda or "None", "cuda_repr": repr(cuda) if cuda else "None",
+        "framework_import": {"pytorch": "torch"}.get(im.framework, im.framework),
         "python": defn.python.interpreter, "python_version": defn.python.version,
         "site_packages": defn.python.site_packages, "scripts": defn.python.scripts,
         "home": defn.config.workdir, "uid": uid, "gid": gid or "0",
@@ -171,9 +174,9 @@ def load(root: Path, defn: Definition) -> Suite:
     vars_ = variables(defn)
     merged: dict[str, Any] = {"commandTests": [], "fileExistenceTests": [], "fileContentTests": []}
     meta: dict[str, Any] = {}
-    ext: dict[str, Any] = {"builtFor": {}, "probe": "", "optionalSonames": [], "dlopen": []}
+    ext: dict[str, Any] = {"builtFor": {}, "probe": "", "optionalSonames": [], "dlopen": [], "accelerator": {}}
     sources = {}
-    for path in suite_files(root, [defn.image.engine, defn.image.framework]):
+    for path in suite_files(root, [defn.image.framework, defn.image.engine]):  # the engine's file has the last word
         raw = path.read_bytes()
         sources[f"engines/checks/{path.name}"] = hashlib.sha256(raw).hexdigest()
         try:
@@ -199,6 +202,8 @@ def load(root: Path, defn: Definition) -> Suite:
         ext["probe"] += part.enginefab.probe
         ext["optionalSonames"] += [o.model_dump() for o in part.enginefab.optionalSonames]
         ext["dlopen"] += [d.model_dump() for d in part.enginefab.dlopen]
+        for kind, tests in part.enginefab.accelerator.items():  # a framework's file adds, an engine's overrides
+            ext["accelerator"].setdefault(kind, {}).update(tests)
     return Suite.model_validate({**merged, "metadataTest": meta or None, "enginefab": ext, "sources": sources})
 
 
