@@ -88,7 +88,9 @@ class Facts:
             engine=d.image.engine, engine_version=d.image.engine_version,
             stack=f"{d.image.accelerator} {d.image.accelerator_version or ''}".strip(),
             optional={o.soname: o.reason for o in ext.optionalSonames} if ext else {},
-            dlopen=[x for x in ext.dlopen if version_in(d.image.engine_version, x.versions)] if ext else [],
+            dlopen=[x for x in ext.dlopen if version_in(
+                d.image.framework_version if x.engine == d.image.framework != d.image.engine else d.image.engine_version,
+                x.versions)] if ext else [],
         )
 
 
@@ -206,6 +208,11 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
     ld_path = [p for p in facts.env.get("LD_LIBRARY_PATH", "").split(":") if p]
     stack, hostp = set(facts.stack_provides), set(facts.host_provides)
     base = set(facts.base_provides)
+    # libraries of Python packages, by soname: an extension that links another package's library
+    # (torchvision's _C.so → libc10.so) finds it already loaded, because that package is imported first
+    sp = facts.site_packages.rstrip("/") + "/"
+    in_packages = {(e.soname or e.path.rsplit("/", 1)[1]): e.path for e in elves if e.path.startswith(sp)}
+    preloaded: dict[str, list[str]] = {}
     inside = from_stack = from_host = from_base = 0
     unresolved: dict[str, list[str]] = {}
     optional: dict[str, list[str]] = {}
@@ -232,12 +239,17 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                 from_host += 1
             elif n in base:
                 from_base += 1
+            elif n in in_packages and e.path.startswith(sp):
+                preloaded.setdefault(n, []).append(e.path)
             elif n in facts.optional:
                 optional.setdefault(n, []).append(e.path)
             else:
                 unresolved.setdefault(n, []).append(e.path)
     summary = (f"{inside} resolved in the image, {from_stack} by the {facts.accelerator} stack, "
                f"{from_host} by the host driver" + (f", {from_base} by the declared base" if base else ""))
+    if preloaded:
+        summary += "; loaded first by the package that provides them: " + ", ".join(
+            f"{n} ({in_packages[n].removeprefix(sp)}, for {v[0].removeprefix(sp)})" for n, v in sorted(preloaded.items()))
     if optional:
         summary += "; optional, left unresolved: " + ", ".join(
             f"{n} ({facts.optional[n]}; needed by {v[0]})" for n, v in sorted(optional.items()))
@@ -279,16 +291,18 @@ def _stack_sonames(root: Path, facts: Facts, users: dict[str, list[str]], names_
     if not need and not problems:
         return Result("static", "stack-sonames", "pass" if facts.accelerator != "cuda" or not stack else "skip",
                       f"nothing in the image links the {facts.stack or facts.accelerator} stack's libraries")
-    provided = []
+    groups: dict[str, list[str]] = {}
     for n, why in need.items():
         inside = any(n in names for names in names_in_dir.values())
         if n in stack or n in hostp or inside:
-            provided.append(f"{n} [{why}]")
+            groups.setdefault(why if why.startswith("dlopen") else "DT_NEEDED", []).append(
+                n if why.startswith("dlopen") else f"{n} ({why[len('DT_NEEDED '):]})")
         elif n in facts.optional:
-            provided.append(f"{n} optional: {facts.optional[n]}")
+            groups.setdefault("optional", []).append(f"{n}: {facts.optional[n]}")
         else:
             problems.append(f"{n} is needed ({why}) but the {facts.stack} stack does not provide it")
-    detail = (f"{facts.engine} {facts.engine_version} needs from the {facts.stack} stack: " + ", ".join(provided)
+    detail = (f"{facts.engine} {facts.engine_version} needs from the {facts.stack} stack: "
+              + "; ".join(f"[{k}] {', '.join(v)}" for k, v in groups.items())
               + ("; " + "; ".join(problems) if problems else "; all provided"))
     return Result("static", "stack-sonames", "fail" if problems else "pass", detail,
                   data={"needs": need, "stack": sorted(stack)})

@@ -97,6 +97,7 @@ class Dlopen(_Model):
     """Libraries an engine loads with dlopen (so no DT_NEEDED names them), for some of its releases."""
 
     versions: str = Field(description="engine releases this applies to (version specifier)")
+    engine: str = Field(default="", description="set from the file name: whose releases `versions` means")
     sonames: list[str]
     evidence: Evidence | None = Field(default=None, description="a file and a string in it proving the loader is there")
     source: str = ""
@@ -201,7 +202,7 @@ def load(root: Path, defn: Definition) -> Suite:
         ext["builtFor"].update(part.enginefab.builtFor)
         ext["probe"] += part.enginefab.probe
         ext["optionalSonames"] += [o.model_dump() for o in part.enginefab.optionalSonames]
-        ext["dlopen"] += [d.model_dump() for d in part.enginefab.dlopen]
+        ext["dlopen"] += [d.model_dump() | {"engine": path.stem} for d in part.enginefab.dlopen]
         for kind, tests in part.enginefab.accelerator.items():  # a framework's file adds, an engine's overrides
             ext["accelerator"].setdefault(kind, {}).update(tests)
     return Suite.model_validate({**merged, "metadataTest": meta or None, "enginefab": ext, "sources": sources})
