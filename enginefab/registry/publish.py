@@ -31,13 +31,6 @@ from enginefab.registry.referrers import REPORT_TYPE, Artifact, attach
 from enginefab.registry.targets import resolve_target
 
 
-def split_target(to: str) -> tuple[str, str]:
-    host, _, prefix = to.strip("/").partition("/")
-    if not host:
-        raise RegistryError(f"{to!r} is not REGISTRY[/PREFIX]", fix="for example 127.0.0.1:5000/enginefab")
-    return host, prefix
-
-
 def repository_for(prefix: str, img: Image) -> str:
     return f"{prefix}/{img.engine.name}" if prefix else img.engine.name
 
@@ -116,6 +109,8 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
     if referrers:
         for img, defn, b, repo in built:
             report = reps.get(img.alias) or (load_report(reports, img, b.digest) if reports else None)
+            if report is not None and not json.loads(report).get("ok", False):
+                ui.info(f"[yellow]note:[/] {img.alias}: its check report says some checks failed (attached as it is)")
             subject = {"mediaType": MANIFEST, "digest": b.digest, "size": len(b.manifest)}
             got = attach(client, repo, subject, evidence(defn, b.digest, report), iso(defn.source_date_epoch))
             referrer_bytes += sum(a.uploaded for a in got)

@@ -38,14 +38,6 @@ class PushStats:
             self.skipped += 1 if skipped else 0
 
 
-@dataclass(frozen=True)
-class Pushed:
-    repository: str
-    digest: str
-    tags: tuple[str, ...]
-    reference: str
-
-
 class BlobHome:
     """Where in this registry a blob already is, so that a push into another repository mounts it
     instead of uploading it again (one upload per registry, not per repository).
@@ -153,17 +145,6 @@ def push_tags(client: RegistryClient, repository: str, manifest: bytes, tags: li
     """Tags last: each points at a manifest whose content is all in the registry already."""
     for t in tags:
         client.put_manifest(repository, t, manifest, media_type)
-
-
-def push_image(client: RegistryClient, store: Store, repository: str, manifest: bytes, tags: list[str],
-               stats: PushStats, home: BlobHome, *, parallel: int = 4,
-               progress: Callable[[int], None] | None = None, media_type: str = MANIFEST) -> Pushed:
-    """One image in graph order (blobs, manifest, tags), verified."""
-    digest = push_image_content(client, store, repository, manifest, stats, home, parallel=parallel,
-                                progress=progress, media_type=media_type)
-    push_tags(client, repository, manifest, tags, media_type)
-    verify(client, repository, digest, tags)
-    return Pushed(repository, digest, tuple(tags), f"{client.host}/{repository}@{digest}")
 
 
 def verify(client: RegistryClient, repository: str, digest: str, tags: list[str]) -> None:
