@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from enginefab import ui
-from enginefab.build.builder import Builder
 from enginefab.build.image import INDEX, MANIFEST, iso
 from enginefab.build.store import Store
 from enginefab.engines.matrix import Image, Matrix
@@ -73,7 +72,9 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
     host = target.registry
     client = RegistryClient(host, plain_http=target.plain_http, ca_cert=target.ca_cert,
                             credentials=target.credentials())
-    client.check_login()
+    client.check_login()  # before the build machinery is even imported: a wrong password fails fast
+    from enginefab.build.builder import Builder
+
     builder = Builder(store)
     stats, home = PushStats(), BlobHome.for_registry(host)
     t0 = time.monotonic()
