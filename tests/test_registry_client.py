@@ -250,3 +250,22 @@ def test_pull_of_an_index_takes_every_platform_or_the_one_asked_for(registry, tm
     assert again.downloaded_bytes == 0 and again.reused == 2  # re-hashed, not downloaded again
     with pytest.raises(RegistryError, match="no image for linux/s390x"):
         pull(ours, ref, tmp_path / "none", platform="linux/s390x")
+
+
+def test_oras_own_push_and_pull_run_through_the_fixes(registry, tmp_path, monkeypatch):
+    """RegistryClient stays an oras Registry: oras's high-level push/pull work and get our fixes
+    (exact manifest bytes, streamed uploads, verified downloads)."""
+    monkeypatch.chdir(tmp_path)
+    Path("model.bin").write_bytes(os.urandom(2048))
+    ours = RegistryClient(registry.host, plain_http=True)
+    assert isinstance(ours, oras.provider.Registry)
+    assert ours.push(target=f"{registry.host}/t/o:v1", files=["model.bin"]).status_code == 201
+    raw, _ = ours.get_manifest_raw("t/o", "v1")
+    assert raw == canonical.dumps(json.loads(raw))  # the bytes we sent, canonical
+    got = ours.pull(target=f"{registry.host}/t/o:v1", outdir=str(tmp_path / "out"))
+    assert Path(got[0]).read_bytes() == Path("model.bin").read_bytes()
+    layer = json.loads(raw)["layers"][0]["digest"]
+    stored = registry.root / "data/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:] / "data"
+    stored.write_bytes(b"x" * stored.stat().st_size)
+    with pytest.raises(RegistryError, match="refused"):
+        ours.pull(target=f"{registry.host}/t/o:v1", outdir=str(tmp_path / "again"))
