@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,14 +45,6 @@ def _median_wall(cmd: list[str], *, env: dict | None = None, cwd: Path = ROOT,
     if cpu is not None:
         cpu.append(statistics.median(cpus))
     return statistics.median(times), last  # type: ignore[return-value]
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _in_process() -> dict:
@@ -99,7 +90,9 @@ def _uv_offline(work: Path) -> dict:
 
 
 def run(work: Path) -> dict:
-    dead = f"http://127.0.0.1:{_closed_port()}"
+    from enginefab.registry.server import free_port  # released at once: nothing listens
+
+    dead = f"http://127.0.0.1:{free_port()}"
     env = dict(os.environ, ENGINEFAB_QUIET="1", HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead,
                NO_PROXY="", no_proxy="")
     cpu: list[float] = []

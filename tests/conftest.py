@@ -169,18 +169,6 @@ def http_mirror(tmp_path):
     m.close()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (for 'unreachable' cases)."""
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-
 # -- definitions for builder tests (variants of the committed demo definitions) ----------------
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import closed_port, enginefab
+from enginefab.registry.server import free_port as closed_port  # released at once: nothing listens
+from tests.conftest import enginefab
 
 SUITE = "http://deb.debian.org/debian"
 ARM64_INDEX = "main/binary-arm64/Packages.xz"

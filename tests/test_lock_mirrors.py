@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, closed_port, enginefab
+from enginefab.registry.server import free_port as closed_port  # released at once: nothing listens
+from tests.conftest import ROOT, enginefab
 
 DEBIAN = "http://deb.debian.org/debian"
 FILES = "https://files.pythonhosted.org/"
