@@ -225,7 +225,10 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
         say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
         pins_ = pypi.resolve_versions(list(img.d.requirements), list(img.d.constraints), target, image=who,
                                       exclude_newer=p.pypi.exclude_newer)
-        files = [pypi.select_file(pin, target, image=who) for pin in pins_]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one index page per package: fetch them together
+            files = list(pool.map(lambda pin: pypi.select_file(pin, target, image=who), pins_))
         parts.wheels = [f for f in files if f.kind == "wheel"]
         sdists = [f for f in files if f.kind == "url"]
         if sdists:
