@@ -123,7 +123,20 @@ def test_every_preset_is_covered():
 
 @pytest.fixture(scope="module")
 def shown():
-    return {a: json.loads(enginefab("show", a, "--json", check=True).stdout) for a in ARTIFACTS}
+    """`enginefab show ALIAS --json` of every preset (run side by side)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ENGINEFAB_QUIET="1")
+    procs = {a: subprocess.Popen([sys.executable, "-m", "enginefab", "show", a, "--json"], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for a in ARTIFACTS}
+    out = {}
+    for a, p in procs.items():
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stderr.decode()
+        out[a] = json.loads(stdout)
+    return out
 
 
 @pytest.mark.parametrize("alias", sorted(ARTIFACTS))
