@@ -62,18 +62,27 @@ class Rule:
     id: str
     statement: str
     source: str
-    fn: Callable[["Image", Context], Iterator[tuple[str, str]]]  # yields (message, fix)
+    #: yields (message, fix); image rules take (img, ctx), locked rules (img, defn, ctx)
+    fn: Callable[..., Iterator[tuple[str, str]]]
 
 
 RULES: list[Rule] = []
+LOCKED_RULES: list[Rule] = []
 
 
-def rule(id: str, statement: str, source: str):
-    def deco(fn):
-        RULES.append(Rule(id, statement, source, fn))
-        return fn
+def _registrar(registry: list[Rule]):
+    def register(id: str, statement: str, source: str):
+        def deco(fn):
+            registry.append(Rule(id, statement, source, fn))
+            return fn
 
-    return deco
+        return deco
+
+    return register
+
+
+rule = _registrar(RULES)
+locked_rule = _registrar(LOCKED_RULES)
 
 
 def _v(s: str) -> Version:
@@ -383,28 +392,6 @@ def _framework_built(img: "Image", ctx: Context):
 
 
 # -- locked rules: the pinned definition ---------------------------------------------------
-
-LockedFn = Callable[["Image", "Definition", Context], Iterator[tuple[str, str]]]
-
-
-@dataclass(frozen=True)
-class LockedRule:
-    id: str
-    statement: str
-    source: str
-    fn: LockedFn
-
-
-LOCKED_RULES: list[LockedRule] = []
-
-
-def locked_rule(id: str, statement: str, source: str):
-    def deco(fn):
-        LOCKED_RULES.append(LockedRule(id, statement, source, fn))
-        return fn
-
-    return deco
-
 
 #: suffixes of engine distributions on PyPI (tensorflow-gpu, mindspore-ascend, …)
 _FLAVOURS = ("", "-gpu", "-cpu", "-ascend", "-cuda")
