@@ -5,13 +5,15 @@ Sections follow container-structure-test v2 (``schemaVersion: 2.0.0``): ``comman
 ``fileExistenceTests``, ``fileContentTests``, ``metadataTest``. One extra section, ``enginefab``,
 holds what that schema has no place for (read only by us; container-structure-test never sees
 it): expressions for what the engine reports it was built for (``builtFor``), a snippet run in
-the runtime probe after the engine is imported (``probe``), and sonames an engine may leave
-unresolved because they are optional (``optionalSonames``).
+the runtime probe after the engine is imported (``probe``), sonames an engine may leave
+unresolved because they are optional (``optionalSonames``), libraries it loads with dlopen
+(``dlopen``) and the accelerator tests (``accelerator``).
 
 Patterns are regular expressions searched in the whole text, as container-structure-test
-does (``(?m)`` makes ``^``/``$`` match at lines). Strings may use ``{{var}}`` placeholders, filled per image (`variables`). We interpret the
-tests ourselves (files and metadata at the static level, commands at the runtime level, in the
-sandbox); `cst.py` hands the file and metadata tests to the real container-structure-test.
+does (``(?m)`` makes ``^``/``$`` match at lines). Strings may use ``{{var}}`` placeholders,
+filled per image (`variables`). We interpret the tests ourselves (files and metadata at the
+static level, commands at the runtime level, in the sandbox); `cst.py` hands the file and
+metadata tests to the real container-structure-test.
 """
 
 from __future__ import annotations
