@@ -34,6 +34,7 @@ ln -s /etc/passwd /opt/made/passwd-link
 ln /opt/made/new.txt /opt/made/hard.txt
 cp /enginefab/inputs/typing_extensions-4.16.0-py3-none-any.whl /opt/made/input-copy.whl
 if touch /enginefab/inputs/x 2>/dev/null; then echo yes > /opt/made/inputs-writable; fi
+if echo x 2>/dev/null >> /enginefab/inputs/typing_extensions-4.16.0-py3-none-any.whl; then echo yes > /opt/made/input-writable; fi
 python3.9 -c "
 import socket
 try:
@@ -93,10 +94,10 @@ def test_run_step_layer_is_the_normalized_diff(run_build):
     def text(p: str) -> str:
         return e[p][1].decode()  # type: ignore[union-attr]
 
-    assert text("opt/made/new.txt") == "made by a step\n"
+    assert text("opt/made/hard.txt") == "made by a step\n"  # the first of two hard links in path order
     assert text("opt/made/env.txt") == "1 UTC enginefab\n"  # SOURCE_DATE_EPOCH, TZ, host name are fixed
     assert text("opt/made/net.txt") == "offline\n"  # the network is cut
-    assert "opt/made/inputs-writable" not in e  # inputs are read-only
+    assert "opt/made/inputs-writable" not in e and "opt/made/input-writable" not in e  # inputs are read-only
     assert hashlib.sha256(e["opt/made/input-copy.whl"][1]).hexdigest() == run_build["wheel"].sha256
     assert hashlib.sha256(e["opt/placed/te.whl"][1]).hexdigest() == run_build["wheel"].sha256  # dest: placed
     assert text("etc/passwd").endswith("builder:x:999:999::/nonexistent:/usr/sbin/nologin\n")
@@ -173,3 +174,26 @@ def test_a_run_step_over_an_unreachable_layer_is_blocked(demo_build, tmp_path):
     p = enginefab("build", str(path), "--reachable-layers", "--store", str(demo_build["store"]), "--out",
                   str(tmp_path / "l"))
     assert p.stdout.strip().splitlines()[-1].startswith(f"{AARCH64} incomplete: 3 of 5 layers built here")
+
+
+def test_a_native_step_runs_in_bubblewrap_alone(demo_build, tmp_path):
+    """x86_64 over x86_64: no emulation, same sandbox rules (root, fixed host name, network cut,
+    umask 022, inputs read-only), deletions as whiteouts."""
+    defn = demo_definition("demo-pytorch-x86_64")
+    wheel = next(i for i in defn.inputs() if i.name == "typing-extensions")
+    inp = Input(kind="url", name="te", version=wheel.version, url=wheel.url, sha256=wheel.sha256, size=wheel.size,
+                filename=wheel.filename)
+    script = (f"set -e\necho \"$(id -u) $(cat /proc/sys/kernel/hostname) $SOURCE_DATE_EPOCH $(umask)\" > /root/who\n"
+              "rm /etc/debian_version\nls /enginefab/inputs > /root/inputs\n"
+              "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' > /root/net\n"
+              f"if echo x 2>/dev/null >> /enginefab/inputs/{wheel.filename}; then touch /root/writable; fi\n")
+    path = definition_file(with_run_layer(defn, defn.layers[:1], "native", script, [inp]), tmp_path / "x86.json")
+    p = enginefab("build", str(path), "--store", str(demo_build["store"]), "--out", str(tmp_path / "l"), "--json")
+    assert p.returncode == 0, p.stderr
+    layer = json.loads(p.stdout)[0]["layer_results"][-1]
+    e = entries(demo_build["store"] / "blobs/sha256" / layer["digests"][0].split(":")[1],
+                "application/vnd.oci.image.layer.v1.tar+gzip")
+    assert sorted(e) == ["etc", "etc/.wh.debian_version", "root", "root/inputs", "root/net", "root/who"]
+    assert e["root/who"][1] == b"0 enginefab 1 0022\n"
+    assert e["root/inputs"][1].decode().split() == [wheel.filename]
+    assert e["root/net"][1] == b"lo\n"  # only loopback: the network is cut

@@ -5,7 +5,7 @@
    a ``dest`` is also placed in the image (as files of this layer).
 2. The layers below are unpacked into a private root (OCI whiteouts applied), and every path's
    lstat is recorded (the *before* snapshot).
-3. Each run input's script runs, in order, with ``sh`` (or bash) from that root: network cut,
+3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022: network cut,
    root user with file capabilities only, host name ``enginefab``, a private /tmp, and a fixed
    environment — PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1
    (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH —
@@ -232,6 +232,7 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
     if "bubblewrap" in missing:
         raise BuildError("run steps need bubblewrap", image=image, fix="apt-get install bubblewrap")
     work = builder.store.tmp_dir("run")
+    umask = os.umask(0o022)  # the unpacked root and the step's new files must not depend on the caller's
     try:
         root = work / "root"
         rootfs.unpack(root, [(builder.store.blob_path(d.digest), d.media_type) for d in lower])
@@ -239,7 +240,10 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         before = snapshot(root)
         _place(files, root, work)
         (work / "steps").mkdir()
-        binds = [(p, f"{INPUTS}/{i.filename or i.name}") for i, p in files]
+        (work / "inputs").mkdir()
+        for i, _ in files:  # mount points, so that the directory itself can be bound read-only
+            (work / "inputs" / (i.filename or i.name)).touch()
+        binds = [(work / "inputs", INPUTS)] + [(p, f"{INPUTS}/{i.filename or i.name}") for i, p in files]
         binds.append((work / "steps", STEPS))
         log = work / "log"
         for n, step in enumerate(steps, 1):
@@ -261,6 +265,7 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         after = snapshot(root)
         to_staging(diff(before, after), after, root, staging, input=label)
     finally:
+        os.umask(umask)
         shutil.rmtree(work, ignore_errors=True)
 
 

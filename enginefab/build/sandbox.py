@@ -202,7 +202,7 @@ def run_step(cmd: StepCommand, *, log: Path, timeout: float) -> int:
         with open(log, "ab") as out:
             try:
                 return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                      timeout=timeout, pass_fds=fds).returncode
+                                      timeout=timeout, pass_fds=fds, umask=0o022).returncode
             except subprocess.TimeoutExpired:
                 out.write(f"\nenginefab: timed out after {timeout:.0f} s\n".encode())
                 return 124
