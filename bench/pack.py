@@ -5,6 +5,7 @@ by our wheel stager (≈1.45 GB, ≈11k files) — against the peers, measured i
   ``tar --sort=name … | pigz -6``;
 * zstd: our packer vs ``tar --sort=name … | zstd -3 -T0``.
 
+Each side runs ENGINEFAB_BENCH_ROUNDS times (default 2), alternating, and keeps its fastest run.
 Each run is a subprocess (ours: `python -m bench.pack` over the staged tree) so that its peak
 RSS is measured alone (wait4's ru_maxrss). The peers do less than we do: they compute no
 digest, we compute two (diff_id and blob digest) while packing.
@@ -85,11 +86,17 @@ def run(work: Path) -> dict:
     res: dict = {"tree": {"entries": len(files), "file_bytes": tar_bytes, "staging_seconds": round(staging_s, 2)},
                  "threads": compress._threads(), "cpus": os.cpu_count()}
     out = work / "out"
+    rounds = int(os.environ.get("ENGINEFAB_BENCH_ROUNDS", "2"))
     for algo, peer_cmd in (("gzip", "pigz -6"), ("zstd", "zstd -q -3 -T0")):
-        mine = ours(tree, algo, out)
-        out.unlink()
-        theirs = peer(tree, peer_cmd, out)
-        out.unlink()
+        mine, theirs = None, None
+        for _ in range(rounds):  # alternate, keep each side's fastest: fair under a changing load
+            m = ours(tree, algo, out)
+            out.unlink()
+            t = peer(tree, peer_cmd, out)
+            out.unlink()
+            mine = m if mine is None or m["seconds"] < mine["seconds"] else mine
+            theirs = t if theirs is None or t["seconds"] < theirs["seconds"] else theirs
+        assert mine is not None and theirs is not None
         mine["mb_per_s"] = round(mine["tar_size"] / mine["seconds"] / 1e6, 1)
         theirs["mb_per_s"] = round(mine["tar_size"] / theirs["seconds"] / 1e6, 1)
         res[algo] = {"enginefab": mine, peer_cmd.split()[0]: theirs,

@@ -86,7 +86,9 @@ class Progress(Protocol):
     def done(self, image: str, outcome: LayerOutcome) -> None: ...
 
 
-class _Quiet:
+class QuietProgress:
+    """Reports nothing (subclass it to report some of it)."""
+
     def layer(self, image: str, layer: Layer, index: int, total: int) -> None:
         pass
 
@@ -157,7 +159,7 @@ class Builder:
         self.store = store
         self.fetch = fetcher
         self.stats = Stats()
-        self.progress: Progress = progress or _Quiet()
+        self.progress: Progress = progress or QuietProgress()
 
     def fetch_input(self, inp: Input, image: str) -> Path:
         """The verified local file of `inp`; InputUnreachable when it cannot be had here."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from enginefab import ui
 from enginefab.build import compress
-from enginefab.build.builder import Builder, InputUnreachable, LayerOutcome, report
+from enginefab.build.builder import Builder, InputUnreachable, LayerOutcome, QuietProgress, report
 from enginefab.build.image import Built, write_layout
 from enginefab.build.store import Store
 from enginefab.engines.matrix import Image, Matrix
@@ -114,14 +114,8 @@ class _Bars:
             ui.err.print(f"  {mark} {outcome.id} ({outcome.seconds:.1f} s)")
 
 
-class _Lines:
+class _Lines(QuietProgress):
     """Without a terminal: one line per layer that did something."""
-
-    def layer(self, image: str, layer: Layer, index: int, total: int) -> None:
-        pass
-
-    def advance(self, nbytes: int) -> None:
-        pass
 
     def done(self, image: str, outcome: LayerOutcome) -> None:
         if outcome.status != "cached":
