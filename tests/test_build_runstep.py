@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 from enginefab import canonical
-from enginefab.build.rootfs import _open_layer
+from enginefab.build.rootfs import open_layer
 from enginefab.lock.definition import Input, Layer
 from tests.conftest import definition_file, demo_definition, enginefab
 
@@ -60,7 +60,7 @@ def with_run_layer(defn, layers, name: str, script: str, extra: list[Input] = ()
 
 def entries(blob, media_type) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:
     out = {}
-    with _open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+    with open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
         for m in tf:
             out[m.name.rstrip("/")] = (m, tf.extractfile(m).read() if m.isreg() else None)  # type: ignore[union-attr]
     return out

@@ -27,7 +27,7 @@ from enginefab.build import compress
 from enginefab.build.archives import stage_archive
 from enginefab.build.debs import stage_deb
 from enginefab.build.image import Built, LayerDesc, config_json, manifest_json
-from enginefab.build.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key
+from enginefab.build.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
 from enginefab.build.staging import Staging, creation_order
 from enginefab.build.store import Store
 from enginefab.build.tarball import pack
@@ -209,12 +209,6 @@ class Builder:
             outcomes.append(out)
             self.progress.done(image, out)
         return outcomes
-
-    def layer(self, defn: Definition, layer: Layer) -> list[LayerDesc]:
-        """One layer (not a run step: those need the layers below; use build_layers)."""
-        if layer.kind == "base":
-            return self._base(defn, layer)[0]
-        return self._layer(defn, layer, layer_key(defn, layer), [])[0]
 
     def _layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> tuple[list[LayerDesc], str]:
         created_by = f"enginefab {__version__}: {layer.kind} {layer.id}"

@@ -222,7 +222,7 @@ def read_layer(blob: Path, media_type: str) -> tuple[dict[str, FileInfo], list[s
     """path → FileInfo, and the entry order, of a layer blob."""
     files: dict[str, FileInfo] = {}
     order: list[str] = []
-    with rootfs._open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+    with rootfs.open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
         for m in tf:
             name = m.name.rstrip("/")
             h = ""

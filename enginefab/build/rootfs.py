@@ -19,7 +19,7 @@ WH = ".wh."
 OPAQUE = ".wh..wh..opq"
 
 
-def _open_layer(path: Path, media_type: str) -> BinaryIO:
+def open_layer(path: Path, media_type: str) -> BinaryIO:
     if media_type.endswith("+zstd"):
         import zstandard
 
@@ -61,7 +61,7 @@ def _remove(p: Path) -> None:
 def apply_layer(root: Path, layer: Path, media_type: str, *, chown: bool | None = None) -> None:
     if chown is None:
         chown = os.geteuid() == 0
-    with _open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+    with open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
         for m in tf:
             rel = m.name.lstrip("./").rstrip("/")
             if not rel or any(p == ".." for p in rel.split("/")):

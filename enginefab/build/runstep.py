@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,8 +267,3 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         os.umask(umask)
         shutil.rmtree(work, ignore_errors=True)
 
-
-def layer_entries(blob: Path, media_type: str) -> list[tarfile.TarInfo]:
-    """The tar headers of a layer blob (for tests and `diff`)."""
-    with rootfs._open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
-        return [m for m in tf]

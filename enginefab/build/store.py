@@ -7,6 +7,8 @@ Layout (default ~/.cache/enginefab/store, or $ENGINEFAB_STORE, or --store)::
     tmp/                   in-progress writes and staging trees (removed by gc; never read)
     locks/<key>.lock       one builder per action at a time
     roots/<hash>           symlinks to the OCI layouts builds wrote (gc roots)
+    verified/<key>         this machine's compressor passed the contract's probe (compress.verify)
+    logs/                  output of failed run steps
     store.lock             builds hold it shared, gc exclusive
 
 Every write goes to tmp/ and is renamed into place only after its digest is known, so a build
