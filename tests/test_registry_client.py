@@ -269,3 +269,24 @@ def test_oras_own_push_and_pull_run_through_the_fixes(registry, tmp_path, monkey
     stored.write_bytes(b"x" * stored.stat().st_size)
     with pytest.raises(RegistryError, match="refused"):
         ours.pull(target=f"{registry.host}/t/o:v1", outdir=str(tmp_path / "again"))
+
+
+def test_credentials_from_a_docker_credential_helper(secure_registry, tmp_path, monkeypatch):
+    host, ca = secure_registry.host, str(secure_registry.tls[0])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-enginefabtest"
+    helper.write_text("#!/bin/sh\nread host\n"
+                      f'[ "$host" = "{host}" ] || {{ echo "credentials not found in native keychain"; exit 1; }}\n'
+                      f'echo \'{{"ServerURL":"{host}","Username":"{SECURE_USER}","Secret":"{SECURE_PASSWORD}"}}\'\n')
+    helper.chmod(0o755)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text(json.dumps({"credHelpers": {host: "enginefabtest"}}))
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("ENGINEFAB_REGISTRY_USER", raising=False)
+    monkeypatch.delenv("ENGINEFAB_REGISTRY_PASSWORD", raising=False)
+    client = RegistryClient(host, ca_cert=ca)
+    assert client.credentials == (SECURE_USER, SECURE_PASSWORD)
+    client.check_login()
+    assert RegistryClient("127.0.0.1:1", ca_cert=ca).credentials is None  # the helper knows nothing of it

@@ -60,7 +60,8 @@ class _Retry(Exception):
 
 
 def credentials_for(host: str) -> tuple[str, str] | None:
-    """Credentials from the environment, else the docker config (read, never written)."""
+    """Credentials from the environment, else the docker config (read, never written): its
+    `credHelpers` / `credsStore` helper (`docker-credential-<name> get`), else its `auths`."""
     user = os.environ.get("ENGINEFAB_REGISTRY_USER")
     pw = os.environ.get("ENGINEFAB_REGISTRY_PASSWORD")
     if user and pw is not None:
@@ -70,11 +71,34 @@ def credentials_for(host: str) -> tuple[str, str] | None:
         cfg = json.loads((Path(cfg_dir) / "config.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
+    helper = (cfg.get("credHelpers") or {}).get(host) or cfg.get("credsStore")
+    if helper:
+        got = _from_helper(helper, host)
+        if got:
+            return got
     entry = cfg.get("auths", {}).get(host) or cfg.get("auths", {}).get(f"https://{host}")
     if entry and entry.get("auth"):
         u, _, p = base64.b64decode(entry["auth"]).decode().partition(":")
         return u, p
     return None
+
+
+def _from_helper(helper: str, host: str) -> tuple[str, str] | None:
+    """The docker credential-helper protocol: the host on stdin, {Username, Secret} on stdout."""
+    import subprocess
+
+    try:
+        p = subprocess.run([f"docker-credential-{helper}", "get"], input=host.encode(), capture_output=True,
+                           timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None  # "credentials not found" and the like: fall back to `auths`
+    try:
+        d = json.loads(p.stdout)
+        return str(d["Username"]), str(d["Secret"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class RegistryClient(oras.provider.Registry):
