@@ -57,19 +57,12 @@ def _needed(inp: dict) -> bool:
 
 
 def _rmtree(path: Path) -> None:
-    """Remove a tree that holds a Nix store (read-only directories)."""
-    def onerror(func, p, _exc):
-        os.chmod(os.path.dirname(p), stat.S_IRWXU)
-        if os.path.isdir(p) and not os.path.islink(p):
-            os.chmod(p, stat.S_IRWXU)
-        func(p)
-
+    """Remove a tree that holds a Nix store (its directories are read-only)."""
     for dirpath, dirnames, _ in os.walk(path):
         for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if not os.path.islink(full):
-                os.chmod(full, stat.S_IRWXU)
-    shutil.rmtree(path, onerror=onerror)
+            if not os.path.islink(os.path.join(dirpath, d)):
+                os.chmod(os.path.join(dirpath, d), stat.S_IRWXU)
+    shutil.rmtree(path)
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -341,7 +334,7 @@ def test_awaiting_manual_input_says_how_to_pin_it(nix, tmp_path):
     assert "enginefab lock --add-file EulerOS-test.tar.xz" in p.stderr
 
 
-def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry):
+def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypatch):
     """A base image by digest: its config and layer are fixed-output fetches from the registry
     (`enginefab nix fetch-blob`), and the image equals the one the CLI's builder makes."""
     import gzip
@@ -389,14 +382,8 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry):
     index = json.loads((out / "index.json").read_bytes())
     nix_digest = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}["nixtest-oci"]
 
-    os.environ["ENGINEFAB_CACHE"], saved = str(tmp_path / "cache"), os.environ.get("ENGINEFAB_CACHE")
-    try:
-        cli = Builder(Store(tmp_path / "store")).image(defn)
-    finally:
-        if saved is None:
-            os.environ.pop("ENGINEFAB_CACHE")
-        else:
-            os.environ["ENGINEFAB_CACHE"] = saved
+    monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))  # the CLI fetches the blobs afresh
+    cli = Builder(Store(tmp_path / "store")).image(defn)
     assert nix_digest == cli.digest
     got = json.loads((out / "blobs" / "sha256" / nix_digest.split(":")[1]).read_bytes())
     assert got["layers"][0]["digest"] == canonical.digest(layer)  # the base layer, byte for byte
