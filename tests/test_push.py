@@ -37,8 +37,9 @@ def skopeo(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def pushes(demo_build, tmp_path_factory):
-    """One registry, four pushes in order: aarch64 alone; x86_64 into a NEW repository; both into
-    the first repository; both again."""
+    """One registry, five pushes in order: aarch64 alone; x86_64 into a NEW repository; aarch64
+    into that one too (on its own, as a per-arch CI runner would); both into the first
+    repository; both again."""
     reg = Registry(root=tmp_path_factory.mktemp("push-registry"), port=free_port()).start()
 
     def push(*args: str, env: dict | None = None) -> dict:
@@ -50,6 +51,7 @@ def pushes(demo_build, tmp_path_factory):
     steps = {
         "arm": push(ARM, "--to", f"{reg.host}/enginefab"),
         "x86_new_repo": push(X86, "--to", f"{reg.host}/x86team", env=fresh_cache),
+        "arm_joins": push(ARM, "--to", f"{reg.host}/x86team"),  # the index over x86_64 already there
         "both": push(ARM, X86, "--to", f"{reg.host}/enginefab"),
         "again": push(ARM, X86, "--to", f"{reg.host}/enginefab"),
     }
@@ -98,6 +100,11 @@ def test_index_resolves_per_platform(pushes, demo_build, tmp_path):
     reg, steps = pushes
     (idx,) = steps["both"]["indexes"]
     assert idx["tag"] == INDEX_TAG
+    assert steps["arm"]["indexes"] == steps["x86_new_repo"]["indexes"] == []  # one arch so far: no index
+    # aarch64 pushed on its own next to the x86_64 image already published: the same index, byte for byte
+    (joined,) = steps["arm_joins"]["indexes"]
+    assert joined["digest"] == idx["digest"] and joined["repository"] == "x86team/pytorch"
+    assert steps["arm_joins"]["stats"]["uploaded_bytes"] == 0  # every aarch64 blob mounted
     ref = f"docker://{reg.host}/enginefab/pytorch:{INDEX_TAG}"
     raw = skopeo("inspect", "--tls-verify=false", "--raw", ref).encode()
     assert canonical.digest(raw) == idx["digest"]

@@ -42,6 +42,10 @@ class Member:
         return {"mediaType": MANIFEST, "digest": self.digest, "size": self.size,
                 "platform": dict(self.platform), "annotations": {TITLE: self.name}}
 
+    @classmethod
+    def of(cls, img: Image, built: Built) -> "Member":
+        return cls(img.name, img.alias, built.digest, len(built.manifest), dict(built.platform))
+
 
 @dataclass(frozen=True)
 class IndexPlan:
@@ -70,11 +74,13 @@ def _platform_key(p: dict[str, str]) -> tuple[str, str, str]:
     return (p.get("os", ""), p.get("architecture", ""), p.get("variant", ""))
 
 
-def plan_indexes(images: list[tuple[Image, Built]]) -> tuple[list[IndexPlan], list[str]]:
-    """Indexes to push for these built images, and why any group got none."""
-    groups: dict[tuple[str, str], list[tuple[Image, Built]]] = {}
-    for img, built in images:
-        groups.setdefault((img.engine.name, index_tag(img)), []).append((img, built))
+def plan_indexes(images: list[tuple[Image, Built | Member]]) -> tuple[list[IndexPlan], list[str]]:
+    """Indexes over these images (built here, or found in the registry), and why any group of
+    several arches got none."""
+    groups: dict[tuple[str, str], list[tuple[Image, Member]]] = {}
+    for img, b in images:
+        groups.setdefault(group_key(img), []).append(
+            (img, b if isinstance(b, Member) else Member.of(img, b)))
     plans, notes = [], []
     for (engine, tag), members in sorted(groups.items()):
         arches = [img.arch for img, _ in members]
@@ -88,8 +94,7 @@ def plan_indexes(images: list[tuple[Image, Built]]) -> tuple[list[IndexPlan], li
             names = ", ".join(sorted(img.alias for img, _ in members if img.arch in dup))
             notes.append(f"no index {tag}: several images for {', '.join(dup)} ({names}) would make the platform ambiguous")
             continue
-        ms = sorted((Member(img.name, img.alias, b.digest, len(b.manifest), dict(b.platform)) for img, b in members),
-                    key=lambda m: _platform_key(m.platform))
+        ms = sorted((mm for _, mm in members), key=lambda mm: _platform_key(mm.platform))
         plans.append(IndexPlan(engine, tag, tuple(ms)))
     return plans, notes
 
@@ -105,3 +110,7 @@ def add_to_layout(out: Path, plans: list[IndexPlan]) -> None:
         write_atomic(out / "blobs" / "sha256" / p.digest.split(":", 1)[1], p.raw)
         entries[p.tag] = p.descriptor(p.tag)
     write_atomic(idx_path, index_json([entries[k] for k in sorted(entries)]))
+
+
+def group_key(img: Image) -> tuple[str, str]:
+    return (img.engine.name, index_tag(img))

@@ -17,14 +17,14 @@ import json
 import time
 from pathlib import Path
 
-from enginefab import ui
+from enginefab import canonical, ui
 from enginefab.build.image import INDEX, MANIFEST, iso
 from enginefab.build.store import Store
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.errors import RegistryError
 from enginefab.registry import provenance, sbom
 from enginefab.registry.client import RegistryClient
-from enginefab.registry.index import plan_indexes
+from enginefab.registry.index import Member, group_key, plan_indexes
 from enginefab.registry.push import BlobHome, PushStats, push_image_content, push_tags, verify
 from enginefab.registry.referrers import REPORT_TYPE, Artifact, attach
 from enginefab.registry.targets import resolve_target
@@ -32,6 +32,28 @@ from enginefab.registry.targets import resolve_target
 
 def repository_for(prefix: str, img: Image) -> str:
     return f"{prefix}/{img.engine.name}" if prefix else img.engine.name
+
+
+def published_members(client: RegistryClient, m: Matrix, pushing: list[Image], prefix: str,
+                      repo_of: dict[str, str]) -> list[tuple[Image, Member]]:
+    """The other arches of the engine versions being pushed, as the registry already has them
+    under their canonical-name tag: so that an index is made even when each arch is pushed on
+    its own (one CI runner per arch)."""
+    keys = {group_key(img) for img in pushing}
+    names = {img.alias for img in pushing}
+    found = []
+    for other in m.images:
+        if other.alias in names or group_key(other) not in keys:
+            continue
+        repo = repository_for(prefix, other)
+        if client.head_manifest(repo, other.name) is None:
+            continue
+        raw, mt = client.get_manifest_raw(repo, other.name)
+        if mt != MANIFEST:
+            continue
+        found.append((other, Member(other.name, other.alias, canonical.digest(raw), len(raw), other.oci_platform)))
+        repo_of[other.alias] = repo
+    return found
 
 
 def evidence(defn, digest: str, report: bytes | None) -> list[Artifact]:
@@ -94,8 +116,12 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
                 home.save()
             built.append((img, defn, b, repo))
     # 2. indexes, by digest
-    plans, notes = plan_indexes([(img, b) for img, _, b, _ in built]) if indexes else ([], [])
     repo_of = {img.alias: repo for img, _, _, repo in built}
+    plans, notes = [], []
+    if indexes:
+        members = [(img, Member.of(img, b)) for img, _, b, _ in built] + published_members(
+            client, m, [img for img, *_ in built], target.prefix, repo_of)
+        plans, notes = plan_indexes(members)
     for p in plans:
         client.put_manifest(repo_of[p.members[0].alias], p.digest, p.raw, INDEX)
     # 3. referrers
