@@ -1,6 +1,7 @@
 """The registry client: the `oras` SDK's Registry, with the gaps we measured in oras 0.2.x fixed.
 
-Each fix overrides one oras method and has a test that fails on plain oras:
+Each fix overrides one oras method; tests/test_registry_client.py shows plain oras failing where
+ours does not (the referrers and the mount are exercised in tests/test_push.py):
 
 =====================================  ======================================================
 oras 0.2.43                            RegistryClient
@@ -102,8 +103,8 @@ def _from_helper(helper: str, host: str) -> tuple[str, str] | None:
 
 
 class RegistryClient(oras.provider.Registry):
-    """One registry host. Thread-safe for blob transfers (requests.Session per thread is not
-    needed: we do not mutate shared state after `prepare`)."""
+    """One registry host. Safe to share between upload threads: the only state changed after
+    `ping` is the bearer-token cache, under a lock."""
 
     def __init__(
         self,
