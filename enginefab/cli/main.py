@@ -373,10 +373,12 @@ def check(
 ) -> None:
     """Compatibility checks per image; exits 1 if any check fails.
 
-    Levels: definition (rules over engines/ and the lock, engines/checks/compat.toml and
-    known-broken.toml), static (the built image's files; for an image whose base is out of reach,
-    its fetchable engine layers against the declared base facts), runtime (the engine imported
-    and run in the sandbox), accelerator (GPU/NPU device tests; skipped without the hardware).
+    definition: rules over engines/ and the lock (engines/checks/compat.toml, known-broken.toml).
+
+    static: the built image's files; for an image whose base is out of reach, its fetchable engine layers.
+
+    runtime: the engine imported and run in the sandbox. accelerator: GPU/NPU tests, skipped without one.
+
     Per-engine checks: engines/checks/<engine>.yaml (container-structure-test schema)."""
     from enginefab.check.runner import run_checks
 
