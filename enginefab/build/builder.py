@@ -168,6 +168,8 @@ class Builder:
         except (InputUnreachable, UnsafeArchiveError):
             raise
         except (FetchError, BuildError) as e:
+            if "the pin says" in e.message:  # fetched, but not the pinned bytes: a failure, not a reach problem
+                raise
             raise InputUnreachable(e.message, image=e.image or image, input=e.input or inp.ref, fix=e.fix) from None
 
     # -- layers ---------------------------------------------------------------------------
