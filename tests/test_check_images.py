@@ -31,11 +31,16 @@ X86 = "demo-pytorch-x86_64"
 def demo_reports(demo_build, tmp_path_factory):
     """Both demo images checked at every level once, through the CLI, with JSON and JUnit reports
     (container-structure-test cross-checks the aarch64 one here; see the README for the other)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     out = tmp_path_factory.mktemp("reports")
     store = str(demo_build["store"])
-    p = enginefab("check", AARCH64, "--store", store, "--json", "--junit", str(out / "a.xml"),
-                  "--reports", str(out / "json"), "--cross-check")
-    q = enginefab("check", X86, "--store", store, "--json", "--junit", str(out / "x.xml"), "--reports", str(out / "json"))
+    with ThreadPoolExecutor(2) as pool:  # qemu-bound and unpack-bound: the two overlap well on 2 cores
+        a = pool.submit(enginefab, "check", AARCH64, "--store", store, "--json", "--junit", str(out / "a.xml"),
+                        "--reports", str(out / "json"), "--cross-check")
+        x = pool.submit(enginefab, "check", X86, "--store", store, "--json", "--junit", str(out / "x.xml"),
+                        "--reports", str(out / "json"))
+        p, q = a.result(), x.result()
     return {"a": (p, json.loads(p.stdout)[0]), "x": (q, json.loads(q.stdout)[0]), "dir": out}
 
 
