@@ -303,7 +303,7 @@ def _identity(algorithm: str) -> list:
     module and the shared libraries it loaded (path, size, mtime): a change to any re-verifies."""
     import sys
 
-    parts: list = [sys.version, sys.executable, os.uname().machine]
+    parts: list = [sys.version, os.path.realpath(sys.executable), os.uname().machine]
     files = [__file__]
     if algorithm == "gzip":
         files.append(getattr(zlib, "__file__", "") or "")
