@@ -281,13 +281,18 @@ def _cuda_driver(img: "Image", ctx: Context):
                    f"write NVIDIA_REQUIRE_CUDA = \"cuda>={_majmin(s.version)} …\"")
 
 
+def _cuda_facts(img: "Image", ctx: Context, declared: str):
+    """The image's CUDA stack and NVIDIA's facts for its version, when the stack declares `declared`."""
+    s = img.stack
+    if not s or s.kind != "cuda" or not getattr(s, declared):
+        return None, None
+    return s, ctx.compat.cuda.get(_majmin(s.version))
+
+
 @rule("cudnn-for-cuda", "the stack's cuDNN release was built for its CUDA version", "NVIDIA cuDNN archive (builds per CUDA)")
 def _cudnn_for_cuda(img: "Image", ctx: Context):
-    s = img.stack
-    if not s or s.kind != "cuda" or not s.cudnn or s.bundled:
-        return
-    facts = ctx.compat.cuda.get(_majmin(s.version))
-    if facts and _majmin(s.cudnn) not in facts.cudnn:
+    s, facts = _cuda_facts(img, ctx, "cudnn")
+    if s and facts and not s.bundled and _majmin(s.cudnn) not in facts.cudnn:
         yield (f"field cudnn: cuDNN {s.cudnn} has no build for CUDA {s.version} (cuDNN releases for CUDA "
                f"{_majmin(s.version)}: {', '.join(facts.cudnn)}; {facts.source})",
                f"use a cuDNN {' or '.join(facts.cudnn)} build for CUDA {_majmin(s.version)}")
@@ -295,11 +300,8 @@ def _cudnn_for_cuda(img: "Image", ctx: Context):
 
 @rule("nccl-for-cuda", "the stack's NCCL release has a build for its CUDA version", "NVIDIA NCCL downloads (+cudaX.Y builds)")
 def _nccl_for_cuda(img: "Image", ctx: Context):
-    s = img.stack
-    if not s or s.kind != "cuda" or not s.nccl:
-        return
-    facts = ctx.compat.cuda.get(_majmin(s.version))
-    if facts and _vt(s.nccl) < _vt(facts.nccl_min):
+    s, facts = _cuda_facts(img, ctx, "nccl")
+    if s and facts and _vt(s.nccl) < _vt(facts.nccl_min):
         yield (f"field nccl: NCCL {s.nccl} predates CUDA {s.version}: the first NCCL built for it is "
                f"{facts.nccl_min} ({facts.source})", f"use NCCL >= {facts.nccl_min}")
 
@@ -310,12 +312,8 @@ def _engine_cudnn(img: "Image", ctx: Context):
     s = img.stack
     if not s or s.kind != "cuda" or s.bundled:
         return
-    for eng, ver in _engines_of(img):
-        for need in ctx.compat.needs(eng, ver, "cuda"):
-            if need.cuda and not compat_mod.version_in(s.version, need.cuda):
-                continue
-            if not need.cudnn:
-                continue
+    for eng, ver, need in _needs(img, ctx):
+        if need.cudnn:
             if not s.cudnn:
                 yield (f"field cudnn: {eng} {ver} loads cuDNN {need.cudnn} but stack {img.stack_id} declares no cuDNN",
                        "declare the stack's cudnn version")
@@ -325,6 +323,16 @@ def _engine_cudnn(img: "Image", ctx: Context):
                        f"({need.source})", f"use a stack with cuDNN {need.cudnn}")
 
 
+def _needs(img: "Image", ctx: Context):
+    """(engine, version, facts) of what the image's engine and framework were built against, for
+    its accelerator kind and, for CUDA facts, its CUDA version."""
+    for eng, ver in _engines_of(img):
+        for need in ctx.compat.needs(eng, ver, img.accelerator):
+            if need.cuda and (not img.stack or not compat_mod.version_in(img.stack.version, need.cuda)):
+                continue
+            yield eng, ver, need
+
+
 def _cudnn_major(spec: str) -> str:
     lows = [sp.version for sp in SpecifierSet(spec) if sp.operator in (">=", "==", "~=")]
     return lows[0].split(".")[0] if lows else "?"
@@ -332,13 +340,10 @@ def _cudnn_major(spec: str) -> str:
 
 @rule("os-glibc", "the OS's glibc is at least what the engine's binaries need", "engine install guides; manylinux tags (PEP 571/599/600)")
 def _os_glibc(img: "Image", ctx: Context):
-    for eng, ver in _engines_of(img):
-        for need in ctx.compat.needs(eng, ver, img.accelerator):
-            if need.cuda and (not img.stack or not compat_mod.version_in(img.stack.version, need.cuda)):
-                continue
-            if need.glibc and _vt(img.os.glibc) < _vt(need.glibc):
-                yield (f"field os: {eng} {ver} needs glibc >= {need.glibc}, but {img.os_id} has glibc "
-                       f"{img.os.glibc} ({need.source})", f"use an OS with glibc >= {need.glibc}")
+    for eng, ver, need in _needs(img, ctx):
+        if need.glibc and _vt(img.os.glibc) < _vt(need.glibc):
+            yield (f"field os: {eng} {ver} needs glibc >= {need.glibc}, but {img.os_id} has glibc "
+                   f"{img.os.glibc} ({need.source})", f"use an OS with glibc >= {need.glibc}")
 
 
 @rule("cann-framework", "the CANN release ships an adapter for the image's framework version",
