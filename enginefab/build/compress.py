@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import struct
 import threading
 import zlib
@@ -99,12 +100,13 @@ class ParallelGzip:
     """A write-only gzip stream, deflated block-parallel, byte-identical for any thread count.
 
     The uncompressed stream is cut into `block_size` blocks filled in place (`write_from` reads a
-    file straight into the block: no intermediate copies). Each block is deflated on a worker
-    thread with the previous block's last 32 KiB as dictionary, and its crc32 computed there.
-    The in-order part — hashing the raw block (`raw`), combining the crc, writing the compressed
-    block — also runs on the workers, each waiting for its predecessor, so the caller's thread
-    only reads files and fills blocks. A full block is submitted when the next byte arrives (or
-    on close): the last block is the one finished with Z_FINISH, whatever the stream length."""
+    file straight into a block: no intermediate copies). Each block is deflated on a worker thread
+    with the previous block's last 32 KiB as dictionary, and its crc32 computed there. A sink
+    thread takes the blocks in order — hashes the raw block (`raw`), combines the crc, writes the
+    compressed bytes — and hands the buffer back; so neither the caller's thread nor a deflate
+    worker ever waits for another block's turn. A full block is submitted when the next byte
+    arrives (or on close): the last block is the one finished with Z_FINISH, whatever the stream
+    length."""
 
     def __init__(self, out: BinaryIO, *, level: int = 6, block_size: int = GZIP_BLOCK, threads: int | None = None,
                  raw=None):
@@ -120,46 +122,47 @@ class ParallelGzip:
         self._crc = 0
         self._size = 0
         self._tail = b""
-        self._cur = bytearray(block_size)
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(2 * self._threads + 2):  # bounds memory: blocks in flight
+            self._free.put(bytearray(block_size))
+        self._cur = self._free.get()
         self._fill = 0
-        self._free: list[bytearray] = []
-        self._inflight: list[tuple[Future[None], bytearray]] = []
-        self._prev_done: threading.Event | None = None
-        self._failed = False
+        self._todo: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._sink = threading.Thread(target=self._drain, name="gzip-sink", daemon=True)
+        self._sink.start()
         xfl = 2 if level == 9 else 4 if level == 1 else 0
         out.write(b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + bytes([xfl, 255]))
 
-    def _ordered(self, block: memoryview, zdict: bytes, last: bool, wait: threading.Event | None,
-                 done: threading.Event) -> None:
-        try:
-            data, crc = _deflate_block(block, zdict, self._level, last)
-            if wait is not None:
-                wait.wait()
-                if self._failed:
-                    return
-            if self._raw is not None:
-                self._raw.update(block)
-            self._crc = crc32_combine(self._crc, crc, self._shift) if len(block) == self._block else \
-                crc32_combine(self._crc, crc, _crc_shift(len(block)))
-            self._out.write(data)
-        except BaseException:
-            self._failed = True
-            raise
-        finally:
-            done.set()
+    def _drain(self) -> None:
+        """The sink: every block in order; keeps going after an error so that buffers come back."""
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            fut, block, buf = item
+            try:
+                data, crc = fut.result()
+                if self._error is None:
+                    if self._raw is not None:
+                        self._raw.update(block)
+                    shift = self._shift if len(block) == self._block else _crc_shift(len(block))
+                    self._crc = crc32_combine(self._crc, crc, shift)
+                    self._out.write(data)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = self._error or e
+            finally:
+                block.release()
+                self._free.put(buf)
 
     def _submit(self, last: bool) -> None:
+        if self._error is not None:
+            raise self._error
         block = memoryview(self._cur)[: self._fill]
-        done = threading.Event()
-        fut = self._pool.submit(self._ordered, block, self._tail, last, self._prev_done, done)
-        self._prev_done = done
+        fut = self._pool.submit(_deflate_block, block, self._tail, self._level, last)
         self._tail = bytes(block[-WINDOW:]) if len(block) >= WINDOW else b""
-        self._inflight.append((fut, self._cur))
-        while len(self._inflight) > 2 * self._threads:
-            f, buf = self._inflight.pop(0)
-            f.result()
-            self._free.append(buf)
-        self._cur = self._free.pop() if self._free else bytearray(self._block)
+        self._todo.put((fut, block, self._cur))
+        self._cur = self._free.get()  # waits while every buffer is in flight
         self._fill = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -191,10 +194,11 @@ class ParallelGzip:
 
     def close(self) -> None:
         self._submit(last=True)
-        for fut, _ in self._inflight:
-            fut.result()
-        self._inflight = []
+        self._todo.put(None)
+        self._sink.join()
         self._pool.shutdown()
+        if self._error is not None:
+            raise self._error
         self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
 
