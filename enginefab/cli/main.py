@@ -32,8 +32,6 @@ app.add_typer(store_app, name="store")
 app.add_typer(registry_app, name="registry")
 nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; README, Nix).", no_args_is_help=True)
 app.add_typer(nix_app, name="nix")
-nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; README, Nix).", no_args_is_help=True)
-app.add_typer(nix_app, name="nix")
 render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True)
 app.add_typer(render_app, name="render")
 
@@ -659,46 +657,6 @@ def demo(
     from enginefab.demo import run_demo
 
     raise typer.Exit(run_demo(port=port, out=out, store=store))
-
-
-# -- nix --------------------------------------------------------------------------------------
-
-
-@nix_app.command("build-image")
-@run_guarded
-def nix_build_image(
-    definition: Annotated[Path, typer.Option("--definition", help="The image's build/<alias>.json.")],
-    inputs: Annotated[Path, typer.Option("--inputs", envvar="inputsPath",
-                                         help="JSON {sha256: store path} of the fetched inputs.")],
-    out: Annotated[Path, typer.Option("--out", envvar="out", help="The OCI layout to create.")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Build one definition from pre-fetched input files, without network, into an OCI layout.
-
-    The last line printed is `<alias> <manifest digest>`, as for `enginefab build`."""
-    from enginefab.lock.definition import load_definition
-    from enginefab.nix.build import build_layout, read_input_map
-
-    defn = load_definition(definition)
-    res = build_layout(defn, read_input_map(inputs), out)
-    if as_json:
-        _emit({"alias": defn.image.alias, "name": defn.image.name, "digest": res.built.digest, "layout": str(out),
-               "layers_built": res.layers_built, "seconds_packing": round(res.seconds_packing, 3)})
-        return
-    print(f"{defn.image.alias} {res.built.digest}")
-
-
-@nix_app.command("fetch-blob")
-@run_guarded
-def nix_fetch_blob(
-    reference: Annotated[str, typer.Argument(help="NAME@sha256:HEX, as the lock's oci inputs have it.")],
-    size: Annotated[int, typer.Option("--size", help="Expected size in bytes (progress only; 0: unknown).")] = 0,
-    out: Annotated[Path, typer.Option("--out", envvar="out", help="Where to write the blob.")] = Path("blob"),
-) -> None:
-    """Fetch one base-image blob from its registry (or mirror): the flake's fixed-output fetcher."""
-    from enginefab.nix.fetch import fetch_blob
-
-    fetch_blob(reference, size, out)
 
 
 # -- nix --------------------------------------------------------------------------------------
