@@ -45,24 +45,28 @@ def test_grouping_rules(matrix):
 
 
 @pytest.mark.slow
-def test_index_in_the_oci_layout_resolves_per_platform(demo_build, matrix, tmp_path):
-    layout = tmp_path / "layout"
-    shutil.copytree(demo_build["layout"], layout, copy_function=os.link)  # add_to_layout replaces files, never edits
+def test_build_writes_the_index_into_the_layout_and_it_resolves_per_platform(demo_build, matrix, tmp_path):
+    layout = demo_build["layout"]  # `enginefab build demo-pytorch-x86_64 demo-pytorch-aarch64 --out …`
     store = demo_build["store"]
     manifests = {alias: (store / "blobs/sha256" / digest[7:]).read_bytes()
                  for alias, digest in demo_build["digests"].items()}
+    # the index `build` wrote is the one `push` plans from the same manifests
     plans, _ = plan_indexes([(matrix.get(a), Built(matrix.get(a).name, a, raw, matrix.get(a).oci_platform, ()))
                              for a, raw in manifests.items()])
-    add_to_layout(layout, plans)
+    (plan,) = plans
+    entries = {m["annotations"]["org.opencontainers.image.ref.name"]: m
+               for m in json.loads((layout / "index.json").read_text())["manifests"]}
+    assert entries[plan.tag]["digest"] == plan.digest and ARM in entries and X86 in entries
     if OCI_SCHEMAS.is_dir():
         ocischema.validate_layout(layout, OCI_SCHEMAS)
-    tag = plans[0].tag
-    refs = {m["annotations"]["org.opencontainers.image.ref.name"]
-            for m in json.loads((layout / "index.json").read_text())["manifests"]}
-    assert tag in refs and ARM in refs and X86 in refs  # the images' own entries are kept
     for arch, alias in (("arm64", ARM), ("amd64", X86)):
-        out = subprocess.run(["skopeo", "inspect", "--override-arch", arch, f"oci:{layout}:{tag}"],
+        out = subprocess.run(["skopeo", "inspect", "--override-arch", arch, f"oci:{layout}:{plan.tag}"],
                              capture_output=True, text=True, check=True)
         info = json.loads(out.stdout)
         assert info["Architecture"] == arch
         assert info["Layers"] == [d["digest"] for d in json.loads(manifests[alias])["layers"]]
+    # writing it again changes nothing (a rebuild into the same layout is idempotent)
+    again = tmp_path / "again"
+    shutil.copytree(layout, again, copy_function=os.link)  # add_to_layout replaces files, never edits
+    add_to_layout(again, plans)
+    assert (again / "index.json").read_bytes() == (layout / "index.json").read_bytes()

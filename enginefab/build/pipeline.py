@@ -124,8 +124,24 @@ class _Lines(QuietProgress):
 
 def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reachable_only: bool = False,
                  files: list[str] | None = None) -> list[BuildResult]:
-    """Build matrix images (and definition files) into `store` and the layout `out`."""
-    return build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only)
+    """Build matrix images (and definition files) into `store` and the layout `out`; where the
+    layout now holds one engine version for several arches, add their multi-arch index."""
+    results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only)
+    if (out / "index.json").is_file():
+        write_indexes(m, out)
+    return results
+
+
+def write_indexes(m: Matrix, out: Path) -> None:
+    from enginefab.registry.index import add_to_layout, layout_members, plan_indexes
+
+    plans, notes = plan_indexes(layout_members(out, m.images))
+    add_to_layout(out, plans)
+    for p in plans:
+        arches = ", ".join(f"{mm.platform['architecture']}: {mm.alias}" for mm in p.members)
+        ui.info(f"[bold]index[/] {p.tag} {p.digest} ({arches})")
+    for n in notes:
+        ui.info(f"[yellow]note:[/] {n}")
 
 
 def build_definitions(defns: list[Definition], store: Store, out: Path, *,

@@ -6,7 +6,7 @@ Tag scheme: the canonical name with the accelerator and the arch left out, e.g.
 → ``pytorch_1.8.0-py_3.9-debian_11``. The images of one index share engine (and framework)
 version, Python and OS; they differ in arch, and each arch must have exactly one image in the
 group (two x86_64 builds — CUDA 10.2 and 11.0 — would make the platform ambiguous, so no index is
-made for such a group and the reason is returned). Pure planning: no I/O except `add_to_layout`.
+made for such a group and the reason is returned). Pure planning: no I/O except reading and writing a layout (`layout_members`, `add_to_layout`).
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def add_to_layout(out: Path, plans: list[IndexPlan]) -> None:
         write_atomic(out / "blobs" / "sha256" / p.digest.split(":", 1)[1], p.raw)
         entries[p.tag] = p.descriptor(p.tag)
     write_atomic(idx_path, index_json([entries[k] for k in sorted(entries)]))
+
+
+def layout_members(out: Path, images: list[Image]) -> list[tuple[Image, Member]]:
+    """The matrix images an OCI layout holds under their canonical names, as index members."""
+    by_name = {img.name: img for img in images}
+    found = []
+    for m in json.loads((out / "index.json").read_bytes()).get("manifests", []):
+        img = by_name.get(m.get("annotations", {}).get(REF_NAME, ""))
+        if img is not None and m.get("mediaType") == MANIFEST:
+            found.append((img, Member(img.name, img.alias, m["digest"], m["size"], dict(img.oci_platform))))
+    return found
 
 
 def group_key(img: Image) -> tuple[str, str]:
