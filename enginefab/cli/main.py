@@ -24,15 +24,16 @@ app = typer.Typer(
     "engines/ (typed matrix) → lock → build/ (pinned definitions) → build → check → push.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold literal brackets ([:PORT], [/VARIANT]), not markup
     add_completion=False,
 )
-store_app = typer.Typer(help="The content-addressed store: verify, garbage-collect.", no_args_is_help=True)
-registry_app = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.", no_args_is_help=True)
+store_app = typer.Typer(help="The content-addressed store: verify, garbage-collect.", no_args_is_help=True, rich_markup_mode=None)
+registry_app = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(store_app, name="store")
 app.add_typer(registry_app, name="registry")
-nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; README, Nix).", no_args_is_help=True)
+nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; README, Nix).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(nix_app, name="nix")
-render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True)
+render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(render_app, name="render")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -40,6 +41,10 @@ NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Image aliases or 
 AllOpt = Annotated[bool, typer.Option("--all", help="Every image in the matrix.")]
 DemoOpt = Annotated[bool, typer.Option("--demo", help="The demo images (every input reachable from PyPI and Debian).")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Store directory [default: ~/.cache/enginefab/store].")]
+ToOpt = Annotated[str, typer.Option("--to", help="REGISTRY[:PORT]/PREFIX (e.g. 127.0.0.1:5000/enginefab), or a target "
+                                    "named in registry/targets.toml.")]
+PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
+CaOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")]
 
 
 def _emit(obj) -> None:
@@ -70,6 +75,13 @@ def _pick(m, names, all_, demo):
     if not imgs:
         raise MatrixError("no images chosen", fix="name images, or pass --all or --demo")
     return imgs
+
+
+def _require_target(to: str) -> None:
+    if not to:
+        from enginefab.errors import RegistryError
+
+        raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX, or a target of registry/targets.toml")
 
 
 def _store(path: Optional[Path]):
@@ -416,10 +428,9 @@ def push(
     names: NamesArg = None,
     all_: AllOpt = False,
     demo: DemoOpt = False,
-    to: Annotated[str, typer.Option("--to", help="REGISTRY[:PORT]/PREFIX (e.g. 127.0.0.1:5000/enginefab), or a target "
-                                    "named in registry/targets.toml.")] = "",
-    plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")] = False,
-    ca_cert: Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")] = None,
+    to: ToOpt = "",
+    plain_http: PlainOpt = False,
+    ca_cert: CaOpt = None,
     store: StoreOpt = None,
     parallel: Annotated[int, typer.Option(help="Parallel blob uploads.")] = 4,
     referrers: Annotated[bool, typer.Option("--referrers/--no-referrers", help="Attach SBOM and provenance (and the check report) as referrers.")] = True,
@@ -435,10 +446,7 @@ def push(
 
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
-    if not to:
-        from enginefab.errors import RegistryError
-
-        raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX, or a target of registry/targets.toml")
+    _require_target(to)
     result = publish(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
                      parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_checks=run_check)
     if as_json:
@@ -455,8 +463,6 @@ def push(
 
 
 RefArg = Annotated[str, typer.Argument(help="HOST[:PORT]/REPOSITORY[:TAG][@sha256:…]")]
-PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
-CaOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")]
 PlatformOpt = Annotated[Optional[str], typer.Option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-arch index, e.g. linux/arm64.")]
 
 
@@ -641,6 +647,55 @@ def render_ci(out: Annotated[Optional[Path], typer.Option("--out", help="Write h
         out.write_text(text)
     else:
         sys.stdout.write(text)
+
+
+# -- release ----------------------------------------------------------------------------------
+
+
+@app.command()
+@run_guarded
+def release(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    to: ToOpt = "",
+    plain_http: PlainOpt = False,
+    ca_cert: CaOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="OCI layout to build into.")] = Path("out"),
+    store: StoreOpt = None,
+    level: Annotated[Optional[list[str]], typer.Option("--level", help="Check levels that gate the push (repeatable; default: all).")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Also write each image's check report into this directory.")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Write what was released (digests, references, "
+                                                   "referrers, check counts) here as canonical JSON.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """lock --check, build, check, push: each stage only when the one before passed.
+
+    A stale lock builds nothing; if any image fails a check, no image is pushed. The push attaches
+    the SBOM, the provenance and this run's check report to each image. Exits 1 when a stage fails."""
+    from enginefab.release import release as do_release
+
+    _require_target(to)
+    m = _matrix()
+    imgs = _pick(m, names, all_, demo)
+    rel = do_release(m, imgs, _store(store), out, to, plain_http=plain_http,
+                     ca_cert=str(ca_cert) if ca_cert else None, levels=level or None, reports_dir=reports,
+                     record=record)
+    if as_json:
+        _emit(rel.as_dict())
+    elif rel.ok:
+        for p in rel.images:
+            print(f"{p['alias']} {p['digest']} {p['reference']}")
+        for x in rel.indexes:
+            print(f"{x['tag']} {x['digest']} {x['reference']}")
+    else:
+        from rich.markup import escape
+
+        ui.err.print(f"[red]release stopped at {rel.stage}[/]: nothing was pushed")
+        for p in rel.problems:
+            ui.err.print(f"  [red]✗[/] {escape(p)}", soft_wrap=True)
+    if not rel.ok:
+        raise typer.Exit(1)
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def load_report(reports: Path, img: Image, digest: str) -> bytes:
 
 def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
             ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
-            reports: Path | None = None, run_checks: bool = False) -> dict:
+            reports: Path | None = None, run_checks: bool = False,
+            check_reports: dict[str, bytes] | None = None) -> dict:
     from enginefab.build.pipeline import definition_for
 
     target = resolve_target(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
@@ -125,7 +126,7 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
     for p in plans:
         client.put_manifest(repo_of[p.members[0].alias], p.digest, p.raw, INDEX)
     # 3. referrers
-    reps: dict[str, bytes] = {}
+    reps: dict[str, bytes] = dict(check_reports or {})  # alias → Report.to_json() of this build
     if referrers and run_checks:
         from enginefab.check.runner import run_checks as do_checks
 

@@ -1,0 +1,113 @@
+"""`enginefab release`: the whole pipeline for chosen images, each stage gated on the one before.
+
+    lock --check → build → check → push (SBOM, provenance and this run's check reports attached)
+
+A stale lock builds nothing; an image that fails a check is pushed nowhere, and neither is any
+other image of the same release (a release is all or nothing, like `lock`). The result names the
+stage it stopped at and why; with `record`, it is also written as canonical JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from enginefab import ui
+from enginefab.build.store import Store
+from enginefab.engines.matrix import Image, Matrix
+
+STAGES = ("lock", "build", "check", "push")
+
+
+@dataclass
+class Release:
+    """What a release did: `stage` is the last stage it ran; `ok` whether that stage passed."""
+
+    stage: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    indexes: list[dict] = field(default_factory=list)
+    checks: dict[str, dict[str, int]] = field(default_factory=dict)
+    push_stats: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "ok": self.ok, "problems": self.problems, "images": self.images,
+                "indexes": self.indexes, "checks": self.checks, "push": self.push_stats,
+                "seconds": self.seconds}
+
+    def record(self) -> bytes:
+        """Canonical JSON without timings (sorted keys, no spaces, trailing newline)."""
+        d = {k: v for k, v in self.as_dict().items() if k != "seconds"}
+        d["push"] = {k: v for k, v in self.push_stats.items() if k not in ("seconds", "bytes_per_second")}
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _failures(reports) -> list[str]:
+    return [f"{r.image}: {res.level} {res.name}: {res.detail}"
+            for r in reports for res in r.results if res.status in ("fail", "error")]
+
+
+def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, plain_http: bool = False,
+            ca_cert: str | None = None, levels: list[str] | None = None, reports_dir: Path | None = None,
+            record: Path | None = None) -> Release:
+    from enginefab.build.pipeline import build_images
+    from enginefab.check.runner import run_checks
+    from enginefab.lock import check as lock_check
+    from enginefab.registry.publish import publish
+
+    rel = Release(stage="lock", ok=False)
+    clock = time.monotonic()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        rel.seconds[stage] = round(now - clock, 3)
+        clock = now
+
+    def done(r: Release) -> Release:
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_bytes(r.record())
+        return r
+
+    ui.info(f"[bold]1/4 lock --check[/]: {len(m.images)} images in the matrix, releasing {len(imgs)}")
+    rel.problems, _ = lock_check.check(m)
+    lap("lock")
+    if rel.problems:
+        return done(rel)
+
+    rel.stage = "build"
+    ui.info(f"[bold]2/4 build[/] into {out} (store {store.root})")
+    built = build_images(m, imgs, store, out)
+    lap("build")
+    rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for b in built]
+
+    rel.stage = "check"
+    ui.info("[bold]3/4 check[/] (definition, static, runtime, accelerator)" if not levels
+            else f"[bold]3/4 check[/] ({', '.join(levels)})")
+    reports = run_checks(m, imgs, store, levels=levels)
+    lap("check")
+    rel.checks = {r.image: r.counts() for r in reports}
+    if reports_dir is not None:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        for r in reports:
+            (reports_dir / f"{r.image}.json").write_bytes(r.to_json())
+    for r in reports:
+        c = r.counts()
+        ui.info(f"  {r.image}: {c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skip']} skipped")
+    rel.problems = _failures(reports)
+    if rel.problems:
+        return done(rel)
+
+    rel.stage = "push"
+    ui.info(f"[bold]4/4 push[/] to {to}")
+    pushed = publish(m, imgs, store, to, plain_http=plain_http, ca_cert=ca_cert,
+                     check_reports={r.image: r.to_json() for r in reports})
+    lap("push")
+    rel.images, rel.indexes, rel.push_stats = pushed["images"], pushed["indexes"], pushed["stats"]
+    rel.ok = True
+    return done(rel)
