@@ -44,6 +44,12 @@ def test_list_json_has_all_presets_and_demos():
     assert by["mindspore_1.3.0-cann_5.0.2-py_3.7-euler_2.8.3-aarch64"]["accelerator"] == "cann"
 
 
+def test_list_piped_into_a_file_keeps_every_name_whole():
+    rows = json.loads(enginefab("list", "--json", check=True).stdout)
+    table = enginefab("list", check=True).stdout.splitlines()[1:]  # stdout is a pipe here, not a terminal
+    assert [[t for t in line.split() if t != "(demo)"][:2] for line in table] == [[r["alias"], r["name"]] for r in rows]
+
+
 def test_show_json_lists_pinned_inputs(root):
     out = enginefab("show", "demo-pytorch-aarch64", "--json", check=True)
     d = json.loads(out.stdout)

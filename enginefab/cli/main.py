@@ -132,7 +132,8 @@ def list_(as_json: JsonOpt = False) -> None:
                   r["python"], f"{r['os']} {r['os_version']}", r["arch"])
     from rich.console import Console
 
-    Console().print(t)
+    # piped into grep or a file: never cut a name short to fit 80 columns
+    Console(width=None if sys.stdout.isatty() else 400).print(t)
 
 
 @app.command()
