@@ -6,7 +6,8 @@ Tag scheme: the canonical name with the accelerator and the arch left out, e.g.
 → ``pytorch_1.8.0-py_3.9-debian_11``. The images of one index share engine (and framework)
 version, Python and OS; they differ in arch, and each arch must have exactly one image in the
 group (two x86_64 builds — CUDA 10.2 and 11.0 — would make the platform ambiguous, so no index is
-made for such a group and the reason is returned). Pure planning: no I/O except reading and writing a layout (`layout_members`, `add_to_layout`).
+made for such a group and the reason is returned). Pure planning, except the two functions that
+read and write an OCI layout (`layout_members`, `add_to_layout`).
 """
 
 from __future__ import annotations
