@@ -6,6 +6,21 @@ import time
 from pathlib import Path
 
 
+def _cli() -> str:
+    """How the user can call enginefab again from here (./dev demo does not put it on PATH)."""
+    import os
+    import shutil
+    import sys
+
+    if shutil.which("enginefab"):
+        return "enginefab"
+    exe = Path(sys.executable).parent / "enginefab"
+    if exe.is_file():
+        rel = os.path.relpath(exe)
+        return rel if not rel.startswith("..") else str(exe)
+    return f"{sys.executable} -m enginefab"
+
+
 def _kind(artifact_type: str) -> str:
     for key, word in (("spdx", "SBOM"), ("in-toto", "provenance"), ("check.report", "check report")):
         if key in artifact_type:
@@ -28,7 +43,7 @@ def run_demo(*, port: int, out: Path, store: Path | None) -> int:
     if reg is None:
         reg = Registry(root=state, port=port).start()
         reg.proc = None  # keep it running for the user
-    ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; stop: enginefab registry stop)")
+    ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; stop: {_cli()} registry stop)")
     rel = release(m, m.demos, Store(store or default_store()), out, f"{reg.host}/enginefab", plain_http=True)
     if not rel.ok:
         ui.err.print(f"[red]stopped at {rel.stage}:[/]")
@@ -36,12 +51,13 @@ def run_demo(*, port: int, out: Path, store: Path | None) -> int:
             ui.err.print(f"  [red]✗[/] {p}", soft_wrap=True)
         return 1
     print()
+    cli = _cli()
     for p in rel.images:
         kinds = ", ".join(_kind(r.get("artifactType", "")) for r in p["referrers"])
         print(f"{p['alias']}  {p['digest']}")
         print(f"    pull: {p['reference']}")
         print(f"    skopeo inspect --tls-verify=false docker://{p['reference']}")
-        print(f"    referrers ({kinds}): enginefab referrers {p['reference']} --plain-http")
+        print(f"    referrers ({kinds}): {cli} referrers {p['reference']} --plain-http")
     for x in rel.indexes:
         print(f"{x['tag']} (multi-arch index)  {x['digest']}")
         print(f"    pull: {x['reference']}")
