@@ -36,10 +36,10 @@ def _best(n: int, f) -> float:
 
 
 def run(work: Path) -> dict:
-    from enginefab.build.builder import Builder
-    from enginefab.build.gc import project_definitions
-    from enginefab.build.planreport import plan
-    from enginefab.build.store import Store
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.gc import project_definitions
+    from enginefab.assemble.planreport import plan
+    from enginefab.assemble.store import Store
 
     store_dir = work / "store"
     matrix_store = Path(os.environ.get("ENGINEFAB_BENCH_STORE") or store_dir)
@@ -75,7 +75,7 @@ def run(work: Path) -> dict:
 
     def cli_import() -> float:
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import enginefab.cli.main, enginefab.build.pipeline"], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-c", "import enginefab.cli.main, enginefab.assemble.pipeline"], check=True, cwd=ROOT)
         return time.monotonic() - t0
 
     def matrix() -> float:

@@ -90,7 +90,7 @@ def _uv_offline(work: Path) -> dict:
 
 
 def run(work: Path) -> dict:
-    from enginefab.registry.server import free_port  # released at once: nothing listens
+    from enginefab.publish.server import free_port  # released at once: nothing listens
 
     dead = f"http://127.0.0.1:{free_port()}"
     env = dict(os.environ, ENGINEFAB_QUIET="1", HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead,

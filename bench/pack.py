@@ -29,9 +29,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _torch_wheel() -> tuple[Path, object, object]:
-    from enginefab.build.builder import default_fetcher
-    from enginefab.lock.definition import load_definition
-    from enginefab.paths import project_root
+    from enginefab.assemble.builder import default_fetcher
+    from enginefab.core.definition import load_definition
+    from enginefab.core.paths import project_root
 
     defn = load_definition(project_root() / "build" / f"{ALIAS}.json")
     layer = next(la for la in defn.layers if la.id.startswith("wheel/torch"))
@@ -40,8 +40,8 @@ def _torch_wheel() -> tuple[Path, object, object]:
 
 
 def stage_tree(work: Path) -> tuple[Path, float]:
-    from enginefab.build.staging import Staging
-    from enginefab.build.wheels import stage_wheel
+    from enginefab.assemble.staging import Staging
+    from enginefab.assemble.wheels import stage_wheel
 
     wheel, inp, layer = _torch_wheel()
     root = work / "tree"
@@ -110,7 +110,7 @@ def free_cores() -> float:
 
 
 def run(work: Path) -> dict:
-    from enginefab.build import compress
+    from enginefab.assemble import compress
 
     tree, staging_s = stage_tree(work)
     files = list(tree.rglob("*"))
@@ -148,9 +148,9 @@ def run(work: Path) -> dict:
 
 def _pack_main(tree: str, algorithm: str, out: str) -> None:
     """In the subprocess: pack `tree` like the builder does and print the result."""
-    from enginefab.build import compress
-    from enginefab.build.staging import Staging
-    from enginefab.build.tarball import pack
+    from enginefab.assemble import compress
+    from enginefab.assemble.staging import Staging
+    from enginefab.assemble.tarball import pack
 
     # the builder verifies the contract once per machine (a marker in the store): no probe here
     contract = compress.Compression(algorithm=algorithm, level=6 if algorithm == "gzip" else 3,  # type: ignore[arg-type]

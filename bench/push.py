@@ -36,8 +36,8 @@ def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
 
 def run(work: Path) -> dict:
     from enginefab.engines.matrix import load
-    from enginefab.paths import default_store
-    from enginefab.registry.server import Registry, free_port
+    from enginefab.core.paths import default_store
+    from enginefab.publish.server import Registry, free_port
 
     m = load(ROOT)
     aliases = [i.alias for i in m.demos]

@@ -29,11 +29,11 @@ def _kind(artifact_type: str) -> str:
 
 
 def run_demo(*, port: int, out: Path, store: Path | None) -> int:
-    from enginefab import ui
-    from enginefab.build.store import Store
+    from enginefab.core import ui
+    from enginefab.assemble.store import Store
     from enginefab.engines.matrix import load
-    from enginefab.paths import cache_root, default_store, project_root
-    from enginefab.registry.server import Registry, running
+    from enginefab.core.paths import cache_root, default_store, project_root
+    from enginefab.publish.server import Registry, running
     from enginefab.release import release
 
     t0 = time.monotonic()

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginefab import ui
-from enginefab.build.store import Store
+from enginefab.assemble.store import Store
+from enginefab.core import ui
 from enginefab.engines.matrix import Image, Matrix
 
 STAGES = ("lock", "build", "check", "push")
@@ -54,10 +54,10 @@ def _failures(reports) -> list[str]:
 def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, plain_http: bool = False,
             ca_cert: str | None = None, levels: list[str] | None = None, reports_dir: Path | None = None,
             record: Path | None = None) -> Release:
-    from enginefab.build.pipeline import build_images
+    from enginefab.assemble.pipeline import build_images
     from enginefab.check.runner import run_checks
     from enginefab.lock import check as lock_check
-    from enginefab.registry.publish import publish
+    from enginefab.publish.publish import publish
 
     rel = Release(stage="lock", ok=False)
     clock = time.monotonic()

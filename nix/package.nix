@@ -40,7 +40,7 @@ ps.buildPythonApplication {
   ];
   # pyproject's lower bounds were set against PyPI releases; nixpkgs' own versions are accepted
   pythonRelaxDeps = true;
-  pythonImportsCheck = [ "enginefab" "enginefab.build.builder" "enginefab.nix.build" ];
+  pythonImportsCheck = [ "enginefab" "enginefab.assemble.builder" "enginefab.nix.build" ];
   # the test suite needs the network, a registry, bubblewrap, qemu and ~1 GB of inputs
   doCheck = false;
   meta = {

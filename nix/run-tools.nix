@@ -1,4 +1,4 @@
-# What run steps execute with (enginefab/build/sandbox.py looks them up on PATH): bubblewrap,
+# What run steps execute with (enginefab/assemble/sandbox.py looks them up on PATH): bubblewrap,
 # proot, and static qemu-user under the names Debian gives them (qemu-<arch>-static), for the
 # image derivations of definitions that have run steps.
 { runCommand, bubblewrap, proot, pkgsStatic }:

@@ -73,7 +73,7 @@ def demo_build(tmp_path_factory, demo_aliases):
 
 @pytest.fixture
 def registry(tmp_path):
-    from enginefab.registry.server import Registry, free_port
+    from enginefab.publish.server import Registry, free_port
 
     r = Registry(root=tmp_path / "registry", port=free_port()).start()
     yield r
@@ -87,7 +87,7 @@ SECURE_USER, SECURE_PASSWORD = "alice", "correct-horse-battery"
 def secure_registry(tmp_path_factory):
     """docker-registry with htpasswd (SECURE_USER / SECURE_PASSWORD, bcrypt) and TLS with a
     self-signed certificate for 127.0.0.1; `.tls[0]` is the certificate to trust (--ca-cert)."""
-    from enginefab.registry.server import Registry, add_user, free_port, self_signed
+    from enginefab.publish.server import Registry, add_user, free_port, self_signed
 
     base = tmp_path_factory.mktemp("secure-registry")
     cert, key = self_signed(base / "tls")
@@ -99,7 +99,7 @@ def secure_registry(tmp_path_factory):
 
 def validate_oci(doc: dict, schema_name: str) -> None:
     """Validate a document against the official OCI JSON schema (../shared/oci-image-spec)."""
-    from enginefab import ocischema
+    from enginefab.core import ocischema
 
     if not OCI_SCHEMAS.is_dir():
         pytest.skip(f"OCI schemas not found at {OCI_SCHEMAS}")
@@ -174,7 +174,7 @@ def http_mirror(tmp_path):
 
 def demo_definition(alias: str = "demo-pytorch-aarch64"):
     """A committed definition (build/<alias>.json), parsed."""
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
 
     return load_definition(ROOT / "build" / f"{alias}.json")
 
@@ -187,8 +187,8 @@ def definition_file(defn, path: Path) -> Path:
 
 def pypi_file(project: str, filename: str) -> dict:
     """A real file of the PyPI index (url, sha256, size), read from its simple JSON API."""
-    from enginefab.lock import fetch
+    from enginefab.transport import download
 
-    idx = fetch.get_json(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    idx = download.get_json(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     f = next(f for f in idx["files"] if f["filename"] == filename)
     return {"url": f["url"], "sha256": f["hashes"]["sha256"], "size": f["size"], "filename": filename}

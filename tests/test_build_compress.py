@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from enginefab.build import compress
+from enginefab.assemble import compress
 
 BLOCK = 64 * 1024  # small blocks: many block edges in little data
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enginefab.build import compress
-from enginefab.build.diff import LayerRef, diff_files, pair_layers
-from enginefab.build.staging import Staging
-from enginefab.build.tarball import pack
+from enginefab.assemble import compress
+from enginefab.assemble.diff import LayerRef, diff_files, pair_layers
+from enginefab.assemble.staging import Staging
+from enginefab.assemble.tarball import pack
 
 
 def packed(tmp_path: Path, name: str, *, mtime: int = 1, algorithm: str = "gzip", content: bytes = b"print(1)\n"):

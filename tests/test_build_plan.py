@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from enginefab import canonical
+from enginefab.core import canonical
+from enginefab.core.definition import Input, load_definition
 from enginefab.lock import layering
-from enginefab.lock.definition import Input, load_definition
 from tests.conftest import ROOT, enginefab
 
 

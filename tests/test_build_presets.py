@@ -72,12 +72,12 @@ def test_a_preset_builds_every_reachable_layer_and_reports_the_others(tmp_path):
 def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layers(tmp_path):
     """Reachable but wrong (the index served other bytes than the lock's sha256): that is a
     failure, never an 'unreachable' to skip, and nothing enters the download cache."""
-    from enginefab.lock import fetch
+    from enginefab.transport import download
     from tests.conftest import definition_file, demo_definition, pypi_file
 
     defn = demo_definition("demo-pytorch-aarch64")
     other = pypi_file("typing-extensions", "typing_extensions-4.14.0-py3-none-any.whl")  # a real hash, another file
-    assert fetch.cached(other["sha256"]) is None
+    assert download.cached(other["sha256"]) is None
     layers = [layer.model_copy(update={"inputs": [i.model_copy(update={"sha256": other["sha256"]})
                                                   for i in layer.inputs]})
               for layer in defn.layers if layer.id.startswith("wheels/typing-extensions")]
@@ -87,4 +87,4 @@ def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layer
     assert p.returncode == 2
     r = json.loads(p.stdout)[0]
     assert r["layer_results"][0]["status"] == "failed" and "the pin says" in r["layer_results"][0]["error"]
-    assert fetch.cached(other["sha256"]) is None
+    assert download.cached(other["sha256"]) is None

@@ -13,9 +13,9 @@ import tarfile
 
 import pytest
 
-from enginefab import canonical
-from enginefab.build.rootfs import open_layer
-from enginefab.lock.definition import Input, Layer
+from enginefab.assemble.rootfs import open_layer
+from enginefab.core import canonical
+from enginefab.core.definition import Input, Layer
 from tests.conftest import definition_file, demo_definition, enginefab
 
 pytestmark = pytest.mark.slow

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.build.archives import stage_archive
-from enginefab.build.debs import stage_deb
-from enginefab.build.staging import Meta, Staging
-from enginefab.build.wheels import scheme_for, stage_wheel
-from enginefab.errors import UnsafeArchiveError
-from enginefab.lock.definition import Input
+from enginefab.assemble.archives import stage_archive
+from enginefab.assemble.debs import stage_deb
+from enginefab.assemble.staging import Meta, Staging
+from enginefab.assemble.wheels import scheme_for, stage_wheel
+from enginefab.core.definition import Input
+from enginefab.core.errors import UnsafeArchiveError
 
 SITE = "/usr/local/lib/python3.9/dist-packages"
 SCHEME = scheme_for(SITE, "/usr/local/bin", "3.9")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.build import compress
+from enginefab.assemble import compress
 from tests.conftest import ROOT, definition_file, demo_definition, enginefab, pypi_file, validate_oci
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,9 @@ def with_pin(defn, name: str, new: dict, version: str):
 def test_noop_rebuild_of_the_demos_reads_no_layer_bytes(demo_build, demo_aliases, tmp_path):
     """In process, with every file open audited: no layer blob and no input is opened, nothing
     is packed, and the digests are the first build's."""
-    from enginefab.build.builder import Builder
-    from enginefab.build.store import Store
-    from enginefab.paths import downloads_dir
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.store import Store
+    from enginefab.core.paths import downloads_dir
 
     store = Store(demo_build["store"])
     layer_blobs = {str(store.blob_path(x)) for r in demo_build["results"] for o in r["layer_results"]
@@ -174,7 +174,7 @@ def test_two_builds_sharing_a_store_build_each_layer_once(small, shared):
 def test_gc_keeps_its_roots_and_removes_the_rest(small, shared, tmp_path):
     import shutil
 
-    from enginefab.build.store import Store
+    from enginefab.assemble.store import Store
 
     store = Store(shared["store"])
     stray = store.put_bytes(b"nobody references this blob")

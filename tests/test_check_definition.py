@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from enginefab.core.definition import Definition
+from enginefab.core.errors import MatrixError
 from enginefab.engines import rules
 from enginefab.engines.matrix import load
-from enginefab.errors import MatrixError
-from enginefab.lock.definition import Definition
 
 from .conftest import ROOT, enginefab
 
@@ -151,7 +151,7 @@ def _locked(matrix, alias: str, defn: Definition) -> dict[str, str]:
 
 
 def test_the_real_locks_pass_every_locked_rule(matrix):
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
 
     for img in matrix.images:
         defn = load_definition(ROOT / "build" / f"{img.alias}.json")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.build.builder import Builder
-from enginefab.build.store import Store
+from enginefab.assemble.builder import Builder
+from enginefab.assemble.store import Store
 from enginefab.check import runner
 from enginefab.check.report import Report, Result, junit
-from enginefab.lock.definition import Definition, Input, Layer, load_definition
+from enginefab.core.definition import Definition, Input, Layer, load_definition
 
 from .conftest import ROOT, enginefab
 
@@ -152,9 +152,9 @@ def _check(demo_build, defn: Definition, levels=("static", "runtime")) -> dict[s
 
 def _x86_libstdcxx(tmp_path: Path) -> Path:
     """libstdc++.so.6.0.28 from the x86_64 demo's own (cached) libstdc++6 deb."""
-    from enginefab.build.builder import default_fetcher
-    from enginefab.build.debs import stage_deb
-    from enginefab.build.staging import Staging
+    from enginefab.assemble.builder import default_fetcher
+    from enginefab.assemble.debs import stage_deb
+    from enginefab.assemble.staging import Staging
 
     x86 = load_definition(ROOT / "build" / f"{X86}.json")
     deb = next(i for i in x86.inputs() if i.name == "libstdc++6")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from enginefab import ocischema
+from enginefab.core import ocischema
 from tests.conftest import OCI_SCHEMAS, enginefab
 
 pytestmark = pytest.mark.slow

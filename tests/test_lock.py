@@ -88,7 +88,7 @@ def test_lock_check_names_every_image_a_shared_pin_reaches(engines_copy):
 
 def test_lock_check_catches_a_pin_edited_in_build(engines_copy):
     """A definition edited by hand (in canonical form, so only the pin differs) is refused."""
-    from enginefab import canonical
+    from enginefab.core import canonical
 
     path = engines_copy / "build" / "mindspore-cuda10.1.json"
     d = json.loads(path.read_bytes())

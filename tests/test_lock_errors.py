@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.registry.server import free_port as closed_port  # released at once: nothing listens
+from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
 from tests.conftest import enginefab
 
 SUITE = "http://deb.debian.org/debian"
@@ -24,12 +24,13 @@ ARM64_INDEX = "main/binary-arm64/Packages.xz"
 def bullseye():
     """The real InRelease of bullseye and its arm64 Packages.xz (from the download cache)."""
     from enginefab.engines.model import AptRepo
-    from enginefab.lock import deb, fetch
+    from enginefab.lock import deb
+    from enginefab.transport import download
 
-    inrelease = fetch.get_bytes(f"{SUITE}/dists/bullseye/InRelease", label="bullseye InRelease")
+    inrelease = download.get_bytes(f"{SUITE}/dists/bullseye/InRelease", label="bullseye InRelease")
     entries = deb._release_entries(deb._verify_inrelease(inrelease, AptRepo(url=SUITE, suite="bullseye")))
     sha, size = entries[ARM64_INDEX]
-    path = fetch.fetch(fetch.Want(url=f"{SUITE}/dists/bullseye/{ARM64_INDEX}", sha256=sha, size=size))
+    path = download.fetch(download.Want(url=f"{SUITE}/dists/bullseye/{ARM64_INDEX}", sha256=sha, size=size))
     return {"inrelease": inrelease, "packages": path.read_bytes(), "sha256": sha, "size": size}
 
 

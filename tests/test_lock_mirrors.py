@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.registry.server import free_port as closed_port  # released at once: nothing listens
+from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
 from tests.conftest import ROOT, enginefab
 
 DEBIAN = "http://deb.debian.org/debian"
@@ -33,9 +33,9 @@ def _upstream_only_through(mirror_url: str) -> dict[str, str]:
 
 
 def _wheel_metadata(inp: dict) -> bytes:
-    from enginefab.lock import fetch
+    from enginefab.transport import download
 
-    path = fetch.fetch(fetch.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"], label=inp["name"]))
+    path = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"], label=inp["name"]))
     with zipfile.ZipFile(path) as z:
         (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1]
         return z.read(name)
@@ -46,14 +46,15 @@ def mirrored_checkout(engines_copy, http_mirror):
     """engines_copy whose registry/mirrors.toml points PyPI and Debian at http_mirror, filled with
     the real index pages (PyPI JSON, InRelease, Packages.xz) and the METADATA of the wheels the
     demo locks (PEP 658), taken from upstream once."""
-    from enginefab.lock import deb, fetch
-    from enginefab.lock.definition import load_definition
+    from enginefab.lock import deb
+    from enginefab.transport import download
+    from enginefab.core.definition import load_definition
     from enginefab.engines.model import AptRepo
 
     defn = load_definition(ROOT / "build" / f"{ALIAS}.json")
     wheels = {i.name: i.model_dump(mode="json") for i in defn.inputs() if i.kind == "wheel"}
     for name, inp in wheels.items():
-        page = fetch.get_json(f"https://pypi.org/simple/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        page = download.get_json(f"https://pypi.org/simple/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         for f in page["files"]:
             f.pop("core-metadata", None), f.pop("data-dist-info-metadata", None)
             assert f["url"].startswith(FILES)
@@ -63,12 +64,12 @@ def mirrored_checkout(engines_copy, http_mirror):
                 http_mirror.put(f"files/{inp['url'][len(FILES):]}.metadata", meta)
                 f["core-metadata"] = {"sha256": hashlib.sha256(meta).hexdigest()}
         http_mirror.put(f"simple/{name}/index.json", json.dumps(page).encode())
-    inrelease = fetch.get_bytes(f"{DEBIAN}/dists/bullseye/InRelease")
+    inrelease = download.get_bytes(f"{DEBIAN}/dists/bullseye/InRelease")
     entries = deb._release_entries(deb._verify_inrelease(inrelease, AptRepo(url=DEBIAN, suite="bullseye")))
     http_mirror.put("debian/dists/bullseye/InRelease", inrelease)
     rel = "main/binary-arm64/Packages.xz"
     sha, size = entries[rel]
-    http_mirror.put(f"debian/dists/bullseye/{rel}", fetch.fetch(fetch.Want(url=f"{DEBIAN}/dists/bullseye/{rel}",
+    http_mirror.put(f"debian/dists/bullseye/{rel}", download.fetch(download.Want(url=f"{DEBIAN}/dists/bullseye/{rel}",
                                                                           sha256=sha, size=size)).read_bytes())
     mirrors = engines_copy / "registry" / "mirrors.toml"
     mirrors.write_text(f'[pypi]\nindex = "{http_mirror.url}/simple"\n\n'
@@ -96,16 +97,16 @@ def test_lock_resolves_through_the_mirrors_alone(mirrored_checkout, tmp_path):
 
 def test_fetch_goes_through_a_url_prefix_mirror(mirrored_checkout, tmp_path, monkeypatch):
     """The builder's fetcher: an upstream URL from the lock, served by the mirror, verified."""
-    from enginefab.lock import fetch
+    from enginefab.transport import download
 
     mirror, inp = mirrored_checkout["mirror"], mirrored_checkout["wheels"]["typing-extensions"]
     rel = inp["url"][len(FILES):]
-    real = fetch.fetch(fetch.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]))
+    real = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]))
     mirror.put(f"files/{rel}", real.read_bytes())
     for k, v in _upstream_only_through(mirror.url).items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrored_checkout["mirrors"]))
-    got = fetch.fetch(fetch.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]), cache=tmp_path / "cache")
+    got = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]), cache=tmp_path / "cache")
     assert got.read_bytes() == real.read_bytes()
     assert mirror.asked(f"/files/{rel}") == [f"/files/{rel}"]
 
@@ -125,8 +126,8 @@ def test_base_image_resolves_through_a_registry_mirror(registry, monkeypatch, tm
     the arm64 manifest → config and layers, each pinned by digest, size and diff_id."""
     from enginefab.engines.model import OciRef
     from enginefab.lock import oci
-    from enginefab.registry.client import RegistryClient
-    from enginefab.registry.reference import parse_reference
+    from enginefab.transport.client import RegistryClient
+    from enginefab.transport.reference import parse_reference
 
     repo = "hub/library/tiny"
     client = RegistryClient.for_reference(parse_reference(f"{registry.host}/{repo}:1"))

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
+from enginefab.core.errors import MatrixError
 from enginefab.engines.matrix import load
-from enginefab.errors import MatrixError
 from tests.conftest import enginefab
 
 PRESETS = {

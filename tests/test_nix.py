@@ -107,13 +107,13 @@ class Nix:
     def mirror_inputs(self, defn: dict) -> dict[str, dict]:
         """Put the real files of a definition's inputs into the mirror: links into the download
         cache (filled, verified against the lock, if a file is not there yet)."""
-        from enginefab.lock import fetch
+        from enginefab.transport import download
 
         wanted = {i["sha256"]: i for layer in defn["layers"] for i in layer["inputs"] if _needed(i)}
         for sha, inp in wanted.items():
             link = self.mirror / "sha256" / sha
             if not link.exists():
-                path = fetch.fetch(fetch.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
+                path = download.fetch(download.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
                 link.symlink_to(path)
         return wanted
 
@@ -274,7 +274,7 @@ def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build):
 def _small_definition(alias: str, layers: list, base=None, demo: str = "demo-pytorch-aarch64"):
     """A small definition for the flows the demos lack: a demo's identity and config, the given
     layers, then the demo's small `files` layer."""
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
 
     d = load_definition(ROOT / "build" / f"{demo}.json")
     files = [layer for layer in d.layers if layer.kind == "files"]
@@ -293,7 +293,7 @@ def _with_definition(nix: Nix, tmp_path: Path, defn) -> Path:
 def test_manual_input_is_a_required_file(nix, tmp_path):
     """A manual input fails with where to get it and the `nix-store --add-fixed` line; once the
     user adds the file, the image builds with it."""
-    from enginefab.lock.definition import Input, Layer
+    from enginefab.core.definition import Input, Layer
 
     payload = tmp_path / "vendor-toolkit_1.0_linux.run"
     payload.write_bytes(b"#!/bin/sh\necho a vendor installer behind a login\n")
@@ -322,7 +322,7 @@ def test_manual_input_is_a_required_file(nix, tmp_path):
 
 
 def test_awaiting_manual_input_says_how_to_pin_it(nix, tmp_path):
-    from enginefab.lock.definition import Input, Layer
+    from enginefab.core.definition import Input, Layer
 
     awaiting = Input(kind="manual", name="EulerOS-test.tar.xz", version="2.8", url=None, sha256=None, size=0,
                      filename="EulerOS-test.tar.xz", where="an ISO you build yourself")
@@ -340,13 +340,13 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
     import gzip
     import io
 
-    from enginefab import canonical
-    from enginefab.build.builder import Builder
-    from enginefab.build.store import Store
+    from enginefab.core import canonical
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.store import Store
     from enginefab.engines.model import OciRef
     from enginefab.lock import oci
-    from enginefab.lock.definition import Base, Layer
-    from enginefab.registry.client import RegistryClient
+    from enginefab.core.definition import Base, Layer
+    from enginefab.transport.client import RegistryClient
 
     # a one-layer base image, pushed to a real docker-registry
     raw = io.BytesIO()
@@ -422,10 +422,10 @@ def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
     """A run step (the presets install Miniconda, CANN, compile Horovod this way) through
     `nix build`: bubblewrap from nix/run-tools.nix on PATH, nothing else from the host, and the
     same image as the CLI's builder makes."""
-    from enginefab.build.builder import Builder
-    from enginefab.build.store import Store
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.store import Store
     from enginefab.engines.model import RunStep
-    from enginefab.lock.definition import Layer, load_definition
+    from enginefab.core.definition import Layer, load_definition
     from enginefab.lock.locker import run_input
 
     base = _small_definition("nixtest-run", [], demo="demo-pytorch-x86_64")

@@ -10,12 +10,12 @@ import subprocess
 import pytest
 import requests
 
-from enginefab import canonical, ocischema
-from enginefab.lock.definition import load_definition
-from enginefab.registry import provenance, sbom
-from enginefab.registry.client import RegistryClient, fallback_tag
-from enginefab.registry.referrers import REPORT_TYPE
-from enginefab.registry.server import Registry, free_port
+from enginefab.core import canonical, ocischema
+from enginefab.core.definition import load_definition
+from enginefab.publish import provenance, sbom
+from enginefab.publish.referrers import REPORT_TYPE
+from enginefab.publish.server import Registry, free_port
+from enginefab.transport.client import RegistryClient, fallback_tag
 from tests.conftest import OCI_SCHEMAS, ROOT, enginefab, validate_oci
 
 pytestmark = pytest.mark.slow

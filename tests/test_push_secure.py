@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from enginefab.registry.server import Registry, free_port
+from enginefab.publish.server import Registry, free_port
 from tests.conftest import ROOT, SECURE_PASSWORD, SECURE_USER, enginefab
 
 pytestmark = pytest.mark.slow

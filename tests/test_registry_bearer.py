@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from enginefab.errors import RegistryError
-from enginefab.registry.client import RegistryClient
-from enginefab.registry.server import Registry, free_port, self_signed
+from enginefab.core.errors import RegistryError
+from enginefab.publish.server import Registry, free_port, self_signed
+from enginefab.transport.client import RegistryClient
 from tests.conftest import enginefab
 
 pytestmark = pytest.mark.slow

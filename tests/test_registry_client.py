@@ -22,11 +22,11 @@ import oras.decorator
 import pytest
 import requests
 
-from enginefab import canonical
-from enginefab.build.image import CONFIG, INDEX, MANIFEST, index_json
-from enginefab.errors import RegistryError
-from enginefab.registry.client import RegistryClient
-from enginefab.registry.server import free_port
+from enginefab.assemble.image import CONFIG, INDEX, MANIFEST, index_json
+from enginefab.core import canonical
+from enginefab.core.errors import RegistryError
+from enginefab.publish.server import free_port
+from enginefab.transport.client import RegistryClient
 from tests.conftest import ROOT, SECURE_PASSWORD, SECURE_USER, validate_oci
 
 
@@ -195,7 +195,7 @@ RSS_SCRIPT = """
 import re, sys
 from pathlib import Path
 import oras.provider
-from enginefab.registry.client import RegistryClient
+from enginefab.transport.client import RegistryClient
 def peak_kib():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 who, host, path, digest, size = sys.argv[1:]
@@ -224,9 +224,9 @@ def test_uploads_stream_where_oras_reads_the_blob_into_memory(registry, tmp_path
 
 
 def test_pull_of_an_index_takes_every_platform_or_the_one_asked_for(registry, tmp_path):
-    from enginefab import ocischema
-    from enginefab.registry.pull import pull
-    from enginefab.registry.reference import parse_reference
+    from enginefab.core import ocischema
+    from enginefab.publish.pull import pull
+    from enginefab.transport.reference import parse_reference
     from tests.conftest import OCI_SCHEMAS
 
     ours = RegistryClient(registry.host, plain_http=True)

@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from enginefab import ocischema
-from enginefab.build.image import Built
-from enginefab.registry.index import add_to_layout, index_tag, plan_indexes
+from enginefab.assemble.image import Built
+from enginefab.assemble.index import add_to_layout, index_tag, plan_indexes
+from enginefab.core import ocischema
 from tests.conftest import OCI_SCHEMAS, validate_oci
 
 ARM, X86 = "demo-pytorch-aarch64", "demo-pytorch-x86_64"

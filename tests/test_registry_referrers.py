@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from enginefab import canonical
-from enginefab.build.image import MANIFEST
-from enginefab.registry.client import RegistryClient, fallback_tag
-from enginefab.registry.referrers import Artifact, artifact_manifest, attach, merged_index, referrer_descriptor
+from enginefab.assemble.image import MANIFEST
+from enginefab.core import canonical
+from enginefab.publish.referrers import Artifact, artifact_manifest, attach, merged_index, referrer_descriptor
+from enginefab.transport.client import RegistryClient, fallback_tag
 from tests.conftest import validate_oci
 
 SUBJECT = {"mediaType": MANIFEST, "digest": "sha256:" + "ab" * 32, "size": 1234}

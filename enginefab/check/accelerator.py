@@ -92,7 +92,7 @@ def check(img: Image, *, defn=None, rootfs: Path | None = None, suite=None) -> l
 
 
 def run_on_device(kind: str, defn, rootfs: Path, snippets: dict[str, str], *, timeout: float = 900) -> list[Result]:
-    from enginefab.build import sandbox
+    from enginefab.assemble import sandbox
 
     uid, _, gid = defn.config.user.partition(":")
     env = dict(defn.config.env)

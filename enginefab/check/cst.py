@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from enginefab.build.image import Built, write_layout
-from enginefab.build.store import Store
+from enginefab.assemble.image import Built, write_layout
+from enginefab.assemble.store import Store
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
 

@@ -7,10 +7,10 @@ definition build/<alias>.json (skipped, with the reason, when the image is not l
 from __future__ import annotations
 
 from enginefab.check.report import Result
+from enginefab.core.definition import Definition, load_definition
+from enginefab.core.errors import EnginefabError
 from enginefab.engines import rules
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.errors import EnginefabError
-from enginefab.lock.definition import Definition, load_definition
 
 
 def _results(ids_sources: list[tuple[str, str, str]], violations: list[rules.Violation]) -> list[Result]:

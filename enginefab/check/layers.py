@@ -22,17 +22,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enginefab import ui
-from enginefab.build.staging import Staging
-from enginefab.build.store import Store
-from enginefab.build.wheels import stage_wheel
+from enginefab.assemble.staging import Staging
+from enginefab.assemble.store import Store
+from enginefab.assemble.wheels import stage_wheel
 from enginefab.check.report import Result
 from enginefab.check.static import Facts, audit
 from enginefab.check.structure import Suite
-from enginefab.errors import EnginefabError
-from enginefab.lock import fetch
-from enginefab.lock import mirrors as mirrors_mod
-from enginefab.lock.definition import Definition, Input, Layer
+from enginefab.core import ui
+from enginefab.core.definition import Definition, Input, Layer
+from enginefab.core.errors import EnginefabError
+from enginefab.transport import download
+from enginefab.transport import mirrors as mirrors_mod
 
 BASES = Path("engines") / "checks" / "bases.toml"
 
@@ -65,7 +65,7 @@ def _host_answers(host: str, port: int) -> bool:
 
 def reachable(inp: Input) -> str | None:
     """None if the input's bytes are here or can be fetched, else why not."""
-    if inp.sha256 and fetch.cached(inp.sha256):
+    if inp.sha256 and download.cached(inp.sha256):
         return None
     if inp.kind == "manual" or not inp.url:
         return "a manual input (behind a login): add it with `enginefab lock --add-file`"
@@ -186,6 +186,6 @@ def _overlay(src: Path, dst: Path) -> None:
 
 
 def _fetch(inp: Input, image: str) -> Path:
-    from enginefab.build.builder import default_fetcher
+    from enginefab.assemble.builder import default_fetcher
 
     return default_fetcher(inp, image)

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from enginefab import canonical
+from enginefab.core import canonical
 
 Status = Literal["pass", "fail", "skip", "error"]
 LEVELS = ("definition", "static", "runtime", "accelerator")

@@ -16,16 +16,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from enginefab import ui
-from enginefab.build import rootfs, sandbox
-from enginefab.build.builder import Builder
-from enginefab.build.image import Built
-from enginefab.build.store import Store
+from enginefab.assemble import rootfs, sandbox
+from enginefab.assemble.builder import Builder
+from enginefab.assemble.image import Built
+from enginefab.assemble.store import Store
 from enginefab.check import accelerator, cst, definition, runtime, structure
 from enginefab.check.report import LEVELS, Report, Result
+from enginefab.core import ui
+from enginefab.core.definition import Definition
+from enginefab.core.errors import CheckError, EnginefabError
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.errors import CheckError, EnginefabError
-from enginefab.lock.definition import Definition
 
 
 def unpacked(store: Store, built: Built) -> Path:
@@ -113,7 +113,7 @@ def accelerator_here(img: Image) -> bool:
 def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None,
                cross_check: bool = False) -> list[Report]:
     levels = _levels(levels)
-    from enginefab.build.pipeline import definition_for
+    from enginefab.assemble.pipeline import definition_for
 
     reports = []
     builder = Builder(store)

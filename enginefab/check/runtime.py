@@ -14,10 +14,10 @@ import re
 import time
 from pathlib import Path
 
-from enginefab.build import sandbox
+from enginefab.assemble import sandbox
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
-from enginefab.lock.definition import Definition, RuntimeCheck
+from enginefab.core.definition import Definition, RuntimeCheck
 
 PROBE = '''
 import sys

@@ -35,12 +35,12 @@ from elftools.elf.gnuversions import GNUVerNeedSection
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 
-from enginefab.build.image import Built
-from enginefab.build.store import Store
+from enginefab.assemble.image import Built
+from enginefab.assemble.store import Store
 from enginefab.check.report import Result
 from enginefab.check.structure import Dlopen, Suite
+from enginefab.core.definition import Definition
 from enginefab.engines.compat import version_in
-from enginefab.lock.definition import Definition
 from enginefab.lock.pypi import Target
 
 MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}

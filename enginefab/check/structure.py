@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from enginefab.check.report import Result
-from enginefab.errors import CheckError
-from enginefab.lock.definition import Definition
+from enginefab.core.definition import Definition
+from enginefab.core.errors import CheckError
 
 CHECKS = Path("engines") / "checks"
 COMMON = "common.yaml"
@@ -213,7 +213,7 @@ def load(root: Path, defn: Definition) -> Suite:
 # -- our interpretation -------------------------------------------------------------------
 
 def _lookup(root: Path, cpath: str) -> Path:
-    from enginefab.build.rootfs import resolve_in
+    from enginefab.assemble.rootfs import resolve_in
 
     return resolve_in(root, cpath.lstrip("/"), follow_last=True)
 
@@ -324,7 +324,7 @@ else:
 
 def command_tests(root: Path, defn: Definition, suite: Suite, *, timeout: float = 600) -> list[Result]:
     """Each command in the sandbox (network cut, as the image's user; qemu-user for another arch)."""
-    from enginefab.build import sandbox
+    from enginefab.assemble import sandbox
 
     uid, _, gid = defn.config.user.partition(":")
     out = []

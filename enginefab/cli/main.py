@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from enginefab import ui
-from enginefab.errors import EnginefabError
+from enginefab.core import ui
+from enginefab.core.errors import EnginefabError
 
 app = typer.Typer(
     name="enginefab",
@@ -63,13 +63,13 @@ def _fail(e: EnginefabError, as_json: bool) -> None:
 
 def _matrix():
     from enginefab.engines.matrix import load
-    from enginefab.paths import project_root
+    from enginefab.core.paths import project_root
 
     return load(project_root())
 
 
 def _pick(m, names, all_, demo):
-    from enginefab.errors import MatrixError
+    from enginefab.core.errors import MatrixError
 
     imgs = m.select(names or [], all_=all_, demo=demo)
     if not imgs:
@@ -79,14 +79,14 @@ def _pick(m, names, all_, demo):
 
 def _require_target(to: str) -> None:
     if not to:
-        from enginefab.errors import RegistryError
+        from enginefab.core.errors import RegistryError
 
         raise RegistryError("no target registry", fix="pass --to HOST[:PORT]/PREFIX, or a target of registry/targets.toml")
 
 
 def _store(path: Optional[Path]):
-    from enginefab.build.store import Store
-    from enginefab.paths import default_store
+    from enginefab.assemble.store import Store
+    from enginefab.core.paths import default_store
 
     return Store(path or default_store())
 
@@ -140,7 +140,7 @@ def list_(as_json: JsonOpt = False) -> None:
 @run_guarded
 def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], as_json: JsonOpt = False) -> None:
     """Show an image's pinned definition (build/<alias>.json)."""
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
     from enginefab.lock.locker import definition_path
 
     m = _matrix()
@@ -169,7 +169,7 @@ def schema(out: Annotated[Optional[Path], typer.Option(help="Write the JSON sche
            as_json: JsonOpt = False) -> None:
     """JSON schemas of engines/*.toml (for editors) and of build/*.json."""
     from enginefab.engines.matrix import json_schema
-    from enginefab.lock.definition import Definition
+    from enginefab.core.definition import Definition
 
     schemas = json_schema() | {"definition.json": Definition.model_json_schema(by_alias=True)}
     if out:
@@ -255,7 +255,7 @@ def build(
 
     The last line printed per image is `<alias> <manifest digest>` (with --reachable-layers,
     `<alias> incomplete: …` for an image some of whose inputs cannot be fetched here)."""
-    from enginefab.build.pipeline import build_images, is_definition_file
+    from enginefab.assemble.pipeline import build_images, is_definition_file
 
     m = _matrix()
     files = [n for n in names or [] if is_definition_file(n)]
@@ -290,8 +290,8 @@ def plan(
 
     Sizes are exact where the layer is built (action cache of --store) or pinned (base blobs),
     else estimated from the input sizes; run steps are `unknown` until built. Default: every image."""
-    from enginefab.build.pipeline import definitions
-    from enginefab.build.planreport import human, plan as make_plan
+    from enginefab.assemble.pipeline import definitions
+    from enginefab.assemble.planreport import human, plan as make_plan
 
     m = _matrix()
     files = [n for n in names or [] if n.endswith(".json") and Path(n).is_file()]
@@ -333,8 +333,8 @@ def diff(
 ) -> None:
     """Which inputs, layers and files differ between two images (explains a non-reproducible
     build). Exits 1 when they differ."""
-    from enginefab.build import diff as d
-    from enginefab.paths import project_root
+    from enginefab.assemble import diff as d
+    from enginefab.core.paths import project_root
 
     st = _store(store)
     sa = d.open_side(a, st, project_root())
@@ -356,7 +356,7 @@ def validate(
 ) -> None:
     """Validate an OCI layout against the official OCI JSON schemas (oci-layout, index, every
     manifest and config) and check every blob's digest and size."""
-    from enginefab import ocischema
+    from enginefab.core import ocischema
 
     n = ocischema.validate_layout(layout)
     if as_json:
@@ -443,7 +443,7 @@ def push(
     """Push built images to an OCI registry: tags are the canonical name and the alias; a multi-arch
     index is tagged with the canonical name minus accelerator and arch. Credentials come from
     ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or the docker config."""
-    from enginefab.registry.publish import publish
+    from enginefab.publish.publish import publish
 
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
@@ -468,8 +468,8 @@ PlatformOpt = Annotated[Optional[str], typer.Option("--platform", help="OS/ARCH[
 
 
 def _client_for(ref: str, plain_http: bool, ca_cert: Optional[Path]):
-    from enginefab.registry.client import RegistryClient
-    from enginefab.registry.reference import parse_reference
+    from enginefab.transport.client import RegistryClient
+    from enginefab.transport.reference import parse_reference
 
     r = parse_reference(ref)
     return r, RegistryClient(r.registry, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None)
@@ -486,7 +486,7 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Pull an image or a multi-arch index into an OCI layout, verifying every blob's digest."""
-    from enginefab.registry.pull import pull as do_pull
+    from enginefab.publish.pull import pull as do_pull
 
     r, client = _client_for(ref, plain_http, ca_cert)
     client.check_login()
@@ -511,7 +511,7 @@ def referrers_(
 ) -> None:
     """List what is attached to an image (SBOM, provenance, check report): the registry's referrers
     API, or the `sha256-<hex>` fallback tag on registries without it."""
-    from enginefab.registry.referrers import resolve_subject, list_referrers
+    from enginefab.publish.referrers import resolve_subject, list_referrers
 
     r, client = _client_for(ref, plain_http, ca_cert)
     client.check_login()
@@ -561,8 +561,8 @@ def store_gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove blobs no root references, their cache entries and leftovers of killed builds."""
-    from enginefab.build.gc import KINDS, collect
-    from enginefab.paths import project_root
+    from enginefab.assemble.gc import KINDS, collect
+    from enginefab.core.paths import project_root
 
     res = collect(_store(store), project_root(), keep=tuple(keep or KINDS), layouts=list(layout or []),
                   dry_run=dry_run, wait=not no_wait)
@@ -578,7 +578,7 @@ def store_gc(
 
 
 def _registry_state() -> Path:
-    from enginefab.paths import cache_root
+    from enginefab.core.paths import cache_root
 
     return cache_root() / "registry"
 
@@ -587,7 +587,7 @@ def _registry_state() -> Path:
 @run_guarded
 def registry_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, as_json: JsonOpt = False) -> None:
     """Start docker-registry on 127.0.0.1:PORT in the background (idempotent)."""
-    from enginefab.registry.server import Registry, running
+    from enginefab.publish.server import Registry, running
 
     state = _registry_state()
     r = running(state)
@@ -606,7 +606,7 @@ def registry_stop() -> None:
     """Stop the registry `registry start` left running."""
     import signal
 
-    from enginefab.registry.server import running
+    from enginefab.publish.server import running
 
     r = running(_registry_state())
     if r is None:
@@ -625,7 +625,7 @@ def registry_stop() -> None:
 def render_dockerfile(name: Annotated[str, typer.Argument(help="Alias or canonical name.")],
                       out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")]) -> None:
     """An equivalent Dockerfile build context (BuildKit, ADD --checksum) for an image with a base image."""
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
     from enginefab.lock.locker import definition_path
     from enginefab.render.generate import dockerfile
 
@@ -730,7 +730,7 @@ def nix_build_image(
     """Build one definition from pre-fetched input files, without network, into an OCI layout.
 
     The last line printed is `<alias> <manifest digest>`, as for `enginefab build`."""
-    from enginefab.lock.definition import load_definition
+    from enginefab.core.definition import load_definition
     from enginefab.nix.build import build_layout, read_input_map
 
     defn = load_definition(definition)

@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from enginefab.errors import MatrixError
+from enginefab.core.errors import MatrixError
 
 CHECKS_DIR = Path("engines") / "checks"
 COMPAT = "compat.toml"

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
+from enginefab.core.errors import MatrixError
 from enginefab.engines.model import (
     OCI_ARCH,
     Conventions,
@@ -28,7 +29,6 @@ from enginefab.engines.model import (
     StackDef,
 )
 from enginefab.engines.names import ImageName, NameError_, parse
-from enginefab.errors import MatrixError
 
 PLATFORMS = "platforms.toml"
 #: hashes of manual inputs recorded by `enginefab lock --add-file` (not an engine file)

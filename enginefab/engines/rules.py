@@ -25,7 +25,7 @@ from enginefab.engines import compat as compat_mod
 if TYPE_CHECKING:
     from enginefab.engines.matrix import Image, Matrix
     from enginefab.engines.model import EngineDef
-    from enginefab.lock.definition import Definition
+    from enginefab.core.definition import Definition
 
 
 @dataclass(frozen=True)

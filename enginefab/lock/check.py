@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from enginefab import canonical
+from enginefab.core import canonical
+from enginefab.core.definition import Definition
 from enginefab.engines.matrix import Matrix
-from enginefab.lock.definition import Definition
 from enginefab.lock.locker import base_ref, declared_inputs, definition_path, matrix_entry
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")

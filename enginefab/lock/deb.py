@@ -25,11 +25,11 @@ from pathlib import Path
 from debian import deb822
 from debian.debian_support import Version
 
-from enginefab import ui
+from enginefab.core import ui
+from enginefab.core.definition import Input
+from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import DEB_ARCH, AptRepo
-from enginefab.errors import EnginefabError, LockError
-from enginefab.lock import fetch
-from enginefab.lock.definition import Input
+from enginefab.transport import download
 
 KEYRINGS = {
     "debian": ["/usr/share/keyrings/debian-archive-keyring.gpg"],
@@ -167,7 +167,7 @@ def _load_index(repo_json: str, arch: str) -> Index:
     repo = AptRepo.model_validate_json(repo_json)
     base = f"{repo.url.rstrip('/')}/dists/{repo.suite}"
     try:
-        inrelease = fetch.get_bytes(f"{base}/InRelease", label=f"{repo.suite} InRelease")
+        inrelease = download.get_bytes(f"{base}/InRelease", label=f"{repo.suite} InRelease")
     except Exception as e:
         raise LockError(
             f"cannot read the apt repository {base}: {e.message if isinstance(e, EnginefabError) else e}",
@@ -183,7 +183,7 @@ def _load_index(repo_json: str, arch: str) -> Index:
             raise LockError(f"{repo.suite} has no {rel}", input=f"apt:{repo.suite}",
                             fix=f"check that the suite carries {arch}")
         sha, size = entries[rel]
-        path = fetch.fetch(fetch.Want(url=f"{base}/{rel}", sha256=sha, size=size, label=f"{repo.suite} {rel}"))
+        path = download.fetch(download.Want(url=f"{base}/{rel}", sha256=sha, size=size, label=f"{repo.suite} {rel}"))
         _scan(lzma.decompress(path.read_bytes()).decode("utf-8", "replace"), idx.packages, versions)
     idx.provides = _provides_map(idx.packages)
     return idx

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from enginefab import canonical
-from enginefab.lock.definition import FileEntry, Input, Layer
+from enginefab.core import canonical
+from enginefab.core.definition import FileEntry, Input, Layer
 
 BIG = 32 << 20
 BUDGET = 40

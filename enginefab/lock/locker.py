@@ -13,12 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from enginefab import canonical, ui
-from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
-from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
-from enginefab.errors import EnginefabError, LockError
-from enginefab.fsutil import write_atomic
-from enginefab.lock.definition import (
+from enginefab.core import canonical, ui
+from enginefab.core.definition import (
     Base,
     Checks,
     Compression,
@@ -32,6 +28,10 @@ from enginefab.lock.definition import (
     RuntimeCheck,
     load_definition,
 )
+from enginefab.core.errors import EnginefabError, LockError
+from enginefab.core.fsutil import write_atomic
+from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
+from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 
 if TYPE_CHECKING:
     from enginefab.lock import layering
@@ -158,7 +158,7 @@ class Resolved:
 
 def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
     """Every input of one image, pinned (network: PyPI, apt, registries)."""
-    from enginefab.build.wheels import scheme_for
+    from enginefab.assemble.wheels import scheme_for
     from enginefab.lock import deb, layering, pypi
 
     p = m.platforms
@@ -348,7 +348,7 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
 
 def parts_from_definition(defn: Definition) -> Resolved:
     """Invert the planner's id prefixes: the resolved inputs of an already-locked image."""
-    from enginefab.build.wheels import scheme_for
+    from enginefab.assemble.wheels import scheme_for
     from enginefab.lock import layering
 
     p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,
@@ -378,7 +378,7 @@ class LockResult:
 
 def lock(m: Matrix, images: list[Image], *, say: Callable[[str], None] = ui.info) -> LockResult:
     """Resolve `images`, re-plan the whole matrix, write every definition that changed."""
-    from enginefab.build import compress
+    from enginefab.assemble import compress
     from enginefab.lock import layering
 
     settings = m.platforms.compression

@@ -12,11 +12,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from enginefab.core.errors import LockError
+from enginefab.core.fsutil import sha256_file, write_atomic
 from enginefab.engines.matrix import Matrix
-from enginefab.errors import LockError
-from enginefab.fsutil import sha256_file, write_atomic
-from enginefab.lock.fetch import cache_path
 from enginefab.lock.locker import MANUAL_PINS, manual_files, manual_pins
+from enginefab.transport.download import cache_path
 
 
 def add_files(m: Matrix, paths: list[Path]) -> list[dict]:

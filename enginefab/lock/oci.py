@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 
-from enginefab import ui
+from enginefab.core import ui
+from enginefab.core.definition import Input
+from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import OciRef
-from enginefab.errors import EnginefabError, LockError
-from enginefab.lock.definition import Input
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -29,8 +29,8 @@ def _ref_input(ref: OciRef) -> Input:
 
 def mirrored(ref):
     """The same reference on its mirror (registry/mirrors.toml [registries]), if one is configured."""
-    from enginefab.lock.mirrors import current
-    from enginefab.registry.reference import Reference
+    from enginefab.transport.mirrors import current
+    from enginefab.transport.reference import Reference
 
     host = current().registry(ref.registry)
     if host == ref.registry:
@@ -44,8 +44,8 @@ def mirrored(ref):
 
 def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[Input], str | None]:
     """(inputs, platform manifest digest) for a pinned base; the inputs start with the reference."""
-    from enginefab.registry.reference import parse_reference
-    from enginefab.registry.client import RegistryClient
+    from enginefab.transport.reference import parse_reference
+    from enginefab.transport.client import RegistryClient
 
     head = _ref_input(ref)
     upstream = parse_reference(f"{head.name}@{ref.digest}")

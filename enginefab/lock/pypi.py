@@ -23,10 +23,10 @@ from pathlib import Path
 from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-from enginefab.errors import EnginefabError, FetchError, LockError
-from enginefab.lock import fetch
-from enginefab.lock.definition import Input
-from enginefab.lock.mirrors import current as current_mirrors
+from enginefab.core.definition import Input
+from enginefab.core.errors import EnginefabError, FetchError, LockError
+from enginefab.transport import download
+from enginefab.transport.mirrors import current as current_mirrors
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 #: manylinux levels uv can resolve for (its --python-platform values)
@@ -230,7 +230,7 @@ def project_files(name: str, *, image: str | None = None) -> list[dict]:
 def _project_files(index: str, name: str) -> list[dict]:
     url = f"{index}/{name}/"
     try:
-        data = fetch.get_json(url, headers={"Accept": SIMPLE_JSON}, label=name)
+        data = download.get_json(url, headers={"Accept": SIMPLE_JSON}, label=name)
     except FetchError as e:
         if "(404)" in e.message:
             raise LockError(f"no project {name!r} on {index}", input=name,

@@ -15,11 +15,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginefab.build.builder import Builder, Fetcher
-from enginefab.build.image import Built, write_layout
-from enginefab.build.store import Store
-from enginefab.errors import BuildError
-from enginefab.lock.definition import Definition, Input
+from enginefab.assemble.builder import Builder, Fetcher
+from enginefab.assemble.image import Built, write_layout
+from enginefab.assemble.store import Store
+from enginefab.core.definition import Definition, Input
+from enginefab.core.errors import BuildError
 
 SCRATCH = ".enginefab-store"
 

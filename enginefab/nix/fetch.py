@@ -13,13 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from enginefab.errors import BuildError
-from enginefab.lock.definition import Input
+from enginefab.core.definition import Input
+from enginefab.core.errors import BuildError
 
 
 def fetch_blob(reference: str, size: int, out: Path) -> Path:
     """Download the blob `reference` (``repo@sha256:…``, any registry) to `out`."""
-    from enginefab.registry.blobs import fetch_base_blob
+    from enginefab.transport.blobs import fetch_base_blob
 
     name, sep, digest = reference.rpartition("@")
     if not sep or not digest.startswith("sha256:") or len(digest) != 71:

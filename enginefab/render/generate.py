@@ -9,9 +9,9 @@ from functools import lru_cache
 
 import jinja2
 
+from enginefab.core.definition import Definition, Input
+from enginefab.core.errors import EnginefabError
 from enginefab.engines.matrix import Matrix
-from enginefab.errors import EnginefabError
-from enginefab.lock.definition import Definition, Input
 
 RUNNERS = {"x86_64": "ubuntu-latest", "aarch64": "ubuntu-24.04-arm"}
 

@@ -1,0 +1,139 @@
+"""Archives into a staging tree under the safety rules (see `staging`): tar (any compression)
+and zip, for .deb data, URL inputs and manual files."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import lzma
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from enginefab.assemble.staging import Staging
+from enginefab.core.errors import UnsafeArchiveError
+
+
+def _corrupt_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+                                       gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+CORRUPT = _corrupt_errors()
+
+
+@contextlib.contextmanager
+def refuse_corrupt(input: str, what: str) -> Iterator[None]:
+    """R12: a truncated or corrupt archive becomes an UnsafeArchiveError naming the input."""
+    try:
+        yield
+    except CORRUPT as e:
+        raise UnsafeArchiveError(f"{what} is truncated or corrupt: {e}", input=input,
+                                 fix="the file is damaged or not what it claims to be; check the pin and the "
+                                 "download (delete it from the download cache to fetch it again)") from None
+
+
+def _under(dest: str, rel: str) -> str:
+    return f"{dest}/{rel}" if dest and rel else (dest or rel)
+
+
+def _strip(rel: str, n: int) -> str | None:
+    parts = rel.split("/")
+    return "/".join(parts[n:]) if len(parts) > n else None
+
+
+def extract_tar(
+    staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str = "", strip: int = 0, keep_owner: bool = False
+) -> None:
+    """Every member of a (streamed) tar into staging, under `dest` (relative), rules applied."""
+    with refuse_corrupt(input, "the tar archive"):
+        _extract_tar(staging, tf, input=input, dest=dest, strip=strip, keep_owner=keep_owner)
+
+
+def _extract_tar(staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str, strip: int, keep_owner: bool) -> None:
+    for m in tf:
+        rel = staging.clean(m.name, input=input)
+        if strip:
+            stripped = _strip(rel, strip)
+            if stripped is None:
+                continue
+            rel = stripped
+        rel = _under(dest, rel)
+        if not rel:
+            continue
+        uid, gid = (m.uid, m.gid) if keep_owner else (0, 0)
+        if m.isdir():
+            staging.mkdir(rel, m.mode, uid, gid, input=input)
+        elif m.isreg():
+            src = tf.extractfile(m)
+            assert src is not None
+            staging.write_file(rel, src, m.mode, uid, gid, input=input)
+        elif m.issym():
+            staging.symlink(rel, m.linkname, uid, gid, input=input)
+        elif m.islnk():
+            target = staging.clean(m.linkname, input=input)
+            if strip:
+                target = _strip(target, strip) or ""
+            staging.hardlink(rel, _under(dest, target), input=input)
+        elif m.ischr() or m.isblk():
+            staging.refuse_special(rel, "device node", input=input)
+        elif m.isfifo():
+            staging.refuse_special(rel, "FIFO", input=input)
+        else:
+            raise UnsafeArchiveError(f"/{rel} has an unsupported tar type {m.type!r}", input=input)
+
+
+def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", strip: int = 0) -> None:
+    with refuse_corrupt(input, "the zip archive"), zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        if len(names) != len(set(names)):
+            dup = sorted({n for n in names if names.count(n) > 1})[0]
+            raise UnsafeArchiveError(f"the zip lists {dup!r} twice", input=input, fix="the archive is broken or hostile")
+        for info in zf.infolist():
+            rel = staging.clean(info.filename, input=input)
+            if strip:
+                stripped = _strip(rel, strip)
+                if stripped is None:
+                    continue
+                rel = stripped
+            rel = _under(dest, rel)
+            mode = (info.external_attr >> 16) & 0xFFFF
+            if stat.S_ISLNK(mode):
+                staging.symlink(rel, zf.read(info).decode("utf-8", "surrogateescape"), input=input)
+            elif info.is_dir():
+                staging.mkdir(rel, stat.S_IMODE(mode) or 0o755, input=input)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                staging.refuse_special(rel, "special file", input=input)
+            else:
+                with zf.open(info) as src:
+                    staging.write_file(rel, src, stat.S_IMODE(mode) or 0o644, input=input)
+
+
+def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filename: str, unpack: bool,
+                  strip: int = 0) -> None:
+    """A URL or manual input: unpacked into `dest`, or placed as the file `dest`."""
+    rel_dest = staging.clean(dest.lstrip("/"), input=input) if dest.strip("/") else ""
+    if not unpack:
+        with open(path, "rb") as src:
+            staging.write_file(rel_dest, src, 0o755 if filename.endswith((".run", ".sh")) else 0o644, input=input)
+        return
+    if filename.endswith((".zip", ".whl")):
+        extract_zip(staging, path, input=input, dest=rel_dest, strip=strip)
+        return
+    try:
+        tf = tarfile.open(path, mode="r:*")
+    except CORRUPT as e:
+        raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack (truncated or corrupt?): {e}",
+                                 input=input) from None
+    with tf:
+        extract_tar(staging, tf, input=input, dest=rel_dest, strip=strip)

@@ -1,0 +1,342 @@
+"""Build images from pinned definitions into the store, layer by layer, through the action cache.
+
+Each layer has a key (`keys.chain_keys`: the layer object from the lock, the builder version, the
+compression contract, SOURCE_DATE_EPOCH, and for run steps the keys of the layers below). A key
+found in the action cache whose blob is still in the store costs one stat; otherwise the layer's
+inputs are fetched (verified against their sha256), staged, packed, written to the store and
+recorded. A no-op rebuild of the whole matrix therefore reads no layer bytes.
+
+`build_layers(..., keep_going=True)` builds every layer it can and reports the others: an input
+that cannot be fetched here makes its layer *unreachable*, and a run step over such a layer is
+*blocked* (it needs the filesystem below it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from enginefab import __version__
+from enginefab.assemble import compress
+from enginefab.assemble.archives import stage_archive
+from enginefab.assemble.debs import stage_deb
+from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
+from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
+from enginefab.assemble.staging import Staging, creation_order
+from enginefab.assemble.store import Store
+from enginefab.assemble.tarball import pack
+from enginefab.assemble.wheels import stage_wheel
+from enginefab.core import ui
+from enginefab.core.definition import Definition, Input, Layer
+from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
+from enginefab.transport import download
+
+__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "layer_key"]
+
+
+class InputUnreachable(BuildError):
+    """An input cannot be fetched here (host unreachable, manual file not added, base not resolved)."""
+
+
+@dataclass
+class Stats:
+    layers_built: int = 0
+    layers_cached: int = 0
+    bytes_packed: int = 0  # uncompressed tar bytes written
+    seconds_packing: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LayerOutcome:
+    """What happened to one layer of one image."""
+
+    id: str
+    kind: str
+    key: str
+    status: str  # built | cached | fetched (base blobs) | unreachable | blocked | failed
+    descs: list[LayerDesc] = field(default_factory=list)
+    error: EnginefabError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("built", "cached", "fetched")
+
+    def as_dict(self) -> dict:
+        d: dict = {"id": self.id, "kind": self.kind, "key": self.key, "status": self.status,
+                   "seconds": round(self.seconds, 3)}
+        if self.descs:
+            d["digests"] = [x.digest for x in self.descs]
+            d["size"] = sum(x.size for x in self.descs)
+        if self.error is not None:
+            d["error"] = self.error.message
+            d["input"] = self.error.input
+        return d
+
+
+class Progress(Protocol):
+    def layer(self, image: str, layer: Layer, index: int, total: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def done(self, image: str, outcome: LayerOutcome) -> None: ...
+
+
+class QuietProgress:
+    """Reports nothing (subclass it to report some of it)."""
+
+    def layer(self, image: str, layer: Layer, index: int, total: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def done(self, image: str, outcome: LayerOutcome) -> None:
+        pass
+
+
+def is_config_media(mt: str | None) -> bool:
+    return mt in ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
+
+
+Fetcher = Callable[[Input, str], Path]
+
+_hosts: dict[str, str | None] = {}  # host → None (reachable) or why not, for this process
+
+
+def _unreachable_host(url: str) -> str | None:
+    """Why the host of `url` cannot be reached (DNS, connect), checked once per process, so
+    that a matrix whose inputs sit on unreachable hosts fails fast instead of retrying each."""
+    from enginefab.transport.mirrors import current
+
+    parsed = urllib.parse.urlparse(current().url(url))
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    host = parsed.hostname
+    if host not in _hosts:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((host, port), timeout=10).close()
+            _hosts[host] = None
+        except OSError as e:
+            _hosts[host] = f"{host} is unreachable from here ({e.strerror or e})"
+    return _hosts[host]
+
+
+def default_fetcher(inp: Input, image: str) -> Path:
+    """The verified local file of an input (download cache, user-added manual files)."""
+    if inp.kind == "manual":
+        p = download.cached(inp.sha256) if inp.sha256 else None
+        if p is None:
+            raise InputUnreachable(
+                f"{inp.name} ({inp.version}) must be downloaded by hand: {inp.where or 'see its vendor'}",
+                image=image,
+                input=inp.ref,
+                fix="download it, then run `enginefab lock --add-file PATH`"
+                + (f" (expects sha256 {inp.sha256})" if inp.sha256 else ""),
+            )
+        return p
+    if inp.kind == "oci":
+        from enginefab.transport.blobs import fetch_base_blob
+
+        return fetch_base_blob(inp, image=image)
+    if not inp.url:
+        raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
+    if inp.sha256 and download.cached(inp.sha256) is None:
+        why = _unreachable_host(inp.url)
+        if why:
+            raise InputUnreachable(f"cannot download {inp.url}: {why}", image=image, input=inp.ref,
+                                   fix="build where the host is reachable, or point registry/mirrors.toml at a mirror")
+    return download.fetch(download.Want(url=inp.url, sha256=inp.sha256, size=inp.size or None, label=inp.ref, image=image))
+
+
+class Builder:
+    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None) -> None:
+        self.store = store
+        self.fetch = fetcher
+        self.stats = Stats()
+        self.progress: Progress = progress or QuietProgress()
+
+    def fetch_input(self, inp: Input, image: str) -> Path:
+        """The verified local file of `inp`; InputUnreachable when it cannot be had here."""
+        try:
+            return self.fetch(inp, image)
+        except (InputUnreachable, UnsafeArchiveError):
+            raise
+        except (FetchError, BuildError) as e:
+            if "the pin says" in e.message:  # fetched, but not the pinned bytes: a failure, not a reach problem
+                raise
+            raise InputUnreachable(e.message, image=e.image or image, input=e.input or inp.ref, fix=e.fix) from None
+
+    # -- layers ---------------------------------------------------------------------------
+    def build_layers(self, defn: Definition, *, keep_going: bool = False) -> list[LayerOutcome]:
+        """Every layer of `defn` in order. Without keep_going the first failure raises."""
+        image = defn.image.alias
+        outcomes: list[LayerOutcome] = []
+        lower: list[LayerDesc] = []
+        broken: LayerOutcome | None = None  # the first layer below that did not build
+        keys = chain_keys(defn)
+        for n, (layer, key) in enumerate(zip(defn.layers, keys)):
+            self.progress.layer(image, layer, n, len(defn.layers))
+            t0 = time.monotonic()
+            if layer.kind == "run" and broken is not None:
+                err = InputUnreachable(f"run step {layer.id} runs over layer {broken.id}, which is {broken.status}",
+                                       image=image, input=broken.error.input if broken.error else None)
+                out = LayerOutcome(layer.id, layer.kind, key, "blocked", error=err)
+            else:
+                try:
+                    if layer.kind == "base":
+                        descs, status = self._base(defn, layer)
+                    else:
+                        descs, status = self._layer(defn, layer, key, lower)
+                    out = LayerOutcome(layer.id, layer.kind, key, status, descs)
+                except InputUnreachable as e:
+                    e.image = e.image or image
+                    if not keep_going:
+                        raise
+                    out = LayerOutcome(layer.id, layer.kind, key, "unreachable", error=e)
+                except EnginefabError as e:
+                    e.image = e.image or image
+                    if not keep_going:
+                        raise
+                    out = LayerOutcome(layer.id, layer.kind, key, "failed", error=e)
+            out.seconds = time.monotonic() - t0
+            if not out.ok and broken is None:
+                broken = out
+            lower.extend(out.descs)
+            outcomes.append(out)
+            self.progress.done(image, out)
+        return outcomes
+
+    def _layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> tuple[list[LayerDesc], str]:
+        created_by = f"enginefab {__version__}: {layer.kind} {layer.id}"
+        status = "cached"
+        hit = self.store.action_get(key)
+        if hit is None:
+            with self.store.lock(key):
+                hit = self.store.action_get(key)  # another build may have made it meanwhile
+                if hit is None:
+                    hit = self._make(defn, layer, key, lower)
+                    status = "built"
+        if status == "built":
+            self.stats.layers_built += 1
+        else:
+            self.stats.layers_cached += 1
+        return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)], status
+
+    def _make(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:
+        stage_root = self.store.tmp_dir(f"stage-{key[:16]}")
+        staging = Staging(stage_root)
+        t0 = time.monotonic()
+        try:
+            self._stage(defn, layer, staging, lower)
+            with self.store.writer() as (out, commit):
+                packed = pack(staging, defn.compression, defn.source_date_epoch, out, on_bytes=self.progress.advance)
+                commit(packed.digest)
+        finally:
+            shutil.rmtree(stage_root, ignore_errors=True)
+        self.stats.seconds_packing += time.monotonic() - t0
+        self.stats.bytes_packed += packed.tar_size
+        self.stats.notes.extend(staging.notes)
+        entry = {
+            "media_type": compress.MEDIA_TYPES[defn.compression.algorithm],
+            "digest": packed.digest,
+            "diff_id": packed.diff_id,
+            "size": packed.size,
+            "tar_size": packed.tar_size,
+            "layer": layer.id,
+        }
+        self.store.action_put(key, entry)
+        return entry
+
+    def _stage(self, defn: Definition, layer: Layer, staging: Staging, lower: list[LayerDesc]) -> None:
+        image = defn.image.alias
+        if layer.kind == "debs":
+            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+                stage_deb(staging, self.fetch_input(inp, image), inp)
+        elif layer.kind == "wheels":
+            if not layer.scheme or not layer.interpreter:
+                raise BuildError(f"wheel layer {layer.id} has no scheme", image=image)
+            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+                stage_wheel(staging, self.fetch_input(inp, image), inp, layer.scheme, layer.interpreter)
+        elif layer.kind == "archives":
+            for inp in creation_order(layer.inputs):
+                stage_archive(staging, self.fetch_input(inp, image), input=inp.ref, dest=inp.dest or "/",
+                              filename=inp.filename or inp.name, unpack=inp.unpack, strip=inp.strip_components)
+        elif layer.kind == "files":
+            for fe in creation_order(sorted(layer.files, key=lambda f: f.path)):
+                label = f"files:{layer.id}"
+                rel = staging.clean(fe.path.lstrip("/"), input=label)
+                if fe.type == "dir":
+                    staging.mkdir(rel, fe.mode, fe.uid, fe.gid, input=label)
+                elif fe.type == "symlink":
+                    staging.symlink(rel, fe.target or "", fe.uid, fe.gid, input=label)
+                else:
+                    staging.write_file(rel, (fe.content or "").encode(), fe.mode, fe.uid, fe.gid, input=label)
+        elif layer.kind == "run":
+            from enginefab.assemble.runstep import build_run_layer
+
+            build_run_layer(self, defn, layer, staging, lower)
+        else:  # pragma: no cover - the model forbids other kinds
+            raise BuildError(f"unknown layer kind {layer.kind}", image=image)
+
+    def _base(self, defn: Definition, layer: Layer) -> tuple[list[LayerDesc], str]:
+        """Base image layers: the registry's blobs, byte for byte (verified, never recompressed)."""
+        out = []
+        status = "cached"
+        for inp in layer.inputs:
+            if not is_layer_media(inp.media_type):  # the base's index, manifest or config
+                continue
+            digest = "sha256:" + (inp.sha256 or "")
+            if not self.store.has(digest):
+                self.store.put_file(self.fetch_input(inp, defn.image.alias))
+                status = "fetched"
+            out.append(LayerDesc(inp.media_type or "", digest, inp.size, inp.diff_id or "", f"base: {inp.name}"))
+        if not out:
+            raise InputUnreachable(
+                f"the base {defn.base.reference if defn.base else '?'} is pinned by digest but its layers "
+                "were never resolved (its registry was unreachable when locking)",
+                image=defn.image.alias,
+                input=f"oci:{defn.base.reference}@{defn.base.digest}" if defn.base else None,
+                fix="run `enginefab lock` where the registry (or a mirror in registry/mirrors.toml) is reachable",
+            )
+        return out, status
+
+    # -- images ---------------------------------------------------------------------------
+    def image(self, defn: Definition) -> Built:
+        compress.verify(defn.compression, image=defn.image.alias, store=self.store)
+        outcomes = self.build_layers(defn)
+        return self.assemble(defn, [d for o in outcomes for d in o.descs])
+
+    def assemble(self, defn: Definition, layers: list[LayerDesc]) -> Built:
+        """Config and manifest of an image whose layers are in the store."""
+        base_config = None
+        if defn.base and defn.layers and defn.layers[0].kind == "base":
+            base_config = self._base_config(defn)
+        config = config_json(defn, layers, base_config)
+        cfg = self.store.put_bytes(config)
+        manifest = manifest_json(defn, config, layers)
+        self.store.put_bytes(manifest)
+        return Built(
+            name=defn.image.name,
+            alias=defn.image.alias,
+            manifest=manifest,
+            platform=dict(defn.image.platform),
+            blobs=(cfg.digest, *[ld.digest for ld in layers]),
+        )
+
+    def _base_config(self, defn: Definition) -> dict | None:
+        for inp in defn.layers[0].inputs:
+            if is_config_media(inp.media_type):
+                return json.loads(self.fetch_input(inp, defn.image.alias).read_bytes())
+        return None
+
+
+def report(stats: Stats) -> None:
+    for n in stats.notes:
+        ui.info(f"[dim]normalized: {n}[/]")

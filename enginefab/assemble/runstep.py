@@ -1,0 +1,269 @@
+"""Run-step layers: scripts executed in a sandbox over the lower layers; their diff is the layer.
+
+1. The layer's file inputs (url, manual, …) are fetched first, so an unreachable input fails
+   before any work; each is visible read-only at ``/enginefab/inputs/<file name>``, and one with
+   a ``dest`` is also placed in the image (as files of this layer).
+2. The layers below are unpacked into a private root (OCI whiteouts applied), and every path's
+   lstat is recorded (the *before* snapshot).
+3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022: network cut,
+   root user with file capabilities only, host name ``enginefab``, a private /tmp, and a fixed
+   environment — PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1
+   (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH —
+   plus the step's own ``env``. Nothing else from the definition or the host reaches it, because
+   nothing else is in the layer's cache key. aarch64 roots run under ``proot -q qemu-aarch64``.
+4. The *after* snapshot is compared with the first: the layer holds every path that is new or
+   changed (type, mode, owner, and for non-directories inode, size, mtime or ctime), the
+   directories above them with their current metadata, an OCI whiteout ``.wh.<name>`` for each
+   deleted path (only the topmost of a deleted tree), and an opaque marker ``.wh..wh..opq`` for a
+   directory all of whose former entries were deleted. The staging rules apply (setuid and
+   group/world-write bits cleared, device nodes, FIFOs and sockets refused, relative symlinks
+   may not climb out of the root), then the packer writes it like any other layer: sorted
+   entries, fixed times and owners from the files.
+
+``/dev``, ``/proc``, ``/sys``, ``/tmp`` and ``/enginefab`` belong to the sandbox: what a step
+writes there is not part of the layer. The layer is deterministic when the scripts are: same
+lower layers, same inputs, same environment, same paths touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from enginefab.assemble import rootfs, sandbox
+from enginefab.assemble.archives import stage_archive
+from enginefab.assemble.image import LayerDesc
+from enginefab.assemble.staging import Staging
+from enginefab.assemble.tarball import tar_entries
+from enginefab.core.definition import Definition, Input, Layer
+from enginefab.core.errors import BuildError, UnsafeArchiveError
+
+INPUTS = "/enginefab/inputs"
+STEPS = "/enginefab/steps"
+SANDBOX_PATHS = frozenset({"dev", "proc", "sys", "tmp", "enginefab", sandbox.QEMU_MOUNT.lstrip("/")})
+SHELLS = ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TIMEOUT = float(os.environ.get("ENGINEFAB_RUN_TIMEOUT", "7200"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a snapshot remembers of a path."""
+
+    kind: str  # d, f, l, or o (other: device, FIFO, socket)
+    mode: int
+    uid: int
+    gid: int
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
+    target: str = ""
+
+    def same_as(self, other: Entry) -> bool:
+        if self.kind != other.kind or (self.mode, self.uid, self.gid) != (other.mode, other.uid, other.gid):
+            return False
+        if self.kind == "d":  # a directory's times change with its entries: those are compared one by one
+            return True
+        return (self.ino, self.size, self.mtime_ns, self.ctime_ns, self.target) == (
+            other.ino, other.size, other.mtime_ns, other.ctime_ns, other.target)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "o"
+
+
+def snapshot(root: Path) -> dict[str, Entry]:
+    """Every path below `root` except the sandbox's own (relative, '/'-separated) → Entry."""
+    out: dict[str, Entry] = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(root / rel if rel else root) as it:
+            for e in it:
+                r = f"{rel}/{e.name}" if rel else e.name
+                if not rel and e.name in SANDBOX_PATHS:
+                    continue
+                st = e.stat(follow_symlinks=False)
+                k = _kind(st.st_mode)
+                out[r] = Entry(k, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+                               st.st_ctime_ns, st.st_ino, os.readlink(e.path) if k == "l" else "")
+                if k == "d":
+                    stack.append(r)
+    return out
+
+
+@dataclass
+class Diff:
+    changed: list[str]  # new or changed paths, sorted
+    whiteouts: list[str]  # deleted paths to mask (topmost only)
+    opaque: list[str]  # directories whose former entries are all gone
+    dirs: list[str]  # directories the layer must carry (changed ones and parents), sorted
+
+
+def _parent(p: str) -> str:
+    return p.rpartition("/")[0]
+
+
+def diff(before: dict[str, Entry], after: dict[str, Entry]) -> Diff:
+    """The layer that turns `before` into `after` (pure: only the two snapshots)."""
+    changed = sorted(p for p, e in after.items() if p not in before or not before[p].same_as(e))
+    deleted = {p for p in before if p not in after}
+    children: dict[str, int] = {}
+    gone: dict[str, int] = {}
+    for p in before:
+        par = _parent(p)
+        children[par] = children.get(par, 0) + 1
+        if p in deleted:
+            gone[par] = gone.get(par, 0) + 1
+    opaque = sorted(d for d, n in gone.items()
+                    if d and n == children[d] and d in after and after[d].kind == "d" and before[d].kind == "d")
+    opq = set(opaque)
+    whiteouts = []
+    for p in sorted(deleted):
+        par = _parent(p)
+        if par in deleted or par in opq:
+            continue  # masked by the parent's whiteout or opaque marker
+        if par and (par not in after or after[par].kind != "d"):
+            continue  # the parent became a file or link: it replaces the whole tree
+        whiteouts.append(p)
+    need: set[str] = set()
+    for p in [*changed, *whiteouts, *opaque]:
+        par = p if p in opq else _parent(p)
+        while par and par not in need:
+            need.add(par)
+            par = _parent(par)
+    dirs = sorted(need | {p for p in changed if after[p].kind == "d"})
+    return Diff(changed=changed, whiteouts=whiteouts, opaque=opaque, dirs=dirs)
+
+
+def _owner(uid: int, gid: int) -> tuple[int, int]:
+    """Owners as the layer records them: a non-root builder's own ids are root's in the sandbox."""
+    if os.geteuid() != 0:
+        uid = 0 if uid == os.getuid() else uid
+        gid = 0 if gid == os.getgid() else gid
+    return uid, gid
+
+
+def to_staging(d: Diff, after: dict[str, Entry], root: Path, staging: Staging, *, input: str) -> None:
+    """Move the changed paths of `root` into `staging`, with whiteouts and opaque markers."""
+    for rel in d.dirs:
+        e = after[rel]
+        staging.mkdir(rel, e.mode, *_owner(e.uid, e.gid), input=input)
+    for rel in d.changed:
+        e = after[rel]
+        if rel.rpartition("/")[2].startswith(rootfs.WH):
+            raise UnsafeArchiveError(f"the step created /{rel}, a name OCI reserves for whiteouts", input=input,
+                                     fix="rename the file: names starting with .wh. mark deletions in layers")
+        if e.kind == "d":
+            continue
+        if e.kind == "o":
+            what = stat.filemode(os.lstat(root / rel).st_mode)[0]
+            staging.refuse_special(rel, {"p": "FIFO", "s": "socket", "c": "device node", "b": "device node"}.get(
+                what, "special file"), input=input)
+        if e.kind == "l":
+            staging.symlink(rel, e.target, *_owner(e.uid, e.gid), input=input)
+        else:
+            staging.adopt(rel, root / rel, e.mode, *_owner(e.uid, e.gid), input=input)
+    for rel in d.whiteouts:
+        par, _, name = rel.rpartition("/")
+        staging.write_file(f"{par}/{rootfs.WH}{name}" if par else f"{rootfs.WH}{name}", b"", 0o644, input=input)
+    for rel in d.opaque:
+        staging.write_file(f"{rel}/{rootfs.OPAQUE}", b"", 0o644, input=input)
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def step_env(defn: Definition, inp: Input) -> dict[str, str]:
+    env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0",
+           "PYTHONDONTWRITEBYTECODE": "1",
+           "SOURCE_DATE_EPOCH": str(defn.source_date_epoch), "ENGINEFAB_INPUTS": INPUTS}
+    env.update(inp.env or {})
+    return env
+
+
+def _shell(root: Path) -> str:
+    for sh in SHELLS:
+        p = rootfs.resolve_in(root, sh, follow_last=True)
+        if p.is_file():
+            return "/" + sh
+    raise BuildError("the layers below this run step have no /bin/sh or /bin/bash to run it with",
+                     fix="add a shell (e.g. the `dash` or `bash` package) to a lower layer")
+
+
+def _place(inputs: list[tuple[Input, Path]], root: Path, work: Path) -> None:
+    """Inputs with a `dest` into the root, under the archive rules, as a layer applied on top."""
+    placed = [(i, p) for i, p in inputs if i.dest]
+    if not placed:
+        return
+    st = Staging(work / "placed")
+    st.root.mkdir()
+    for inp, path in placed:
+        stage_archive(st, path, input=inp.ref, dest=inp.dest or "/", filename=inp.filename or inp.name,
+                      unpack=inp.unpack, strip=inp.strip_components)
+    tar = work / "placed.tar"
+    with open(tar, "wb") as f:
+        for chunk in tar_entries(st, 0):
+            f.write(chunk)
+    shutil.rmtree(st.root)
+    rootfs.apply_layer(root, tar, "application/vnd.oci.image.layer.v1.tar")
+    tar.unlink()
+
+
+def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, lower: list[LayerDesc]) -> None:
+    image = defn.image.alias
+    label = f"run:{layer.id}"
+    steps = [i for i in layer.inputs if i.kind == "run"]
+    if not steps:
+        raise BuildError(f"run layer {layer.id} has no run input", image=image)
+    files = [(i, builder.fetch_input(i, image)) for i in layer.inputs if i.kind != "run"]
+    missing = sandbox.available()
+    if "bubblewrap" in missing:
+        raise BuildError("run steps need bubblewrap", image=image, fix="apt-get install bubblewrap")
+    work = builder.store.tmp_dir("run")
+    umask = os.umask(0o022)  # the unpacked root and the step's new files must not depend on the caller's
+    try:
+        root = work / "root"
+        rootfs.unpack(root, [(builder.store.blob_path(d.digest), d.media_type) for d in lower])
+        shell = _shell(root)
+        before = snapshot(root)
+        _place(files, root, work)
+        (work / "steps").mkdir()
+        (work / "inputs").mkdir()
+        for i, _ in files:  # mount points, so that the directory itself can be bound read-only
+            (work / "inputs" / (i.filename or i.name)).touch()
+        binds = [(work / "inputs", INPUTS)] + [(p, f"{INPUTS}/{i.filename or i.name}") for i, p in files]
+        binds.append((work / "steps", STEPS))
+        log = work / "log"
+        for n, step in enumerate(steps, 1):
+            script = work / "steps" / f"{n:02d}-{step.name}.sh"
+            script.write_text(step.script or "")
+            cmd = sandbox.step_command(root, defn.image.arch, [shell, f"{STEPS}/{script.name}"],
+                                       env=step_env(defn, step), binds=binds, scratch=work / "scratch")
+            rc = sandbox.run_step(cmd, log=log, timeout=TIMEOUT)
+            if rc != 0:
+                kept = builder.store.root / "logs" / f"{layer.id.replace('/', '_')}-{step.name}.log"
+                kept.parent.mkdir(exist_ok=True)
+                shutil.copyfile(log, kept)
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                raise BuildError(
+                    f"run step {step.name} of layer {layer.id} exited with status {rc}:\n    "
+                    + "\n    ".join(tail),
+                    image=image, input=step.ref, fix=f"read the whole log in {kept}; fix the script in engines/ "
+                    "and re-lock")
+        after = snapshot(root)
+        to_staging(diff(before, after), after, root, staging, input=label)
+    finally:
+        os.umask(umask)
+        shutil.rmtree(work, ignore_errors=True)
+

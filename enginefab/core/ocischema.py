@@ -1,0 +1,109 @@
+"""Validate what we write against the official OCI JSON schemas (image-spec), and check layouts.
+
+The schemas are not vendored: they are read from $ENGINEFAB_OCI_SCHEMAS, or from
+../shared/oci-image-spec beside the checkout. `validate_layout` walks an OCI image layout: the
+oci-layout file, index.json, every manifest, index and config it reaches, and every blob's
+digest and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from enginefab.core.errors import EnginefabError
+
+SCHEMA_OF = {
+    "application/vnd.oci.image.manifest.v1+json": "image-manifest-schema.json",
+    "application/vnd.oci.image.index.v1+json": "image-index-schema.json",
+    "application/vnd.oci.image.config.v1+json": "config-schema.json",
+}
+
+
+def schema_dir() -> Path | None:
+    env = os.environ.get("ENGINEFAB_OCI_SCHEMAS")
+    if env:
+        return Path(env)
+    from enginefab.core.paths import project_root
+
+    d = project_root().parent / "shared" / "oci-image-spec"
+    return d if d.is_dir() else None
+
+
+@lru_cache(maxsize=4)
+def _validator(name: str, directory: str):
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    files = {p.name: json.loads(p.read_text()) for p in Path(directory).glob("*.json")}
+
+    def retrieve(uri: str):
+        base = uri.rsplit("/", 1)[-1].split("#")[0]
+        if base not in files:
+            raise LookupError(uri)
+        return Resource.from_contents(files[base], default_specification=DRAFT4)
+
+    reg = Registry(retrieve=retrieve)
+    return jsonschema.Draft4Validator(files[name], registry=reg, format_checker=jsonschema.FormatChecker())
+
+
+def validate(doc: dict, schema_file: str, directory: Path | None = None) -> None:
+    d = directory or schema_dir()
+    if d is None:
+        raise EnginefabError("the OCI JSON schemas are not available",
+                             fix="set ENGINEFAB_OCI_SCHEMAS to a directory with the image-spec schemas")
+    import jsonschema
+
+    try:
+        _validator(schema_file, str(d)).validate(doc)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path)
+        raise EnginefabError(f"{schema_file}: {e.message} at /{where}") from None
+
+
+def validate_layout(layout: Path, directory: Path | None = None) -> int:
+    """Validate a whole OCI layout; returns the number of documents checked."""
+    lay = json.loads((layout / "oci-layout").read_text())
+    validate(lay, "image-layout-schema.json", directory)
+    count = 1
+    seen: set[str] = set()
+
+    def blob(digest: str, size: int) -> bytes:
+        p = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+        data = p.read_bytes()
+        if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise EnginefabError(f"blob {digest} does not match its descriptor")
+        return data
+
+    def visit(desc: dict) -> None:
+        nonlocal count
+        if desc["digest"] in seen:
+            return
+        seen.add(desc["digest"])
+        mt = desc["mediaType"]
+        if mt not in SCHEMA_OF:
+            p = layout / "blobs" / "sha256" / desc["digest"].split(":", 1)[1]
+            if not p.is_file() or p.stat().st_size != desc["size"]:
+                raise EnginefabError(f"blob {desc['digest']} is missing or has the wrong size")
+            return
+        doc = json.loads(blob(desc["digest"], desc["size"]))
+        validate(doc, SCHEMA_OF[mt], directory)
+        count += 1
+        if mt.endswith("index.v1+json"):
+            for m in doc["manifests"]:
+                visit(m)
+        elif mt.endswith("manifest.v1+json"):
+            visit(doc["config"])
+            for layer in doc["layers"]:
+                visit(layer)
+
+    index = json.loads((layout / "index.json").read_text())
+    validate(index, "image-index-schema.json", directory)
+    count += 1
+    for m in index["manifests"]:
+        visit(m)
+    return count

@@ -1,0 +1,152 @@
+"""`enginefab pull REF --out DIR [--platform OS/ARCH]`: an image (or a whole multi-arch index)
+from a registry into an OCI image layout, every byte verified.
+
+Manifests are hashed and compared with the digest that named them (the tag's digest is the hash
+of the bytes the registry served, recorded in the layout); every blob is hashed while it
+streams and lands in the layout only if its digest and size match its descriptor. A blob already
+in the layout is re-hashed, not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from enginefab.assemble.image import INDEX, MANIFEST, REF_NAME, index_json
+from enginefab.core import canonical
+from enginefab.core.errors import RegistryError
+from enginefab.core.fsutil import sha256_file, write_atomic
+from enginefab.transport.client import RegistryClient
+from enginefab.transport.reference import Reference
+
+INDEX_TYPES = (INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def parse_platform(text: str) -> dict[str, str]:
+    """OS/ARCH[/VARIANT] → an OCI platform (amd64, arm64, …; x86_64 and aarch64 accepted)."""
+    parts = text.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise RegistryError(f"{text!r} is not OS/ARCH[/VARIANT]", fix="for example linux/arm64 or linux/amd64")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(parts[1], parts[1])
+    p = {"os": parts[0], "architecture": arch}
+    if len(parts) == 3:
+        p["variant"] = parts[2]
+    return p
+
+
+def matches(want: dict[str, str], have: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+@dataclass
+class PullResult:
+    reference: str
+    digest: str
+    media_type: str
+    manifests: list[str] = field(default_factory=list)
+    blobs: int = 0
+    downloaded_bytes: int = 0
+    reused: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def pick_platform(index: dict, want: dict[str, str], where: str) -> dict:
+    found = [m for m in index.get("manifests", []) if matches(want, m.get("platform", {}))]
+    if not found:
+        have = ", ".join("/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+                         for p in (m.get("platform", {}) for m in index.get("manifests", [])))
+        raise RegistryError(f"{where} has no image for {'/'.join(want.values())} (it has: {have or 'none'})",
+                            fix="pick one of the platforms listed")
+    return found[0]
+
+
+class _Layout:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "oci-layout", canonical.dumps({"imageLayoutVersion": "1.0.0"}))
+
+    def path(self, digest: str) -> Path:
+        return self.out / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+    def has(self, digest: str, size: int) -> bool:
+        p = self.path(digest)
+        if not p.is_file():
+            return False
+        hexd, n = sha256_file(p)
+        return n == size and "sha256:" + hexd == digest
+
+    def write(self, digest: str, data: bytes) -> None:
+        write_atomic(self.path(digest), data)
+
+    def add_ref(self, ref: str, desc: dict) -> None:
+        idx = self.out / "index.json"
+        entries = {}
+        if idx.exists():
+            for m in json.loads(idx.read_bytes()).get("manifests", []):
+                entries[m.get("annotations", {}).get(REF_NAME) or m["digest"]] = m
+        entries[ref] = {**desc, "annotations": {REF_NAME: ref}}
+        write_atomic(idx, index_json([entries[k] for k in sorted(entries)]))
+
+
+def pull(client: RegistryClient, ref: Reference, out: Path, *, platform: str | None = None,
+         progress=None) -> PullResult:
+    repo = ref.repository
+    raw, mt = client.get_manifest_raw(repo, ref.ref)
+    digest = canonical.digest(raw)
+    lay = _Layout(out)
+    res = PullResult(reference=str(ref), digest=digest, media_type=mt)
+
+    def fetch_manifest(desc: dict) -> bytes:
+        body, _ = client.get_manifest_raw(repo, desc["digest"])  # verified against the digest
+        if len(body) != desc["size"]:
+            raise RegistryError(f"manifest {desc['digest']} is {len(body)} bytes, its descriptor says {desc['size']}")
+        return body
+
+    def image(body: bytes, d: str) -> None:
+        doc = json.loads(body)
+        for desc in [doc["config"], *doc.get("layers", [])]:
+            res.blobs += 1
+            if lay.has(desc["digest"], desc["size"]):
+                res.reused += 1
+                continue
+            p = client.download_blob_to(repo, desc["digest"], lay.path(desc["digest"]), progress=progress)
+            if p.stat().st_size != desc["size"]:
+                p.unlink()
+                raise RegistryError(f"blob {desc['digest']} from {client.host}/{repo} is {p.stat().st_size} bytes, "
+                                    f"its descriptor says {desc['size']}: refused")
+            res.downloaded_bytes += desc["size"]
+        lay.write(d, body)
+        res.manifests.append(d)
+
+    top = {"mediaType": mt or MANIFEST, "digest": digest, "size": len(raw)}
+    if mt in INDEX_TYPES or json.loads(raw).get("manifests") is not None:
+        index = json.loads(raw)
+        if platform:
+            member = pick_platform(index, parse_platform(platform), str(ref))
+            body = fetch_manifest(member)
+            image(body, member["digest"])
+            top = {"mediaType": member.get("mediaType", MANIFEST), "digest": member["digest"], "size": member["size"],
+                   "platform": member.get("platform", {})}
+            res.digest, res.media_type = member["digest"], top["mediaType"]
+        else:
+            for member in index.get("manifests", []):
+                image(fetch_manifest(member), member["digest"])
+            lay.write(digest, raw)
+            res.manifests.append(digest)
+    else:
+        if platform:
+            cfg = json.loads(client.get_blob_bytes(repo, json.loads(raw)["config"]["digest"]))
+            want = parse_platform(platform)
+            have = {"os": cfg.get("os", ""), "architecture": cfg.get("architecture", "")}
+            if cfg.get("variant"):
+                have["variant"] = cfg["variant"]
+            if not matches(want, have):
+                raise RegistryError(f"{ref} is a single image for {have['os']}/{have['architecture']}, "
+                                    f"not {platform}", fix="pull it without --platform, or pick another reference")
+        image(raw, digest)
+    lay.add_ref(ref.tag or digest, top)
+    return res

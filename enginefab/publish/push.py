@@ -1,0 +1,156 @@
+"""Push built images from the store: graph order, blobs the registry has are skipped, blobs another
+repository of the same registry has are mounted, uploads run in parallel and stream; manifests
+are pushed by digest, tags last, and the registry is asked at the end whether it serves exactly
+what we pushed. A push killed midway leaves no tag pointing at missing content.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from enginefab.assemble.image import MANIFEST
+from enginefab.assemble.store import Store
+from enginefab.core import canonical
+from enginefab.core.errors import RegistryError
+from enginefab.transport.client import RegistryClient
+
+
+@dataclass
+class PushStats:
+    blobs: int = 0
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    mounted: int = 0
+    skipped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, uploaded: int, mounted: bool, skipped: bool) -> None:
+        with self._lock:
+            self.blobs += 1
+            self.uploaded_bytes += uploaded
+            self.uploaded_blobs += 1 if uploaded else 0
+            self.mounted += 1 if mounted else 0
+            self.skipped += 1 if skipped else 0
+
+
+class BlobHome:
+    """Where in this registry a blob already is, so that a push into another repository mounts it
+    instead of uploading it again (one upload per registry, not per repository).
+
+    Known homes come from this push, from earlier pushes to the same registry (remembered in
+    ``<cache>/blob-homes/<host>.json``, like skopeo's blob-info cache), and, on a fresh machine,
+    from the registry's catalog (``/v2/_catalog``, where the registry allows it): at most
+    CATALOG_PROBES other repositories are asked (HEAD) for a blob before it is uploaded. A
+    remembered home is checked with HEAD before it is used.
+    """
+
+    CATALOG_PROBES = 16
+
+    def __init__(self, cache_file: Path | None = None) -> None:
+        self._where: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._catalog: list[str] | None = None
+        self._file = cache_file
+        if cache_file and cache_file.is_file():
+            try:
+                self._where.update(json.loads(cache_file.read_text()))
+            except ValueError:
+                pass  # a damaged cache is only a lost optimisation
+
+    @classmethod
+    def for_registry(cls, host: str) -> "BlobHome":
+        from enginefab.core.paths import cache_root
+
+        return cls(cache_root() / "blob-homes" / (host.replace(":", "_").replace("/", "_") + ".json"))
+
+    def get(self, digest: str) -> str | None:
+        with self._lock:
+            return self._where.get(digest)
+
+    def put(self, digest: str, repo: str) -> None:
+        with self._lock:
+            self._where[digest] = repo
+
+    def find(self, client: RegistryClient, digest: str, repository: str) -> str | None:
+        """Another repository of the registry that has `digest`, or None."""
+        known = self.get(digest)
+        if known and known != repository and client.has_blob(known, digest):
+            return known
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = client.catalog()
+            candidates = [r for r in self._catalog if r not in (repository, known)]
+        prefix = repository.rsplit("/", 1)[0]
+        candidates.sort(key=lambda r: (not r.startswith(prefix), r))
+        for r in candidates[: self.CATALOG_PROBES]:
+            if client.has_blob(r, digest):
+                return r
+        return None
+
+    def save(self) -> None:
+        if self._file is None:
+            return
+        from enginefab.core.fsutil import write_atomic
+
+        with self._lock:
+            items = list(self._where.items())[-20000:]
+        try:
+            write_atomic(self._file, json.dumps(dict(items), sort_keys=True).encode())
+        except OSError:
+            pass
+
+
+def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, int, Path]], stats: PushStats,
+               home: BlobHome, *, parallel: int = 4, progress: Callable[[int], None] | None = None) -> None:
+    """Make every blob present in `repository`: skip, mount or upload (bounded parallelism)."""
+    def one(item: tuple[str, int, Path]) -> None:
+        digest, size, path = item
+        if client.has_blob(repository, digest):
+            stats.add(0, False, True)
+            home.put(digest, repository)
+            return
+        src = home.find(client, digest, repository)
+        n = client.upload_blob_file(repository, digest, size, path, mount_from=src, progress=progress, head=False)
+        stats.add(n, n == 0, False)
+        home.put(digest, repository)
+
+    uniq = list({d: (d, s, p) for d, s, p in blobs}.values())
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for f in [pool.submit(one, b) for b in uniq]:
+            f.result()
+
+
+def push_image_content(client: RegistryClient, store: Store, repository: str, manifest: bytes, stats: PushStats,
+                       home: BlobHome, *, parallel: int = 4, progress: Callable[[int], None] | None = None,
+                       media_type: str = MANIFEST) -> str:
+    """Blobs (config and layers), then the manifest by digest: no tag yet. Returns the digest."""
+    doc = json.loads(manifest)
+    descs = [doc["config"], *doc.get("layers", [])]
+    blobs = [(d["digest"], d["size"], store.blob_path(d["digest"])) for d in descs]
+    for d, _, p in blobs:
+        if not p.is_file():
+            raise RegistryError(f"blob {d} is not in the store", fix="run `enginefab build` first")
+    client.prepare(repository, push=True)
+    push_blobs(client, repository, blobs, stats, home, parallel=parallel, progress=progress)
+    return client.put_manifest(repository, canonical.digest(manifest), manifest, media_type)
+
+
+def push_tags(client: RegistryClient, repository: str, manifest: bytes, tags: list[str],
+              media_type: str = MANIFEST) -> None:
+    """Tags last: each points at a manifest whose content is all in the registry already."""
+    for t in tags:
+        client.put_manifest(repository, t, manifest, media_type)
+
+
+def verify(client: RegistryClient, repository: str, digest: str, tags: list[str]) -> None:
+    """Ask the registry whether the digest and every tag resolve to exactly `digest`."""
+    for ref in [digest, *tags]:
+        got = client.head_manifest(repository, ref)
+        if got is None or (got[0] and got[0] != digest):
+            raise RegistryError(f"after the push, {repository}:{ref} resolves to {got[0] if got else 'nothing'}, "
+                                f"not {digest}", fix="another writer changed the tag; push again")

@@ -1,0 +1,38 @@
+"""Base-image blobs for the builder: fetched from the registry (or its mirror), verified, cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from enginefab.core import ui
+from enginefab.core.definition import Input
+from enginefab.core.errors import BuildError, EnginefabError
+from enginefab.transport import download
+from enginefab.transport.client import RegistryClient
+from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.reference import parse_reference
+
+
+def fetch_base_blob(inp: Input, *, image: str) -> Path:
+    assert inp.sha256 and inp.url
+    cached = download.cached(inp.sha256)
+    if cached:
+        return cached
+    ref = parse_reference(inp.url)
+    host = current_mirrors().registry(ref.registry)
+    repo = ref.repository
+    if "/" in host:  # a mirror with a path prefix: host/prefix
+        host, prefix = host.split("/", 1)
+        repo = f"{prefix}/{repo}"
+    digest = "sha256:" + inp.sha256
+    try:
+        client = RegistryClient.for_reference(parse_reference(f"{host}/{repo}@{digest}"))
+        with ui.bytes_progress(inp.name, inp.size or None) as bar:
+            return client.download_blob_to(repo, digest, download.cache_path(inp.sha256), progress=bar.advance)
+    except EnginefabError as e:
+        raise BuildError(
+            f"cannot fetch base blob {digest[:19]}… of {inp.name}: {e.message}",
+            image=image,
+            input=inp.ref,
+            fix="make the registry reachable, or mirror it and map it in registry/mirrors.toml [registries]",
+        ) from None
