@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from enginefab.assemble import rootfs
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.store import Store
 from enginefab.check import runner
@@ -206,7 +207,7 @@ def test_engine_version_differing_from_the_pin_fails_with_both_versions(demo_bui
     store = Store(demo_build["store"])
     demo = Builder(store).image(load_definition(ROOT / "build" / f"{X86}.json"))
     assert demo.digest == demo_build["digests"][X86]
-    original = (runner.unpacked(store, demo) / site.lstrip("/") / "torch/version.py").read_text()
+    original = (rootfs.unpacked(store, demo) / site.lstrip("/") / "torch/version.py").read_text()
     assert "__version__ = '1.8.0'" in original
     patched = original.replace("__version__ = '1.8.0'", "__version__ = '1.8.1'")
     layer = Layer(id="files/torch-version", kind="files",

@@ -3,17 +3,25 @@
 Paths are resolved the way a container runtime sees them: inside the root. A symlink met on the
 way (``/lib -> usr/lib``, or an absolute ``/etc/alternatives/x``) is followed *within* the root
 and can never lead outside it.
+
+`unpacked(store, built)` is the store's service for checks: an image's rootfs, unpacked once per
+manifest digest under the store's rootfs/.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
+
+from enginefab.assemble.image import Built
+from enginefab.assemble.store import Store
 
 WH = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -111,3 +119,40 @@ def unpack(root: Path, layers: Iterable[tuple[Path, str]]) -> Path:
     for path, mt in layers:
         apply_layer(root, path, mt)
     return root
+
+
+def unpacked(store: Store, built: Built) -> Path:
+    """The image's rootfs, unpacked once per manifest digest under the store.
+
+    When another image's rootfs holds exactly this image's lower layers (a variant with layers
+    added on top), it is copied with hard links and only the rest is applied: replaced files are
+    unlinked first, never written through, so the other rootfs is untouched."""
+    root = store.root / "rootfs" / built.digest.split(":", 1)[1]
+    done = root.with_name(root.name + ".complete")
+    if done.exists() and root.is_dir():
+        return root
+    if root.exists():  # an interrupted unpack
+        shutil.rmtree(root)
+    layers = [(d["digest"], d["mediaType"]) for d in json.loads(built.manifest)["layers"]]
+    base, n = _lower(store, [d for d, _ in layers])
+    if base is not None and subprocess.run(["cp", "-al", str(base), str(root)], capture_output=True).returncode == 0:
+        for digest, mt in layers[n:]:
+            apply_layer(root, store.blob_path(digest), mt)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        unpack(root, [(store.blob_path(d), mt) for d, mt in layers])
+    done.write_text(json.dumps([d for d, _ in layers]))
+    return root
+
+
+def _lower(store: Store, layers: list[str]) -> tuple[Path | None, int]:
+    """The unpacked rootfs whose layers are the longest proper prefix of `layers`."""
+    best, n = None, 0
+    for marker in (store.root / "rootfs").glob("*.complete"):
+        try:
+            theirs = json.loads(marker.read_text() or "null")
+        except ValueError:
+            continue
+        if isinstance(theirs, list) and n < len(theirs) < len(layers) and layers[:len(theirs)] == theirs:
+            best, n = marker.with_name(marker.name[: -len(".complete")]), len(theirs)
+    return best, n

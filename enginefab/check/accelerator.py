@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from enginefab.assemble import sandbox
 from enginefab.check.report import Result
 from enginefab.engines.matrix import Image
 
@@ -92,8 +93,6 @@ def check(img: Image, *, defn=None, rootfs: Path | None = None, suite=None) -> l
 
 
 def run_on_device(kind: str, defn, rootfs: Path, snippets: dict[str, str], *, timeout: float = 900) -> list[Result]:
-    from enginefab.assemble import sandbox
-
     uid, _, gid = defn.config.user.partition(":")
     env = dict(defn.config.env)
     out = []

@@ -25,6 +25,7 @@ from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.store import Store
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
+from enginefab.core.fsutil import scratch_dir
 
 
 def binary() -> str | None:
@@ -61,10 +62,8 @@ def run(store: Store, built: Built, suite: Suite, *, timeout: float = 900) -> li
     if why:
         return [Result("static", "container-structure-test", "skip", f"cross-check skipped: {why}")]
     t0 = time.monotonic()
-    from enginefab.check.layers import scratch_dir
-
     size = sum(d["size"] for d in json.loads(built.manifest)["layers"])
-    scratch = scratch_dir(store, 8 * size)  # the archive holds the layers uncompressed, and the tool extracts them
+    scratch = scratch_dir(8 * size, store.root / "tmp")  # the archive holds the layers uncompressed, and the tool extracts them
     scratch.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TMPDIR=str(scratch))
     with tempfile.TemporaryDirectory(prefix="enginefab-cst-", dir=scratch) as td:

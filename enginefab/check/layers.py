@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from enginefab.assemble.builder import default_fetcher
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.store import Store
 from enginefab.assemble.wheels import stage_wheel
@@ -31,6 +32,7 @@ from enginefab.check.structure import Suite
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import EnginefabError
+from enginefab.core.fsutil import scratch_dir
 from enginefab.transport import download
 from enginefab.transport import mirrors as mirrors_mod
 
@@ -123,7 +125,7 @@ def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | N
                        "no wheel layer of this image can be fetched here: " + "; ".join(
                            f"{k}: {v}" for k, v in p.skipped.items()))]
     need = 4 * sum(i.size for layer in p.audited for i in layer.inputs)  # unpacked wheels, generously
-    work = scratch_dir(store, need) / f"enginefab-audit-{defn.image.alias}-{time.monotonic_ns()}"
+    work = scratch_dir(need, store.root / "tmp") / f"enginefab-audit-{defn.image.alias}-{time.monotonic_ns()}"
     merged = work / "root"
     merged.mkdir(parents=True)
     pins: dict[str, str] = {}
@@ -133,7 +135,7 @@ def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | N
             staging = Staging(work / f"layer{n}")
             staging.root.mkdir()
             for inp in sorted(layer.inputs, key=lambda i: i.name):
-                path = _fetch(inp, defn.image.alias)
+                path = default_fetcher(inp, defn.image.alias)
                 total += path.stat().st_size
                 ui.info(f"  staging {inp.ref} ({path.stat().st_size / 1e6:.0f} MB)")
                 stage_wheel(staging, path, inp, dict(layer.scheme or {}), layer.interpreter or defn.python.interpreter)
@@ -159,19 +161,6 @@ def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | N
     return out
 
 
-def scratch_dir(store: Store, need: int) -> Path:
-    """Where to stage: a RAM disk when one has room (unlinking gigabytes of freshly written files
-    on a disk takes longer than writing them), else the store's tmp/."""
-    shm = Path("/dev/shm")
-    try:
-        st = os.statvfs(shm)
-        if st.f_bavail * st.f_frsize > need + (1 << 30):
-            return shm
-    except OSError:
-        pass
-    return store.root / "tmp"
-
-
 def _overlay(src: Path, dst: Path) -> None:
     """Move the tree `src` onto `dst`, replacing files (same filesystem: renames only)."""
     for dirpath, dirnames, filenames in os.walk(src):
@@ -183,9 +172,3 @@ def _overlay(src: Path, dst: Path) -> None:
             if (Path(dirpath) / n).is_symlink():
                 os.replace(Path(dirpath) / n, dst / rel / n)
                 dirnames.remove(n)
-
-
-def _fetch(inp: Input, image: str) -> Path:
-    from enginefab.assemble.builder import default_fetcher
-
-    return default_fetcher(inp, image)

@@ -10,63 +10,21 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from enginefab.assemble import rootfs, sandbox
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built
+from enginefab.assemble.pipeline import definition_for
 from enginefab.assemble.store import Store
-from enginefab.check import accelerator, cst, definition, runtime, structure
+from enginefab.check import accelerator, cst, definition, runtime, static, structure
+from enginefab.check.layers import audit_layers
 from enginefab.check.report import LEVELS, Report, Result
 from enginefab.core import ui
 from enginefab.core.definition import Definition
 from enginefab.core.errors import CheckError, EnginefabError
 from enginefab.engines.matrix import Image, Matrix
-
-
-def unpacked(store: Store, built: Built) -> Path:
-    """The image's rootfs, unpacked once per manifest digest under the store.
-
-    When another image's rootfs holds exactly this image's lower layers (a variant with layers
-    added on top), it is copied with hard links and only the rest is applied: replaced files are
-    unlinked first, never written through, so the other rootfs is untouched."""
-    root = store.root / "rootfs" / built.digest.split(":", 1)[1]
-    done = root.with_name(root.name + ".complete")
-    if done.exists() and root.is_dir():
-        return root
-    if root.exists():  # an interrupted unpack
-        shutil.rmtree(root)
-    layers = [(d["digest"], d["mediaType"]) for d in json.loads(built.manifest)["layers"]]
-    base, n = _lower(store, [d for d, _ in layers])
-    if base is not None and subprocess.run(["cp", "-al", str(base), str(root)], capture_output=True).returncode == 0:
-        for digest, mt in layers[n:]:
-            rootfs.apply_layer(root, store.blob_path(digest), mt)
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-        rootfs.unpack(root, [(store.blob_path(d), mt) for d, mt in layers])
-    done.write_text(json.dumps([d for d, _ in layers]))
-    return root
-
-
-def _lower(store: Store, layers: list[str]) -> tuple[Path | None, int]:
-    """The unpacked rootfs whose layers are the longest proper prefix of `layers`."""
-    best, n = None, 0
-    for marker in (store.root / "rootfs").glob("*.complete"):
-        try:
-            theirs = json.loads(marker.read_text() or "null")
-        except ValueError:
-            continue
-        if isinstance(theirs, list) and n < len(theirs) < len(layers) and layers[:len(theirs)] == theirs:
-            best, n = marker.with_name(marker.name[: -len(".complete")]), len(theirs)
-    return best, n
-
-
-def drop_unpacked(store: Store) -> None:
-    shutil.rmtree(store.root / "rootfs", ignore_errors=True)
 
 
 def _levels(levels: list[str] | None) -> list[str]:
@@ -84,10 +42,8 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
     suite = structure.load(project, defn)
     out: list[Result] = []
     if "static" in levels:
-        from enginefab.check import static
-
         t0 = time.monotonic()
-        root = unpacked(store, built)
+        root = rootfs.unpacked(store, built)
         ui.info(f"  unpacked in {time.monotonic() - t0:.1f} s; auditing files")
         out += static.audit(root, static.Facts.of(defn, suite))
         out += structure.file_tests(root, suite) + structure.metadata_tests(defn, suite)
@@ -98,7 +54,7 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
         if missing:
             out.append(Result("runtime", "sandbox", "error", f"missing: {', '.join(missing)}"))
         else:
-            root = unpacked(store, built)
+            root = rootfs.unpacked(store, built)
             ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
             out += runtime.check(defn, root, suite=suite)
             out += structure.command_tests(root, defn, suite)
@@ -113,8 +69,6 @@ def accelerator_here(img: Image) -> bool:
 def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None,
                cross_check: bool = False) -> list[Report]:
     levels = _levels(levels)
-    from enginefab.assemble.pipeline import definition_for
-
     reports = []
     builder = Builder(store)
     for img in imgs:
@@ -138,8 +92,6 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
         elif needs_image:
             if "static" in levels:
                 if defn is not None:
-                    from enginefab.check.layers import audit_layers
-
                     ui.info(f"  the image cannot be built here ({why}); auditing its reachable engine layers")
                     rep.results.append(Result("static", "image", "skip", f"the whole image cannot be built here: {why}"))
                     rep.results += audit_layers(defn, store, m.root, structure.load(m.root, defn))
@@ -149,7 +101,7 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
                 rep.results.append(Result("runtime", "image", "skip", f"skipped: the image cannot be built here: {why}"))
         if "accelerator" in levels:
             if built is not None and defn is not None:
-                rep.results += accelerator.check(img, defn=defn, rootfs=unpacked(store, built) if accelerator_here(img)
+                rep.results += accelerator.check(img, defn=defn, rootfs=rootfs.unpacked(store, built) if accelerator_here(img)
                                                  else None, suite=structure.load(m.root, defn))
             else:
                 rep.results += accelerator.check(img)

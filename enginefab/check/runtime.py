@@ -18,6 +18,7 @@ from enginefab.assemble import sandbox
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
 from enginefab.core.definition import Definition, RuntimeCheck
+from enginefab.core.elf import read_elf
 
 PROBE = '''
 import sys
@@ -111,8 +112,6 @@ _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386", "
 
 def diagnose(root: Path, arch: str, stderr: str) -> str | None:
     """Why the loader could not load a library named in `stderr`, from the unpacked image."""
-    from enginefab.check.static import read_elf
-
     m = _LIB_ERR.search(stderr)
     if not m:
         return None

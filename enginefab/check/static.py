@@ -28,18 +28,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerNeedSection
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name
 
-from enginefab.assemble.image import Built
-from enginefab.assemble.store import Store
 from enginefab.check.report import Result
 from enginefab.check.structure import Dlopen, Suite
 from enginefab.core.definition import Definition
+from enginefab.core.elf import Elf, read_elf, version_tuple
 from enginefab.engines.compat import version_in
 from enginefab.lock.pypi import Target
 
@@ -98,50 +93,6 @@ class Facts:
         )
 
 
-@dataclass
-class Elf:
-    path: str  # container path
-    machine: str
-    needed: list[str]
-    runpath: list[str]
-    glibc_max: tuple[int, ...] | None
-    soname: str | None
-
-
-def _vt(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v))
-
-
-def read_elf(host: Path, cpath: str) -> Elf | None:
-    try:
-        with open(host, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return None
-            f.seek(0)
-            e = ELFFile(f)
-            needed, runpath, soname = [], [], None
-            glibc: tuple[int, ...] | None = None
-            for sec in e.iter_sections():
-                if isinstance(sec, DynamicSection):
-                    for tag in sec.iter_tags():
-                        if tag.entry.d_tag == "DT_NEEDED":
-                            needed.append(tag.needed)
-                        elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
-                            runpath += (tag.runpath if tag.entry.d_tag == "DT_RUNPATH" else tag.rpath).split(":")
-                        elif tag.entry.d_tag == "DT_SONAME":
-                            soname = tag.soname
-                elif isinstance(sec, GNUVerNeedSection):
-                    for _vn, auxs in sec.iter_versions():
-                        for aux in auxs:
-                            name = aux.name
-                            if name.startswith("GLIBC_") and name[6:7].isdigit():
-                                v = _vt(name[6:])
-                                glibc = v if glibc is None or v > glibc else glibc
-            return Elf(cpath, e["e_machine"], needed, [p for p in runpath if p], glibc, soname)
-    except (ELFError, OSError, ValueError, KeyError, AssertionError):
-        return None
-
-
 def _walk(root: Path):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -195,7 +146,7 @@ def audit(root: Path, facts: Facts, *, with_image_checks: bool = True) -> list[R
                           else f"all {len(elves)} ELF files are {facts.arch}", scanned, {"wrong": wrong[:50]}))
 
     # 2. glibc
-    limit = _vt(facts.glibc)
+    limit = version_tuple(facts.glibc)
     too_new = sorted(((e.glibc_max, e.path) for e in elves if e.glibc_max and e.glibc_max > limit), reverse=True)
     top = max((e.glibc_max for e in elves if e.glibc_max), default=None)
     fmt = lambda v: ".".join(map(str, v))  # noqa: E731
@@ -346,7 +297,7 @@ def _protobuf(root: Path, facts: Facts, old_pb2: list[str]) -> Result:
     if not old_pb2:
         return Result("static", "protobuf-generated-code", "pass", "no _pb2 modules from protoc < 3.19"
                       + (f" (protobuf {version})" if version else ""))
-    ok = version is None or _vt(version) < (3, 21) or impl == "python"
+    ok = version is None or version_tuple(version) < (3, 21) or impl == "python"
     where = ", ".join(old_pb2[:3]) + (f" +{len(old_pb2) - 3}" if len(old_pb2) > 3 else "")
     if ok:
         can = (f"protobuf {version} can import them (< 3.21)" if version else
@@ -444,9 +395,3 @@ def _conventions(root: Path, facts: Facts, setuid: list[str]) -> list[Result]:
         out.append(Result("static", f"{facts.accelerator}-env", "fail" if missing else "pass",
                           f"missing {', '.join(missing)}" if missing else f"{', '.join(need)} set"))
     return out
-
-
-def check(defn: Definition, store: Store, built: Built, suite: Suite | None = None) -> list[Result]:
-    from enginefab.check.runner import unpacked
-
-    return audit(unpacked(store, built), Facts.of(defn, suite))

@@ -28,6 +28,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from enginefab.assemble import sandbox
+from enginefab.assemble.rootfs import resolve_in
 from enginefab.check.report import Result
 from enginefab.core.definition import Definition
 from enginefab.core.errors import CheckError
@@ -213,8 +215,6 @@ def load(root: Path, defn: Definition) -> Suite:
 # -- our interpretation -------------------------------------------------------------------
 
 def _lookup(root: Path, cpath: str) -> Path:
-    from enginefab.assemble.rootfs import resolve_in
-
     return resolve_in(root, cpath.lstrip("/"), follow_last=True)
 
 
@@ -324,8 +324,6 @@ else:
 
 def command_tests(root: Path, defn: Definition, suite: Suite, *, timeout: float = 600) -> list[Result]:
     """Each command in the sandbox (network cut, as the image's user; qemu-user for another arch)."""
-    from enginefab.assemble import sandbox
-
     uid, _, gid = defn.config.user.partition(":")
     out = []
     for t in suite.commandTests:

@@ -1,4 +1,4 @@
-"""Small filesystem helpers every stage shares: atomic writes, hashing files."""
+"""Small filesystem helpers every stage shares: atomic writes, hashing files, scratch space."""
 
 from __future__ import annotations
 
@@ -56,3 +56,16 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+def scratch_dir(need: int, fallback: Path) -> Path:
+    """Where to stage `need` bytes: a RAM disk when one has room (unlinking gigabytes of freshly
+    written files on a disk takes longer than writing them), else `fallback`."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > need + (1 << 30):
+            return shm
+    except OSError:
+        pass
+    return fallback
