@@ -71,7 +71,8 @@ def _in_process() -> dict:
 def _uv_offline(work: Path) -> dict:
     """uv re-resolving one image's closure offline (warm cache), the peer for 'verify by resolving'."""
     from enginefab.engines.matrix import load
-    from enginefab.lock.pypi import Target, uv_binary
+    from enginefab.core.pytarget import Target
+    from enginefab.lock.pypi import uv_binary
 
     m = load(ROOT)
     img = m.get("demo-pytorch-x86_64")

@@ -17,9 +17,10 @@ import pytest
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
 from enginefab.assemble.staging import Meta, Staging
-from enginefab.assemble.wheels import scheme_for, stage_wheel
+from enginefab.assemble.wheels import stage_wheel
 from enginefab.core.definition import Input
 from enginefab.core.errors import UnsafeArchiveError
+from enginefab.core.pytarget import scheme_for
 
 SITE = "/usr/local/lib/python3.9/dist-packages"
 SCHEME = scheme_for(SITE, "/usr/local/bin", "3.9")

@@ -141,7 +141,8 @@ def shown():
 
 @pytest.mark.parametrize("alias", sorted(ARTIFACTS))
 def test_show_lists_the_engine_artifact_and_the_python_closure(alias, shown, matrix):
-    from enginefab.lock.pypi import Target, tag_fits
+    from enginefab.core.pytarget import Target
+    from enginefab.lock.pypi import tag_fits
 
     d = shown[alias]
     img = matrix.get(alias)

@@ -26,17 +26,6 @@ from enginefab.core.definition import Input
 from enginefab.core.errors import UnsafeArchiveError
 
 
-def scheme_for(site_packages: str, scripts: str, python_version: str) -> dict[str, str]:
-    prefix = str(Path(site_packages).parent.parent.parent)  # /usr/local/lib/pythonX.Y/x → /usr/local
-    return {
-        "purelib": site_packages,
-        "platlib": site_packages,
-        "scripts": scripts,
-        "headers": f"{prefix}/include/python{python_version}",
-        "data": prefix,
-    }
-
-
 def _precheck(path: Path, label: str) -> None:
     with refuse_corrupt(label, "the wheel"), zipfile.ZipFile(path) as zf:
         seen: set[str] = set()

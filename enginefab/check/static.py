@@ -35,8 +35,8 @@ from enginefab.check.report import Result
 from enginefab.check.structure import Dlopen, Suite
 from enginefab.core.definition import Definition
 from enginefab.core.elf import Elf, read_elf, version_tuple
+from enginefab.core.pytarget import Target
 from enginefab.engines.compat import version_in
-from enginefab.lock.pypi import Target
 
 MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
 TRIPLET = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}

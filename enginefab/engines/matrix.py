@@ -12,10 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
 from enginefab.core.errors import MatrixError
+from enginefab.core.versions import same_version
+from enginefab.engines import rules
 from enginefab.engines.model import (
     OCI_ARCH,
     Conventions,
@@ -33,16 +34,6 @@ from enginefab.engines.names import ImageName, NameError_, parse
 PLATFORMS = "platforms.toml"
 #: hashes of manual inputs recorded by `enginefab lock --add-file` (not an engine file)
 MANUAL_PINS = "manual-pins.toml"
-
-
-def same_version(a: str | None, b: str | None) -> bool:
-    """Versions equal as PEP 440 versions (1.15 == 1.15.0), else as strings."""
-    if a is None or b is None:
-        return a == b
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 @dataclass(frozen=True)
@@ -204,8 +195,6 @@ def _pydantic_error(path: Path, e: ValidationError, data: dict[str, Any]) -> Mat
 
 def load(root: Path) -> Matrix:
     """Load and validate the matrix in ``root/engines``."""
-    from enginefab.engines import rules  # local: rules import Image
-
     edir = root / "engines"
     if not (edir / PLATFORMS).is_file():
         raise MatrixError(f"{edir / PLATFORMS} not found", fix="run enginefab from the project checkout")

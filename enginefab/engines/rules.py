@@ -20,12 +20,15 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from enginefab.core.definition import Definition
+from enginefab.core.pytarget import Target
+from enginefab.core.versions import same_version
 from enginefab.engines import compat as compat_mod
+from enginefab.engines.model import EngineDef
+from enginefab.engines.names import NameError_, parse
 
 if TYPE_CHECKING:
     from enginefab.engines.matrix import Image, Matrix
-    from enginefab.engines.model import EngineDef
-    from enginefab.core.definition import Definition
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,6 @@ def _majmin(s: str) -> str:
 
 @rule("name-matches-fields", "the canonical name says what the fields say", "ModelArts naming")
 def _name(img: "Image", ctx: Context):
-    from enginefab.engines.matrix import same_version
-    from enginefab.engines.names import NameError_, parse
-
     try:
         n = parse(img.name)
     except NameError_ as e:
@@ -371,8 +371,6 @@ def _cann_framework(img: "Image", ctx: Context):
 @rule("framework-built", "the framework under an engine publishes a build for the image's Python, accelerator and arch",
       "the framework's releases in engines/<framework>.toml")
 def _framework_built(img: "Image", ctx: Context):
-    from enginefab.engines.matrix import same_version
-
     if img.framework == img.engine.name or img.framework not in ctx.engines:
         return
     fw = ctx.engines[img.framework]
@@ -432,8 +430,6 @@ def _dist_of(pypi: str | None, locked: dict[str, tuple[str, str]]) -> tuple[str,
 
 
 def _same(a: str, b: str) -> bool:
-    from enginefab.engines.matrix import same_version
-
     return same_version(Version(a).public if _is_v(a) else a, b)
 
 
@@ -483,8 +479,6 @@ def _cuda_flavour(img: "Image", defn: "Definition", ctx: Context):
 @locked_rule("wheel-fits", "every locked wheel's tags fit the image's Python, arch and glibc",
              "PEP 425 tags; manylinux PEP 513/571/599/600")
 def _wheel_fits(img: "Image", defn: "Definition", ctx: Context):
-    from enginefab.lock.pypi import Target
-
     target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
     ok = set(target.tags())
     for i in defn.inputs():

@@ -158,13 +158,13 @@ class Resolved:
 
 def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
     """Every input of one image, pinned (network: PyPI, apt, registries)."""
-    from enginefab.assemble.wheels import scheme_for
+    from enginefab.core.pytarget import scheme_for
     from enginefab.lock import deb, layering, pypi
 
     p = m.platforms
     who = img.label()
     pins = manual_pins(m.root)
-    target = pypi.Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
+    target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
     scheme = scheme_for(img.python.site_packages, img.python.scripts, img.d.python)
     parts = layering.Parts(alias=img.alias, os_id=img.os_id, stack_id=img.stack_id or "", python_id=img.python_id,
                            scheme=scheme, interpreter=img.python.interpreter, arch=img.arch)
@@ -289,7 +289,7 @@ def make_definition(img: Image, m: Matrix, resolved: Resolved, layers: list[Laye
     from enginefab.lock import pypi
 
     s = img.summary()
-    target = pypi.Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
+    target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
     c = img.conventions
     env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
     env.update(c.env)
@@ -348,7 +348,7 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
 
 def parts_from_definition(defn: Definition) -> Resolved:
     """Invert the planner's id prefixes: the resolved inputs of an already-locked image."""
-    from enginefab.assemble.wheels import scheme_for
+    from enginefab.core.pytarget import scheme_for
     from enginefab.lock import layering
 
     p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,

@@ -20,64 +20,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
+from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from enginefab.core.definition import Input
 from enginefab.core.errors import EnginefabError, FetchError, LockError
+from enginefab.core.pytarget import Target
 from enginefab.transport import download
 from enginefab.transport.mirrors import current as current_mirrors
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-#: manylinux levels uv can resolve for (its --python-platform values)
-UV_MANYLINUX = [(2, 17), (2, 28), (2, 31), (2, 32), (2, 33), (2, 34), (2, 35), (2, 36), (2, 37), (2, 38), (2, 39), (2, 40)]
-
-
-@dataclass(frozen=True)
-class Target:
-    python: str  # "3.7"
-    arch: str  # "x86_64" | "aarch64"
-    glibc: str  # "2.27"
-
-    @property
-    def py(self) -> tuple[int, int]:
-        a, b = self.python.split(".")[:2]
-        return int(a), int(b)
-
-    @property
-    def abi(self) -> str:
-        major, minor = self.py
-        return f"cp{major}{minor}" + ("m" if (major, minor) < (3, 8) else "")
-
-    @property
-    def glibc_tuple(self) -> tuple[int, int]:
-        a, b = self.glibc.split(".")[:2]
-        return int(a), int(b)
-
-    def platforms(self) -> list[str]:
-        """Platform tags, most specific first: manylinux_2_<glibc> … manylinux_2_5, legacy aliases, linux."""
-        major, minor = self.glibc_tuple
-        out = []
-        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-        for m in range(minor, 4, -1):
-            out.append(f"manylinux_{major}_{m}_{self.arch}")
-            if m in legacy and (self.arch == "x86_64" or m == 17):
-                out.append(f"{legacy[m]}_{self.arch}")
-        out.append(f"linux_{self.arch}")
-        return out
-
-    def tags(self) -> list[Tag]:
-        plats = self.platforms()
-        return list(cpython_tags(self.py, abis=[self.abi], platforms=plats)) + list(
-            compatible_tags(self.py, interpreter=f"cp{self.py[0]}{self.py[1]}", platforms=plats)
-        )
-
-    def uv_platform(self) -> str:
-        glibc = self.glibc_tuple
-        level = max((lv for lv in UV_MANYLINUX if lv <= glibc), default=(2, 17))
-        return f"{self.arch}-manylinux_{level[0]}_{level[1]}"
-
-
 @dataclass(frozen=True)
 class Pin:
     name: str
@@ -314,10 +266,6 @@ def _file_version(fn: str) -> str | None:
         return str(parse_sdist_filename(fn)[1])
     except Exception:
         return None
-
-
-def wheel_tags(filename: str) -> list[str]:
-    return sorted(str(t) for t in parse_wheel_filename(filename)[3])
 
 
 def tag_fits(tag: str, target: Target) -> bool:
