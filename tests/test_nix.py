@@ -426,7 +426,7 @@ def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
     from enginefab.assemble.store import Store
     from enginefab.engines.model import RunStep
     from enginefab.core.definition import Layer, load_definition
-    from enginefab.lock.locker import run_input
+    from enginefab.lock.declared import run_input
 
     base = _small_definition("nixtest-run", [], demo="demo-pytorch-x86_64")
     # the OS layer only (base-files, bash, coreutils and their dependencies): a shell to run

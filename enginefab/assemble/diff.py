@@ -77,7 +77,7 @@ def open_side(spec: str, store: Store, project: Path, hint: str | None = None) -
         return _layout_side(spec, *lay, store, hint)
     p = Path(spec)
     if not (spec.endswith(".json") and p.is_file()):
-        from enginefab.lock.locker import definition_path
+        from enginefab.core.paths import definition_path
 
         p = definition_path(project, spec)
         if not p.is_file():

@@ -20,8 +20,9 @@ from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer, load_definition
 from enginefab.core.errors import BuildError
+from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.lock.locker import definition_path, matrix_entry
+from enginefab.lock.declared import matrix_entry
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enginefab.check.report import Result
 from enginefab.core.definition import Definition, load_definition
 from enginefab.core.errors import EnginefabError
+from enginefab.core.paths import definition_path
 from enginefab.engines import rules
 from enginefab.engines.matrix import Image, Matrix
 
@@ -33,8 +34,6 @@ def check(m: Matrix, img: Image, defn: Definition | None = None) -> list[Result]
     ctx = rules.Context.of(m)
     out = _results([(r.id, r.statement, r.source) for r in rules.RULES], rules.check_image(img, ctx))
     if defn is None:
-        from enginefab.lock.locker import definition_path
-
         path = definition_path(m.root, img.alias)
         if not path.is_file():
             return out + [Result("definition", r.id, "skip", f"not locked yet: run `enginefab lock {img.alias}`")

@@ -141,7 +141,7 @@ def list_(as_json: JsonOpt = False) -> None:
 def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], as_json: JsonOpt = False) -> None:
     """Show an image's pinned definition (build/<alias>.json)."""
     from enginefab.core.definition import load_definition
-    from enginefab.lock.locker import definition_path
+    from enginefab.core.paths import definition_path
 
     m = _matrix()
     img = m.get(name)
@@ -197,7 +197,6 @@ def lock(
 ) -> None:
     """Resolve every input to exact bytes and write build/<alias>.json (all or nothing)."""
     from enginefab.lock import check as lock_check
-    from enginefab.lock.locker import lock as do_lock
 
     if add_file:
         from enginefab.lock.manual import add_files
@@ -223,8 +222,12 @@ def lock(
             if not problems:
                 ui.err.print(f"[green]lock is current[/] ({len(m.images)} images)")
         raise typer.Exit(1 if problems else 0)
+    from enginefab.assemble import compress
+    from enginefab.lock.locker import lock as do_lock  # the resolvers: not needed by --check
+
     imgs = _pick(m, names, all_ or not (names or demo), demo)
-    res = do_lock(m, imgs)
+    settings = m.platforms.compression
+    res = do_lock(m, imgs, compress.contract(settings.algorithm, settings.level))
     if as_json:
         _emit({"written": res.written, "unchanged": res.unchanged})
     else:
@@ -626,7 +629,7 @@ def render_dockerfile(name: Annotated[str, typer.Argument(help="Alias or canonic
                       out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")]) -> None:
     """An equivalent Dockerfile build context (BuildKit, ADD --checksum) for an image with a base image."""
     from enginefab.core.definition import load_definition
-    from enginefab.lock.locker import definition_path
+    from enginefab.core.paths import definition_path
     from enginefab.render.generate import dockerfile
 
     m = _matrix()

@@ -38,3 +38,8 @@ def downloads_dir() -> Path:
 def default_store() -> Path:
     env = os.environ.get("ENGINEFAB_STORE")
     return Path(env) if env else cache_root() / "store"
+
+
+def definition_path(root: Path, alias: str) -> Path:
+    """The pinned definition of an image: build/<alias>.json in the project checkout."""
+    return root / "build" / f"{alias}.json"

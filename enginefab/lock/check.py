@@ -9,8 +9,9 @@ from pydantic import ValidationError
 
 from enginefab.core import canonical
 from enginefab.core.definition import Definition
+from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
-from enginefab.lock.locker import base_ref, declared_inputs, definition_path, matrix_entry
+from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 

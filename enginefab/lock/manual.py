@@ -14,8 +14,8 @@ from pathlib import Path
 
 from enginefab.core.errors import LockError
 from enginefab.core.fsutil import sha256_file, write_atomic
-from enginefab.engines.matrix import Matrix
-from enginefab.lock.locker import MANUAL_PINS, manual_files, manual_pins
+from enginefab.engines.matrix import MANUAL_PINS, Matrix
+from enginefab.lock.declared import manual_files, manual_pins
 from enginefab.transport.download import cache_path
 
 

@@ -1,0 +1,117 @@
+"""What engines/ pins by itself, read without resolving anything: the part of engines/ a definition
+depends on (`matrix_entry`), the inputs it declares (files, vendor wheels, manual files, run
+steps) and the base reference. `lock --check` needs only this, offline; `locker` resolves the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from enginefab.core import canonical
+from enginefab.core.definition import Input
+from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
+from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+
+
+# -- the part of engines/ a definition depends on -----------------------------------------
+
+
+def manual_pins(root: Path) -> dict[str, dict[str, Any]]:
+    """User-recorded hashes of manual files upstream published none for (engines/manual-pins.toml)."""
+    p = root / "engines" / MANUAL_PINS
+    if not p.is_file():
+        return {}
+    return tomllib.loads(p.read_text()).get("files", {})
+
+
+def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
+    """Everything from engines/ that the definition of `img` is a function of (for lock --check)."""
+    p = m.platforms
+    fw = m.engines.get(img.framework) if img.framework != img.engine.name else None
+    apt = p.apt.get(img.os.apt) if img.os.apt else None
+    pins = manual_pins(m.root)
+    names = [f.name for f in manual_files(img)]
+    entry = {
+        "image": img.d.model_dump(mode="json"),
+        "engine": img.engine.model_dump(mode="json", exclude={"releases"}) | {"release": img.release.model_dump(mode="json")},
+        "framework": fw.model_dump(mode="json", exclude={"releases"}) if fw else None,
+        "os": {"id": img.os_id, **img.os.model_dump(mode="json")},
+        "apt": apt.model_dump(mode="json") if apt else None,
+        "stack": {"id": img.stack_id, **img.stack.model_dump(mode="json")} if img.stack else None,
+        "python": {"id": img.python_id, **img.python.model_dump(mode="json")},
+        "conventions": img.conventions.model_dump(mode="json"),
+        "source_date_epoch": p.source_date_epoch,
+        "pypi": p.pypi.model_dump(mode="json"),
+        "compression": p.compression.model_dump(mode="json"),
+        "manual_pins": {n: pins[n] for n in sorted(names) if n in pins},
+    }
+    return canonical_copy(entry)
+
+
+def canonical_copy(obj: Any) -> Any:
+    return json.loads(canonical.dumps(obj))
+
+
+def manual_files(img: Image) -> list[ManualFile]:
+    out = list(img.d.manual)
+    if img.stack:
+        out += img.stack.manual
+    if img.os.source == "manual" and img.arch in img.os.archive:
+        out.append(img.os.archive[img.arch])
+    return out
+
+
+# -- inputs of each kind ------------------------------------------------------------------
+
+
+def run_input(step: RunStep) -> Input:
+    body = canonical.dumps({"script": step.script, "env": step.env})
+    return Input(kind="run", name=step.name, version="1", url=None, sha256=canonical.sha256_hex(body),
+                 size=len(step.script.encode()), script=step.script, env=dict(step.env) or None)
+
+
+def url_input(f: UrlFile) -> Input:
+    return Input(kind="url", name=f.name, version=f.version, url=f.url, sha256=f.sha256, size=f.size,
+                 filename=f.url.rsplit("/", 1)[-1], dest=f.dest or None, unpack=f.unpack,
+                 strip_components=f.strip_components)
+
+
+def manual_input(f: ManualFile, pins: dict[str, dict[str, Any]]) -> Input:
+    sha, size = f.sha256, f.size
+    if sha is None and f.name in pins:
+        sha, size = pins[f.name]["sha256"], int(pins[f.name].get("size", 0))
+    return Input(kind="manual", name=f.name, version=f.version, url=None, sha256=sha, size=size, filename=f.name,
+                 dest=f.dest or None, unpack=f.unpack, where=f.where)
+
+
+def vendor_wheel_input(w: VendorWheel) -> Input:
+    return Input(kind="wheel", name=w.name, version=w.version, url=w.url, sha256=w.sha256, size=w.size,
+                 filename=w.url.rsplit("/", 1)[-1])
+
+
+def base_ref(img: Image) -> OciRef | None:
+    """The base image: the image's own, else its CUDA stack's for its OS, else the OS's."""
+    ref = img.d.base or (img.stack.base.get(img.os_id) if img.stack and not img.stack.bundled else None)
+    if ref is None and img.os.source == "oci":
+        ref = img.os.base.get(img.arch)  # type: ignore[arg-type]
+    return ref
+
+
+def declared_inputs(img: Image, m: Matrix) -> list[Input]:
+    """The inputs engines/ pins by itself (no resolution): files, vendor wheels, manual files,
+    run steps. `lock --check` compares them with build/ offline."""
+    pins = manual_pins(m.root)
+    out: list[Input] = []
+    if img.os.source == "manual" and img.arch in img.os.archive:
+        out.append(manual_input(img.os.archive[img.arch], pins))  # type: ignore[index]
+    if img.stack:
+        out += [manual_input(f, pins) for f in img.stack.manual] + [run_input(r) for r in img.stack.run]
+    if img.python.source == "url":
+        out += [url_input(f) for f in img.python.files] + [run_input(r) for r in img.python.run]
+    out += [vendor_wheel_input(w) for w in img.d.wheels]
+    out += [url_input(f) for f in img.d.files] + [manual_input(f, pins) for f in img.d.manual]
+    out += [run_input(r) for r in img.d.run]
+    return out
