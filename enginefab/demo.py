@@ -5,6 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from enginefab.assemble.store import Store
+from enginefab.core import ui
+from enginefab.core.paths import cache_root, default_store, project_root
+from enginefab.engines.matrix import load
+from enginefab.publish.server import Registry, running
+from enginefab.release import release
+
 
 def _cli() -> str:
     """How the user can call enginefab again from here (./dev demo does not put it on PATH)."""
@@ -29,13 +36,6 @@ def _kind(artifact_type: str) -> str:
 
 
 def run_demo(*, port: int, out: Path, store: Path | None) -> int:
-    from enginefab.core import ui
-    from enginefab.assemble.store import Store
-    from enginefab.engines.matrix import load
-    from enginefab.core.paths import cache_root, default_store, project_root
-    from enginefab.publish.server import Registry, running
-    from enginefab.release import release
-
     t0 = time.monotonic()
     m = load(project_root())
     state = cache_root() / "registry"

@@ -5,6 +5,9 @@
 A stale lock builds nothing; an image that fails a check is pushed nowhere, and neither is any
 other image of the same release (a release is all or nothing, like `lock`). The result names the
 stage it stopped at and why; with `record`, it is also written as canonical JSON.
+
+`push` is the composition behind `enginefab push`: log in, build (a cache hit when built), check
+when asked, then publish; the publish stage itself never builds or checks.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enginefab.assemble.builder import Builder
+from enginefab.assemble.pipeline import build_images, definition_for
 from enginefab.assemble.store import Store
+from enginefab.check.runner import run_checks
 from enginefab.core import ui
 from enginefab.engines.matrix import Image, Matrix
-
-STAGES = ("lock", "build", "check", "push")
+from enginefab.lock import check as lock_check
+from enginefab.publish.publish import connect, publish
 
 
 @dataclass
@@ -51,14 +57,29 @@ def _failures(reports) -> list[str]:
             for r in reports for res in r.results if res.status in ("fail", "error")]
 
 
+def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
+         ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
+         reports: Path | None = None, run_check: bool = False,
+         check_reports: dict[str, bytes] | None = None) -> dict:
+    """`enginefab push`: log in to `to` (a wrong password fails before anything is built), build
+    each image (a cache hit when already built), with `run_check` check them and attach the
+    reports, then publish."""
+    target, client = connect(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
+    builder = Builder(store)
+    built = []
+    for img in imgs:
+        defn = definition_for(m, img)
+        built.append((img, defn, builder.image(defn)))
+    reps = dict(check_reports or {})
+    if referrers and run_check:
+        reps.update({r.image: r.to_json() for r in run_checks(m, imgs, store)})
+    return publish(client, target, m, built, store, parallel=parallel, referrers=referrers, indexes=indexes,
+                   reports=reports, check_reports=reps)
+
+
 def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, plain_http: bool = False,
             ca_cert: str | None = None, levels: list[str] | None = None, reports_dir: Path | None = None,
             record: Path | None = None) -> Release:
-    from enginefab.assemble.pipeline import build_images
-    from enginefab.check.runner import run_checks
-    from enginefab.lock import check as lock_check
-    from enginefab.publish.publish import publish
-
     rel = Release(stage="lock", ok=False)
     clock = time.monotonic()
 
@@ -105,8 +126,8 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, p
 
     rel.stage = "push"
     ui.info(f"[bold]4/4 push[/] to {to}")
-    pushed = publish(m, imgs, store, to, plain_http=plain_http, ca_cert=ca_cert,
-                     check_reports={r.image: r.to_json() for r in reports})
+    pushed = push(m, imgs, store, to, plain_http=plain_http, ca_cert=ca_cert,
+                  check_reports={r.image: r.to_json() for r in reports})
     lap("push")
     rel.images, rel.indexes, rel.push_stats = pushed["images"], pushed["indexes"], pushed["stats"]
     rel.ok = True

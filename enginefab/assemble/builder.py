@@ -28,6 +28,7 @@ from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
 from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
+from enginefab.assemble.runstep import build_run_layer
 from enginefab.assemble.staging import Staging, creation_order
 from enginefab.assemble.store import Store
 from enginefab.assemble.tarball import pack
@@ -36,6 +37,8 @@ from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
 from enginefab.transport import download
+from enginefab.transport.blobs import fetch_base_blob
+from enginefab.transport.mirrors import current as current_mirrors
 
 __all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "layer_key"]
 
@@ -112,9 +115,7 @@ _hosts: dict[str, str | None] = {}  # host → None (reachable) or why not, for 
 def _unreachable_host(url: str) -> str | None:
     """Why the host of `url` cannot be reached (DNS, connect), checked once per process, so
     that a matrix whose inputs sit on unreachable hosts fails fast instead of retrying each."""
-    from enginefab.transport.mirrors import current
-
-    parsed = urllib.parse.urlparse(current().url(url))
+    parsed = urllib.parse.urlparse(current_mirrors().url(url))
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return None
     host = parsed.hostname
@@ -142,8 +143,6 @@ def default_fetcher(inp: Input, image: str) -> Path:
             )
         return p
     if inp.kind == "oci":
-        from enginefab.transport.blobs import fetch_base_blob
-
         return fetch_base_blob(inp, image=image)
     if not inp.url:
         raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
@@ -279,8 +278,6 @@ class Builder:
                 else:
                     staging.write_file(rel, (fe.content or "").encode(), fe.mode, fe.uid, fe.gid, input=label)
         elif layer.kind == "run":
-            from enginefab.assemble.runstep import build_run_layer
-
             build_run_layer(self, defn, layer, staging, lower)
         else:  # pragma: no cover - the model forbids other kinds
             raise BuildError(f"unknown layer kind {layer.kind}", image=image)

@@ -26,6 +26,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
+from enginefab.core import canonical
 from enginefab.core.definition import Compression
 from enginefab.core.errors import BuildError
 
@@ -341,8 +342,6 @@ def verify(c: Compression, image: str | None = None, store=None) -> None:
         return
     marker = None
     if store is not None:
-        from enginefab.core import canonical
-
         marker = store.root / "verified" / canonical.key_of({"contract": key, "impl": _identity(c.algorithm)})
         if marker.exists():
             _verified.add(key)

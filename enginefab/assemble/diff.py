@@ -28,6 +28,8 @@ from enginefab.assemble.keys import chain_keys, is_layer_media
 from enginefab.assemble.store import Store
 from enginefab.core.definition import Definition, load_definition
 from enginefab.core.errors import BuildError
+from enginefab.core.paths import definition_path
+from enginefab.engines.matrix import load
 
 _CREATED_BY = re.compile(r"^enginefab \S+: (\w+) (.+)$")
 
@@ -77,13 +79,9 @@ def open_side(spec: str, store: Store, project: Path, hint: str | None = None) -
         return _layout_side(spec, *lay, store, hint)
     p = Path(spec)
     if not (spec.endswith(".json") and p.is_file()):
-        from enginefab.core.paths import definition_path
-
         p = definition_path(project, spec)
         if not p.is_file():
             try:
-                from enginefab.engines.matrix import load
-
                 p = definition_path(project, load(project).get(spec).alias)
             except Exception:
                 raise BuildError(f"{spec!r} is neither an OCI layout, a definition file nor an image of the matrix",

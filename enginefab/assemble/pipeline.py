@@ -16,6 +16,7 @@ from pathlib import Path
 from enginefab.assemble import compress
 from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, QuietProgress, report
 from enginefab.assemble.image import Built, write_layout
+from enginefab.assemble.index import add_to_layout, layout_members, plan_indexes
 from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer, load_definition
@@ -134,8 +135,6 @@ def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reach
 
 
 def write_indexes(m: Matrix, out: Path) -> None:
-    from enginefab.assemble.index import add_to_layout, layout_members, plan_indexes
-
     plans, notes = plan_indexes(layout_members(out, m.images))
     add_to_layout(out, plans)
     for p in plans:

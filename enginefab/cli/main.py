@@ -446,13 +446,13 @@ def push(
     """Push built images to an OCI registry: tags are the canonical name and the alias; a multi-arch
     index is tagged with the canonical name minus accelerator and arch. Credentials come from
     ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or the docker config."""
-    from enginefab.publish.publish import publish
+    from enginefab.release import push as do_push
 
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
     _require_target(to)
-    result = publish(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
-                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_checks=run_check)
+    result = do_push(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
+                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_check=run_check)
     if as_json:
         _emit(result)
         return

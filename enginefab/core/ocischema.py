@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from enginefab.core.errors import EnginefabError
+from enginefab.core.paths import project_root
 
 SCHEMA_OF = {
     "application/vnd.oci.image.manifest.v1+json": "image-manifest-schema.json",
@@ -27,8 +28,6 @@ def schema_dir() -> Path | None:
     env = os.environ.get("ENGINEFAB_OCI_SCHEMAS")
     if env:
         return Path(env)
-    from enginefab.core.paths import project_root
-
     d = project_root().parent / "shared" / "oci-image-spec"
     return d if d.is_dir() else None
 

@@ -20,14 +20,14 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from enginefab.core.definition import Definition
 from enginefab.core.pytarget import Target
 from enginefab.core.versions import same_version
 from enginefab.engines import compat as compat_mod
 from enginefab.engines.model import EngineDef
 from enginefab.engines.names import NameError_, parse
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: matrix imports the rules; a definition is read, never built here
+    from enginefab.core.definition import Definition
     from enginefab.engines.matrix import Image, Matrix
 
 

@@ -15,6 +15,9 @@ from enginefab.core import ui
 from enginefab.core.definition import Input
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import OciRef
+from enginefab.transport.client import RegistryClient
+from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.reference import Reference, parse_reference
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -29,10 +32,7 @@ def _ref_input(ref: OciRef) -> Input:
 
 def mirrored(ref):
     """The same reference on its mirror (registry/mirrors.toml [registries]), if one is configured."""
-    from enginefab.transport.mirrors import current
-    from enginefab.transport.reference import Reference
-
-    host = current().registry(ref.registry)
+    host = current_mirrors().registry(ref.registry)
     if host == ref.registry:
         return ref
     repo = ref.repository
@@ -44,9 +44,6 @@ def mirrored(ref):
 
 def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[Input], str | None]:
     """(inputs, platform manifest digest) for a pinned base; the inputs start with the reference."""
-    from enginefab.transport.reference import parse_reference
-    from enginefab.transport.client import RegistryClient
-
     head = _ref_input(ref)
     upstream = parse_reference(f"{head.name}@{ref.digest}")
     r = mirrored(upstream)

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from enginefab.core.definition import Input
 from enginefab.core.errors import BuildError
+from enginefab.transport.blobs import fetch_base_blob
 
 
 def fetch_blob(reference: str, size: int, out: Path) -> Path:
     """Download the blob `reference` (``repo@sha256:…``, any registry) to `out`."""
-    from enginefab.transport.blobs import fetch_base_blob
-
     name, sep, digest = reference.rpartition("@")
     if not sep or not digest.startswith("sha256:") or len(digest) != 71:
         raise BuildError(f"{reference!r} is not a blob reference NAME@sha256:HEX", fix="pass the input's url from the lock")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from enginefab import __version__
+from enginefab.assemble.builder import BUILDER_VERSION
 from enginefab.core import canonical
 from enginefab.core.definition import Definition, Input
 from enginefab.publish.sbom import definition_digest
@@ -39,8 +40,6 @@ def _dependency(inp: Input) -> dict:
 
 
 def statement(defn: Definition, manifest_digest: str, *, builder: str | None = None) -> dict:
-    from enginefab.assemble.builder import BUILDER_VERSION
-
     img = defn.image
     ddig = definition_digest(defn)
     deps = [{"name": f"build/{img.alias}.json", "digest": {"sha256": ddig},

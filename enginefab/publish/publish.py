@@ -9,6 +9,8 @@
 
 A push that dies anywhere before step 4 has created no tag; one that dies during step 4 has only
 tags whose content is complete. Re-running it finishes the job and uploads only what is missing.
+
+The images come built (release.push builds them and runs the checks whose reports are attached).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import json
 import time
 from pathlib import Path
 
-from enginefab.assemble.image import INDEX, MANIFEST, iso
+from enginefab.assemble.image import INDEX, MANIFEST, Built, iso
 from enginefab.assemble.index import Member, group_key, plan_indexes
 from enginefab.assemble.store import Store
 from enginefab.core import canonical, ui
+from enginefab.core.definition import Definition
 from enginefab.core.errors import RegistryError
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.publish import provenance, sbom
 from enginefab.publish.push import BlobHome, PushStats, push_image_content, push_tags, verify
 from enginefab.publish.referrers import REPORT_TYPE, Artifact, attach
-from enginefab.publish.targets import resolve_target
+from enginefab.publish.targets import Target, resolve_target
 from enginefab.transport.client import RegistryClient
 
 
@@ -56,7 +59,7 @@ def published_members(client: RegistryClient, m: Matrix, pushing: list[Image], p
     return found
 
 
-def evidence(defn, digest: str, report: bytes | None) -> list[Artifact]:
+def evidence(defn: Definition, digest: str, report: bytes | None) -> list[Artifact]:
     """The artifacts attached to an image: SBOM, provenance, and the check report if any."""
     name = defn.image.alias
     arts = [Artifact(sbom.MEDIA_TYPE, sbom.spdx_json(defn), f"{name}.spdx.json"),
@@ -85,29 +88,29 @@ def load_report(reports: Path, img: Image, digest: str) -> bytes:
     return raw
 
 
-def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
-            ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
-            reports: Path | None = None, run_checks: bool = False,
-            check_reports: dict[str, bytes] | None = None) -> dict:
-    from enginefab.assemble.pipeline import definition_for
-
-    target = resolve_target(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
-    host = target.registry
-    client = RegistryClient(host, plain_http=target.plain_http, ca_cert=target.ca_cert,
+def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | None = None) -> tuple[Target, RegistryClient]:
+    """The push target `to` names (HOST/PREFIX or a target of registry/targets.toml) and a client
+    logged in to it: a wrong password fails here, before anything is built or pushed."""
+    target = resolve_target(to, root, plain_http=plain_http, ca_cert=ca_cert)
+    client = RegistryClient(target.registry, plain_http=target.plain_http, ca_cert=target.ca_cert,
                             credentials=target.credentials())
-    client.check_login()  # before the build machinery is even imported: a wrong password fails fast
-    from enginefab.assemble.builder import Builder
+    client.check_login()
+    return target, client
 
-    builder = Builder(store)
+
+def publish(client: RegistryClient, target: Target, m: Matrix, built_images: list[tuple[Image, Definition, Built]],
+            store: Store, *, parallel: int = 4, referrers: bool = True, indexes: bool = True,
+            reports: Path | None = None, check_reports: dict[str, bytes] | None = None) -> dict:
+    """Push images already built into `store`: never builds or checks (release.push composes that).
+    `check_reports`: alias → a check report of this very build, attached as a referrer."""
+    host = target.registry
     stats, home = PushStats(), BlobHome.for_registry(host)
     t0 = time.monotonic()
 
     # 1. content: blobs, then each manifest by digest
     built = []
     with ui.bytes_progress("push", None) as bar:
-        for img in imgs:
-            defn = definition_for(m, img)
-            b = builder.image(defn)  # a cache hit when already built
+        for img, defn, b in built_images:
             repo = repository_for(target.prefix, img)
             ui.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
             try:
@@ -127,11 +130,6 @@ def publish(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: 
         client.put_manifest(repo_of[p.members[0].alias], p.digest, p.raw, INDEX)
     # 3. referrers
     reps: dict[str, bytes] = dict(check_reports or {})  # alias → Report.to_json() of this build
-    if referrers and run_checks:
-        from enginefab.check.runner import run_checks as do_checks
-
-        for r in do_checks(m, imgs, store):
-            reps[r.image] = r.to_json()
     attached: dict[str, list[dict]] = {}
     referrer_bytes = 0
     if referrers:

@@ -17,6 +17,8 @@ from enginefab.assemble.image import MANIFEST
 from enginefab.assemble.store import Store
 from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
+from enginefab.core.fsutil import write_atomic
+from enginefab.core.paths import cache_root
 from enginefab.transport.client import RegistryClient
 
 
@@ -64,8 +66,6 @@ class BlobHome:
 
     @classmethod
     def for_registry(cls, host: str) -> "BlobHome":
-        from enginefab.core.paths import cache_root
-
         return cls(cache_root() / "blob-homes" / (host.replace(":", "_").replace("/", "_") + ".json"))
 
     def get(self, digest: str) -> str | None:
@@ -95,7 +95,6 @@ class BlobHome:
     def save(self) -> None:
         if self._file is None:
             return
-        from enginefab.core.fsutil import write_atomic
 
         with self._lock:
             items = list(self._where.items())[-20000:]

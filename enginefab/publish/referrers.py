@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enginefab.assemble.image import INDEX, MANIFEST, index_json
 from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
+from enginefab.publish.pull import INDEX_TYPES, parse_platform, pick_platform
 from enginefab.transport.client import RegistryClient, fallback_tag
 
 REPORT_TYPE = "application/vnd.enginefab.check.report.v1+json"
@@ -132,8 +133,6 @@ def list_referrers(client: RegistryClient, repository: str, digest: str,
 
 def resolve_subject(client: RegistryClient, ref, platform: str | None = None) -> str:
     """The manifest digest a reference names (a platform's member when it names an index)."""
-    from enginefab.publish.pull import INDEX_TYPES, parse_platform, pick_platform
-
     raw, mt = client.get_manifest_raw(ref.repository, ref.ref)
     if platform and mt in INDEX_TYPES:
         return pick_platform(json.loads(raw), parse_platform(platform), str(ref))["digest"]

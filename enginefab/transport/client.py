@@ -42,6 +42,7 @@ import requests
 import requests.adapters
 from oras.auth.utils import parse_auth_header
 
+from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
 from enginefab.transport.reference import Reference
 
@@ -505,7 +506,6 @@ class RegistryClient(oras.provider.Registry):
 
     def upload_manifest(self, manifest: dict, container, *a, **kw):  # type: ignore[override]
         c = self.get_container(container)
-        from enginefab.core import canonical
 
         raw = canonical.dumps(manifest)
         mt = manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json")

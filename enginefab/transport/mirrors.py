@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from enginefab.core.errors import LockError
+from enginefab.core.paths import project_root
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
@@ -102,7 +103,5 @@ def current(root: Path | None = None) -> Mirrors:
             raise LockError(f"ENGINEFAB_MIRRORS names {env}, which does not exist", fix="unset it or create the file")
         return _load(str(Path(env).resolve()))
     if root is None:
-        from enginefab.core.paths import project_root
-
         root = project_root()
     return _load(str((root / "registry" / "mirrors.toml").resolve()))
