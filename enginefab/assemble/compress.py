@@ -23,7 +23,7 @@ import queue
 import struct
 import threading
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 from enginefab.core import canonical

@@ -25,7 +25,6 @@ class LayerDesc:
     diff_id: str
     created_by: str
     comment: str = ""
-    empty: bool = False
 
     def descriptor(self) -> dict:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}

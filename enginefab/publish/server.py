@@ -7,7 +7,6 @@ htpasswd (bcrypt) auth and TLS with a self-signed certificate for 127.0.0.1.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -115,10 +114,6 @@ class Registry:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
-
-    def wipe(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def add_user(path: Path, user: str, password: str) -> None:

@@ -331,8 +331,6 @@ class RegistryClient(oras.provider.Registry):
                                 fix="the registry or a proxy is corrupt or hostile")
         return raw, r.headers.get("Content-Type", "").split(";")[0]
 
-    get_manifest_bytes = get_manifest_raw
-
     def get_manifest(self, repository, ref=None, *a, **kw):  # type: ignore[override]
         """Two call styles: ours (repository, ref) → (bytes, type); oras's (container) → dict."""
         if ref is None or not isinstance(ref, str):

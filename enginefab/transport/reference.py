@@ -32,9 +32,6 @@ class Reference:
             s += f"@{self.digest}"
         return s
 
-    def with_(self, *, tag: str | None = None, digest: str | None = None) -> "Reference":
-        return Reference(self.registry, self.repository, tag, digest)
-
 
 def parse_reference(text: str) -> Reference:
     """Parse ``[host[:port]/]repo[:tag][@sha256:…]``; docker.io names map to registry-1.docker.io."""
