@@ -1,0 +1,56 @@
+"""The package's shape: stages depend downward only (the import-linter contract in pyproject.toml),
+and no module outside cli/ imports enginefab inside a function (a local import that dodges a
+cycle hides the cycle; start-up laziness belongs to the CLI)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "enginefab"
+
+
+def test_import_linter_contract_is_kept():
+    lint = Path(sys.executable).parent / "lint-imports"
+    p = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Contracts: 2 kept, 0 broken." in p.stdout, p.stdout
+
+
+def local_enginefab_imports(path: Path, root: Path = ROOT) -> list[str]:
+    """`file:line module` for every import of enginefab inside a function body."""
+    out = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if in_function and isinstance(child, ast.ImportFrom) and (child.module or "").startswith("enginefab"):
+                out.append(f"{path.relative_to(root)}:{child.lineno} from {child.module}")
+            elif in_function and isinstance(child, ast.Import):
+                out.extend(f"{path.relative_to(root)}:{child.lineno} import {a.name}" for a in child.names
+                           if a.name.startswith("enginefab"))
+            visit(child, inside)
+
+    visit(ast.parse(path.read_text(), str(path)), False)
+    return out
+
+
+def test_no_function_local_imports_of_enginefab_outside_the_cli():
+    found = [hit for p in sorted(PACKAGE.rglob("*.py")) if "cli" not in p.relative_to(PACKAGE).parts[:1]
+             for hit in local_enginefab_imports(p)]
+    assert found == [], "move the import to the top of the module (and the shared piece down if it is a cycle):\n" \
+        + "\n".join(found)
+
+
+def test_the_local_import_finder_finds_one(tmp_path):
+    """The scan above would catch a function-local import (and ignores TYPE_CHECKING blocks)."""
+    (tmp_path / "enginefab").mkdir()
+    mod = tmp_path / "enginefab" / "m.py"
+    mod.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from enginefab.core import ui\n\n"
+                   "def f():\n    from enginefab.core.errors import EnginefabError\n    return EnginefabError\n")
+    assert local_enginefab_imports(mod, tmp_path) == ["enginefab/m.py:6 from enginefab.core.errors"]
