@@ -160,7 +160,7 @@ def test_show_lists_the_engine_artifact_and_the_python_closure(alias, shown, mat
 
     # the Python closure: one version per package, every wheel installable by the image's Python
     wheels = [i for i in inputs if i["kind"] == "wheel"]
-    build = [layer for layer in d["layers"] if layer["id"].startswith("build/")]
+    build = [layer for layer in d["layers"] if layer["id"].startswith("compile/")]
     sdists = [i for layer in build for i in layer["inputs"] if i["kind"] == "url"]
     names = [i["name"] for i in wheels + sdists]
     assert len(names) == len(set(names)), sorted(names)

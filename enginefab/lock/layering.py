@@ -139,7 +139,7 @@ def plan(images: list[Parts], *, big: int = BIG, budget: int = BUDGET) -> dict[s
             layers.append(_layer_of_inputs("wheels", f"wheel/{w.name}-{w.version}-{w.sha256[:8]}", [w],
                                            f"{w.name} {w.version}", **wheel_extra))
         if p.builds:
-            layers.append(_layer_of_inputs("run", _named("build", p.builds), p.builds, "packages built from source"))
+            layers.append(_layer_of_inputs("run", _named("compile", p.builds), p.builds, "packages built from source"))
         if p.archives:
             layers.append(_layer_of_inputs("archives", _named("files", p.archives), p.archives, "files"))
         if p.run:

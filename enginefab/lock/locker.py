@@ -241,7 +241,8 @@ def parts_from_definition(defn: Definition) -> Resolved:
     p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,
                        scheme=scheme_for(defn.python.site_packages, defn.python.scripts, defn.python.version))
     slot = {"base": "base", "os": "os", "stack": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
-            "wheel": "wheels", "build": "builds", "files": "archives", "run": "run"}
+            "wheel": "wheels", "compile": "builds", "files": "archives", "run": "run",
+            "build": "builds"}  # build/: what compile/ was called before
     for layer in defn.layers:
         prefix, _, rest = layer.id.partition("/")
         if prefix == "config":
