@@ -4,7 +4,7 @@
   # The only input. Its pin (flake.lock) decides the Python that runs the builder and the tools
   # run steps execute with; the images' bytes are decided by build/*.json alone (compression contract included: a Python whose zlib
   # compresses differently refuses to build instead of producing other digests).
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let

@@ -6,12 +6,12 @@
 #                     speaks the registry protocol (token auth, mirrors) that a plain URL cannot
 #   manual            requireFile: the user downloads the file and adds it with
 #                     `nix-store --add-fixed sha256 FILE`; building it otherwise fails with a
-#                     message saying where to get it
+#                     message saying where to get it (`enginefab nix missing-input`)
 #   manual, no hash   (awaiting) always fails, saying how to pin the file first
-#   run               not fetched: its hash identifies the step, it is part of the definition
+#   run               not fetched: its hash identifies the step, it is part of the layer
 #
-# Only builtins: no nixpkgs is needed to fetch, and the output paths depend on name and hash
-# alone, so any mirror, URL or fetcher yields the same store paths.
+# No shell and no nixpkgs: builtin:fetchurl, or enginefab as the builder. Fixed-output paths
+# depend on name and hash alone, so any mirror, URL or fetcher yields the same store paths.
 { system, enginefab }:
 let
   inherit (builtins) concatStringsSep filter isString split substring baseNameOf;
@@ -58,56 +58,34 @@ let
     impureEnvVars = proxies ++ [ "ENGINEFAB_MIRRORS" ];
   });
 
-  failing = { name, message }: {
-    inherit name system message;
-    builder = "/bin/sh";
-    args = [ "-c" ''printf '%s\n' "$message" >&2; exit 1'' ];
+  # derivations that always fail, saying what the user must do: `enginefab nix missing-input`
+  # (enginefab/nix/missing.py) writes the error. Not a shell: the sandbox has no /bin/sh.
+  failing = { name, kind, input }: {
+    inherit name system;
+    builder = "${enginefab}/bin/enginefab";
+    args = [ "nix" "missing-input" kind ];
+    input = builtins.toJSON input;
+    ENGINEFAB_QUIET = "1";
     preferLocalBuild = true;
     allowSubstitutes = false;
   };
 
-  where = input: if (input.where or null) != null then input.where else "its vendor";
-
   # The name is the file's own name: `nix-store --add-fixed sha256 FILE` then yields exactly
   # this output path, so the derivation is already valid and never runs.
-  manual = input: derivation (fixed input.sha256 // failing {
-    name = fileName input;
-    message = ''
-
-      ${fileName input} (${input.version}) cannot be downloaded automatically.
-      Get it from ${where input}, then add it to the Nix store:
-
-        nix-store --add-fixed sha256 ${fileName input}
-
-      It must have sha256 ${input.sha256}${if input.size > 0 then " and ${toString input.size} bytes" else ""}.
-      (For the enginefab CLI: enginefab lock --add-file ${fileName input})
-    '';
-  });
+  manual = input: derivation (failing { name = fileName input; kind = "manual"; inherit input; } // fixed input.sha256);
 
   awaiting = input: derivation (failing {
     name = storeName "awaiting-${fileName input}";
-    message = ''
-
-      ${fileName input} (${input.version}) has no pinned sha256 yet: its upstream publishes none.
-      Get it from ${where input}, then pin and add it:
-
-        enginefab lock --add-file ${fileName input}   # records its hash in engines/manual-pins.toml
-        enginefab lock                                # carries the hash into build/*.json; commit both
-        nix-store --add-fixed sha256 ${fileName input}
-    '';
+    kind = "awaiting";
+    inherit input;
   });
 
-  # a base pinned by digest whose layers were never resolved (registry unreachable at lock time)
-  unresolved = { alias, input }: derivation (failing {
+  # a base pinned by digest whose layers were never resolved (registry unreachable at lock
+  # time); named after the base alone, so that every image on it shares it
+  unresolved = input: derivation (failing {
     name = storeName "unresolved-base-${input.name}";
-    message = ''
-
-      The base image of ${alias} is pinned by digest only:
-        ${input.url}
-      Its registry was unreachable when the image was locked, so the lock lists no layers to
-      fetch. Run `enginefab lock ${alias}` where the registry (or a mirror in
-      registry/mirrors.toml) is reachable, then review and commit build/${alias}.json.
-    '';
+    kind = "unresolved";
+    inherit input;
   });
 
   isLayerOrConfig = mt:
@@ -115,6 +93,12 @@ let
 in
 {
   inherit storeName fileName unresolved;
+
+  # the name an input has in a derivation's {sha256: store path} map
+  key = input: if input.sha256 != null then input.sha256 else "awaiting:${input.name}";
+
+  # a base-image layer blob, not its config (enginefab/assemble/keys.py `is_layer_media`)
+  isLayerMedia = mt: mt != null && builtins.match ".*(\\.layer\\.|\\.rootfs\\.diff\\.).*" mt != null;
 
   # does building the image read this input's bytes? (an oci base's index and manifest are
   # pinned for provenance; the builder reads only its config and layers)

@@ -2,7 +2,8 @@
 # (`pkgs.callPackage ./nix/package.nix { src; version; }` in flake.nix).
 #
 # Not built on the machine this was written on: nixpkgs cannot be fetched there. The tests
-# replace this whole expression with the host's Python (nix/host-toolchain); see README, Nix.
+# replace this whole expression with the host's Python (nix/host-toolchain) and check that its
+# dependencies are pyproject's (tests/test_nix.py); see README, Nix.
 { lib, python3Packages, src, version }:
 let
   ps = python3Packages;
@@ -23,6 +24,11 @@ ps.buildPythonApplication {
   inherit version src;
   pyproject = true;
   build-system = [ ps.setuptools ];
+  # the source leaves README.md out (nix/sources.nix); pyproject names it as the readme
+  postPatch = ''
+    echo "# enginefab" > README.md
+  '';
+  # exactly pyproject.toml's [project] dependencies (tests/test_nix.py compares them)
   dependencies = [
     ps.pydantic
     ps.typer
@@ -37,10 +43,13 @@ ps.buildPythonApplication {
     ps.installer
     ps.uv
     ps.filelock
+    ps.pyyaml
   ];
   # pyproject's lower bounds were set against PyPI releases; nixpkgs' own versions are accepted
+  # (a missing package is not relaxed: the runtime-dependency check still fails the build)
   pythonRelaxDeps = true;
-  pythonImportsCheck = [ "enginefab" "enginefab.assemble.builder" "enginefab.nix.build" ];
+  pythonImportsCheck = [ "enginefab" "enginefab.assemble.builder" "enginefab.nix.layer" "enginefab.nix.assemble"
+    "enginefab.check.structure" ];
   # the test suite needs the network, a registry, bubblewrap, qemu and ~1 GB of inputs
   doCheck = false;
   meta = {

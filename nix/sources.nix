@@ -14,8 +14,10 @@ let
   };
 in
 {
-  # what the Python package is built from (pyproject names README.md as its readme)
-  package = only "enginefab-source" [ "pyproject.toml" "README.md" "enginefab" ];
+  # what the Python package is built from. Every layer derivation runs this package, so any
+  # file here is part of every layer's key: not README.md (pyproject's readme; nix/package.nix
+  # writes a stub), or a README edit would rebuild the whole matrix
+  package = only "enginefab-source" [ "pyproject.toml" "enginefab" ];
   # what `enginefab lock --check` and the definition rules read
   matrix = only "enginefab-matrix" [ "pyproject.toml" "engines" "build" "registry" ];
 }

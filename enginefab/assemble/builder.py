@@ -220,7 +220,7 @@ class Builder:
             with self.store.lock(key):
                 hit = self.store.action_get(key)  # another build may have made it meanwhile
                 if hit is None:
-                    hit = self._make(defn, layer, key, lower)
+                    hit = self.pack_layer(defn, layer, key, lower)
                     status = "built"
         if status == "built":
             self.stats.layers_built += 1
@@ -228,7 +228,10 @@ class Builder:
             self.stats.layers_cached += 1
         return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)], status
 
-    def _make(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:
+    def pack_layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:
+        """Fetch, stage and pack one layer (not a base) over `lower` (blobs in the store) into the
+        store under `key`, whatever the cache holds: its action-cache entry. (A Nix layer
+        derivation calls this in a fresh store.)"""
         stage_root = self.store.tmp_dir(f"stage-{key[:16]}")
         staging = Staging(stage_root)
         t0 = time.monotonic()

@@ -111,16 +111,17 @@ class Built:
         return d
 
 
-def write_layout(out: Path, images: list[Built], blob_path) -> None:
-    """Add images to the OCI layout at `out` (created if needed): blobs linked from the store,
-    index.json entries for each image's canonical name and alias (replacing older ones)."""
+def write_layout(out: Path, images: list[Built], blob_path, place=link_or_copy) -> None:
+    """Add images to the OCI layout at `out` (created if needed): blobs placed from the store
+    (`place(src, dest)`: hard link, else copy), index.json entries for each image's canonical
+    name and alias (replacing older ones)."""
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "oci-layout", canonical.dumps({"imageLayoutVersion": "1.0.0"}))
     for img in images:
         for d in (*img.blobs, img.digest):
             dest = out / "blobs" / "sha256" / d.split(":", 1)[1]
             if not dest.exists():
-                link_or_copy(blob_path(d), dest)
+                place(blob_path(d), dest)
     entries: dict[str, dict] = {}
     idx = out / "index.json"
     if idx.exists():

@@ -3,9 +3,10 @@
 A layer's key is the sha256 of everything that determines its bytes: the builder version, the
 layer object from the lock (its inputs with their sha256), the compression contract and
 SOURCE_DATE_EPOCH. A run step's output also depends on the filesystem it runs over, so a `run`
-layer's key includes the keys of every layer below it (base layers by their blob digests). Every
-key is known from the lock alone, before anything is fetched or built: `plan` and `build
---reachable-layers` use them to tell built from unbuilt layers.
+layer's key includes the keys of every layer below it (base layers by their blob digests, an
+unresolved base by its own key). Every key is known from the lock alone, before anything is
+fetched or built: `plan` and `build --reachable-layers` use them to tell built from unbuilt
+layers, and the flake names its layer derivations after the same inputs (nix/layer.nix).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def chain_keys(defn: Definition) -> list[str]:
         if layer.kind == "base":
             blobs = base_keys(layer)
             keys.append(canonical.key_of({"base": blobs or [i.sha256 for i in layer.inputs]}))
-            lower.extend(blobs)
+            # a base whose layers were never resolved still decides what runs above it
+            lower.extend(blobs or keys[-1:])
             continue
         k = layer_key(defn, layer, lower)
         keys.append(k)

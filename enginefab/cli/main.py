@@ -721,28 +721,80 @@ def demo(
 # -- nix --------------------------------------------------------------------------------------
 
 
-@nix_app.command("build-image")
+@nix_app.command("build-layer")
 @run_guarded
-def nix_build_image(
-    definition: Annotated[Path, typer.Option("--definition", help="The image's build/<alias>.json.")],
-    inputs: Annotated[Path, typer.Option("--inputs", envvar="inputsPath",
-                                         help="JSON {sha256: store path} of the fetched inputs.")],
-    out: Annotated[Path, typer.Option("--out", envvar="out", help="The OCI layout to create.")],
-    as_json: JsonOpt = False,
+def nix_build_layer(
+    layer: Annotated[Path, typer.Option("--layer", envvar="layerPath", help="The layer object from the lock (JSON).")],
+    compression: Annotated[str, typer.Option("--compression", envvar="compression", help="The compression contract (JSON).")],
+    source_date_epoch: Annotated[int, typer.Option("--source-date-epoch", envvar="sourceDateEpoch")],
+    inputs: Annotated[Path, typer.Option("--inputs", envvar="inputsPath", help="JSON {sha256: store path} of its fetches.")],
+    out: Annotated[Path, typer.Option("--out", envvar="out", help="Directory to create: blob, descriptor.json.")],
+    lower: Annotated[Optional[Path], typer.Option("--lower", envvar="lowerPath",
+                                                  help="Run steps: JSON list of the parts below.")] = None,
+    arch: Annotated[str, typer.Option("--arch", envvar="arch", help="Run steps: the image's architecture.")] = "",
 ) -> None:
-    """Build one definition from pre-fetched input files, without network, into an OCI layout.
+    """Build one layer of a definition, without network (the flake's layer derivations).
 
-    The last line printed is `<alias> <manifest digest>`, as for `enginefab build`."""
+    Prints `<layer id> <blob digest>`."""
+    from enginefab.core.definition import Compression, Layer
+    from enginefab.nix.layer import LayerJob, build_layer
+    from enginefab.nix.parts import read_inputs, read_parts
+
+    job = LayerJob(layer=Layer.model_validate_json(layer.read_bytes()),
+                   compression=Compression.model_validate_json(compression), source_date_epoch=source_date_epoch,
+                   inputs=read_inputs(inputs), lower=tuple(read_parts(lower)) if lower else (), arch=arch)
+    entry = build_layer(job, out)
+    print(f"{job.layer.id} {entry['digest']}")
+
+
+@nix_app.command("assemble")
+@run_guarded
+def nix_assemble(
+    definition: Annotated[Path, typer.Option("--definition", help="The image's build/<alias>.json.")],
+    layers: Annotated[Path, typer.Option("--layers", envvar="layersPath", help="JSON list of the image's parts.")],
+    inputs: Annotated[Path, typer.Option("--inputs", envvar="inputsPath", help="JSON {sha256: store path}: the base's config.")],
+    out: Annotated[Path, typer.Option("--out", envvar="out", help="The OCI layout to create.")],
+) -> None:
+    """Write an image's config, manifest and OCI layout from its layer derivations' outputs.
+
+    Prints `<alias> <manifest digest>`, as `enginefab build` does."""
     from enginefab.core.definition import load_definition
-    from enginefab.nix.build import build_layout, read_input_map
+    from enginefab.nix.assemble import assemble
+    from enginefab.nix.parts import read_inputs, read_parts
 
     defn = load_definition(definition)
-    res = build_layout(defn, read_input_map(inputs), out)
-    if as_json:
-        _emit({"alias": defn.image.alias, "name": defn.image.name, "digest": res.built.digest, "layout": str(out),
-               "layers_built": res.layers_built, "seconds_packing": round(res.seconds_packing, 3)})
-        return
-    print(f"{defn.image.alias} {res.built.digest}")
+    built = assemble(defn, read_parts(layers), read_inputs(inputs), out)
+    print(f"{defn.image.alias} {built.digest}")
+
+
+@nix_app.command("missing-input")
+@run_guarded
+def nix_missing_input(
+    kind: Annotated[str, typer.Argument(help="manual, awaiting or unresolved.")],
+    input_json: Annotated[str, typer.Option("--input", envvar="input", help="The input from the lock (JSON).")],
+) -> None:
+    """Fail with what a user must do to supply an input (the flake's manual-input derivations)."""
+    from enginefab.core.definition import Input
+    from enginefab.nix.missing import missing_input
+
+    raise missing_input(kind, Input.model_validate_json(input_json))
+
+
+@nix_app.command("flake-check")
+@run_guarded
+def nix_flake_check(
+    name: Annotated[str, typer.Argument(help="lock or definitions.")],
+    root: Annotated[Path, typer.Option("--root", envvar="ENGINEFAB_ROOT", help="The matrix (engines/, build/).")],
+    out: Annotated[Path, typer.Option("--out", envvar="out", help="Where to write the JSON report.")],
+) -> None:
+    """One of `nix flake check`'s checks: the JSON report to --out; exit 1 (report on stderr) if it fails."""
+    from enginefab.nix.checks import flake_check
+
+    ok, report = flake_check(name, root)
+    out.write_bytes(report)
+    if not ok:
+        sys.stderr.buffer.write(report)
+        raise typer.Exit(1)
 
 
 @nix_app.command("fetch-blob")

@@ -8,11 +8,13 @@
 # flake.nix uses exactly one thing from nixpkgs, `legacyPackages.<system>.callPackage`, for two
 # expressions: ./nix/package.nix { src; version; } (the enginefab CLI) and ./nix/run-tools.nix
 # (bubblewrap, proot, qemu-user for run steps). Here callPackage ignores those nixpkgs
-# expressions: the CLI becomes a wrapper running `<interpreter> -m enginefab` over the same `src`
-# (the flake's filtered source, first on PYTHONPATH), so the code that builds images is the
-# flake's, while its dependencies (pydantic, zstandard, …) come from the interpreter's
-# environment; the run tools are the host's /usr/bin ones. This only works with the sandbox off (Debian's nix-bin default): the
-# interpreter is outside the store.
+# expressions: the CLI becomes a Python script whose shebang is <interpreter> and which puts the
+# same `src` (the flake's filtered source) first on sys.path, so the code that builds images is
+# the flake's, while its dependencies (pydantic, zstandard, …) come from the interpreter's
+# environment; the run tools are the host's /usr/bin ones. No shell anywhere (the sandbox has
+# none). The interpreter and those tools live outside the store: with the sandbox on, Nix must
+# be told to bind them (`extra-sandbox-paths`: /usr /lib /lib64, the interpreter's prefix and
+# venv; README, Nix).
 {
   description = "host-toolchain shim: enginefab via the host's Python instead of nixpkgs (tests only)";
 
@@ -28,7 +30,8 @@
         out, src, python = os.environ["out"], os.environ["src"], os.environ["python"]
         os.makedirs(out + "/bin")
         with open(out + "/bin/enginefab", "w") as f:
-            f.write("#!/bin/sh\nPYTHONPATH=%s exec %s -m enginefab \"$@\"\n" % (src, python))
+            f.write("#!%s\nimport sys\nsys.path.insert(0, %r)\n" % (python, src))
+            f.write("from enginefab.cli.main import main\nmain()\n")
         os.chmod(out + "/bin/enginefab", 0o755)
       '';
       # nix/run-tools.nix: the host's bubblewrap, proot and qemu-user-static
