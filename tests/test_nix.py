@@ -1,12 +1,13 @@
-"""The flake: `nix build .#<alias>` over build/*.json, bit-identical to `enginefab build`.
+"""The flake: one derivation per layer, images assembled from them, bit-identical to `enginefab build`.
 
 Runs Debian's nix-bin (2.8) offline, as a user of this machine would have to: a private Nix
-store, state and config in a temporary directory; nixpkgs replaced by the host-toolchain shim
-(nix/host-toolchain: the host's Python runs enginefab) with `--override-input`; every fetch
-served from a local file:// mirror of the real files through Nix's own `hashed-mirrors`
-setting (the layout of enginefab's download cache, sha256/<hex>). The flake is a copy of the
-checkout's files (tracked and untracked, not ignored), so the tests see the working tree as
-the CLI does.
+store, state and config in a temporary directory, **the sandbox on** (`sandbox = true`,
+`sandbox-fallback = false`), nixpkgs replaced by the host-toolchain shim (nix/host-toolchain:
+the host's Python runs enginefab; it and the host's bwrap/proot/qemu are bound into the sandbox
+with `extra-sandbox-paths`) through `--override-input`; every fetch served from enginefab's
+download cache through Nix's own `hashed-mirrors` setting (its layout is sha256/<hex>), bound
+into the sandbox too. The flake is a copy of the checkout's files (tracked and untracked, not
+ignored), so the tests see the working tree as the CLI does.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ NIX = shutil.which("nix")
 pytestmark = pytest.mark.skipif(NIX is None, reason="nix is not installed (./dev setup installs nix-bin)")
 
 REF_NAME = "org.opencontainers.image.ref.name"
+SYSTEM = "x86_64-linux"
 
 
 def _store_name(s: str) -> str:
-    """nix/fetch.nix storeName: the name a fetch derivation gets for a file name."""
+    """nix/fetch.nix storeName: the name a derivation gets for a file name or layer id."""
     clean = re.sub(r"[^A-Za-z0-9+._?=-]+", "_", s)
     return ("_" + clean if clean.startswith(".") else clean)[:180]
 
@@ -54,6 +56,11 @@ def _needed(inp: dict) -> bool:
         mt = inp.get("media_type") or ""
         return any(s in mt for s in (".layer.", ".rootfs.diff.", "image.config.", "container.image."))
     return True
+
+
+def _drv_name(drv: str) -> str:
+    """/nix/store/<hash>-<name>.drv → name."""
+    return Path(drv).name.split("-", 1)[1][: -len(".drv")]
 
 
 def _rmtree(path: Path) -> None:
@@ -77,26 +84,52 @@ def copy_checkout(dest: Path) -> Path:
     return dest
 
 
+def _sandbox_paths(*more: Path) -> list[str]:
+    """What the shim's builders need from the host: the interpreter (its prefix, the venv with
+    enginefab's dependencies), /usr (bwrap, proot, qemu-*-static, libraries), the loader."""
+    paths = ["/usr", "/lib", "/lib64", sys.prefix, os.path.realpath(sys.base_prefix), *map(str, more)]
+    return sorted({p for p in paths if os.path.lexists(p)})
+
+
+def _dry_run(stderr: str) -> tuple[set[str], set[str]]:
+    """(derivations `--dry-run` would build, store paths it would fetch from a substituter)."""
+    built, fetched, section = set(), set(), None
+    for line in stderr.splitlines():
+        if "will be built" in line:
+            section = built
+        elif "will be fetched" in line:
+            section = fetched
+        elif line.startswith("  /") and section is not None:
+            section.add(line.strip())
+        else:
+            section = None
+    return built, fetched
+
+
 @dataclass
 class Nix:
     base: Path
     flake: Path  # a copy of the checkout
-    mirror: Path  # hashed mirror: sha256/<hex> → the real files
+    mirror: Path  # hashed mirror: sha256/<hex> (enginefab's download cache)
     shim: Path
+    sandbox: bool
+    why_no_sandbox: str
     env: dict = field(default_factory=dict)
 
     @property
     def store(self) -> Path:
         return self.base / "store"
 
-    def run(self, *args: str, flake: Path | None = None, check: bool = True, timeout: float = 900,
-            override: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, flake: Path | None = None, check: bool = True, timeout: float = 1800,
+            override: bool = True, store: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
         """`nix ARGS` with `.#` meaning the flake copy; nixpkgs replaced by the shim."""
         target = f"path:{flake or self.flake}"
         argv = [NIX, *(a.replace(".#", f"{target}#", 1) if a.startswith(".#") else a for a in args)]
+        if store:
+            argv += ["--store", store]
         if override:
             argv += ["--override-input", "nixpkgs", f"path:{self.shim}", "--no-write-lock-file"]
-        p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(argv, env=env or self.env, capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stderr[-6000:]}")
         return p
@@ -105,55 +138,103 @@ class Nix:
         return json.loads(self.run(*args, "--json", **kw).stdout)
 
     def mirror_inputs(self, defn: dict) -> dict[str, dict]:
-        """Put the real files of a definition's inputs into the mirror: links into the download
-        cache (filled, verified against the lock, if a file is not there yet)."""
+        """Make sure the real files of a definition's inputs are in the mirror (the download
+        cache: fetched and verified against the lock if a file is not there yet)."""
         from enginefab.transport import download
 
         wanted = {i["sha256"]: i for layer in defn["layers"] for i in layer["inputs"] if _needed(i)}
         for sha, inp in wanted.items():
-            link = self.mirror / "sha256" / sha
-            if not link.exists():
-                path = download.fetch(download.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
-                link.symlink_to(path)
+            if not (self.mirror / "sha256" / sha).exists():
+                download.fetch(download.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
         return wanted
 
-    def logs(self) -> dict[str, str]:
+    def logs(self, log_dir: Path | None = None) -> dict[str, str]:
         """Build logs by derivation file name (Nix keeps one per derivation it built)."""
         out = {}
-        for p in (self.base / "log" / "drvs").glob("*/*.bz2"):
+        for p in ((log_dir or self.base / "log") / "drvs").glob("*/*.bz2"):
             out[p.parent.name + p.name[: -len(".bz2")]] = bz2.decompress(p.read_bytes()).decode(errors="replace")
         return out
+
+    def eval_layers(self, flake: Path | None = None) -> dict[str, list[dict]]:
+        """Every image's layers as the flake evaluates them: {alias: [{id, kind, drv}]}."""
+        apply = ("ps: builtins.mapAttrs (n: p: map (l: { inherit (l) id kind; drv = if l.drv == null then null "
+                 "else l.drv.drvPath; }) p.passthru.layers) (removeAttrs ps [\"enginefab\" \"default\"])")
+        return self.json("eval", f".#packages.{SYSTEM}", "--apply", apply, flake=flake)
+
+
+def _config(base: Path, mirror: Path, *, sandbox: bool, extra: str = "") -> str:
+    return "\n".join([
+        "experimental-features = nix-command flakes",
+        "build-users-group =",
+        "substituters =",
+        f"sandbox = {'true' if sandbox else 'false'}",
+        "sandbox-fallback = false",
+        f"extra-sandbox-paths = {' '.join(_sandbox_paths(mirror))}",
+        "warn-dirty = false",
+        "max-jobs = 4",
+        f"hashed-mirrors = file://{mirror}/",
+        extra,
+    ])
+
+
+def _probe_sandbox(env: dict, base: Path) -> str:
+    """'' when Nix builds with its sandbox on here, else why not (Nix's error)."""
+    expr = (f'derivation {{ name = "enginefab-sandbox-probe"; system = "{SYSTEM}"; builder = "{sys.executable}"; '
+            'args = [ "-c" "import os; open(os.environ[\\"out\\"], \\"w\\").write(\\"ok\\")" ]; }')
+    p = subprocess.run([NIX, "build", "--impure", "--no-link", "--expr", expr], env=env, capture_output=True,
+                       text=True, timeout=120)
+    return "" if p.returncode == 0 else p.stderr.strip()[-2000:]
 
 
 @pytest.fixture(scope="session")
 def nix(tmp_path_factory):
+    from enginefab.core.paths import downloads_dir
+
     base = tmp_path_factory.mktemp("nix")
     flake = copy_checkout(base / "flake")
     shim = base / "shim"
     shim.mkdir()
     shutil.copy(ROOT / "nix" / "host-toolchain" / "flake.nix", shim / "flake.nix")
     (shim / "interpreter").write_text(sys.executable + "\n")  # .venv's Python: has enginefab's dependencies
-    mirror = base / "mirror"
-    (mirror / "sha256").mkdir(parents=True)
+    mirror = downloads_dir()
+    (mirror / "sha256").mkdir(parents=True, exist_ok=True)
     (base / "etc").mkdir()
-    config = "\n".join([
-        "experimental-features = nix-command flakes",
-        "build-users-group =",
-        "substituters =",
-        "sandbox = false",
-        "warn-dirty = false",
-        "max-jobs = 4",
-        f"hashed-mirrors = file://{mirror}/",
-    ])
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIX_")}
     env.update(NIX_STORE_DIR=str(base / "store"), NIX_STATE_DIR=str(base / "state"), NIX_LOG_DIR=str(base / "log"),
-               NIX_CONF_DIR=str(base / "etc"), XDG_CACHE_HOME=str(base / "xdg"), NIX_CONFIG=config)
-    yield Nix(base=base, flake=flake, mirror=mirror, shim=shim, env=env)
-    _rmtree(base)  # the store holds ~2 GB after the demo builds
+               NIX_CONF_DIR=str(base / "etc"), XDG_CACHE_HOME=str(base / "xdg"),
+               NIX_CONFIG=_config(base, mirror, sandbox=True))
+    why = _probe_sandbox(env, base)
+    if why:  # Nix cannot sandbox here: run without it, and test_builds_are_sandboxed says why
+        env["NIX_CONFIG"] = _config(base, mirror, sandbox=False)
+    yield Nix(base=base, flake=flake, mirror=mirror, shim=shim, sandbox=not why, why_no_sandbox=why, env=env)
+    _rmtree(base)  # the store holds ~3 GB after the demo builds
 
 
 def _aliases() -> set[str]:
     return {r["alias"] for r in json.loads(enginefab("list", "--json", check=True).stdout)}
+
+
+def _definitions(flake: Path) -> dict:
+    from enginefab.core.definition import load_definition
+
+    return {p.stem: load_definition(p) for p in sorted((flake / "build").glob("*.json"))}
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+
+def test_builds_are_sandboxed(nix):
+    """Every build of these tests runs in Nix's sandbox: a builder sees its inputs and the
+    paths bound for the shim, not the checkout it was evaluated from."""
+    assert nix.sandbox, f"Nix cannot build with its sandbox on here:\n{nix.why_no_sandbox}"
+    secret = nix.base / "outside.txt"
+    secret.write_text("the host's files\n")
+    code = (f"import os; p = {str(secret)!r}; "
+            "open(os.environ['out'], 'w').write(open(p).read() if os.path.exists(p) else 'isolated')")
+    expr = (f'derivation {{ name = "enginefab-isolation"; system = "{SYSTEM}"; builder = "{sys.executable}"; '
+            f'args = [ "-c" {json.dumps(code)} ]; }}')
+    out = nix.json("build", "--impure", "--no-link", "--expr", expr, override=False)[0]["outputs"]["out"]
+    assert Path(out).read_text() == "isolated"
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -171,18 +252,80 @@ def test_flake_exposes_every_image_of_the_matrix(nix, system):
 
 
 def test_evaluating_every_image_is_fast(nix):
-    """Instantiating all images (every fetch derivation of every definition) takes seconds."""
+    """Instantiating all images (every layer and fetch derivation of every definition) takes seconds."""
     t0 = time.monotonic()
-    drvs = nix.json("eval", ".#packages.x86_64-linux", "--apply", "ps: builtins.mapAttrs (n: p: p.drvPath) ps")
+    drvs = nix.json("eval", f".#packages.{SYSTEM}", "--apply", "ps: builtins.mapAttrs (n: p: p.drvPath) ps")
     seconds = time.monotonic() - t0
     print(f"instantiated {len(drvs)} packages in {seconds:.2f} s")
     assert set(drvs) - {"enginefab", "default"} == _aliases()
     assert seconds < 30, "evaluation must stay cheap (no import-from-derivation, no fetching)"
 
 
-def test_dry_run_lists_the_pinned_fixed_output_fetches(nix):
+def test_layer_derivations_are_keyed_like_the_action_cache(nix):
+    """Across the whole matrix, two layers have the same derivation exactly when the action cache
+    gives them the same key; each derivation is named after its layer id. So the layers the two
+    preset PyTorch images share (and the two demos share) are one derivation, one store path."""
+    from enginefab.assemble.keys import chain_keys
+
+    defns = _definitions(nix.flake)
+    layers = nix.eval_layers()
+    assert set(layers) == set(defns)
+    by_key: dict[str, set[str]] = {}
+    by_drv: dict[str, set[str]] = {}
+    for alias, defn in defns.items():
+        assert [lay["id"] for lay in layers[alias]] == [layer.id for layer in defn.layers]
+        for lay, layer, key in zip(layers[alias], defn.layers, chain_keys(defn)):
+            if layer.kind == "base":
+                assert lay["drv"] is None  # its blobs are fixed-output fetches
+                continue
+            assert _drv_name(lay["drv"]) == _store_name(f"layer-{layer.id}")
+            by_key.setdefault(key, set()).add(lay["drv"])
+            by_drv.setdefault(lay["drv"], set()).add(key)
+    assert all(len(d) == 1 for d in by_key.values()), "one action key, several derivations"
+    assert all(len(k) == 1 for k in by_drv.values()), "one derivation, several action keys"
+
+    def shared(a: str, b: str) -> set[str]:
+        drvs = {x: {lay["drv"] for lay in layers[x] if lay["drv"]} for x in (a, b)}
+        return drvs[a] & drvs[b]
+
+    keys = {a: set(chain_keys(defns[a])) for a in defns}
+    torch = sorted(a for a, d in defns.items() if d.image.framework == "pytorch" and a not in _demos(defns))
+    assert len(torch) == 2, torch
+    expect = {k for k in keys[torch[0]] & keys[torch[1]] if by_key.get(k)}
+    assert len(expect) >= 3, "the preset PyTorch images share their Python, NumPy and torch layers"
+    assert shared(*torch) == {next(iter(by_key[k])) for k in expect}
+    demos = sorted(_demos(defns))
+    expect = {k for k in keys[demos[0]] & keys[demos[1]] if by_key.get(k)}
+    assert expect, "the demos share their typing-extensions and users layers"
+    assert shared(*demos) == {next(iter(by_key[k])) for k in expect}
+    print(f"{len(by_drv)} layer derivations for {sum(len(v) for v in layers.values())} layers of {len(defns)} images")
+
+
+def _demos(defns: dict) -> set[str]:
+    return {a for a in defns if a.startswith("demo-")}
+
+
+def test_editing_the_readme_rebuilds_nothing(nix, tmp_path):
+    """The package's source is pyproject.toml and enginefab/ only, so a README edit leaves every
+    image, layer and check derivation as it was (a code edit changes them all: the builder)."""
+    def drvs(flake: Path) -> dict:
+        return nix.json("eval", f".#packages.{SYSTEM}", "--apply", "ps: builtins.mapAttrs (n: p: p.drvPath) ps",
+                        flake=flake) | nix.json("eval", f".#checks.{SYSTEM}", "--apply",
+                                                "cs: builtins.mapAttrs (n: c: c.drvPath) cs", flake=flake)
+
+    edited = tmp_path / "flake"
+    shutil.copytree(nix.flake, edited)
+    (edited / "README.md").write_text((edited / "README.md").read_text() + "\nA line a reader added.\n")
+    assert drvs(edited) == drvs(nix.flake)
+    (edited / "enginefab" / "nix" / "layer.py").write_text((edited / "enginefab" / "nix" / "layer.py").read_text() + "\n")
+    changed = drvs(edited)
+    assert all(changed[a] != d for a, d in drvs(nix.flake).items())
+
+
+def test_dry_run_lists_layers_and_the_pinned_fixed_output_fetches(nix):
     """`nix build .#pytorch-cuda10.2 --dry-run` (the dotted alias as users type it) lists one
-    fixed-output fetch per input the builder reads, each with the lock's sha256."""
+    fixed-output fetch per input the builder reads, each with the lock's sha256, one derivation
+    per layer that is built, and the image's assembly."""
     alias = "pytorch-cuda10.2"
     defn = json.loads((nix.flake / "build" / f"{alias}.json").read_bytes())
     p = nix.run("build", f".#{alias}", "--dry-run")
@@ -207,68 +350,260 @@ def test_dry_run_lists_the_pinned_fixed_output_fetches(nix):
             assert (out.get("hashAlgo"), out.get("hash")) == ("sha256", inp["sha256"]), inp["name"]
         else:
             assert "hash" not in out  # awaiting a file: nothing to pin yet
+    layers = {_store_name(f"layer-{layer['id']}") for layer in defn["layers"] if layer["kind"] != "base"}
+    assert {_drv_name(n) for n in listed if "-layer-" in n} == layers
     unresolved = {n for n in listed if "-unresolved-base-" in n}
     if defn.get("base") and not any(_needed(i) for i in defn["layers"][0]["inputs"]):
         # the CUDA base could not be resolved where it was locked: its derivation fails first
         assert unresolved
-    # nothing else: the fetches, the builder (the enginefab CLI), the tools run steps use and
-    # the image itself
+    # nothing else: the builder (the enginefab CLI), the tools run steps use and the image itself
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     tools = (f"-enginefab-{version}-host-python.drv", "-enginefab-run-tools-host.drv")
-    rest = listed - matched - unresolved
+    rest = {n for n in listed - matched - unresolved if "-layer-" not in n}
     assert any(n.endswith(f"-{alias}.drv") for n in rest)
     assert {n for n in rest if not n.endswith((f"-{alias}.drv", *tools))} == set()
     has_run = any(layer["kind"] == "run" for layer in defn["layers"])
     assert any(n.endswith(tools[1]) for n in rest) == has_run
+    # the run-step tools are on the PATH of run-step layers only
+    for name, d in by_name.items():
+        if "-layer-" in name:
+            kind = next(layer["kind"] for layer in defn["layers"]
+                        if name.endswith(f"-layer-{_store_name(layer['id'])}.drv"))
+            assert ("PATH" in d["env"]) == (kind == "run"), name
+
+
+def test_no_derivation_runs_a_shell(nix, tmp_path):
+    """No builder is /bin/sh (the sandbox has none): every derivation of an image with run
+    steps, of the flake checks and of manual and awaiting inputs is built by Nix's builtin
+    fetcher or by a program in the store (enginefab), the shim's two stand-ins aside."""
+    from enginefab.core.definition import Input, Layer
+
+    manual = Input(kind="manual", name="vendor.run", version="1", url=None, sha256="0" * 64, size=1,
+                   filename="vendor.run", where="a vendor")
+    awaiting = Input(kind="manual", name="os.tar", version="1", url=None, sha256=None, size=0, filename="os.tar")
+    defn = _small_definition("nixtest-noshell", [Layer(id="vendor/file", kind="archives", inputs=[manual, awaiting])])
+    flake = _with_definition(nix, tmp_path, defn)
+    graph = {}
+    for target in (".#pytorch-cuda10.2", f".#checks.{SYSTEM}.lock", f".#checks.{SYSTEM}.definitions",
+                   ".#nixtest-noshell"):
+        graph.update(json.loads(nix.run("show-derivation", "-r", target, flake=flake).stdout))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    shim = {"enginefab-run-tools-host", f"enginefab-{version}-host-python"}
+    builders = {_drv_name(drv): d["builder"] for drv, d in graph.items() if _drv_name(drv) not in shim}
+    assert len(builders) > 15
+    assert {"vendor.run", "awaiting-os.tar", "enginefab-lock-check"} <= set(builders)
+    assert any(n.startswith("unresolved-base-") for n in builders)
+    bad = {n: b for n, b in builders.items() if not (b == "builtin:fetchurl" or b.startswith(str(nix.store) + "/"))}
+    assert bad == {}
+
+
+def test_package_dependencies_are_pyprojects(nix):
+    """nix/package.nix builds the CLI against nixpkgs with exactly pyproject.toml's dependencies
+    (nixpkgs' runtime-dependency check fails on a missing one) and its build backend. Evaluated by
+    Nix with a python3Packages that has only pyproject's names: an extra one fails evaluation."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    def attr(requirement: str) -> str:  # PEP 503 name, as nixpkgs names Python packages
+        return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group(0)).lower()
+
+    deps = {attr(r) for r in project["project"]["dependencies"]}
+    build = {attr(r) for r in project["build-system"]["requires"]}
+    names = " ".join(f'"{n}"' for n in sorted(deps | build))
+    expr = f"""
+      let
+        fake = name: {{ pname = name; overridePythonAttrs = _: fake name; }};
+        ps = builtins.listToAttrs (map (n: {{ name = n; value = fake n; }}) [ {names} ]) // {{
+          fetchPypi = args: args;
+          buildPythonApplication = args: args;
+        }};
+        lib = {{ licenses.asl20 = "asl20"; platforms.linux = [ ]; }};
+        app = import {ROOT / "nix" / "package.nix"} {{ inherit lib; python3Packages = ps; src = ./.; version = "0"; }};
+      in {{ dependencies = map (p: p.pname) app.dependencies; build = map (p: p.pname) app.build-system;
+            imports = app.pythonImportsCheck; }}
+    """
+    got = nix.json("eval", "--impure", "--expr", expr, override=False)
+    assert sorted(got["dependencies"]) == sorted(deps)
+    assert set(got["build"]) == build
+    import importlib
+
+    for module in got["imports"]:
+        importlib.import_module(module)
 
 
 # -- building ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build):
-    """Both demos through `nix build`: the same manifest digest as `enginefab build`, inputs
-    fetched from the local mirror only, and $out a plain OCI layout of that one image."""
+@pytest.fixture(scope="session")
+def nix_demos(nix, demo_build):
+    """Both demos built by `nix build` into the session's store: {alias: $out}, and the seconds."""
     demos = sorted(demo_build["digests"])
-    assert any("x86_64" in a for a in demos) and any("aarch64" in a for a in demos)
-    defns = {a: json.loads((nix.flake / "build" / f"{a}.json").read_bytes()) for a in demos}
-    wanted = {}
-    for d in defns.values():  # the demo build fetched every input into the download cache
-        wanted.update(nix.mirror_inputs(d))
-
+    for a in demos:  # the demo build fetched every input into the download cache
+        nix.mirror_inputs(json.loads((nix.flake / "build" / f"{a}.json").read_bytes()))
     t0 = time.monotonic()
     built = nix.json("build", *(f".#{a}" for a in demos), "--no-link")
-    print(f"nix build of {len(demos)} demo images: {time.monotonic() - t0:.1f} s")
-    outs = {Path(b["drvPath"]).name.split("-", 1)[1][: -len(".drv")]: Path(b["outputs"]["out"]) for b in built}
+    seconds = time.monotonic() - t0
+    print(f"nix build of {len(demos)} demo images: {seconds:.1f} s")
+    return {"outs": {_drv_name(b["drvPath"]): Path(b["outputs"]["out"]) for b in built}, "seconds": seconds}
 
+
+def _layout_digest(out: Path, alias: str) -> str:
+    index = json.loads((out / "index.json").read_bytes())
+    return {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}[alias]
+
+
+@pytest.mark.slow
+def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build, nix_demos):
+    """Both demos through `nix build`: the same manifest digest as `enginefab build`, every layer
+    built by its own derivation (keyed as the action cache keys it), inputs fetched from the
+    mirror only, and $out a plain OCI layout of that one image whose layers are symlinks to the
+    layer derivations' outputs (the demos' shared layers: the same store path)."""
+    from enginefab.assemble.keys import chain_keys
+
+    demos = sorted(demo_build["digests"])
+    assert any("x86_64" in a for a in demos) and any("aarch64" in a for a in demos)
+    defns = _definitions(nix.flake)
+    targets: dict[str, dict[str, str]] = {}
     for alias in demos:
-        out = outs[alias]
+        out = nix_demos["outs"][alias]
         assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json", "oci-layout"]
         validate_oci(json.loads((out / "oci-layout").read_bytes()), "image-layout-schema.json")
         index = json.loads((out / "index.json").read_bytes())
         validate_oci(index, "image-index-schema.json")
         refs = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}
-        assert refs == {alias: demo_build["digests"][alias], defns[alias]["image"]["name"]: demo_build["digests"][alias]}
-        # every blob is what its name says, and there is nothing else
-        manifest = json.loads((out / "blobs" / "sha256" / refs[alias].split(":")[1]).read_bytes())
+        digest = demo_build["digests"][alias]
+        assert refs == {alias: digest, defns[alias].image.name: digest}
+        blobs = out / "blobs" / "sha256"
+        manifest = json.loads((blobs / digest.split(":")[1]).read_bytes())
         validate_oci(manifest, "image-manifest-schema.json")
-        expect = {refs[alias], manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
-        blobs = {f"sha256:{p.name}" for p in (out / "blobs" / "sha256").iterdir()}
-        assert blobs == expect
-        for d in blobs:
+        expect = {digest, manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
+        assert {f"sha256:{p.name}" for p in blobs.iterdir()} == expect
+        for d in expect:  # every blob is what its name says
             h = hashlib.sha256()
-            with open(out / "blobs" / "sha256" / d.split(":")[1], "rb") as f:
+            with open(blobs / d.split(":")[1], "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
             assert f"sha256:{h.hexdigest()}" == d
+        # config and manifest are the assembly's own files; each layer is its derivation's blob
+        for d in (digest, manifest["config"]["digest"]):
+            assert not (blobs / d.split(":")[1]).is_symlink()
+        defn = defns[alias]
+        for layer, key, desc in zip(defn.layers, chain_keys(defn), manifest["layers"]):
+            link = blobs / desc["digest"].split(":")[1]
+            assert link.is_symlink()
+            target = Path(os.readlink(link))
+            assert target.name == "blob" and target.parent.name.endswith(f"-layer-{_store_name(layer.id)}")
+            descriptor = json.loads((target.parent / "descriptor.json").read_bytes())
+            assert descriptor["key"] == key and descriptor["digest"] == desc["digest"]
+            targets.setdefault(alias, {})[layer.id] = str(target)
+    common = set(targets[demos[0]]) & set(targets[demos[1]])
+    assert common, "the demos share layers"
+    for lid in common:
+        assert targets[demos[0]][lid] == targets[demos[1]][lid], f"{lid}: two store paths"
 
     # each input came from the mirror (Nix logs every download of a fixed-output fetch)
     logs = nix.logs()
-    for sha, inp in wanted.items():
-        log = next((t for n, t in logs.items() if n.endswith(f"-{_store_name(_file_name(inp))}.drv")), None)
-        assert log is not None, f"no fetch of {inp['name']} was built"
-        assert f"file://{nix.mirror}/sha256/{sha}" in log
-        assert "http://" not in log and "https://" not in log, f"{inp['name']} was downloaded from upstream"
+    for alias in demos:
+        for sha, inp in nix.mirror_inputs(json.loads((nix.flake / "build" / f"{alias}.json").read_bytes())).items():
+            log = next((t for n, t in logs.items() if n.endswith(f"-{_store_name(_file_name(inp))}.drv")), None)
+            assert log is not None, f"no fetch of {inp['name']} was built"
+            assert f"file://{nix.mirror}/sha256/{sha}" in log
+            assert "http://" not in log and "https://" not in log, f"{inp['name']} was downloaded from upstream"
+
+
+def _one_pin_change(nix: Nix, tmp_path: Path, alias: str):
+    """A copy of the flake where one wheel of `alias` is pinned to another version, taken from
+    another image of the matrix (as a re-lock would): (flake, new definition, the layer changed)."""
+    defns = _definitions(nix.flake)
+    defn = defns[alias]
+    for li, layer in enumerate(defn.layers):
+        if layer.kind != "wheels" or len(layer.inputs) != 1:
+            continue
+        old = layer.inputs[0]
+        other = next((i for d in defns.values() for lay in d.layers for i in lay.inputs
+                      if i.kind == "wheel" and i.name == old.name and i.sha256 != old.sha256
+                      and (i.filename or "").endswith("-none-any.whl")), None)
+        if other is None:
+            continue
+        layers = list(defn.layers)
+        layers[li] = layer.model_copy(update={"inputs": [other]})
+        new = defn.model_copy(update={"layers": layers})
+        flake = tmp_path / "flake"
+        shutil.copytree(nix.flake, flake)
+        (flake / "build" / f"{alias}.json").write_bytes(new.to_json())
+        nix.mirror_inputs(json.loads(new.to_json()))
+        return flake, new, layers[li]
+    raise AssertionError(f"no pure-Python wheel of {alias} has another version in the matrix")
+
+
+@pytest.mark.slow
+def test_one_pin_change_builds_one_layer_and_the_assembly(nix, nix_demos, demo_build, tmp_path):
+    """A demo with one wheel re-pinned: `nix build` fetches the new wheel and builds exactly two
+    derivations, that layer's and the image's assembly (counted from --dry-run and from the
+    build logs Nix keeps), and the image equals the one `enginefab build` makes of it."""
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.store import Store
+
+    alias = next(a for a in sorted(demo_build["digests"]) if "x86_64" in a)
+    flake, defn, layer = _one_pin_change(nix, tmp_path, alias)
+    fetch = _store_name(_file_name(layer.inputs[0].model_dump()))
+    p = nix.run("build", f".#{alias}", "--dry-run", flake=flake)
+    planned = {_drv_name(d) for d in _dry_run(p.stderr)[0]}
+    assert planned - {fetch} == {_store_name(f"layer-{layer.id}"), alias}
+
+    before = set(nix.logs())
+    t0 = time.monotonic()
+    out = Path(nix.json("build", f".#{alias}", "--no-link", flake=flake)[0]["outputs"]["out"])
+    print(f"one-pin rebuild through nix: {time.monotonic() - t0:.1f} s")
+    built = {_drv_name("/x/" + n) for n in set(nix.logs()) - before}
+    assert built == planned
+    cli = Builder(Store(demo_build["store"])).image(defn)  # the CLI's store has every other layer
+    assert _layout_digest(out, alias) == cli.digest != demo_build["digests"][alias]
+
+
+def _in_chroot(root: Path, path: str) -> Path:
+    """Where a chroot store (`--store ROOT`) keeps a store path."""
+    return next(p for p in (root / "nix" / "store" / Path(path).name, root / path.lstrip("/")) if p.exists())
+
+
+@pytest.mark.slow
+def test_binary_cache_serves_every_layer(nix, nix_demos, demo_build, tmp_path):
+    """Store A (the session's) built both demos; `nix copy` sends them to a signed file://
+    binary cache. An empty store B that trusts the cache would build a one-pin-changed demo by
+    building that layer and the assembly and fetching every other layer; it builds both demos
+    without building a single derivation, and gets the same digests."""
+    demos = sorted(demo_build["digests"])
+    cache, secret, public = tmp_path / "cache", tmp_path / "cache.sk", tmp_path / "cache.pk"
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "enginefab-test-1", secret, public],
+                   env=nix.env, check=True, capture_output=True)
+    outs = [str(nix_demos["outs"][a]) for a in demos]
+    t0 = time.monotonic()
+    nix.run("copy", "--to", f"file://{cache}?compression=none&secret-key={secret}", *outs, override=False)
+    print(f"nix copy of both demos to a file:// cache: {time.monotonic() - t0:.1f} s")
+
+    root_b = tmp_path / "store-b"  # a chroot store: the same store paths, its own files and database
+    env = dict(nix.env, NIX_CONFIG=nix.env["NIX_CONFIG"].replace("substituters =", f"substituters = file://{cache}")
+               + f"\ntrusted-public-keys = {public.read_text().strip()}\n")
+
+    alias = next(a for a in demos if "x86_64" in a)
+    flake, defn, layer = _one_pin_change(nix, tmp_path, alias)
+    built, fetched = _dry_run(nix.run("build", f".#{alias}", "--dry-run", flake=flake, store=str(root_b),
+                                      env=env).stderr)
+    assert {n for n in map(_drv_name, built) if n.startswith("layer-")} == {_store_name(f"layer-{layer.id}")}
+    assert alias in map(_drv_name, built)
+    others = {_store_name(f"layer-{x.id}") for x in defn.layers if x.kind != "base" and x.id != layer.id}
+    assert {Path(f).name.split("-", 1)[1] for f in fetched} >= others
+
+    targets = [f".#{a}" for a in demos]
+    built, fetched = _dry_run(nix.run("build", *targets, "--dry-run", store=str(root_b), env=env).stderr)
+    assert built == set()
+    assert {Path(o).name for o in outs} <= {Path(f).name for f in fetched}
+    got = nix.json("build", *targets, "--no-link", store=str(root_b), env=env)
+    assert not list((root_b / "nix" / "var" / "log").rglob("*.bz2")), "store B built something"
+    for b in got:
+        out = _in_chroot(root_b, b["outputs"]["out"])
+        alias = _drv_name(b["drvPath"])
+        assert _layout_digest(out, alias) == demo_build["digests"][alias]
+    _rmtree(root_b)
 
 
 def _small_definition(alias: str, layers: list, base=None, demo: str = "demo-pytorch-aarch64"):
@@ -291,8 +626,8 @@ def _with_definition(nix: Nix, tmp_path: Path, defn) -> Path:
 
 
 def test_manual_input_is_a_required_file(nix, tmp_path):
-    """A manual input fails with where to get it and the `nix-store --add-fixed` line; once the
-    user adds the file, the image builds with it."""
+    """A manual input fails, in the sandbox, with where to get it and the `nix-store --add-fixed`
+    line; once the user adds the file, the image builds with it."""
     from enginefab.core.definition import Input, Layer
 
     payload = tmp_path / "vendor-toolkit_1.0_linux.run"
@@ -313,8 +648,7 @@ def test_manual_input_is_a_required_file(nix, tmp_path):
     subprocess.run(["nix-store", "--add-fixed", "sha256", str(payload)], env=nix.env, check=True, capture_output=True)
     built = nix.json("build", ".#nixtest-manual", "--no-link", flake=flake)
     out = Path(built[0]["outputs"]["out"])
-    index = json.loads((out / "index.json").read_bytes())
-    manifest = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_bytes())
+    manifest = json.loads((out / "blobs" / "sha256" / _layout_digest(out, "nixtest-manual").split(":")[1]).read_bytes())
     layer = out / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
     with tarfile.open(layer) as tf:
         member = tf.extractfile(f"opt/vendor/{payload.name}")
@@ -332,6 +666,13 @@ def test_awaiting_manual_input_says_how_to_pin_it(nix, tmp_path):
     assert p.returncode != 0
     assert "has no pinned sha256 yet" in p.stderr
     assert "enginefab lock --add-file EulerOS-test.tar.xz" in p.stderr
+
+
+def test_unresolved_base_says_how_to_relock(nix):
+    """A preset whose CUDA base was locked by digest only fails on the base, saying how to re-lock."""
+    p = nix.run("build", ".#pytorch-cuda10.2", "--no-link", check=False)
+    assert p.returncode != 0
+    assert "pinned by digest only" in p.stderr and "enginefab lock IMAGE" in p.stderr
 
 
 def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypatch):
@@ -379,22 +720,23 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
 
     built = nix.json("build", ".#nixtest-oci", "--no-link", flake=flake)
     out = Path(built[0]["outputs"]["out"])
-    index = json.loads((out / "index.json").read_bytes())
-    nix_digest = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}["nixtest-oci"]
+    nix_digest = _layout_digest(out, "nixtest-oci")
 
     monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))  # the CLI fetches the blobs afresh
     cli = Builder(Store(tmp_path / "store")).image(defn)
     assert nix_digest == cli.digest
     got = json.loads((out / "blobs" / "sha256" / nix_digest.split(":")[1]).read_bytes())
     assert got["layers"][0]["digest"] == canonical.digest(layer)  # the base layer, byte for byte
+    base_blob = out / "blobs" / "sha256" / canonical.digest(layer).split(":")[1]
+    assert base_blob.is_symlink() and base_blob.read_bytes() == layer  # the fetch's store path, not a copy
 
 
 # -- checks -----------------------------------------------------------------------------------
 
 
 def test_flake_check_runs_the_rules_and_lock_check(nix, tmp_path):
-    """`nix flake check`: definition rules and `lock --check` pass on the checkout and fail on a
-    matrix edited without re-locking."""
+    """`nix flake check` (in the sandbox): definition rules and `lock --check` pass on the
+    checkout and fail on a matrix edited without re-locking, with the report in the build log."""
     nix.run("flake", "check", f"path:{nix.flake}")
     reports = {p.name.split("-", 1)[1]: p for p in nix.store.iterdir()
                if p.name.endswith(("-enginefab-lock-check", "-enginefab-definition-rules"))}
@@ -409,9 +751,9 @@ def test_flake_check_runs_the_rules_and_lock_check(nix, tmp_path):
     text = toml.read_text()
     assert 'constraints = ["numpy>=1.17,<1.22"]' in text
     toml.write_text(text.replace('constraints = ["numpy>=1.17,<1.22"]', 'constraints = ["numpy>=1.17,<1.21"]'))
-    p = nix.run("build", ".#checks.x86_64-linux.lock", "--no-link", flake=stale, check=False)
+    p = nix.run("build", f".#checks.{SYSTEM}.lock", "--no-link", flake=stale, check=False)
     assert p.returncode != 0
-    report = json.loads(nix.run("log", ".#checks.x86_64-linux.lock", flake=stale).stdout)
+    report = json.loads(nix.run("log", f".#checks.{SYSTEM}.lock", flake=stale).stdout)
     assert report["ok"] is False
     stale_images = {problem.split(":", 1)[0] for problem in report["problems"]}
     assert {"pytorch-cuda10.2", "demo-pytorch-x86_64", "demo-pytorch-aarch64"} <= stale_images
@@ -420,8 +762,9 @@ def test_flake_check_runs_the_rules_and_lock_check(nix, tmp_path):
 @pytest.mark.slow
 def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
     """A run step (the presets install Miniconda, CANN, compile Horovod this way) through
-    `nix build`: bubblewrap from nix/run-tools.nix on PATH, nothing else from the host, and the
-    same image as the CLI's builder makes."""
+    `nix build`, in the Nix sandbox: bubblewrap from nix/run-tools.nix on PATH, nothing else from
+    the host, the layers below as its derivation's inputs, and the same image as the CLI's
+    builder makes."""
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
     from enginefab.engines.model import RunStep
@@ -439,10 +782,13 @@ def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
     nix.mirror_inputs(json.loads(defn.to_json()))
     flake = _with_definition(nix, tmp_path, defn)
 
+    layers = {lay["id"]: lay["drv"] for lay in nix.eval_layers(flake)["nixtest-run"]}
+    run_drv = json.loads(nix.run("show-derivation", layers["run/nixtest"], override=False).stdout)[layers["run/nixtest"]]
+    assert layers[os_layer.id] in run_drv["inputDrvs"]  # the layer below is an input of the step's derivation
+
     built = nix.json("build", ".#nixtest-run", "--no-link", flake=flake)
     out = Path(built[0]["outputs"]["out"])
-    index = json.loads((out / "index.json").read_bytes())
-    nix_digest = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}["nixtest-run"]
+    nix_digest = _layout_digest(out, "nixtest-run")
     cli = Builder(Store(tmp_path / "store")).image(defn)
     assert nix_digest == cli.digest
 
@@ -453,5 +799,5 @@ def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
         env = dict(line.split("=", 1) for line in tf.extractfile("opt/step/env").read().decode().splitlines())
     assert "etc/.wh.debian_version" in names  # the deletion, as an OCI whiteout
     # the same bytes from two very different parent environments: nothing leaks into the step
-    assert not {"out", "NIX_BUILD_TOP", "inputsPath", "TMPDIR"} & set(env)
+    assert not {"out", "NIX_BUILD_TOP", "inputsPath", "lowerPath", "TMPDIR"} & set(env)
     assert env["SOURCE_DATE_EPOCH"] == str(defn.source_date_epoch)

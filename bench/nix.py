@@ -1,0 +1,177 @@
+"""The flake against the CLI on the demo images, measured in the same run:
+
+* a cold `nix build` of both demos (empty Nix store) against a cold `enginefab build --demo`
+  (empty enginefab store); both read their inputs from the download cache (Nix through
+  `hashed-mirrors`, copying each into its store as a fixed-output fetch);
+* a one-pin rebuild (one demo's wheel re-pinned to another version the matrix pins elsewhere)
+  through each: Nix builds that layer's derivation and the assembly, the CLI packs that layer;
+* a no-op `nix build` (evaluation of the flake and nothing to build) against the CLI's no-op;
+* the bytes Nix keeps for both demos (the images' closures: layer outputs and assemblies, each
+  shared layer once) and its whole store (with the fetched inputs and the builder) against the
+  sum of the two image sizes.
+
+Nix runs as tests/test_nix.py runs it: Debian's nix-bin, a private store, the sandbox on, nixpkgs
+replaced by the host-toolchain shim. Needs the demos' inputs in the download cache (any demo
+build puts them there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM = "x86_64-linux"
+
+
+def _timed(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}:\n{p.stderr[-4000:]}")
+    return time.monotonic() - t0, p
+
+
+class PrivateNix:
+    """Debian's nix with its own store, state and config under `base`, the sandbox on."""
+
+    def __init__(self, base: Path, mirror: Path) -> None:
+        self.base = base
+        shim = base / "shim"
+        shim.mkdir(parents=True)
+        shutil.copy(ROOT / "nix" / "host-toolchain" / "flake.nix", shim / "flake.nix")
+        (shim / "interpreter").write_text(sys.executable + "\n")
+        self.override = ["--override-input", "nixpkgs", f"path:{shim}", "--no-write-lock-file"]
+        paths = sorted({p for p in ("/usr", "/lib", "/lib64", sys.prefix, os.path.realpath(sys.base_prefix), str(mirror))
+                        if os.path.lexists(p)})
+        config = ["experimental-features = nix-command flakes", "build-users-group =", "substituters =",
+                  "sandbox = true", "sandbox-fallback = false", f"extra-sandbox-paths = {' '.join(paths)}",
+                  "warn-dirty = false", "max-jobs = 4", f"hashed-mirrors = file://{mirror}/"]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NIX_")}
+        self.env.update(NIX_STORE_DIR=str(base / "store"), NIX_STATE_DIR=str(base / "state"),
+                        NIX_LOG_DIR=str(base / "log"), NIX_CONF_DIR=str(base / "etc"),
+                        XDG_CACHE_HOME=str(base / "xdg"), NIX_CONFIG="\n".join(config))
+        (base / "etc").mkdir()
+
+    def build(self, flake: Path, attrs: list[str]) -> tuple[float, list[dict]]:
+        took, p = _timed(["nix", "build", *(f"path:{flake}#{a}" for a in attrs), "--no-link", "--json",
+                          *self.override], env=self.env)
+        return took, json.loads(p.stdout)
+
+    def closure_bytes(self, outs: list[str]) -> int:
+        """Bytes of the union of the closures of `outs` (each store path counted once)."""
+        _, p = _timed(["nix", "path-info", "-r", "--json", *outs], env=self.env)
+        return sum(i["narSize"] for i in json.loads(p.stdout))
+
+    def store_bytes(self) -> int:
+        return sum(f.lstat().st_size for f in (self.base / "store").rglob("*") if f.is_file() and not f.is_symlink())
+
+    def remove(self) -> None:
+        for dirpath, dirnames, _ in os.walk(self.base):
+            for d in dirnames:
+                if not os.path.islink(os.path.join(dirpath, d)):
+                    os.chmod(os.path.join(dirpath, d), 0o700)
+        shutil.rmtree(self.base)
+
+
+def _checkout(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    for rel in filter(None, files):
+        src = ROOT / os.fsdecode(rel)
+        if src.is_file():
+            (dest / os.fsdecode(rel)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / os.fsdecode(rel))
+    return dest
+
+
+def _repin(defns: dict, alias: str):
+    """`alias` with one pure-Python wheel pinned to the version another image pins."""
+    defn = defns[alias]
+    for n, layer in enumerate(defn.layers):
+        if layer.kind != "wheels" or len(layer.inputs) != 1:
+            continue
+        old = layer.inputs[0]
+        other = next((i for d in defns.values() for lay in d.layers for i in lay.inputs if i.kind == "wheel"
+                      and i.name == old.name and i.sha256 != old.sha256
+                      and (i.filename or "").endswith("-none-any.whl")), None)
+        if other is not None:
+            layers = list(defn.layers)
+            layers[n] = layer.model_copy(update={"inputs": [other]})
+            return defn.model_copy(update={"layers": layers}), other
+    raise RuntimeError(f"no wheel of {alias} is pinned to another version elsewhere in the matrix")
+
+
+def run(work: Path) -> dict:
+    from enginefab.transport import download as fetch
+    from enginefab.core.definition import load_definition
+    from enginefab.core.paths import downloads_dir
+
+    defns = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
+    demos = sorted(a for a in defns if a.startswith("demo-"))
+    alias = next(a for a in demos if "x86_64" in a)
+    repinned, pin = _repin(defns, alias)
+    fetch.fetch(fetch.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref))
+    mirror = downloads_dir()
+    for d in demos:  # the same warm page cache for both
+        for i in defns[d].inputs():
+            if i.sha256 and (mirror / "sha256" / i.sha256).exists():
+                (mirror / "sha256" / i.sha256).read_bytes()
+
+    cli = [sys.executable, "-m", "enginefab"]
+    cli_env = dict(os.environ, ENGINEFAB_QUIET="1")
+    store = work / "store"
+    cli_cold, p = _timed([*cli, "build", *demos, "--store", str(store), "--out", str(work / "out"), "--json"],
+                         cwd=ROOT, env=cli_env)
+    digests = {r["alias"]: r["digest"] for r in json.loads(p.stdout)}
+    cli_noop, _ = _timed([*cli, "build", *demos, "--store", str(store), "--out", str(work / "out"), "--json"],
+                         cwd=ROOT, env=cli_env)
+    (work / "repinned.json").write_bytes(repinned.to_json())
+    cli_pin, p = _timed([*cli, "build", str(work / "repinned.json"), "--store", str(store), "--out",
+                         str(work / "out-pin"), "--json"], cwd=ROOT, env=cli_env)
+    pin_digest = json.loads(p.stdout)[0]["digest"]
+
+    nix = PrivateNix(work / "nix", mirror)
+    flake = _checkout(work / "flake")
+    try:
+        nix_cold, built = nix.build(flake, demos)
+        outs = {Path(b["drvPath"]).name.split("-", 1)[1][: -len(".drv")]: b["outputs"]["out"] for b in built}
+        nix_digests = {}
+        for a, out in outs.items():
+            index = json.loads((Path(out) / "index.json").read_bytes())
+            nix_digests[a] = next(m["digest"] for m in index["manifests"]
+                                  if m["annotations"]["org.opencontainers.image.ref.name"] == a)
+        nix_noop, _ = nix.build(flake, demos)
+        closure = nix.closure_bytes(list(outs.values()))
+        whole = nix.store_bytes()
+        flake_pin = work / "flake-pin"
+        shutil.copytree(flake, flake_pin)
+        (flake_pin / "build" / f"{alias}.json").write_bytes(repinned.to_json())
+        nix_pin, built = nix.build(flake_pin, [alias])
+        index = json.loads((Path(built[0]["outputs"]["out"]) / "index.json").read_bytes())
+        nix_pin_digest = index["manifests"][0]["digest"]
+    finally:
+        nix.remove()
+
+    sizes = {}
+    for a, d in digests.items():
+        blob = store / "blobs" / "sha256" / d.split(":")[1]
+        manifest = json.loads(blob.read_bytes())
+        sizes[a] = sum(x["size"] for x in manifest["layers"]) + manifest["config"]["size"] + blob.stat().st_size
+    total = sum(sizes.values())
+    return {
+        "same_digests": nix_digests == digests and nix_pin_digest == pin_digest,
+        "cold": {"nix_seconds": round(nix_cold, 1), "cli_seconds": round(cli_cold, 1),
+                 "nix_over_cli": round(nix_cold / cli_cold, 2)},
+        "one_pin_rebuild": {"pin": pin.ref, "nix_seconds": round(nix_pin, 2), "cli_seconds": round(cli_pin, 2),
+                            "nix_over_cli": round(nix_pin / cli_pin, 2)},
+        "noop": {"nix_seconds": round(nix_noop, 2), "cli_seconds": round(cli_noop, 2),
+                 "nix_over_cli": round(nix_noop / cli_noop, 2)},
+        "bytes": {"sum_of_image_sizes": total, "nix_closures": closure, "nix_closures_over_sum": round(closure / total, 3),
+                  "nix_store": whole, "nix_store_over_sum": round(whole / total, 3)},
+    }
