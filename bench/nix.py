@@ -29,8 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SYSTEM = "x86_64-linux"
+from bench._nixenv import ROOT, copy_checkout, environ, make_shim, repin, rmtree
 
 
 @dataclass(frozen=True)
@@ -65,21 +64,9 @@ class PrivateNix:
 
     def __init__(self, base: Path, mirror: Path) -> None:
         self.base = base
-        shim = base / "shim"
-        shim.mkdir(parents=True)
-        shutil.copy(ROOT / "nix" / "host-toolchain" / "flake.nix", shim / "flake.nix")
-        (shim / "interpreter").write_text(sys.executable + "\n")
+        shim = make_shim(base / "shim")
         self.override = ["--override-input", "nixpkgs", f"path:{shim}", "--no-write-lock-file"]
-        paths = sorted({p for p in ("/usr", "/lib", "/lib64", sys.prefix, os.path.realpath(sys.base_prefix), str(mirror))
-                        if os.path.lexists(p)})
-        config = ["experimental-features = nix-command flakes", "build-users-group =", "substituters =",
-                  "sandbox = true", "sandbox-fallback = false", f"extra-sandbox-paths = {' '.join(paths)}",
-                  "warn-dirty = false", "max-jobs = 4", f"hashed-mirrors = file://{mirror}/"]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NIX_")}
-        self.env.update(NIX_STORE_DIR=str(base / "store"), NIX_STATE_DIR=str(base / "state"),
-                        NIX_LOG_DIR=str(base / "log"), NIX_CONF_DIR=str(base / "etc"),
-                        XDG_CACHE_HOME=str(base / "xdg"), NIX_CONFIG="\n".join(config))
-        (base / "etc").mkdir()
+        self.env = environ(base, mirror)
         self.outs: list[str] = []
 
     def build(self, flake: Path, attrs: list[str]) -> tuple[Timed, dict[str, str]]:
@@ -98,39 +85,7 @@ class PrivateNix:
         return sum(f.lstat().st_size for f in (self.base / "store").rglob("*") if f.is_file() and not f.is_symlink())
 
     def remove(self) -> None:
-        for dirpath, dirnames, _ in os.walk(self.base):
-            for d in dirnames:
-                if not os.path.islink(os.path.join(dirpath, d)):
-                    os.chmod(os.path.join(dirpath, d), 0o700)
-        shutil.rmtree(self.base)
-
-
-def _checkout(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for rel in filter(None, files):
-        src = ROOT / os.fsdecode(rel)
-        if src.is_file():
-            (dest / os.fsdecode(rel)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / os.fsdecode(rel))
-    return dest
-
-
-def _repin(defns: dict, alias: str):
-    """`alias` with one pure-Python wheel pinned to the version another image pins."""
-    defn = defns[alias]
-    for n, layer in enumerate(defn.layers):
-        if layer.kind != "wheels" or len(layer.inputs) != 1:
-            continue
-        old = layer.inputs[0]
-        other = next((i for d in defns.values() for lay in d.layers for i in lay.inputs if i.kind == "wheel"
-                      and i.name == old.name and i.sha256 != old.sha256
-                      and (i.filename or "").endswith("-none-any.whl")), None)
-        if other is not None:
-            layers = list(defn.layers)
-            layers[n] = layer.model_copy(update={"inputs": [other]})
-            return defn.model_copy(update={"layers": layers}), other
-    raise RuntimeError(f"no wheel of {alias} is pinned to another version elsewhere in the matrix")
+        rmtree(self.base)
 
 
 def _refs(index: Path) -> dict[str, str]:
@@ -147,7 +102,7 @@ def run(work: Path) -> dict:
     defns = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
     demos = sorted(a for a in defns if a.startswith("demo-"))
     alias = next(a for a in demos if "x86_64" in a)
-    repinned, pin = _repin(defns, alias)
+    repinned, pin = repin(defns, alias)
     fetch.fetch(fetch.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref))
     mirror = downloads_dir()
     for d in demos:  # the same warm page cache for both
@@ -169,7 +124,7 @@ def run(work: Path) -> dict:
     pin_digest = json.loads(cli_pin.out)[0]["digest"]
 
     nix = PrivateNix(work / "nix", mirror)
-    flake = _checkout(work / "flake")
+    flake = copy_checkout(work / "flake")
     try:
         nix_cold, nix_digests = nix.build(flake, demos)
         closure = nix.closure_bytes()

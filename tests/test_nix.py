@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._nixenv import copy_checkout, environ, make_shim, repin, rmtree
 from tests.conftest import ROOT, enginefab, validate_oci
 
 NIX = shutil.which("nix")
@@ -61,34 +61,6 @@ def _needed(inp: dict) -> bool:
 def _drv_name(drv: str) -> str:
     """/nix/store/<hash>-<name>.drv → name."""
     return Path(drv).name.split("-", 1)[1][: -len(".drv")]
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree that holds a Nix store (its directories are read-only)."""
-    for dirpath, dirnames, _ in os.walk(path):
-        for d in dirnames:
-            if not os.path.islink(os.path.join(dirpath, d)):
-                os.chmod(os.path.join(dirpath, d), stat.S_IRWXU)
-    shutil.rmtree(path)
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The checkout's files as a commit would hold them (tracked + untracked, not ignored)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for rel in filter(None, files):
-        src = ROOT / os.fsdecode(rel)
-        if src.is_file():
-            (dest / os.fsdecode(rel)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / os.fsdecode(rel))
-    return dest
-
-
-def _sandbox_paths(*more: Path) -> list[str]:
-    """What the shim's builders need from the host: the interpreter (its prefix, the venv with
-    enginefab's dependencies), /usr (bwrap, proot, qemu-*-static, libraries), the loader."""
-    paths = ["/usr", "/lib", "/lib64", sys.prefix, os.path.realpath(sys.base_prefix), *map(str, more)]
-    return sorted({p for p in paths if os.path.lexists(p)})
 
 
 def _dry_run(stderr: str) -> tuple[set[str], set[str]]:
@@ -162,21 +134,6 @@ class Nix:
         return self.json("eval", f".#packages.{SYSTEM}", "--apply", apply, flake=flake)
 
 
-def _config(base: Path, mirror: Path, *, sandbox: bool, extra: str = "") -> str:
-    return "\n".join([
-        "experimental-features = nix-command flakes",
-        "build-users-group =",
-        "substituters =",
-        f"sandbox = {'true' if sandbox else 'false'}",
-        "sandbox-fallback = false",
-        f"extra-sandbox-paths = {' '.join(_sandbox_paths(mirror))}",
-        "warn-dirty = false",
-        "max-jobs = 4",
-        f"hashed-mirrors = file://{mirror}/",
-        extra,
-    ])
-
-
 def _probe_sandbox(env: dict, base: Path) -> str:
     """'' when Nix builds with its sandbox on here, else why not (Nix's error)."""
     expr = (f'derivation {{ name = "enginefab-sandbox-probe"; system = "{SYSTEM}"; builder = "{sys.executable}"; '
@@ -192,22 +149,15 @@ def nix(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("nix")
     flake = copy_checkout(base / "flake")
-    shim = base / "shim"
-    shim.mkdir()
-    shutil.copy(ROOT / "nix" / "host-toolchain" / "flake.nix", shim / "flake.nix")
-    (shim / "interpreter").write_text(sys.executable + "\n")  # .venv's Python: has enginefab's dependencies
+    shim = make_shim(base / "shim")
     mirror = downloads_dir()
     (mirror / "sha256").mkdir(parents=True, exist_ok=True)
-    (base / "etc").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIX_")}
-    env.update(NIX_STORE_DIR=str(base / "store"), NIX_STATE_DIR=str(base / "state"), NIX_LOG_DIR=str(base / "log"),
-               NIX_CONF_DIR=str(base / "etc"), XDG_CACHE_HOME=str(base / "xdg"),
-               NIX_CONFIG=_config(base, mirror, sandbox=True))
+    env = environ(base, mirror)
     why = _probe_sandbox(env, base)
     if why:  # Nix cannot sandbox here: run without it, and test_builds_are_sandboxed says why
-        env["NIX_CONFIG"] = _config(base, mirror, sandbox=False)
+        env = environ(base, mirror, sandbox=False)
     yield Nix(base=base, flake=flake, mirror=mirror, shim=shim, sandbox=not why, why_no_sandbox=why, env=env)
-    _rmtree(base)  # the store holds ~3 GB after the demo builds
+    rmtree(base)  # the store holds ~3 GB after the demo builds
 
 
 def _aliases() -> set[str]:
@@ -513,26 +463,12 @@ def test_nix_build_is_bit_identical_to_the_cli(nix, demo_build, nix_demos):
 def _one_pin_change(nix: Nix, tmp_path: Path, alias: str):
     """A copy of the flake where one wheel of `alias` is pinned to another version, taken from
     another image of the matrix (as a re-lock would): (flake, new definition, the layer changed)."""
-    defns = _definitions(nix.flake)
-    defn = defns[alias]
-    for li, layer in enumerate(defn.layers):
-        if layer.kind != "wheels" or len(layer.inputs) != 1:
-            continue
-        old = layer.inputs[0]
-        other = next((i for d in defns.values() for lay in d.layers for i in lay.inputs
-                      if i.kind == "wheel" and i.name == old.name and i.sha256 != old.sha256
-                      and (i.filename or "").endswith("-none-any.whl")), None)
-        if other is None:
-            continue
-        layers = list(defn.layers)
-        layers[li] = layer.model_copy(update={"inputs": [other]})
-        new = defn.model_copy(update={"layers": layers})
-        flake = tmp_path / "flake"
-        shutil.copytree(nix.flake, flake)
-        (flake / "build" / f"{alias}.json").write_bytes(new.to_json())
-        nix.mirror_inputs(json.loads(new.to_json()))
-        return flake, new, layers[li]
-    raise AssertionError(f"no pure-Python wheel of {alias} has another version in the matrix")
+    new, pin = repin(_definitions(nix.flake), alias)
+    flake = tmp_path / "flake"
+    shutil.copytree(nix.flake, flake)
+    (flake / "build" / f"{alias}.json").write_bytes(new.to_json())
+    nix.mirror_inputs(json.loads(new.to_json()))
+    return flake, new, next(layer for layer in new.layers if pin in layer.inputs)
 
 
 @pytest.mark.slow
@@ -603,7 +539,7 @@ def test_binary_cache_serves_every_layer(nix, nix_demos, demo_build, tmp_path):
         out = _in_chroot(root_b, b["outputs"]["out"])
         alias = _drv_name(b["drvPath"])
         assert _layout_digest(out, alias) == demo_build["digests"][alias]
-    _rmtree(root_b)
+    rmtree(root_b)
 
 
 def _small_definition(alias: str, layers: list, base=None, demo: str = "demo-pytorch-aarch64"):
