@@ -380,6 +380,25 @@ def test_package_dependencies_are_pyprojects(nix):
         importlib.import_module(module)
 
 
+@pytest.mark.parametrize("aarch64", [False, True])
+def test_run_tools_avoid_the_static_qemu_on_aarch64(nix, aarch64):
+    """nix/run-tools.nix (never evaluated against real nixpkgs here) links bwrap, proot and qemu
+    under Debian's names: the static qemu-user, except on an aarch64 builder, where it segfaults
+    (nixpkgs issue 366902) and the dynamic one serves proot."""
+    expr = f"""
+      import {ROOT / "nix" / "run-tools.nix"} {{
+        stdenv.hostPlatform.isAarch64 = {'true' if aarch64 else 'false'};
+        runCommand = name: env: script: {{ inherit name script; }};
+        bubblewrap = "/bubblewrap"; proot = "/proot";
+        qemu-user = "/qemu-dynamic"; pkgsStatic.qemu-user = "/qemu-static";
+      }}
+    """
+    got = nix.json("eval", "--impure", "--expr", expr, override=False)
+    assert "/bubblewrap/bin/bwrap" in got["script"] and "/proot/bin/proot" in got["script"]
+    want, other = ("/qemu-dynamic", "/qemu-static") if aarch64 else ("/qemu-static", "/qemu-dynamic")
+    assert f"ln -s {want}/bin/qemu-$arch $out/bin/qemu-$arch-static" in got["script"] and other not in got["script"]
+
+
 # -- building ---------------------------------------------------------------------------------
 
 
