@@ -95,15 +95,15 @@ def _refs(index: Path) -> dict[str, str]:
 
 
 def run(work: Path) -> dict:
-    from enginefab.transport import download as fetch
     from enginefab.core.definition import load_definition
     from enginefab.core.paths import downloads_dir
+    from enginefab.transport import download
 
     defns = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
     demos = sorted(a for a in defns if a.startswith("demo-"))
     alias = next(a for a in demos if "x86_64" in a)
     repinned, pin = repin(defns, alias)
-    fetch.fetch(fetch.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref))
+    download.fetch(download.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref))
     mirror = downloads_dir()
     for d in demos:  # the same warm page cache for both
         for i in defns[d].inputs():
