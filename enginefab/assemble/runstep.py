@@ -5,12 +5,15 @@
    a ``dest`` is also placed in the image (as files of this layer).
 2. The layers below are unpacked into a private root (OCI whiteouts applied), and every path's
    lstat is recorded (the *before* snapshot).
-3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022: network cut,
-   root user with file capabilities only, host name ``enginefab``, a private /tmp, and a fixed
-   environment — PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1
-   (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH —
-   plus the step's own ``env``. Nothing else from the definition or the host reaches it, because
-   nothing else is in the layer's cache key. aarch64 roots run under ``proot -q qemu-aarch64``.
+3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022, in
+   the sandbox of `enginefab.build.sandbox`: root of a user namespace of its own with a few
+   file capabilities only, a seccomp filter, network cut, host name ``enginefab``, a private
+   /tmp and /dev/shm, nothing of the host but its inputs (read-only), and a fixed environment —
+   PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1
+   (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH — plus the step's own
+   ``env``. Nothing else from the definition or the host reaches it, because nothing else is
+   in the layer's cache key. An aarch64 root runs under qemu-user (binfmt_misc of the
+   sandbox's own): every aarch64 program the script starts, too.
 4. The *after* snapshot is compared with the first: the layer holds every path that is new or
    changed (type, mode, owner, and for non-directories inode, size, mtime or ctime), the
    directories above them with their current metadata, an OCI whiteout ``.wh.<name>`` for each
@@ -43,7 +46,7 @@ from enginefab.core.errors import BuildError, UnsafeArchiveError
 
 INPUTS = "/enginefab/inputs"
 STEPS = "/enginefab/steps"
-SANDBOX_PATHS = frozenset({"dev", "proc", "sys", "tmp", "enginefab", sandbox.QEMU_MOUNT.lstrip("/")})
+SANDBOX_PATHS = frozenset({"dev", "proc", "sys", "tmp", "enginefab"})
 SHELLS = ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIMEOUT = float(os.environ.get("ENGINEFAB_RUN_TIMEOUT", "7200"))
@@ -227,9 +230,10 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
     if not steps:
         raise BuildError(f"run layer {layer.id} has no run input", image=image)
     files = [(i, builder.fetch_input(i, image)) for i in layer.inputs if i.kind != "run"]
-    missing = sandbox.available()
-    if "bubblewrap" in missing:
-        raise BuildError("run steps need bubblewrap", image=image, fix="apt-get install bubblewrap")
+    missing = sandbox.available(defn.image.arch)
+    if missing:
+        raise BuildError(f"run steps for {defn.image.arch} need {' and '.join(missing)}", image=image,
+                         fix=f"apt-get install {' '.join(missing)}")
     work = builder.store.tmp_dir("run")
     umask = os.umask(0o022)  # the unpacked root and the step's new files must not depend on the caller's
     try:
@@ -248,14 +252,17 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         for n, step in enumerate(steps, 1):
             script = work / "steps" / f"{n:02d}-{step.name}.sh"
             script.write_text(step.script or "")
-            cmd = sandbox.step_command(root, defn.image.arch, [shell, f"{STEPS}/{script.name}"],
-                                       env=step_env(defn, step), binds=binds, scratch=work / "scratch")
-            rc = sandbox.run_step(cmd, log=log, timeout=TIMEOUT)
+            sb = sandbox.step(root, defn.image.arch, env=step_env(defn, step), binds=binds, scratch=work / "scratch")
+            try:
+                rc = sandbox.run_step(sb, [shell, f"{STEPS}/{script.name}"], log=log, timeout=TIMEOUT)
+            except sandbox.SandboxError as e:
+                raise BuildError(f"run step {step.name} of layer {layer.id}: {e.message}", image=image,
+                                 input=step.ref, fix=e.fix) from e
             if rc != 0:
                 kept = builder.store.root / "logs" / f"{layer.id.replace('/', '_')}-{step.name}.log"
                 kept.parent.mkdir(exist_ok=True)
                 shutil.copyfile(log, kept)
-                tail = log.read_text(errors="replace").splitlines()[-15:]
+                tail = log.read_text(errors="replace").splitlines()[-40:]
                 raise BuildError(
                     f"run step {step.name} of layer {layer.id} exited with status {rc}:\n    "
                     + "\n    ".join(tail),

@@ -1,21 +1,61 @@
-"""Run a program inside an unpacked image: bubblewrap, network cut, as the image's user; an
-aarch64 image runs through qemu-user (there is no binfmt_misc here, so qemu is called
-explicitly: ``/qemu -L / program``).
+"""Sandboxes for run steps and runtime checks: an unpacked root as ``/``, nothing of the host
+visible but what the program needs read-only, no capability that reaches past the sandbox.
+
+Every sandbox is started the same way (``sandbox_launch.py``, then bubblewrap):
+
+* a user namespace of its own — an identity map of every id when we are root (the image's
+  owners are the real ones, so layers record them as they are), our own id as 0 otherwise.
+  Root in it has capabilities over that namespace only: ``open_by_handle_at`` needs
+  CAP_DAC_READ_SEARCH of the host's namespace, mounts and namespaces belong to ours;
+* bubblewrap makes the mount, PID, network (none but loopback), IPC, UTS and cgroup
+  namespaces, drops every capability but the few the program needs (`STEP_CAPS`; the image
+  user's probe keeps none), sets no_new_privs and loads `seccomp.program` for the host's CPU;
+* the root is the only file system: a step sees its root writable at ``/`` (its changes are
+  the layer), a check sees an overlay over the read-only image (a container's writable layer,
+  in memory, discarded afterwards); `/tmp` and ``/dev/shm`` are its own; inputs are bound
+  read-only at their container paths; ``/proc`` is the sandbox's, ``/sys`` is absent;
+* a foreign arch (aarch64 on x86_64) runs through qemu-user registered in a binfmt_misc of the
+  sandbox's own user namespace with the ``F`` flag (the kernel keeps qemu open), so every
+  aarch64 program a step starts runs under qemu and no host path is visible at all. That needs
+  Linux ≥ 6.7; on an older kernel a host-wide ``F`` registration (binfmt-support) serves.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from enginefab.core.errors import CheckError
+from enginefab.assemble import seccomp
+from enginefab.core.errors import EnginefabError
 
 QEMU = {"aarch64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
-QEMU_MOUNT = "/.enginefab-qemu"
+LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
+#: what a run step may do as root of its namespace: own and chmod files, change uids (installers
+#: drop to service users), signal its own processes — nothing else (no SETFCAP: layers carry no
+#: file capabilities; no DAC_READ_SEARCH, MKNOD, NET_*, SYS_*)
+STEP_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETUID", "CAP_SETGID", "CAP_KILL")
+#: an image user's probe starts as root with these only, to drop to the image's user
+DROP_CAPS = ("CAP_SETUID", "CAP_SETGID")
+SETUP_FAILED = 125  # sandbox_launch.py's exit status when it could not set up
+
+#: ELF header of a program for `arch` and the mask binfmt_misc compares it under (class, data,
+#: version, any OS ABI, ET_EXEC or ET_DYN, e_machine) — the values Debian's qemu-user registers
+_ELF = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00"
+_ELF_MASK = b"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+_MACHINE = {"aarch64": b"\xb7\x00", "x86_64": b"\x3e\x00"}
+
+
+class SandboxError(EnginefabError):
+    """A sandbox could not be set up here (not: a program that failed inside one)."""
 
 
 def host_arch() -> str:
@@ -31,181 +71,201 @@ class Result:
     command: list[str]
 
 
-def bwrap_command(root: Path, arch: str, argv: list[str], *, env: dict[str, str], uid: int | None, gid: int | None,
-                  cwd: str, network: bool = False, writable: bool = False) -> list[str]:
-    """bwrap argv. uid None: stay root (real root only). As root, no user namespace is made, so
-    that the image's own uids are the real ones and a program can drop to them itself."""
+@dataclass(frozen=True)
+class Sandbox:
+    """One sandbox over `root`, for programs of `arch`."""
+
+    root: Path
+    arch: str
+    env: Mapping[str, str]
+    cwd: str = "/"
+    #: "step": `root` itself, writable; "image": a discarded overlay over the read-only `root`
+    mode: str = "step"
+    #: host path → container path, read-only
+    binds: tuple[tuple[Path, str], ...] = ()
+    caps: tuple[str, ...] = ()
+    #: a host directory as /tmp (a step's scratch space); None: a tmpfs of mode 1777
+    tmp: Path | None = None
+    #: more tmpfs of mode 1777 (container paths)
+    tmpfs: tuple[str, ...] = ()
+    hostname: str = "enginefab"
+    #: more bubblewrap arguments (the accelerator level hands devices in)
+    extra: tuple[str, ...] = field(default=())
+
+
+def _escape(b: bytes) -> str:
+    return "".join(f"\\x{c:02x}" for c in b)
+
+
+def binfmt_rule(arch: str) -> str:
+    """The binfmt_misc registration of qemu-user for `arch` (P: argv[0] kept; F: qemu opened now)."""
+    qemu = shutil.which(QEMU.get(arch, f"qemu-{arch}-static"))
+    if not qemu:
+        raise SandboxError(f"cannot run {arch} programs here: {QEMU.get(arch, f'qemu-{arch}-static')} is missing",
+                           fix="apt-get install qemu-user-static")
+    return f":enginefab-{arch}:M::{_escape(_ELF + _MACHINE[arch])}:{_escape(_ELF_MASK)}:{qemu}:PF"
+
+
+def host_binfmt(arch: str, registry: Path = Path("/proc/sys/fs/binfmt_misc")) -> bool:
+    """Whether the host already runs `arch` ELF programs through an interpreter it keeps open (F)."""
+    magic = (_ELF + _MACHINE[arch]).hex()
+    try:
+        entries = [p for p in registry.iterdir() if p.name not in ("register", "status")]
+    except OSError:
+        return False
+    for p in entries:
+        try:
+            lines = p.read_text().splitlines()
+        except OSError:
+            continue
+        fields = dict(ln.split(" ", 1) for ln in lines if " " in ln)
+        if "enabled" in lines and "F" in fields.get("flags:", "") and fields.get("magic", "").startswith(magic[:40]):
+            return True
+    return False
+
+
+def _id_maps() -> dict[str, str]:
+    if os.geteuid() == 0:
+        return {"uid_map": "0 0 4294967295\n", "gid_map": "0 0 4294967295\n", "setgroups": "allow"}
+    return {"uid_map": f"0 {os.geteuid()} 1\n", "gid_map": f"0 {os.getegid()} 1\n", "setgroups": "deny"}
+
+
+def _bwrap_args(sb: Sandbox, new_root: Path, seccomp_fd: int) -> list[str]:
     bwrap = shutil.which("bwrap")
     if not bwrap:
-        raise CheckError("bubblewrap (bwrap) is not installed", fix="apt-get install bubblewrap")
-    cmd = [bwrap, "--bind" if writable else "--ro-bind", str(root), "/", "--dev", "/dev", "--proc", "/proc",
-           "--tmpfs", "/tmp", "--die-with-parent", "--new-session", "--clearenv",
-           "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-    if not network:
-        cmd.append("--unshare-net")
-    if os.geteuid() != 0:
-        cmd += ["--unshare-user"]
-        if uid is not None:
-            cmd += ["--uid", str(uid), "--gid", str(gid if gid is not None else uid)]
-    if (root / cwd.lstrip("/")).is_dir():
-        cmd += ["--chdir", cwd]
-    for k, v in sorted(env.items()):
-        cmd += ["--setenv", k, v]
-    if arch != host_arch():
-        qemu = shutil.which(QEMU.get(arch, ""))
-        if not qemu:
-            raise CheckError(f"cannot run {arch} programs here: {QEMU.get(arch)} is missing",
-                             fix="apt-get install qemu-user-static")
-        marker = root / QEMU_MOUNT.lstrip("/")
-        if not marker.exists():
-            marker.touch()
-        cmd += ["--ro-bind", qemu, QEMU_MOUNT, QEMU_MOUNT, "-L", "/"]
-    return cmd + argv
+        raise SandboxError("bubblewrap (bwrap) is not installed", fix="apt-get install bubblewrap")
+    args = [bwrap, "--bind", str(new_root), "/", "--dev", "/dev", "--proc", "/proc"]
+    if sb.tmp is not None:
+        args += ["--bind", str(sb.tmp), "/tmp"]
+    else:
+        args += ["--perms", "1777", "--tmpfs", "/tmp"]
+    for path in ("/dev/shm", *sb.tmpfs):
+        args += ["--perms", "1777", "--tmpfs", path]
+    for src, dest in sb.binds:
+        args += ["--ro-bind", str(src), dest]
+    args += ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+             "--hostname", sb.hostname, "--die-with-parent", "--new-session", "--clearenv",
+             "--cap-drop", "ALL", *[x for c in sb.caps for x in ("--cap-add", c)],
+             "--seccomp", str(seccomp_fd), *sb.extra]
+    args += ["--chdir", sb.cwd]
+    for k, v in sorted(sb.env.items()):
+        args += ["--setenv", k, v]
+    return args
 
 
-def run(root: Path, arch: str, argv: list[str], *, env: dict[str, str], uid: int, gid: int, cwd: str,
-        timeout: float = 600, stdin: str | None = None) -> Result:
-    cmd = bwrap_command(root, arch, argv, env=env, uid=uid, gid=gid, cwd=cwd)
+def _spec(sb: Sandbox, scratch: Path, error_fd: int) -> tuple[dict, Path]:
+    """What the launcher sets up, and the host path that becomes /."""
+    spec: dict = {**_id_maps(), "error_fd": error_fd, "binfmt": [], "overlay": None}
+    if sb.arch != host_arch() and not host_binfmt(sb.arch):
+        spec["binfmt"].append({"dir": str(scratch / "binfmt"), "rule": binfmt_rule(sb.arch)})
+    new_root = sb.root
+    if sb.mode == "image":
+        if any(c in str(sb.root) for c in ",:\\"):
+            raise SandboxError(f"the unpacked image's path {sb.root} holds a ',', ':' or '\\' that an overlay "
+                               "mount cannot take", fix="use a store path without those characters (--store)")
+        spec["overlay"] = {"lower": str(sb.root), "scratch": str(scratch)}
+        new_root = scratch / "merged"
+    return spec, new_root
+
+
+def execute(sb: Sandbox, argv: list[str], *, stdout: int | IO | None, stderr: int | IO | None,
+            timeout: float, stdin: int | IO | None = subprocess.DEVNULL, input: str | None = None,
+            ) -> subprocess.CompletedProcess:
+    """Run `argv` in the sandbox; its exit status (124 after `timeout`, output so far kept)."""
+    if host_arch() not in seccomp.ARCHES:
+        raise SandboxError(f"no seccomp filter for a {host_arch()} host", fix="run on x86_64 or aarch64")
+    scratch = Path(tempfile.mkdtemp(prefix="enginefab-sandbox-"))
+    if sb.mode != "image":
+        (scratch / "binfmt").mkdir()
+    filt_r, filt_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout if isinstance(e.stdout, str) else ""
-        return Result(124, out, f"timed out after {timeout:.0f} s", cmd)
-    return Result(p.returncode, p.stdout, p.stderr, cmd)
+        os.write(filt_w, seccomp.program(host_arch()))
+        os.close(filt_w)
+        spec, new_root = _spec(sb, scratch, err_w)
+        cmd = [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec), "--",
+               *_bwrap_args(sb, new_root, filt_r), *argv]
+        try:
+            p = subprocess.run(cmd, stdin=None if input is not None else stdin, stdout=stdout, stderr=stderr,
+                               input=input, timeout=timeout, pass_fds=(filt_r, err_w), umask=0o022,
+                               text=input is not None or stdout == subprocess.PIPE)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            p = subprocess.CompletedProcess(cmd, 124, out, f"timed out after {timeout:.0f} s")
+        os.close(err_w)
+        err_w = -1
+        why = _read_all(err_r)
+        if p.returncode == SETUP_FAILED and why:
+            raise SandboxError(f"cannot set up the sandbox: {why}", fix=_fix(why))
+        return p
+    finally:
+        for fd in (filt_r, err_r, err_w):
+            if fd >= 0:
+                os.close(fd)
+        _remove_scratch(scratch)
 
 
-DROP = (
-    "import os, sys\n"
-    "if os.geteuid() == 0:\n"
-    "    os.setgroups([]); os.setgid({gid}); os.setuid({uid})\n"
-    "sys.argv = ['-c']\n"
-    "exec(compile({code!r}, '<enginefab-probe>', 'exec'))\n"
-)
+def _read_all(fd: int) -> str:
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks).decode(errors="replace").strip()
 
 
-def run_python(root: Path, arch: str, interpreter: str, code: str, *, env: dict[str, str], uid: int, gid: int,
-               cwd: str, timeout: float = 600) -> Result:
-    """The image's Python runs `code` as uid:gid: dropped to by Python itself when we are root
-    (the image's uids are then real), or mapped by a user namespace when we are not."""
-    prog = DROP.format(uid=uid, gid=gid, code=code)
-    return run(root, arch, [interpreter, "-c", prog], env=env, uid=uid, gid=gid, cwd=cwd, timeout=timeout)
+def _fix(why: str) -> str:
+    if "binfmt_misc" in why:
+        return ("run on Linux 6.7 or later, or register qemu-user host-wide with the F flag "
+                "(apt-get install binfmt-support qemu-user-static)")
+    if "user namespace" in why:
+        return "allow user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
+    return "see the message; the sandbox needs user namespaces, overlayfs and bubblewrap"
 
 
-def available() -> list[str]:
-    """What is missing to run sandboxes here (empty when everything is present)."""
+def _remove_scratch(scratch: Path) -> None:
+    try:
+        shutil.rmtree(scratch)
+    except FileNotFoundError:
+        pass
+
+
+def run(sb: Sandbox, argv: list[str], *, timeout: float = 600, input: str | None = None) -> Result:
+    """Run `argv` in the sandbox, its output captured."""
+    p = execute(sb, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, input=input)
+    return Result(p.returncode, p.stdout or "", p.stderr or "", list(p.args))
+
+
+def available(arch: str | None = None) -> list[str]:
+    """What is missing to run sandboxes (for `arch`) here: empty when everything is present."""
     missing = []
     if not shutil.which("bwrap"):
         missing.append("bubblewrap")
-    if not shutil.which(QEMU["aarch64"]) and host_arch() != "aarch64":
+    foreign = [a for a in ([arch] if arch else QEMU) if a != host_arch()]
+    if any(not shutil.which(QEMU[a]) for a in foreign if a in QEMU):
         missing.append("qemu-user-static")
     return missing
 
 
+# -- run steps -------------------------------------------------------------------------------
 
-# -- build steps ---------------------------------------------------------------------------
-
-STEP_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_SETUID",
-             "CAP_SETGID", "CAP_KILL", "CAP_SETFCAP")
-#: x86_64 syscall number of statx, which proot 5.1 does not translate (see `_no_statx`)
-_X86_64_STATX = 332
-_AUDIT_ARCH_X86_64 = 0xC000003E
-
-
-def _no_statx() -> bytes:
-    """A classic-BPF seccomp program: statx fails with ENOSYS on x86_64, everything else is allowed.
-
-    Under `proot -q qemu-aarch64-static`, proot (5.1, Debian 12) does not rewrite the paths of
-    statx, so `ls` or `stat` in the guest would look at the *host's* files. With statx refused,
-    qemu falls back to newfstatat, whose paths proot does rewrite."""
-    import struct
-
-    def ins(code: int, jt: int, jf: int, k: int) -> bytes:
-        return struct.pack("HBBI", code, jt, jf, k)
-
-    ld_abs, jeq, ret = 0x20, 0x15, 0x06
-    return b"".join([
-        ins(ld_abs, 0, 0, 4),  # seccomp_data.arch
-        ins(jeq, 0, 3, _AUDIT_ARCH_X86_64),
-        ins(ld_abs, 0, 0, 0),  # seccomp_data.nr
-        ins(jeq, 0, 1, _X86_64_STATX),
-        ins(ret, 0, 0, 0x00050000 | 38),  # SECCOMP_RET_ERRNO | ENOSYS
-        ins(ret, 0, 0, 0x7FFF0000),  # SECCOMP_RET_ALLOW
-    ])
-
-
-@dataclass(frozen=True)
-class StepCommand:
-    argv: list[str]
-    seccomp: bytes | None  # a BPF program bwrap reads from the fd named after --seccomp
-
-
-def step_command(root: Path, arch: str, argv: list[str], *, env: dict[str, str], binds: list[tuple[Path, str]],
-                 scratch: Path, cwd: str = "/") -> StepCommand:
-    """A build step over `root` (writable): network, IPC, PID and UTS namespaces of its own, as
-    root with a few file capabilities only, a fixed environment, `binds` (host file → container
-    path) read-only, `scratch` as /tmp. A foreign-arch root runs under `proot -q qemu-<arch>`
-    (inside bubblewrap, which still cuts the network): qemu alone cannot exec the guest's other
-    programs without binfmt_misc."""
-    bwrap = shutil.which("bwrap")
-    if not bwrap:
-        raise CheckError("bubblewrap (bwrap) is not installed", fix="apt-get install bubblewrap")
-    ns = ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-          "--hostname", "enginefab", "--die-with-parent", "--new-session", "--clearenv"]
-    if os.geteuid() == 0:
-        ns += ["--cap-drop", "ALL"] + [x for c in STEP_CAPS for x in ("--cap-add", c)]
-    else:
-        ns += ["--unshare-user", "--uid", "0", "--gid", "0"]
+def step(root: Path, arch: str, *, env: Mapping[str, str], binds: list[tuple[Path, str]], scratch: Path,
+         cwd: str = "/") -> Sandbox:
+    """A build step over `root` (writable, its changes become the layer): root of its own user
+    namespace with `STEP_CAPS`, `binds` (host file → container path) read-only, `scratch`/tmp as
+    /tmp, a fixed host name and environment."""
     (scratch / "tmp").mkdir(parents=True, exist_ok=True)
-    if arch == host_arch():
-        cmd = [bwrap, "--bind", str(root), "/", "--dev", "/dev", "--proc", "/proc",
-               "--bind", str(scratch / "tmp"), "/tmp", *ns]
-        for src, dest in binds:
-            cmd += ["--ro-bind", str(src), dest]
-        cmd += ["--chdir", cwd]
-        for k, v in sorted(env.items()):
-            cmd += ["--setenv", k, v]
-        return StepCommand(cmd + argv, None)
-    qemu = shutil.which(QEMU.get(arch, ""))
-    proot = shutil.which("proot")
-    if not qemu or not proot:
-        raise CheckError(f"cannot run {arch} build steps here: " + ", ".join(
-            n for n, p in ((QEMU.get(arch, f"qemu-{arch}-static"), qemu), ("proot", proot)) if not p) + " missing",
-            fix="apt-get install qemu-user-static proot")
-    # proot needs a writable /tmp of its own (it ignores PROOT_TMP_DIR for its glue); the root,
-    # the scratch directory and the inputs are bound after it, at their own paths
-    cmd = [bwrap, "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--bind", str(root), str(root),
-           "--bind", str(scratch), str(scratch), "--dev", "/dev", "--proc", "/proc", *ns,
-           "--setenv", "PROOT_TMP_DIR", "/tmp"]
-    for src, _dest in binds:
-        cmd += ["--ro-bind", str(src), str(src)]
-    for k, v in sorted(env.items()):
-        cmd += ["--setenv", k, v]
-    cmd += [proot, "-q", qemu, "-r", str(root), "-b", "/dev", "-b", "/proc", "-b", f"{scratch / 'tmp'}:/tmp"]
-    for src, dest in binds:
-        cmd += ["-b", f"{src}:{dest}"]
-    cmd += ["-w", cwd]
-    seccomp = _no_statx() if host_arch() == "x86_64" else None
-    return StepCommand(cmd + argv, seccomp)
+    os.chmod(scratch / "tmp", 0o1777)
+    return Sandbox(root=root, arch=arch, env=dict(env), cwd=cwd, mode="step", binds=tuple(binds), caps=STEP_CAPS,
+                   tmp=scratch / "tmp")
 
 
-def run_step(cmd: StepCommand, *, log: Path, timeout: float) -> int:
+def run_step(sb: Sandbox, argv: list[str], *, log: Path, timeout: float) -> int:
     """Run a build step, its output into `log`; its exit status (124 on timeout)."""
-    fds: list[int] = []
-    argv = list(cmd.argv)
-    if cmd.seccomp is not None:
-        r, w = os.pipe()
-        os.write(w, cmd.seccomp)
-        os.close(w)
-        fds.append(r)
-        argv[1:1] = ["--seccomp", str(r)]
-    try:
-        with open(log, "ab") as out:
-            try:
-                return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                      timeout=timeout, pass_fds=fds, umask=0o022).returncode
-            except subprocess.TimeoutExpired:
-                out.write(f"\nenginefab: timed out after {timeout:.0f} s\n".encode())
-                return 124
-    finally:
-        for fd in fds:
-            os.close(fd)
+    with open(log, "ab") as out:
+        rc = execute(sb, argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        if rc == 124:
+            out.write(f"\nenginefab: timed out after {timeout:.0f} s\n".encode())
+        return rc

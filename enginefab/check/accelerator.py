@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from enginefab.assemble import sandbox
+from enginefab.check import container
 from enginefab.check.report import Result
 from enginefab.engines.matrix import Image
 
@@ -93,8 +93,7 @@ def check(img: Image, *, defn=None, rootfs: Path | None = None, suite=None) -> l
 
 
 def run_on_device(kind: str, defn, rootfs: Path, snippets: dict[str, str], *, timeout: float = 900) -> list[Result]:
-    uid, _, gid = defn.config.user.partition(":")
-    env = dict(defn.config.env)
+    env: dict[str, str] = {}
     out = []
     for t in TESTS:
         name = f"{kind}-{t}"
@@ -109,16 +108,10 @@ def run_on_device(kind: str, defn, rootfs: Path, snippets: dict[str, str], *, ti
             continue
         if t == "collective" and kind == "cann":
             env["RANK_TABLE_FILE"] = os.environ["RANK_TABLE_FILE"]
-        prog = sandbox.DROP.format(uid=int(uid), gid=int(gid or 0), code=code + "\nprint('ENGINEFAB-OK')\n")
-        cmd = sandbox.bwrap_command(rootfs, defn.image.arch, [], env=env, uid=int(uid), gid=int(gid or 0),
-                                    cwd=defn.config.workdir)
-        cmd += device_binds(kind) + [defn.python.interpreter, "-c", prog]
         t0 = time.monotonic()
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            rc, err, so = p.returncode, p.stderr, p.stdout
-        except subprocess.TimeoutExpired:
-            rc, err, so = 124, f"timed out after {timeout:.0f} s", ""
+        r = container.run(defn, rootfs, [defn.python.interpreter, "-c", code + "\nprint('ENGINEFAB-OK')\n"], env=env,
+                          timeout=timeout, extra=tuple(device_binds(kind)))
+        rc, err, so = r.returncode, r.stderr, r.stdout
         dt = time.monotonic() - t0
         ok = rc == 0 and "ENGINEFAB-OK" in so
         tail = "\n".join(err.strip().splitlines()[-6:])

@@ -50,13 +50,13 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
         if cross_check:
             out += cst.run(store, built, suite)
     if "runtime" in levels:
-        missing = sandbox.available()
+        missing = sandbox.available(defn.image.arch)
         if missing:
             out.append(Result("runtime", "sandbox", "error", f"missing: {', '.join(missing)}"))
         else:
             root = rootfs.unpacked(store, built)
             ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
-            out += runtime.check(defn, root, suite=suite)
+            out += runtime.check(defn, root, suite=suite, logs=store.root / "logs")
             out += structure.command_tests(root, defn, suite)
     return out
 

@@ -1,27 +1,67 @@
 """Runtime level: the image's own Python imports the engine, checks its version (and the CUDA it
-was built for, where the engine reports it) and computes something small — in the sandbox,
-network cut, as the image's user (qemu-user for aarch64).
+was built for, where the engine reports it) and computes something small — run the way a
+container runtime runs the image (`enginefab.check.container`: its user, environment, working
+directory and entrypoint; network cut; qemu-user for aarch64).
 
-When the probe fails on a shared library, `diagnose` looks the library up in the unpacked image
-and says why the loader refused it: absent from the image, or present but built for another
-machine (an x86_64 file in an aarch64 image), or another ELF class.
+Before the engine, the probe writes a file where programs expect to write: the directory
+``tempfile.gettempdir()`` picks, ``/dev/shm`` and the user's home when it belongs to the user
+(TensorFlow's import fails without a temporary directory).
+
+The result carries what the smoke computation printed. A failing probe is reported by the
+exception it died of and its causes (`explain`); its whole output is kept in the store's
+``logs/`` at a path the result names. When the probe fails on a shared library, `diagnose`
+looks the library up in the unpacked image and says why the loader refused it: absent from the
+image, or present but built for another machine (an x86_64 file in an aarch64 image), or
+another ELF class.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from pathlib import Path
 
 from enginefab.assemble import sandbox
+from enginefab.check import container
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
 from enginefab.core.definition import Definition, RuntimeCheck
 from enginefab.core.elf import read_elf
 
+WRITABLE = '''
+def _enginefab_writable():
+    import json, os, tempfile
+    places = []
+    try:
+        places.append(("tmp", tempfile.gettempdir()))
+    except Exception as e:
+        print("ENGINEFAB-WRITABLE " + json.dumps(["tmp", "", type(e).__name__ + ": " + str(e)]))
+    places.append(("shm", "/dev/shm"))
+    home = os.path.expanduser("~")
+    try:
+        if os.stat(home).st_uid == os.getuid():
+            places.append(("home", home))
+        else:
+            print("ENGINEFAB-WRITABLE " + json.dumps(["home", home, "not the user's"]))
+    except OSError as e:
+        print("ENGINEFAB-WRITABLE " + json.dumps(["home", home, type(e).__name__ + ": " + str(e)]))
+    for key, where in places:
+        try:
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".enginefab-probe-") as f:
+                f.write(b"probe")
+                f.flush()
+            status = "ok"
+        except Exception as e:
+            status = type(e).__name__ + ": " + str(e)
+        print("ENGINEFAB-WRITABLE " + json.dumps([key, where, status]))
+_enginefab_writable()
+'''
+
 PROBE = '''
 import sys
+{writable}
 def _norm(v):
     p = str(v).split("+")[0].split(".")
     while len(p) > 1 and p[-1] == "0":
@@ -45,12 +85,9 @@ BUILT_FOR = 'print("ENGINEFAB-BUILT-FOR {key} " + str({expr}))'
 def probe_code(c: RuntimeCheck, suite: Suite | None = None) -> str:
     ext = suite.enginefab if suite else None
     built_for = "\n".join(BUILT_FOR.format(key=k, expr=e) for k, e in sorted((ext.builtFor if ext else {}).items()))
-    return PROBE.format(import_name=c.import_name, version_expr=c.version_expr, expect=c.expect_version,
-                        engine=c.engine, smoke=c.smoke, built_for=built_for, extra=ext.probe if ext else "")
-
-
-def env_of(defn: Definition) -> dict[str, str]:
-    return dict(defn.config.env)
+    return PROBE.format(writable=WRITABLE, import_name=c.import_name, version_expr=c.version_expr,
+                        expect=c.expect_version, engine=c.engine, smoke=c.smoke, built_for=built_for,
+                        extra=ext.probe if ext else "")
 
 
 def expected_built_for(defn: Definition) -> dict[str, str]:
@@ -59,32 +96,38 @@ def expected_built_for(defn: Definition) -> dict[str, str]:
     return {"cuda": im.accelerator_version if im.accelerator == "cuda" and im.accelerator_version else "None"}
 
 
-def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout: float = 900) -> list[Result]:
-    uid, _, gid = defn.config.user.partition(":")
+def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout: float = 900,
+          logs: Path | None = None) -> list[Result]:
+    """The engine probes of `defn` in the image unpacked at `rootfs`; a failing probe's whole
+    output is kept in the directory `logs`."""
     out = []
+    user = container.user_of(rootfs, defn.config.user, image=defn.image.alias)
     for c in defn.checks.runtime:
         t0 = time.monotonic()
-        r = sandbox.run_python(rootfs, defn.image.arch, defn.python.interpreter, probe_code(c, suite), env=env_of(defn),
-                               uid=int(uid), gid=int(gid or 0), cwd=defn.config.workdir, timeout=timeout)
+        r = container.run(defn, rootfs, [defn.python.interpreter, "-c", probe_code(c, suite)], timeout=timeout)
         dt = time.monotonic() - t0
         version = _marker(r.stdout, "ENGINEFAB-VERSION ")
         built = {ln.split(" ", 2)[1]: ln.split(" ", 2)[2] for ln in r.stdout.splitlines()
                  if ln.startswith("ENGINEFAB-BUILT-FOR ") and len(ln.split(" ", 2)) == 3}
         data = {"version": version, "arch": defn.image.arch, "emulated": defn.image.arch != sandbox.host_arch(),
-                "built_for": built}
+                "built_for": built, "output": printed(r.stdout)}
         name = f"import-{c.engine}"
         if r.returncode == 0 and "ENGINEFAB-OK" in r.stdout:
             out.append(Result("runtime", name, "pass",
-                              f"{c.engine} {version} imported and computed as uid {uid}"
+                              f"{c.engine} {version} imported and computed as uid {user.uid}"
                               + (" (under qemu-user)" if data["emulated"] else ""), dt, data))
         else:
             mismatch = _marker(r.stderr, "ENGINEFAB-MISMATCH ")
-            tail = "\n".join(r.stderr.strip().splitlines()[-8:])
             reason = diagnose(rootfs, defn.image.arch, r.stderr)
-            detail = mismatch or (f"{reason}\n" if reason else "") + f"exit {r.returncode}: {tail or r.stdout[-500:]}"
+            why = explain(r.stderr) or tail(r.stderr or r.stdout, 20)
+            detail = mismatch or (f"{reason}\n" if reason else "") + f"exit {r.returncode}: {why}"
+            if logs is not None:
+                data["log"] = str(keep_log(logs, defn, name, rootfs, r))
+                detail += f"\nthe whole output: {data['log']}"
             if reason:
                 data["diagnosis"] = reason
             out.append(Result("runtime", name, "fail", detail, dt, data))
+        out.append(writable_result(r.stdout, user.uid))
         if built:
             want = expected_built_for(defn)
             wrong = [f"{c.engine} was built for {k.upper()} {v}, the image's stack is "
@@ -98,6 +141,90 @@ def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout
 
 def _marker(text: str, prefix: str) -> str | None:
     return next((ln[len(prefix):] for ln in text.splitlines() if ln.startswith(prefix)), None)
+
+
+def printed(stdout: str, limit: int = 4000) -> str:
+    """What the probe printed besides its markers: the smoke computation's output."""
+    return "\n".join(ln for ln in stdout.splitlines() if not ln.startswith("ENGINEFAB-")).strip()[-limit:]
+
+
+def writable_result(stdout: str, uid: int) -> Result:
+    """The probe's writes to the temporary directory, /dev/shm and the user's home."""
+    places = []
+    for ln in stdout.splitlines():
+        if ln.startswith("ENGINEFAB-WRITABLE "):
+            try:
+                key, where, status = json.loads(ln[len("ENGINEFAB-WRITABLE "):])
+            except ValueError:
+                continue
+            places.append((str(key), str(where), str(status)))
+    if not places:
+        return Result("runtime", "writable-dirs", "fail", "the probe stopped before it wrote a file")
+    data = {k: {"path": w, "status": s} for k, w, s in places}
+    bad = [f"{k} {w or '(none)'}: {s}" for k, w, s in places if s not in ("ok", "not the user's")]
+    if bad:
+        return Result("runtime", "writable-dirs", "fail", f"as uid {uid}, cannot write to " + "; ".join(bad), data=data)
+    ok = ", ".join(f"{k} {w}" for k, w, s in places if s == "ok")
+    skipped = "".join(f"; {k} {w} is not the user's (not required)" for k, w, s in places if s != "ok")
+    return Result("runtime", "writable-dirs", "pass", f"wrote to {ok} as uid {uid}{skipped}", data=data)
+
+
+def keep_log(logs: Path, defn: Definition, name: str, rootfs: Path, r: sandbox.Result) -> Path:
+    """The probe's whole output, at a path per image, check and unpacked digest."""
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"check-{defn.image.alias}-{rootfs.name[:12]}-{name}.log"
+    path.write_text(f"exit status {r.returncode}\n\n-- stdout --\n{r.stdout}\n-- stderr --\n{r.stderr}")
+    return path
+
+
+def tail(text: str, n: int) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+_TB = "Traceback (most recent call last):"
+_CHAIN = {"The above exception was the direct cause of the following exception:": "caused by",
+          "During handling of the above exception, another exception occurred:": "while handling"}
+_FRAME = re.compile(r'\s+File "(.+)", line (\d+), in (.+)')
+
+
+def explain(stderr: str) -> str | None:
+    """The exception a Python program died of, where it was raised, and the exceptions chained
+    to it (its cause, or the one it was handling), from the program's stderr; None without one."""
+    lines = stderr.splitlines()
+    blocks: list[tuple[str | None, str | None, list[str]]] = []  # (link to the block before, where, exception)
+    link: str | None = None
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() in _CHAIN:
+            link = _CHAIN[lines[i].strip()]
+            i += 1
+            continue
+        if not lines[i].startswith(_TB):
+            i += 1
+            continue
+        i += 1
+        where = None
+        while i < len(lines) and lines[i][:1] in (" ", "\t"):
+            m = _FRAME.match(lines[i])
+            if m:
+                where = f"{m.group(1)}:{m.group(2)}, in {m.group(3)}"
+            i += 1
+        exc = []
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith(_TB) and lines[i].strip() not in _CHAIN:
+            exc.append(lines[i])
+            i += 1
+        blocks.append((link, where, exc))
+        link = None
+    if not blocks:
+        return None
+    link, where, exc = blocks[-1]
+    text = "\n".join(exc) + (f"\n  at {where}" if where else "")
+    for before_link, before_where, before_exc in reversed(blocks[:-1]):
+        if link is None:
+            break
+        text += f"\n  {link}: " + "\n    ".join(before_exc) + (f"\n    at {before_where}" if before_where else "")
+        link = before_link
+    return text
 
 
 # -- failure diagnosis -------------------------------------------------------------------

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from enginefab.assemble import sandbox
 from enginefab.assemble.rootfs import resolve_in
+from enginefab.check import container
 from enginefab.check.report import Result
 from enginefab.core.definition import Definition
 from enginefab.core.errors import CheckError
@@ -292,47 +292,14 @@ def metadata_tests(defn: Definition, suite: Suite) -> list[Result]:
                    "; ".join(problems) or "image config matches the metadata test")]
 
 
-#: Run as root, bubblewrap makes no user namespace (so the image's uids stay real): the image's
-#: Python drops to uid:gid itself, then runs the command in-process when it is Python (the
-#: interpreter, or a script with a python shebang) — which also works under qemu-user, where a
-#: foreign-arch exec cannot — and execs it otherwise.
-AS_USER = """import os, runpy, sys
-if os.geteuid() == 0:
-    os.setgroups([]); os.setgid({gid}); os.setuid({uid})
-argv = {argv!r}
-if argv[0] in ({interpreter!r}, os.path.basename({interpreter!r})):
-    args = argv[1:]
-    if args[:1] == ['-c']:
-        sys.argv = ['-c'] + args[2:]
-        exec(compile(args[1], '<command>', 'exec'), {{'__name__': '__main__'}})
-    elif args[:1] == ['-m']:
-        sys.argv = args[1:]
-        runpy.run_module(args[1], run_name='__main__', alter_sys=True)
-    else:
-        sys.argv = args
-        runpy.run_path(args[0], run_name='__main__')
-else:
-    with open(argv[0], 'rb') as f:
-        head = f.readline()
-    if head.startswith(b'#!') and b'python' in head:
-        sys.argv = argv
-        runpy.run_path(argv[0], run_name='__main__')
-    else:
-        os.execv(argv[0], argv)
-"""
-
-
 def command_tests(root: Path, defn: Definition, suite: Suite, *, timeout: float = 600) -> list[Result]:
-    """Each command in the sandbox (network cut, as the image's user; qemu-user for another arch)."""
-    uid, _, gid = defn.config.user.partition(":")
+    """Each command in the image as a container runtime runs it (`enginefab.check.container`),
+    with the test's environment added and, as container-structure-test does, without the
+    image's entrypoint."""
     out = []
     for t in suite.commandTests:
-        env = dict(defn.config.env) | {e.key: e.value for e in t.envVars}
-        # the image's Python drops to the image's user (we may be root) and then runs the command
-        prog = AS_USER.format(uid=int(uid), gid=int(gid or 0), argv=[t.command, *t.args],
-                              interpreter=defn.python.interpreter)
-        r = sandbox.run(root, defn.image.arch, [defn.python.interpreter, "-c", prog], env=env, uid=int(uid),
-                        gid=int(gid or 0), cwd=defn.config.workdir, timeout=timeout)
+        r = container.run(defn, root, [t.command, *t.args], env={e.key: e.value for e in t.envVars},
+                          entrypoint=False, timeout=timeout)
         problems = []
         if r.returncode != t.exitCode:
             problems.append(f"exit {r.returncode}, expected {t.exitCode}: {_tail(r.stderr)}")
