@@ -62,6 +62,9 @@ def test_demo_images_pass_every_level_here(demo_reports, demo_build):
             assert res[name]["status"] == "pass", (alias, res[name])
         assert res["import-pytorch"]["data"]["version"] == "1.8.0"
         assert "numpy bridge ok" not in res["import-pytorch"]["detail"]  # stdout stays out of the report detail
+        assert res["import-pytorch"]["data"]["output"].startswith("matmul ok 22.0\n")  # ... and is in its data
+        assert res["writable-dirs"]["status"] == "pass", res["writable-dirs"]
+        assert res["writable-dirs"]["detail"] == "wrote to tmp /tmp, shm /dev/shm, home /home/ma-user as uid 1000"
         assert res["command:python-as-ma-user"]["data"]["stdout"].startswith("ids 1000 100")
         accel = [r for r in rep["results"] if r["level"] == "accelerator"]
         assert accel and all(r["status"] == "skip" and r["detail"] for r in accel)
@@ -214,7 +217,72 @@ def test_engine_version_differing_from_the_pin_fails_with_both_versions(demo_bui
                   files=[{"path": f"{site}/torch/version.py", "content": patched, "mode": 0o644}])
     res = _check(demo_build, _variant([layer], alias=X86))
     run = res["import-pytorch"]
-    assert run.status == "fail" and run.detail == "pytorch is 1.8.1, the pin is 1.8.0"
+    assert run.status == "fail" and run.detail.splitlines()[0] == "pytorch is 1.8.1, the pin is 1.8.0"
     assert run.data["version"] == "1.8.1"
     assert res["content:torch-version"].status == "fail" and "__version__ = '1.8.0'" in res["content:torch-version"].detail
     assert res["elf-arch"].status == "pass" and res["dt-needed"].status == "pass"  # nothing else is wrong
+
+
+def test_a_failing_probe_names_the_exception_its_cause_and_the_whole_log(demo_build):
+    """torch's import raises an error chained to its cause (as TensorFlow's did when it found no
+    temporary directory): the result says both, where, and keeps every line of the output."""
+    site = "/usr/local/lib/python3.9/dist-packages"
+    code = ("import sys\nfor i in range(60):\n    print('noise line', i, file=sys.stderr)\n"
+            "def find():\n    raise FileNotFoundError(2, 'No usable temporary directory found in /nowhere')\n"
+            "try:\n    find()\nexcept OSError as e:\n    raise ImportError('torch cannot start') from e\n")
+    layer = Layer(id="files/torch-broken", kind="files",
+                  files=[{"path": f"{site}/torch/__init__.py", "content": code, "mode": 0o644}])
+    res = _check(demo_build, _variant([layer], alias=X86))
+    run = res["import-pytorch"]
+    assert run.status == "fail"
+    lines = run.detail.splitlines()
+    assert lines[0] == "exit 1: ImportError: torch cannot start"
+    assert lines[1] == f"  at {site}/torch/__init__.py:9, in <module>"
+    assert lines[2] == "  caused by: FileNotFoundError: [Errno 2] No usable temporary directory found in /nowhere"
+    assert lines[3] == f"    at {site}/torch/__init__.py:5, in find"
+    log = Path(run.data["log"])
+    assert lines[-1] == f"the whole output: {log}" and log.parent == demo_build["store"] / "logs"
+    text = log.read_text()
+    assert "noise line 0\n" in text and "noise line 59\n" in text and "Traceback (most recent call last)" in text
+    assert "noise line" not in run.detail
+
+
+@pytest.mark.parametrize("alias", [X86, AARCH64])
+def test_the_image_user_writes_tmp_shm_and_home(demo_build, alias):
+    """What TensorFlow's import needs (tempfile.gettempdir()), shared memory and the home, as
+    uid 1000 — where a container runtime gives them: a 1777 /tmp and /dev/shm, the home of the
+    image, writable in a layer of the container's own; the unpacked image stays as it was."""
+    from enginefab.check import container
+
+    store = Store(demo_build["store"])
+    defn = load_definition(ROOT / "build" / f"{alias}.json")
+    root = rootfs.unpacked(store, Builder(store).image(defn))
+    code = ("import os, stat, tempfile\n"
+            "for d in (tempfile.gettempdir(), '/dev/shm', os.path.expanduser('~'), '/var/tmp'):\n"
+            "    with open(os.path.join(d, 'probe.txt'), 'w') as f:\n"
+            "        f.write('x')\n"
+            "    st, top = os.stat(os.path.join(d, 'probe.txt')), os.stat(d)\n"
+            "    print(d, st.st_uid, st.st_gid, oct(stat.S_IMODE(top.st_mode)))\n"
+            "print('cwd', os.getcwd(), 'ids', os.getuid(), os.getgid(), os.getgroups())\n")
+    r = container.run(defn, root, [defn.python.interpreter, "-c", code])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["/tmp 1000 100 0o1777", "/dev/shm 1000 100 0o1777",
+                                     "/home/ma-user 1000 100 0o750", "/var/tmp 1000 100 0o1777",
+                                     "cwd /home/ma-user ids 1000 100 [100]"]
+    assert not (root / "home/ma-user/probe.txt").exists()
+
+
+def test_podman_runs_the_x86_64_demo_and_agrees_with_our_sandbox(demo_build):
+    """A real OCI runtime (podman with runc, its storage in a temporary directory) runs the engine
+    probe in the x86_64 demo: the same version, output, identity and writable directories."""
+    p = enginefab("check", X86, "--level", "runtime", "--cross-check", "--store", str(demo_build["store"]), "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = _by_name(json.loads(p.stdout)[0])
+    pod = res["podman:import-pytorch"]
+    assert pod["status"] == "pass", pod
+    assert pod["detail"] == "podman (runc) agrees: pytorch 1.8.0 as [1000, 100, [100], \"/home/ma-user\"], printed 'matmul ok 22.0'"
+    theirs = pod["data"]["podman"]
+    assert theirs["version"] == "1.8.0" and theirs["built_for"] == {"cuda": "10.2"} and theirs["ok"]
+    assert theirs["output"] == res["import-pytorch"]["data"]["output"]
+    assert theirs["writable"] == {"tmp": "ok", "shm": "ok", "home": "ok"}
+    assert not list((demo_build["store"] / "tmp").glob("enginefab-podman-*"))  # podman's storage is gone

@@ -18,7 +18,7 @@ from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built
 from enginefab.assemble.pipeline import definition_for
 from enginefab.assemble.store import Store
-from enginefab.check import accelerator, cst, definition, runtime, static, structure
+from enginefab.check import accelerator, cst, definition, podman, runtime, static, structure
 from enginefab.check.layers import audit_layers
 from enginefab.check.report import LEVELS, Report, Result
 from enginefab.core import ui
@@ -58,6 +58,9 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
             ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
             out += runtime.check(defn, root, suite=suite, logs=store.root / "logs")
             out += structure.command_tests(root, defn, suite)
+            if cross_check:
+                ui.info("  cross-checking the engine probe with podman (runc)")
+                out += podman.cross_check(store, built, defn, root, suite)
     return out
 
 

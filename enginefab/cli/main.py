@@ -381,8 +381,9 @@ def check(
     store: StoreOpt = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Write each image's JSON report into this directory.")] = None,
-    cross_check: Annotated[bool, typer.Option("--cross-check", help="Static level: also run the real "
-                           "container-structure-test (tar driver) on the file and metadata tests.")] = False,
+    cross_check: Annotated[bool, typer.Option("--cross-check", help="Also run real peers: container-structure-test "
+                           "(tar driver) on the static file and metadata tests, podman (runc) on the runtime engine "
+                           "probe (host-arch images; the image is pulled into podman's own storage).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compatibility checks per image; exits 1 if any check fails.
