@@ -1,5 +1,5 @@
-"""Run-step layers on a real image: a script runs over the aarch64 demo's layers (under proot and
-qemu, network cut), creates, changes and deletes files; the layer is the normalized diff (OCI
+"""Run-step layers on a real image: a script runs over the aarch64 demo's layers (under qemu-user in
+the sandbox, network cut), creates, changes and deletes files; the layer is the normalized diff (OCI
 whiteouts, an opaque directory), the same bytes when run again elsewhere, and umoci applies it."""
 
 from __future__ import annotations
