@@ -92,30 +92,29 @@ def _id(value: str, what: str, image: str) -> int:
     return n
 
 
+def _named(db: list[list[str]], name: str, what: str, file: str, image: str) -> list[str]:
+    entry = next((e for e in db if e[0] == name), None)
+    if entry is None:
+        raise CheckError(f"the image's {what} {name!r} is not in its {file}", image=image,
+                         fix=f"add the {what} to {file} in a layer, or set a numeric id in the image's config")
+    return entry
+
+
 def user_of(root: Path, spec: str, *, image: str = "") -> User:
     """The image's `spec` (config.User) as the runtime resolves it, from the image's own files."""
     name, _, group = (spec or "0").partition(":")
     passwd = [e for e in _db(root, "etc/passwd") if len(e) >= 7 and e[2].isdigit() and e[3].isdigit()]
+    groups_db = [e for e in _db(root, "etc/group") if len(e) >= 4 and e[2].isdigit()]
     if name.isdigit():
         uid = _id(name, "uid", image)
         pw = next((e for e in passwd if int(e[2]) == uid), None)
     else:
-        pw = next((e for e in passwd if e[0] == name), None)
-        if pw is None:
-            raise CheckError(f"the image's user {name!r} is not in its /etc/passwd", image=image,
-                             fix="add the user to /etc/passwd in a layer, or set a numeric uid in the image's config")
+        pw = _named(passwd, name, "user", "/etc/passwd", image)
         uid = _id(pw[2], "uid", image)
-    groups_db = [e for e in _db(root, "etc/group") if len(e) >= 4 and e[2].isdigit()]
     if not group:
         gid = int(pw[3]) if pw else 0
-    elif group.isdigit():
-        gid = _id(group, "gid", image)
     else:
-        gr = next((e for e in groups_db if e[0] == group), None)
-        if gr is None:
-            raise CheckError(f"the image's group {group!r} is not in its /etc/group", image=image,
-                             fix="add the group to /etc/group in a layer, or set a numeric gid in the image's config")
-        gid = _id(gr[2], "gid", image)
+        gid = _id(group if group.isdigit() else _named(groups_db, group, "group", "/etc/group", image)[2], "gid", image)
     extra = sorted({int(e[2]) for e in groups_db if pw and pw[0] in e[3].split(",") and int(e[2]) <= MAX_ID})
     return User(uid, gid, tuple(dict.fromkeys([gid, *extra])), pw[5] if pw and pw[5] else "/", pw[0] if pw else None)
 

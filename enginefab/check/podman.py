@@ -13,7 +13,6 @@ for the 1.7 GB x86_64 demo. podman runs images of the host's arch only (no binfm
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -78,10 +77,10 @@ class Podman:
 def _facts(stdout: str, uid: int) -> dict:
     """What a probe's output says, in the terms both runs are compared in."""
     w = runtime.writable_result(stdout, uid)
-    return {"version": runtime._marker(stdout, "ENGINEFAB-VERSION "),
+    return {"version": runtime.marker(stdout, "ENGINEFAB-VERSION "),
             "built_for": {ln.split(" ", 2)[1]: ln.split(" ", 2)[2] for ln in stdout.splitlines()
                           if ln.startswith("ENGINEFAB-BUILT-FOR ") and len(ln.split(" ", 2)) == 3},
-            "output": runtime.printed(stdout), "identity": runtime._marker(stdout, "ENGINEFAB-ID "),
+            "output": runtime.printed(stdout), "identity": runtime.marker(stdout, "ENGINEFAB-ID "),
             "writable": {k: v["status"] for k, v in w.data.items()}, "ok": "ENGINEFAB-OK" in stdout}
 
 

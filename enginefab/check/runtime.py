@@ -107,18 +107,18 @@ def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout
         t0 = time.monotonic()
         r = run_probe(defn, rootfs, probe_code(c, suite), timeout=timeout)
         dt = time.monotonic() - t0
-        version = _marker(r.stdout, "ENGINEFAB-VERSION ")
+        version = marker(r.stdout, "ENGINEFAB-VERSION ")
         built = {ln.split(" ", 2)[1]: ln.split(" ", 2)[2] for ln in r.stdout.splitlines()
                  if ln.startswith("ENGINEFAB-BUILT-FOR ") and len(ln.split(" ", 2)) == 3}
         data = {"version": version, "arch": defn.image.arch, "emulated": defn.image.arch != sandbox.host_arch(),
-                "built_for": built, "output": printed(r.stdout), "identity": _marker(r.stdout, "ENGINEFAB-ID ")}
+                "built_for": built, "output": printed(r.stdout), "identity": marker(r.stdout, "ENGINEFAB-ID ")}
         name = f"import-{c.engine}"
         if r.returncode == 0 and "ENGINEFAB-OK" in r.stdout:
             out.append(Result("runtime", name, "pass",
                               f"{c.engine} {version} imported and computed as uid {user.uid}"
                               + (" (under qemu-user)" if data["emulated"] else ""), dt, data))
         else:
-            mismatch = _marker(r.stderr, "ENGINEFAB-MISMATCH ")
+            mismatch = marker(r.stderr, "ENGINEFAB-MISMATCH ")
             reason = diagnose(rootfs, defn.image.arch, r.stderr)
             why = explain(r.stderr) or tail(r.stderr or r.stdout, 20)
             detail = mismatch or (f"{reason}\n" if reason else "") + f"exit {r.returncode}: {why}"
@@ -148,7 +148,7 @@ def run_probe(defn: Definition, rootfs: Path, code: str, *, timeout: float = 900
     return container.run(defn, rootfs, [defn.python.interpreter, "-c", code], env=env, timeout=timeout)
 
 
-def _marker(text: str, prefix: str) -> str | None:
+def marker(text: str, prefix: str) -> str | None:
     return next((ln[len(prefix):] for ln in text.splitlines() if ln.startswith(prefix)), None)
 
 
