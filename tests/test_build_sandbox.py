@@ -188,3 +188,69 @@ def test_a_step_that_looks_for_host_files_gets_none_into_its_layer(arch, demo_bu
     assert planted["secret"].encode() not in data
     for blob in (tmp_path / "l" / "blobs" / "sha256").iterdir():
         assert planted["secret"].encode() not in blob.read_bytes()
+
+
+def _sandboxed(marker: str) -> list[int]:
+    """Processes whose command line carries `marker`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and marker.encode() in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_program_past_its_timeout_is_killed_with_its_sandbox(demo_build):
+    """A step that never ends: exit status 124 after the timeout, and no process of its sandbox
+    left behind (the launcher, bubblewrap and the program all go)."""
+    import time
+
+    from enginefab.build import sandbox
+    from enginefab.build.builder import Builder
+    from enginefab.build.store import Store
+    from enginefab.check import runner
+
+    store = Store(demo_build["store"])
+    root = runner.unpacked(store, Builder(store).image(demo_definition(ARCHES["x86_64"])))
+    marker = f"sleep-{secrets.token_hex(6)}"
+    sb = sandbox.Sandbox(root=root, arch="x86_64", env={"PATH": "/usr/bin:/bin"}, mode="image")
+    t0 = time.monotonic()
+    r = sandbox.run(sb, ["/usr/bin/python3.9", "-c", f"import time; time.sleep(600)  # {marker}"], timeout=3)
+    assert r.returncode == 124 and r.stderr == "timed out after 3 s"
+    assert time.monotonic() - t0 < 30
+    deadline = time.monotonic() + 10
+    while _sandboxed(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _sandboxed(marker)
+
+
+def test_a_killed_build_takes_its_sandbox_with_it(demo_build):
+    """kill -9 of the process that started a sandbox: nothing of the sandbox keeps running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from enginefab.build.builder import Builder
+    from enginefab.build.store import Store
+    from enginefab.check import runner
+
+    store = Store(demo_build["store"])
+    root = runner.unpacked(store, Builder(store).image(demo_definition(ARCHES["aarch64"])))
+    marker = f"sleep-{secrets.token_hex(6)}"
+    code = ("from pathlib import Path\nfrom enginefab.build import sandbox\n"
+            f"sb = sandbox.Sandbox(root=Path({str(root)!r}), arch='aarch64', env={{}}, mode='image')\n"
+            f"sandbox.run(sb, ['/usr/bin/python3.9', '-c', 'import time; time.sleep(600)  # {marker}'], timeout=900)\n")
+    build = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while len(_sandboxed(marker)) < 3 and time.monotonic() < deadline:  # launcher, bwrap, the program
+        time.sleep(0.2)
+    assert len(_sandboxed(marker)) >= 3
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    deadline = time.monotonic() + 10
+    while _sandboxed(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _sandboxed(marker)

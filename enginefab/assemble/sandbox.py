@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -90,7 +90,7 @@ class Sandbox:
     tmpfs: tuple[str, ...] = ()
     hostname: str = "enginefab"
     #: more bubblewrap arguments (the accelerator level hands devices in)
-    extra: tuple[str, ...] = field(default=())
+    extra: tuple[str, ...] = ()
 
 
 def _escape(b: bytes) -> str:
@@ -155,7 +155,7 @@ def _bwrap_args(sb: Sandbox, new_root: Path, seccomp_fd: int) -> list[str]:
 
 def _spec(sb: Sandbox, scratch: Path, error_fd: int) -> tuple[dict, Path]:
     """What the launcher sets up, and the host path that becomes /."""
-    spec: dict = {**_id_maps(), "error_fd": error_fd, "binfmt": [], "overlay": None}
+    spec: dict = {**_id_maps(), "error_fd": error_fd, "parent": os.getpid(), "binfmt": [], "overlay": None}
     if sb.arch != host_arch() and not host_binfmt(sb.arch):
         spec["binfmt"].append({"dir": str(scratch / "binfmt"), "rule": binfmt_rule(sb.arch)})
     new_root = sb.root
@@ -169,9 +169,9 @@ def _spec(sb: Sandbox, scratch: Path, error_fd: int) -> tuple[dict, Path]:
 
 
 def execute(sb: Sandbox, argv: list[str], *, stdout: int | IO | None, stderr: int | IO | None,
-            timeout: float, stdin: int | IO | None = subprocess.DEVNULL, input: str | None = None,
-            ) -> subprocess.CompletedProcess:
-    """Run `argv` in the sandbox; its exit status (124 after `timeout`, output so far kept)."""
+            timeout: float) -> subprocess.CompletedProcess:
+    """Run `argv` in the sandbox (stdin: /dev/null); exit status 124 after `timeout`, with the
+    output so far. Killing us kills the sandbox: each process of the chain dies with its parent."""
     if host_arch() not in seccomp.ARCHES:
         raise SandboxError(f"no seccomp filter for a {host_arch()} host", fix="run on x86_64 or aarch64")
     scratch = Path(tempfile.mkdtemp(prefix="enginefab-sandbox-"))
@@ -186,9 +186,8 @@ def execute(sb: Sandbox, argv: list[str], *, stdout: int | IO | None, stderr: in
         cmd = [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(spec), "--",
                *_bwrap_args(sb, new_root, filt_r), *argv]
         try:
-            p = subprocess.run(cmd, stdin=None if input is not None else stdin, stdout=stdout, stderr=stderr,
-                               input=input, timeout=timeout, pass_fds=(filt_r, err_w), umask=0o022,
-                               text=input is not None or stdout == subprocess.PIPE)
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, timeout=timeout,
+                               pass_fds=(filt_r, err_w), umask=0o022, text=stdout == subprocess.PIPE)
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
             p = subprocess.CompletedProcess(cmd, 124, out, f"timed out after {timeout:.0f} s")
@@ -232,9 +231,9 @@ def _remove_scratch(scratch: Path) -> None:
         pass
 
 
-def run(sb: Sandbox, argv: list[str], *, timeout: float = 600, input: str | None = None) -> Result:
+def run(sb: Sandbox, argv: list[str], *, timeout: float = 600) -> Result:
     """Run `argv` in the sandbox, its output captured."""
-    p = execute(sb, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, input=input)
+    p = execute(sb, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return Result(p.returncode, p.stdout or "", p.stderr or "", list(p.args))
 
 

@@ -18,7 +18,8 @@ child, root of that namespace and of nothing else:
 SPEC is JSON: ``uid_map``, ``gid_map``, ``setgroups`` ("allow"/"deny"), ``binfmt`` (list of
 ``{"dir", "rule"}``), ``overlay`` (``{"lower", "scratch"}`` or null: a tmpfs on ``scratch``
 holds the overlay's upper layer and the merged root at ``scratch/merged``),
-``error_fd`` (where a setup failure is written before exit status 125).
+``error_fd`` (where a setup failure is written before exit status 125), ``parent`` (the pid
+whose death ends the sandbox).
 """
 
 import ctypes
@@ -85,6 +86,9 @@ def child(spec, argv, ready_w, go_r, parent):
 def main():
     spec = json.loads(sys.argv[1])
     argv = sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:]
+    libc.prctl(PR_SET_PDEATHSIG, 9)  # a build killed with -9 takes its sandbox with it
+    if os.getppid() != spec["parent"]:
+        os._exit(SETUP_FAILED)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     parent = os.getpid()
