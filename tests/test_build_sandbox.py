@@ -11,7 +11,9 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -243,6 +245,7 @@ def test_a_killed_build_takes_its_sandbox_with_it(demo_build):
     code = ("from pathlib import Path\nfrom enginefab.build import sandbox\n"
             f"sb = sandbox.Sandbox(root=Path({str(root)!r}), arch='aarch64', env={{}}, mode='image')\n"
             f"sandbox.run(sb, ['/usr/bin/python3.9', '-c', 'import time; time.sleep(600)  # {marker}'], timeout=900)\n")
+    before = set(Path(tempfile.gettempdir()).glob("enginefab-sandbox-*"))
     build = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 60
     while len(_sandboxed(marker)) < 3 and time.monotonic() < deadline:  # launcher, bwrap, the program
@@ -254,3 +257,5 @@ def test_a_killed_build_takes_its_sandbox_with_it(demo_build):
     while _sandboxed(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _sandboxed(marker)
+    for left in set(Path(tempfile.gettempdir()).glob("enginefab-sandbox-*")) - before:
+        shutil.rmtree(left)  # the killed process's empty mount points: nobody was left to remove them
