@@ -18,7 +18,7 @@ import pytest
 from enginefab.assemble import rootfs
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.store import Store
-from enginefab.check import runner
+from enginefab.check import container, runner
 from enginefab.check.report import Report, Result, junit
 from enginefab.core.definition import Definition, Input, Layer, load_definition
 
@@ -252,8 +252,6 @@ def test_the_image_user_writes_tmp_shm_and_home(demo_build, alias):
     """What TensorFlow's import needs (tempfile.gettempdir()), shared memory and the home, as
     uid 1000 — where a container runtime gives them: a 1777 /tmp and /dev/shm, the home of the
     image, writable in a layer of the container's own; the unpacked image stays as it was."""
-    from enginefab.check import container
-
     store = Store(demo_build["store"])
     defn = load_definition(ROOT / "build" / f"{alias}.json")
     root = rootfs.unpacked(store, Builder(store).image(defn))
