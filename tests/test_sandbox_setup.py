@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.build import sandbox
+from enginefab.assemble import sandbox
 
 
 def _args(sb: sandbox.Sandbox, new_root: Path) -> list[str]:

@@ -6,7 +6,7 @@
 2. The layers below are unpacked into a private root (OCI whiteouts applied), and every path's
    lstat is recorded (the *before* snapshot).
 3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022, in
-   the sandbox of `enginefab.build.sandbox`: root of a user namespace of its own with a few
+   the sandbox of `enginefab.assemble.sandbox`: root of a user namespace of its own with a few
    file capabilities only, a seccomp filter, network cut, host name ``enginefab``, a private
    /tmp and /dev/shm, nothing of the host but its inputs (read-only), and a fixed environment —
    PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1

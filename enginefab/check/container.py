@@ -1,5 +1,5 @@
 """Run a program in an unpacked image the way a container runtime (runc, as podman or Docker
-start it) runs a container of it, in the sandbox of `enginefab.build.sandbox`.
+start it) runs a container of it, in the sandbox of `enginefab.assemble.sandbox`.
 
 * **user**: the config's ``User`` (``uid``, ``name``, ``uid:gid``, ``name:group``…), resolved
   with the image's own ``/etc/passwd`` and ``/etc/group``, with the user's supplementary groups
