@@ -89,3 +89,12 @@ def test_a_host_wide_registration_with_the_f_flag_is_used(tmp_path):
     entry.write_text(entry.read_text().replace("flags: POCF", "flags: PC"))  # qemu not held open: no use
     assert not sandbox.host_binfmt("aarch64", tmp_path)
     assert not sandbox.host_binfmt("aarch64", tmp_path / "absent")
+
+
+def test_qemu_must_be_static_to_start_inside_the_root(monkeypatch, tmp_path):
+    assert sandbox.is_static(Path(sandbox.shutil.which("qemu-aarch64-static")))
+    assert not sandbox.is_static(Path("/usr/bin/bwrap"))  # Debian's is dynamic, as nixpkgs' aarch64 qemu-user
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: "/usr/bin/bwrap")
+    with pytest.raises(sandbox.SandboxError, match="linked dynamically") as e:
+        sandbox.binfmt_rule("aarch64")
+    assert "qemu-user-static" in (e.value.fix or "")

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
 from enginefab.assemble import seccomp
 from enginefab.core.errors import EnginefabError
 
@@ -98,12 +101,26 @@ def _escape(b: bytes) -> str:
 
 
 def binfmt_rule(arch: str) -> str:
-    """The binfmt_misc registration of qemu-user for `arch` (P: argv[0] kept; F: qemu opened now)."""
+    """The binfmt_misc registration of qemu-user for `arch` (P: argv[0] kept; F: qemu opened now).
+    qemu must be static: it starts inside the sandbox's root, where no host library is."""
     qemu = shutil.which(QEMU.get(arch, f"qemu-{arch}-static"))
     if not qemu:
         raise SandboxError(f"cannot run {arch} programs here: {QEMU.get(arch, f'qemu-{arch}-static')} is missing",
                            fix="apt-get install qemu-user-static")
+    if not is_static(Path(qemu)):
+        raise SandboxError(f"{qemu} is linked dynamically: it cannot start inside a sandbox that shows none of the "
+                           "host's libraries", fix="put a statically linked qemu-user first on PATH "
+                           "(Debian: apt-get install qemu-user-static)")
     return f":enginefab-{arch}:M::{_escape(_ELF + _MACHINE[arch])}:{_escape(_ELF_MASK)}:{qemu}:PF"
+
+
+def is_static(path: Path) -> bool:
+    """Whether the ELF program at `path` needs no loader (no PT_INTERP)."""
+    try:
+        with open(path, "rb") as f:
+            return not any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+    except (OSError, ELFError):
+        return False
 
 
 def host_binfmt(arch: str, registry: Path = Path("/proc/sys/fs/binfmt_misc")) -> bool:
