@@ -274,7 +274,7 @@ def test_podman_runs_the_x86_64_demo_and_agrees_with_our_sandbox(demo_build):
     """A real OCI runtime (podman with runc, its storage in a temporary directory) runs the engine
     probe in the x86_64 demo: the same version, output, identity and writable directories."""
     p = enginefab("check", X86, "--level", "runtime", "--cross-check", "--store", str(demo_build["store"]), "--json")
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = _by_name(json.loads(p.stdout)[0])
     pod = res["podman:import-pytorch"]
     assert pod["status"] == "pass", pod
