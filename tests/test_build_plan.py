@@ -1,6 +1,7 @@
-"""The matrix-wide layer plan: the 40-layer budget holds on a synthetic many-wheel matrix (a base
-image counting with all its blobs), sharing survives the merging, run steps keep their order,
-and `enginefab plan` reports sizes and the bytes shared across the real matrix."""
+"""The layer plan: the 40-layer budget holds on a synthetic many-wheel matrix (a base image
+counting with all its blobs), images with the same wheels share them layer for layer whatever
+else the matrix holds, run steps keep their order, and `enginefab plan` reports sizes and the
+bytes shared across the real matrix. (Churn: tests/test_layering_churn.py.)"""
 
 from __future__ import annotations
 
@@ -67,12 +68,28 @@ def test_every_image_of_a_many_wheel_matrix_fits_the_budget_and_keeps_its_wheels
         installed = sorted(i.sha256 for la in layers if la.kind == "wheels" for i in la.inputs)
         assert installed == sorted(w.sha256 for w in p.wheels)  # each wheel exactly once
         assert any(la.id.startswith("wheel/engine") and len(la.inputs) == 1 for la in layers)
-    # the most widely shared group (in every image) survives merging: one identical layer everywhere
-    everywhere = sorted(f"w{k}" for k in range(400) if k % 127 == 126)
-    core_layers = {la.id for p in parts for la in plans[p.alias] if any(i.name == everywhere[0] for i in la.inputs)}
-    assert len(core_layers) == 1
-    core = next(la for la in plans["img0"] if la.id in core_layers)
-    assert sorted(i.name for i in core.inputs) == everywhere
+
+
+def test_images_with_the_same_wheels_share_every_wheel_layer_whatever_else_the_matrix_holds():
+    """Two images on one Python with the same wheels (over different OS layers) get the same wheel
+    layers, planned alone or among the many-wheel matrix; a third with one wheel more differs in
+    one wheel layer only."""
+    wheels = sorted([wheel(f"w{k}") for k in range(60)] + [wheel("engine", 900_000_000)], key=lambda i: i.name)
+    common = dict(arch="x86_64", os_id="debian-11", python_id="3.9", python=[deb("python3.9")],
+                  scheme={"purelib": "/usr/lib/python3/dist-packages"}, interpreter="/usr/bin/python3.9")
+    a = layering.Parts(alias="a", os=[deb("bash")], wheels=wheels, **common)
+    b = layering.Parts(alias="b", os=[deb("dash")], wheels=wheels, **common)
+    c = layering.Parts(alias="c", os=[deb("bash")], wheels=sorted(wheels + [wheel("w-extra")], key=lambda i: i.name), **common)
+    alone = layering.plan([a, b, c])
+    crowded = layering.plan(synthetic_matrix() + [a, b, c])
+
+    def wheel_layers(layers):
+        return [la for la in layers if la.kind == "wheels"]
+
+    assert wheel_layers(alone["a"]) == wheel_layers(alone["b"]) == wheel_layers(crowded["a"])
+    assert alone["a"][0] != alone["b"][0]  # the OS layers differ
+    ids_a, ids_c = {la.id for la in wheel_layers(alone["a"])}, {la.id for la in wheel_layers(alone["c"])}
+    assert len(ids_a - ids_c) == 1 and 1 <= len(ids_c - ids_a) <= 2
 
 
 def test_a_base_image_counts_with_all_its_blobs():
@@ -116,7 +133,7 @@ def test_plan_reports_sizes_and_sharing(demo_build, demo_aliases):
     for img in rep["images"]:
         assert img["size"] == sum(ld["size"] for ld in manifests[img["alias"]]["layers"])
     shared = [la for la in rep["layers"] if len(la["images"]) == 2]
-    assert {la["id"].split("/")[0] for la in shared} == {"wheels", "config"}  # typing-extensions, users
+    assert {la["id"].split("/")[0] for la in shared} == {"wheel", "config"}  # typing-extensions, users
     t = rep["totals"]
     assert t["sum_of_image_sizes"] == sum(i["size"] for i in rep["images"])
     assert t["unique_bytes"] == sum(la["size"] for la in rep["layers"])

@@ -38,7 +38,7 @@ def test_locking_the_demos_twice_gives_identical_bytes(engines_copy, root, demo_
         runs.append({a: (engines_copy / "build" / f"{a}.json").read_bytes() for a in demo_aliases})
     assert runs[0] == runs[1]
     assert runs[0] == committed
-    # the presets were re-planned with the demos but their files did not move
+    # locking the demos touches no other definition
     for alias in _presets():
         assert (engines_copy / "build" / f"{alias}.json").read_bytes() == (root / "build" / f"{alias}.json").read_bytes()
 

@@ -12,6 +12,7 @@ from enginefab.core.definition import Definition
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
+from enginefab.lock.layering import parts_of, plan_image
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -70,6 +71,21 @@ def _declared_mismatches(defn: Definition, img, m: Matrix) -> list[str]:
     return out
 
 
+def _planned_mismatches(defn: Definition) -> list[str]:
+    """The layers must be what this planner makes of the definition's own inputs: a definition
+    locked by another planner (or with layers edited by hand) would build other digests."""
+    want = plan_image(parts_of(defn))
+    if [la.model_dump() for la in want] == [la.model_dump() for la in defn.layers]:
+        return []
+    have_ids, want_ids = [la.id for la in defn.layers], [la.id for la in want]
+    gone = [i for i in have_ids if i not in want_ids]
+    new = [i for i in want_ids if i not in have_ids]
+    detail = f" (build/ has {', '.join(gone[:3]) or 'the same ids'}; the planner makes {', '.join(new[:3]) or 'the same ids'})"
+    return [f"build/{defn.image.alias}.json: the layers are not what this enginefab plans for its inputs"
+            f"{detail if gone or new else ' (same ids, other layer contents)'}: locked by another planner "
+            f"version or edited by hand; re-run `enginefab lock {defn.image.alias}`"]
+
+
 def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
     """(problems, warnings). Problems make `lock --check` fail."""
     problems: list[str] = []
@@ -97,6 +113,7 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
             problems.append(f"{who}: engines/ changed since the lock (`enginefab lock {who}`): {line}")
         if not stale:  # same engines/: the pins it declares must be in build/ as declared
             problems += [f"{who}: {p}" for p in _declared_mismatches(defn, img, m)]
+        problems += [f"{who}: {p}" for p in _planned_mismatches(defn)]
         for layer in defn.layers:
             for i in layer.inputs:
                 where = f"{who}: layer {layer.id}: input {i.ref}"

@@ -1,9 +1,9 @@
-"""`enginefab lock`: resolve every input of the chosen images, plan layers across the matrix,
-write build/<alias>.json — all of them or none.
+"""`enginefab lock`: resolve every input of the chosen images, plan their layers, write
+build/<alias>.json — all of them or none.
 
 Resolution happens first, for every requested image; only when all succeeded are files written
-(each atomically). Images not requested keep their resolved inputs (read back from their
-definitions) but are re-planned with the others, because sharing is a matrix-wide property.
+(each atomically). An image's layers are a function of its own inputs (layering.py), so the
+images not requested cannot have changed: their definitions are neither read nor written.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from enginefab.core.definition import (
     Layer,
     PythonTarget,
     RuntimeCheck,
-    load_definition,
 )
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.core.fsutil import write_atomic
@@ -237,25 +236,8 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
 
 
 def parts_from_definition(defn: Definition) -> Resolved:
-    """Invert the planner's id prefixes: the resolved inputs of an already-locked image."""
-    p = layering.Parts(alias=defn.image.alias, arch=defn.image.arch, interpreter=defn.python.interpreter,
-                       scheme=scheme_for(defn.python.site_packages, defn.python.scripts, defn.python.version))
-    slot = {"base": "base", "os": "os", "stack": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
-            "wheel": "wheels", "compile": "builds", "files": "archives", "run": "run",
-            "build": "builds"}  # build/: what compile/ was called before
-    for layer in defn.layers:
-        prefix, _, rest = layer.id.partition("/")
-        if prefix == "config":
-            if layer.kind == "files":
-                p.config = list(layer.files)
-            else:
-                p.config_run = list(layer.inputs)
-            continue
-        getattr(p, slot[prefix]).extend(layer.inputs)
-        if prefix in ("os", "stack", "python"):
-            setattr(p, f"{prefix}_id", rest.rsplit("-", 2)[0])
-    p.wheels.sort(key=lambda i: i.name)
-    return Resolved(parts=p, base=defn.base)
+    """The resolved inputs of an already-locked image (layering.parts_of) and its base."""
+    return Resolved(parts=layering.parts_of(defn), base=defn.base)
 
 
 @dataclass
@@ -266,36 +248,23 @@ class LockResult:
 
 def lock(m: Matrix, images: list[Image], contract: Compression, *,
          say: Callable[[str], None] = ui.info) -> LockResult:
-    """Resolve `images`, re-plan the whole matrix, write every definition that changed.
+    """Resolve and plan `images`, write each definition that changed; touch no other file.
 
     `contract` is what this machine's compressor fulfils for platforms.toml's compression
     (`assemble.compress.contract`, measured by the caller): the lock records it."""
-    resolved: dict[str, Resolved] = {}
     wanted = {i.alias for i in images}
-    for img in m.images:
-        if img.alias in wanted:
-            say(f"[bold]lock[/] {img.label()}")
-            try:
-                resolved[img.alias] = resolve(img, m, say=say)
-            except EnginefabError as e:  # shared indexes fail without knowing for which image
-                if e.image:
-                    raise
-                raise type(e)(e.message, image=img.label(), input=e.input, fix=e.fix) from None
-        else:
-            path = definition_path(m.root, img.alias)
-            if path.is_file():
-                resolved[img.alias] = parts_from_definition(load_definition(path))
-    plans = layering.plan([r.parts for r in resolved.values()])
     out: dict[Path, bytes] = {}
     for img in m.images:
-        if img.alias not in resolved:
+        if img.alias not in wanted:
             continue
-        r = resolved[img.alias]
-        if img.alias in wanted:
-            defn = make_definition(img, m, r, plans[img.alias], contract)
-        else:  # keep its pins and contract, take the new plan
-            old = load_definition(definition_path(m.root, img.alias))
-            defn = old.model_copy(update={"layers": plans[img.alias]})
+        say(f"[bold]lock[/] {img.label()}")
+        try:
+            r = resolve(img, m, say=say)
+        except EnginefabError as e:  # shared indexes fail without knowing for which image
+            if e.image:
+                raise
+            raise type(e)(e.message, image=img.label(), input=e.input, fix=e.fix) from None
+        defn = make_definition(img, m, r, layering.plan_image(r.parts), contract)
         out[definition_path(m.root, img.alias)] = defn.to_json()
     written, unchanged = [], []
     for path, data in out.items():
