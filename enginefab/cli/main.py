@@ -328,18 +328,29 @@ def plan(
 @app.command()
 @run_guarded
 def diff(
-    a: Annotated[str, typer.Argument(help="An OCI layout (DIR or DIR:REF), a definition file, or an image alias.")],
+    a: Annotated[str, typer.Argument(help="An OCI layout (DIR or DIR:REF), a definition file, or an image alias; "
+                                     "or a lock: a checkout, a build/ directory, or @REV (build/ at a git revision).")],
     b: Annotated[str, typer.Argument(help="The same kinds as A.")],
     store: StoreOpt = None,
     no_files: Annotated[bool, typer.Option("--no-files", help="Compare inputs and layer digests only.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Which inputs, layers and files differ between two images (explains a non-reproducible
-    build). Exits 1 when they differ."""
+    build); between two locks (`enginefab diff @HEAD .`), per image whether its digest changes,
+    which layers come and go, and why. Exits 1 when they differ."""
+    from enginefab.assemble import churn
     from enginefab.assemble import diff as d
     from enginefab.core.paths import project_root
 
     st = _store(store)
+    if churn.is_lock_set(a) and churn.is_lock_set(b):
+        res = churn.compare(churn.read_lock(a, project_root()), churn.read_lock(b, project_root()), st, labels=(a, b))
+        if as_json:
+            _emit(res)
+        else:
+            for line in churn.render(res):
+                print(line)
+        raise typer.Exit(0 if res["identical"] else 1)
     sa = d.open_side(a, st, project_root())
     sb = d.open_side(b, st, project_root(), hint=a.rpartition(":")[2] if ":" in a else None)
     res = d.diff(sa, sb, files=not no_files, limit=None if as_json else 40)
