@@ -80,7 +80,7 @@ def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layer
     assert download.cached(other["sha256"]) is None
     layers = [layer.model_copy(update={"inputs": [i.model_copy(update={"sha256": other["sha256"]})
                                                   for i in layer.inputs]})
-              for layer in defn.layers if layer.id.startswith("wheels/typing-extensions")]
+              for layer in defn.layers if layer.id.startswith("wheel/typing-extensions-")]
     path = definition_file(defn.model_copy(update={"layers": layers}), tmp_path / "wrong.json")
     p = enginefab("build", str(path), "--reachable-layers", "--store", str(tmp_path / "s"), "--out",
                   str(tmp_path / "l"), "--json")

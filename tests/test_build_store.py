@@ -101,7 +101,7 @@ def one_pin(demo_build, tmp_path_factory):
 def test_a_one_pin_change_repacks_only_the_layer_that_holds_it(one_pin, demo_build):
     r = one_pin["result"]
     built = [o["id"] for o in r["layer_results"] if o["status"] == "built"]
-    assert len(built) == 1 and built[0].startswith("wheels/typing-extensions"), r["layer_results"]
+    assert len(built) == 1 and built[0].startswith("wheel/typing-extensions-"), r["layer_results"]
     assert r["cached"] == len(r["layer_results"]) - 1
     assert r["digest"] != demo_build["digests"][AARCH64]
 
@@ -115,7 +115,7 @@ def test_diff_of_two_builds_names_the_pin_the_layer_and_the_files(one_pin, demo_
     d = json.loads(p.stdout)
     assert d["manifest"] == {"a": demo_build["digests"][AARCH64], "b": one_pin["result"]["digest"]}
     differing = [r for r in d["layers"] if r["status"] != "same"]
-    assert len(differing) == 1 and differing[0]["a"]["id"].startswith("wheels/typing-extensions")
+    assert len(differing) == 1 and differing[0]["a"]["id"].startswith("wheel/typing-extensions-")
     files = differing[0]["files"]
     assert [c["path"] for c in files["changed"]] == [f"{site}/typing_extensions.py"]
     assert set(files["changed"][0]["fields"]) >= {"sha256", "size"}
