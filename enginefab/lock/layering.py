@@ -25,9 +25,9 @@ from the planner knowing the other images. docs/layering.md has the argument and
 
 A layer's identity is what its bytes depend on: its kind, its inputs (by sha256, with where and
 how they are unpacked), the install scheme and interpreter of its wheels, the files and owners
-it writes. Its id is readable and ends in the hash of exactly that (``wheels/oauthlib+3-1cb412f9``): the
-same id means the same layer object, and the same bytes under the same compression contract.
-The same wheels for another Python (another site-packages, another shebang) have another id.
+it writes. Its id is readable and ends in the hash of exactly that (``wheels/oauthlib+3-1cb412f9``):
+the same id means the same bytes under the same compression contract. The same wheels for
+another Python (another site-packages, another shebang) have another id.
 """
 
 from __future__ import annotations
