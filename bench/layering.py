@@ -33,11 +33,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench import reference_planner
-from enginefab import canonical
-from enginefab.build.keys import layer_key
+from enginefab.assemble.keys import layer_key
+from enginefab.core import canonical
+from enginefab.core.definition import FileEntry, Input, Layer, load_definition
 from enginefab.lock import layering
-from enginefab.lock.definition import FileEntry, Input, Layer, load_definition
-from enginefab.lock.locker import parts_from_definition
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -115,7 +114,7 @@ def _edit_kind(alias: str) -> str:
 
 
 def committed() -> list[layering.Parts]:
-    return [parts_from_definition(load_definition(p)).parts for p in sorted((ROOT / "build").glob("*.json"))]
+    return [layering.parts_of(load_definition(p)) for p in sorted((ROOT / "build").glob("*.json"))]
 
 
 def variants() -> list[tuple[str, layering.Parts]]:

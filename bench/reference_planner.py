@@ -1,7 +1,7 @@
 """REFERENCE PEER for bench/layering.py — NOT the planner enginefab uses.
 
 A verbatim copy of the layer planner as it was before issue 14 (enginefab/lock/layering.py at
-a60e593): small wheels grouped by *sharing signature*, the set of images of the whole matrix that
+a60e593; only its imports follow the core/ layout): small wheels grouped by *sharing signature*, the set of images of the whole matrix that
 install the same file, so every layer is a function of the whole matrix. Kept here only so the
 benchmark can measure today's churn and sharing next to the new planner in the same run; do not
 import it from enginefab.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from enginefab import canonical
-from enginefab.lock.definition import FileEntry, Input, Layer
+from enginefab.core import canonical
+from enginefab.core.definition import FileEntry, Input, Layer
 
 BIG = 32 << 20
 BUDGET = 40

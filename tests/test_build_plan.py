@@ -113,10 +113,8 @@ def test_run_steps_keep_their_declared_order():
 
 
 def test_replanning_the_committed_definitions_reproduces_them():
-    from enginefab.lock.locker import parts_from_definition
-
     defs = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
-    plans = layering.plan([parts_from_definition(d).parts for d in defs.values()])
+    plans = layering.plan([layering.parts_of(d) for d in defs.values()])
     for alias, d in defs.items():
         assert [la.model_dump() for la in plans[alias]] == [la.model_dump() for la in d.layers], alias
 

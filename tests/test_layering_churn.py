@@ -21,14 +21,13 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from bench import reference_planner
-from enginefab.build.keys import layer_key
+from enginefab.assemble.keys import layer_key
+from enginefab.core.definition import Input, load_definition
 from enginefab.lock import layering
-from enginefab.lock.definition import Input, load_definition
-from enginefab.lock.locker import parts_from_definition
 from tests.conftest import ROOT, enginefab
 
 DEFS = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
-COMMITTED = [parts_from_definition(d).parts for d in DEFS.values()]
+COMMITTED = [layering.parts_of(d) for d in DEFS.values()]
 _DEFN = SimpleNamespace(compression=DEFS["demo-pytorch-aarch64"].compression, source_date_epoch=1)
 
 #: interpreter → (scheme, every locked wheel of the committed matrix installed for it)
@@ -180,7 +179,7 @@ def test_diff_between_locks_names_the_changed_image_its_layers_and_why(engines_c
     d = DEFS[alias]
     numpy = next(i for i in d.inputs() if i.name == "numpy")
     other = next(w for w in PYTHONS[d.python.interpreter][1] if w.name == "numpy" and w.sha256 != numpy.sha256)
-    p = parts_from_definition(d).parts
+    p = layering.parts_of(d)
     p.wheels = [other if w.name == "numpy" else w for w in p.wheels]
     (engines_copy / "build" / f"{alias}.json").write_bytes(
         d.model_copy(update={"layers": layering.plan_image(p)}).to_json())
@@ -219,15 +218,21 @@ def test_lock_check_refuses_layers_another_planner_made(engines_copy):
     version, or edited by hand) would build other digests: `lock --check` names it."""
     victim = "mindspore-cuda10.1"
     v = DEFS[victim]
-    parts = [parts_from_definition(d).parts for d in DEFS.values()]
+    parts = [layering.parts_of(d) for d in DEFS.values()]
     old = reference_planner.plan(parts)[victim]  # today's planner, whole matrix
     assert [la.id for la in old] != [la.id for la in v.layers]
     (engines_copy / "build" / f"{victim}.json").write_bytes(v.model_copy(update={"layers": old}).to_json())
+    odd = DEFS["demo-pytorch-x86_64"]  # and a layer id no planner makes (edited by hand)
+    layers = [la.model_copy(update={"id": "bogus/" + la.id.partition("/")[2]}) if la.kind == "wheels" else la
+              for la in odd.layers]
+    (engines_copy / "build" / "demo-pytorch-x86_64.json").write_bytes(odd.model_copy(update={"layers": layers}).to_json())
     p = enginefab("lock", "--check", "--json", cwd=engines_copy)
     res = json.loads(p.stdout)
-    assert p.returncode == 1
-    assert [x for x in res["problems"] if "not what this enginefab plans" in x] == res["problems"]
-    assert res["problems"][0].startswith(f"{victim}: ") and f"`enginefab lock {victim}`" in res["problems"][0]
+    assert p.returncode == 1 and len(res["problems"]) == 2, res["problems"]
+    mine = next(x for x in res["problems"] if x.startswith(f"{victim}: "))
+    assert "not what this enginefab plans" in mine and f"`enginefab lock {victim}`" in mine
+    bogus = next(x for x in res["problems"] if x.startswith("demo-pytorch-x86_64: "))
+    assert "no planner makes a layer bogus/" in bogus
 
 
 # -- the issue's scenario, for real (PyPI and the Debian archive) -----------------------------

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from enginefab.core import canonical
 from enginefab.core.definition import Definition
+from enginefab.core.errors import LockError
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
@@ -74,7 +75,10 @@ def _declared_mismatches(defn: Definition, img, m: Matrix) -> list[str]:
 def _planned_mismatches(defn: Definition) -> list[str]:
     """The layers must be what this planner makes of the definition's own inputs: a definition
     locked by another planner (or with layers edited by hand) would build other digests."""
-    want = plan_image(parts_of(defn))
+    try:
+        want = plan_image(parts_of(defn))
+    except LockError as e:
+        return [e.message]
     if [la.model_dump() for la in want] == [la.model_dump() for la in defn.layers]:
         return []
     have_ids, want_ids = [la.id for la in defn.layers], [la.id for la in want]

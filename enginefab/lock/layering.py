@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from enginefab.core import canonical
 from enginefab.core.definition import Definition, FileEntry, Input, Layer
+from enginefab.core.errors import LockError
 from enginefab.core.pytarget import scheme_for
 
 #: the engine: always a layer of its own, whatever the level (the big-wheel rule)
@@ -221,6 +222,9 @@ def parts_of(defn: Definition) -> Parts:
             else:
                 p.config_run = list(layer.inputs)
             continue
+        if prefix not in _SLOTS:
+            raise LockError(f"build/{defn.image.alias}.json: layer {layer.id}: no planner makes a layer {prefix}/",
+                            image=defn.image.alias, fix=f"re-run `enginefab lock {defn.image.alias}`")
         getattr(p, _SLOTS[prefix]).extend(layer.inputs)
         if prefix in ("os", "stack", "python"):
             setattr(p, f"{prefix}_id", rest.rsplit("-", 2)[0])

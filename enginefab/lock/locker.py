@@ -235,11 +235,6 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
                         expect_version=version, smoke=engine.smoke)
 
 
-def parts_from_definition(defn: Definition) -> Resolved:
-    """The resolved inputs of an already-locked image (layering.parts_of) and its base."""
-    return Resolved(parts=layering.parts_of(defn), base=defn.base)
-
-
 @dataclass
 class LockResult:
     written: list[str]
