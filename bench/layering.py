@@ -1,4 +1,4 @@
-"""Layer churn and sharing: the planner against today's (bench/reference_planner.py), same run.
+"""Layer churn and sharing: the planner against today's (bench/_reference_planner.py), same run.
 
 A growth sequence adds images one at a time: the committed matrix (build/*.json, in name order),
 then the variants of bench/data/layering-variants.toml (other Python versions, extra
@@ -32,7 +32,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench import reference_planner
+from bench import _reference_planner as reference_planner
 from enginefab.assemble.keys import layer_key
 from enginefab.core import canonical
 from enginefab.core.definition import FileEntry, Input, Layer, load_definition
@@ -360,7 +360,8 @@ if __name__ == "__main__":
     if "--relock" in sys.argv:
         relock()
     elif "--sweep" in sys.argv:
-        print(f"{'grouping':>10} {'alone MiB':>9} {'group':>5} {'unique/sum':>10} {'max layers':>10} {'mean layers':>11} {'bump: extra kB':>14}")
+        print(f"{'grouping':>10} {'alone MiB':>9} {'group':>5} {'unique/sum':>10} {'max layers':>10} "
+              f"{'mean layers':>11} {'bump: extra kB':>14}")
         for r in sweep():
             print(f"{r['grouping']:>10} {r['alone_mib']:>9} {r['group']:>5} {r['unique_over_sum']:>10.4f} {r['max_layers']:>10} "
                   f"{r['mean_layers']:>11} {r['bump_extra_bytes_mean'] / 1e3:>14.0f}")

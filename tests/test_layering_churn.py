@@ -4,7 +4,7 @@ The property is checked on a matrix made of the real locked wheels of the commit
 (names, sizes, sha256s, install schemes): random sequences of matrix edits — add an image, remove
 one, change one (a wheel added, removed or swapped for another locked version of it, or the
 image moved to another Python) — and after every edit no layer of an image whose own inputs did
-not change may differ. The same property run against today's planner (bench/reference_planner.py)
+not change may differ. The same property run against today's planner (bench/_reference_planner.py)
 fails, so the test can tell the two apart. Then: what a layer's id says, `enginefab diff` between
 two locks, `lock --check` on layers another planner made, and (network) the two TensorFlow 2.16
 images of the issue locked into a copy of engines/ without touching any other definition.
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from bench import reference_planner
+from bench import _reference_planner as reference_planner
 from enginefab.assemble.keys import layer_key
 from enginefab.core.definition import Input, load_definition
 from enginefab.lock import layering
@@ -202,7 +202,8 @@ def test_diff_between_locks_names_the_changed_image_its_layers_and_why(engines_c
     assert [la["id"] for la in row["layers"]["removed"]] == [la.id for la in d.layers if numpy in la.inputs] + above
     added = [la for la in row["layers"]["added"] if la["kind"] == "wheels"]
     assert len(added) == 1 and f"numpy {numpy.version} → {other.version}" in added[0]["why"]
-    assert [la["why"] for la in row["layers"]["added"] if la["kind"] == "run"] == ["rebuilt: a layer below this run step changed"] * len(above)
+    rebuilt = [la["why"] for la in row["layers"]["added"] if la["kind"] == "run"]
+    assert rebuilt == ["rebuilt: a layer below this run step changed"] * len(above)
     assert row["layers"]["kept"] == len(d.layers) - 1 - len(above)
     assert rows[victim]["churn"] and "re-planned only" in rows[victim]["why"]
     assert any(la["why"].startswith("regrouped") for la in rows[victim]["layers"]["added"])

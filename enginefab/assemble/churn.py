@@ -154,7 +154,8 @@ def compare_image(old: Definition, new: Definition, store: Store | None = None) 
     elif not digest_changes:
         row["why"] = "same digest (only what the image does not carry changed: checks, matrix entry)"
     elif inputs:
-        row["why"] = "its inputs changed: " + ", ".join(inputs[:6]) + (f" … ({len(inputs)} in all)" if len(inputs) > 6 else "")
+        more = f" … ({len(inputs)} in all)" if len(inputs) > 6 else ""
+        row["why"] = "its inputs changed: " + ", ".join(inputs[:6]) + more
     elif settings:
         row["why"] = "its definition changed: " + ", ".join(settings)
     else:

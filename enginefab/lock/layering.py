@@ -97,9 +97,11 @@ def _sorted(inputs: list[Input]) -> list[Input]:
     return sorted(inputs, key=key)
 
 
-def _layer(kind: str, name: str, comment: str, inputs: list[Input] = (), files: list[FileEntry] = (),  # type: ignore[assignment]
+def _layer(kind: str, name: str, comment: str, inputs: list[Input] | None = None, files: list[FileEntry] | None = None,
            **extra) -> Layer:
-    draft = Layer(id=name, kind=kind, inputs=_sorted(list(inputs)), files=list(files), comment=comment, **extra)  # type: ignore[arg-type]
+    """A layer whose id is `name` followed by the hash of its identity."""
+    draft = Layer(id=name, kind=kind, inputs=_sorted(list(inputs or [])), files=list(files or []),  # type: ignore[arg-type]
+                  comment=comment, **extra)
     return draft.model_copy(update={"id": f"{name}-{identity(draft)}"})
 
 

@@ -1,10 +1,11 @@
 """REFERENCE PEER for bench/layering.py — NOT the planner enginefab uses.
 
 A verbatim copy of the layer planner as it was before issue 14 (enginefab/lock/layering.py at
-a60e593; only its imports follow the core/ layout): small wheels grouped by *sharing signature*, the set of images of the whole matrix that
-install the same file, so every layer is a function of the whole matrix. Kept here only so the
-benchmark can measure today's churn and sharing next to the new planner in the same run; do not
-import it from enginefab.
+a60e593; only its imports follow the core/ layout): small wheels grouped by *sharing signature*,
+the set of images of the whole matrix that install the same file, so every layer is a function
+of the whole matrix. Kept here only so the benchmark (and the churn test, which it fails) can
+measure today's churn and sharing next to the new planner in the same run; never import it from
+enginefab.
 """
 from __future__ import annotations
 
