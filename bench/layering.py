@@ -33,7 +33,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench import _reference_planner as reference_planner
-from enginefab.assemble.keys import layer_key
+from enginefab.assemble.keys import base_keys, is_layer_media, layer_key
 from enginefab.core import canonical
 from enginefab.core.definition import FileEntry, Input, Layer, load_definition
 from enginefab.lock import layering
@@ -157,30 +157,34 @@ def _size(layer: Layer) -> int:
     return sum(i.size for i in layer.inputs if i.kind != "run")
 
 
+def _chain(layers: list[Layer]) -> list[tuple[str, dict[str, int]]]:
+    """Per layer: its key as `keys.chain_keys` computes it (a run step keyed by everything below
+    it, an unresolved base by its own key) and the blobs it stands for (key or digest → size)."""
+    out, lower = [], []
+    for la in layers:
+        if la.kind == "base":
+            blobs = {"sha256:" + i.sha256: i.size for i in la.inputs if is_layer_media(i.media_type)}
+            k = canonical.key_of({"base": base_keys(la) or [i.sha256 for i in la.inputs]})
+            out.append((k, blobs or {k: 0}))
+            lower += list(blobs) or [k]
+            continue
+        k = layer_key(_DEFN, la, lower)  # type: ignore[arg-type]
+        out.append((k, {k: _size(la)}))
+        lower.append(k)
+    return out
+
+
 def measure(plans: dict[str, list[Layer]]) -> dict:
     """Per image: its layers' action-cache keys (what its digest is a function of) and OCI layer
-    count; overall: the sum of image sizes and the unique bytes (each distinct key once)."""
+    count; overall: the sum of image sizes and the unique bytes (each distinct blob once)."""
     digests, counts, unique, total = {}, {}, {}, 0
     for alias, layers in plans.items():
-        keys, lower, n = [], [], 0
-        for la in layers:
-            if la.kind == "base":
-                blobs = [i for i in la.inputs if i.media_type and (".layer." in i.media_type or ".rootfs.diff." in i.media_type)]
-                for b in blobs:
-                    unique["sha256:" + b.sha256] = b.size
-                    total += b.size
-                keys.append(canonical.key_of([b.sha256 for b in blobs] or [i.sha256 for i in la.inputs]))
-                lower += ["sha256:" + b.sha256 for b in blobs]
-                n += max(1, len(blobs))
-                continue
-            k = layer_key(_DEFN, la, lower)  # type: ignore[arg-type]
-            keys.append(k)
-            lower.append(k)
-            unique[k] = _size(la)
-            total += _size(la)
-            n += 1
-        digests[alias] = canonical.key_of(keys)
-        counts[alias] = n
+        chain = _chain(layers)
+        digests[alias] = canonical.key_of([k for k, _ in chain])
+        counts[alias] = sum(len(blobs) for _, blobs in chain)
+        for _, blobs in chain:
+            unique.update(blobs)
+            total += sum(blobs.values())
     return {"digests": digests, "layers": counts, "unique": sum(unique.values()), "total": total}
 
 
@@ -280,20 +284,7 @@ def bumps(planner, images: list[layering.Parts], *, whole: bool = True) -> dict:
 
 
 def _keys_and_sizes(plans: dict[str, list[Layer]]) -> dict[str, int]:
-    out = {}
-    for layers in plans.values():
-        lower: list[str] = []
-        for la in layers:
-            if la.kind == "base":
-                for b in la.inputs:
-                    if b.media_type and (".layer." in b.media_type or ".rootfs.diff." in b.media_type):
-                        out["sha256:" + b.sha256] = b.size
-                        lower.append("sha256:" + b.sha256)
-                continue
-            k = layer_key(_DEFN, la, lower)  # type: ignore[arg-type]
-            out[k] = _size(la)
-            lower.append(k)
-    return out
+    return {k: size for layers in plans.values() for _, blobs in _chain(layers) for k, size in blobs.items()}
 
 
 def _buckets(n: int):
