@@ -101,8 +101,23 @@ def relock() -> None:
             for slot in ("os", "python", "debs"):
                 setattr(parts, slot, [i.model_copy(update={"control": None}) for i in getattr(parts, slot)])
             out.append({"edit": _edit_kind(v["alias"]), "parts": _parts_json(parts)})
-    VARIANTS_JSON.write_text(json.dumps(out, indent=0, sort_keys=True) + "\n")
+    _write_variants(out)
     print(f"wrote {VARIANTS_JSON.relative_to(ROOT)} ({len(out)} images)", file=sys.stderr)
+
+
+#: platform parts, the same for every variant on one OS, Python and arch: stored once
+_SHARED = ("base", "os", "python", "stack", "debs")
+
+
+def _write_variants(images: list[dict]) -> None:
+    lists: dict[str, list] = {}
+    for v in images:
+        for slot in _SHARED:
+            if v["parts"].get(slot):
+                key = canonical.key_of(v["parts"][slot])[:16]
+                lists[key] = v["parts"][slot]
+                v["parts"][slot] = {"same_as": key}
+    VARIANTS_JSON.write_text(json.dumps({"lists": lists, "images": images}, indent=0, sort_keys=True) + "\n")
 
 
 def _edit_kind(alias: str) -> str:
@@ -118,7 +133,13 @@ def committed() -> list[layering.Parts]:
 
 
 def variants() -> list[tuple[str, layering.Parts]]:
-    return [(v["edit"], _parts_of(v["parts"])) for v in json.loads(VARIANTS_JSON.read_text())]
+    data = json.loads(VARIANTS_JSON.read_text())
+    out = []
+    for v in data["images"]:
+        parts = {k: data["lists"][x["same_as"]] if k in _SHARED and isinstance(x, dict) else x
+                 for k, x in v["parts"].items()}
+        out.append((v["edit"], _parts_of(parts)))
+    return out
 
 
 def scaled(images: list[layering.Parts], n: int = SCALE, seed: int = 14) -> list[layering.Parts]:
