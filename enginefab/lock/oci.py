@@ -48,7 +48,7 @@ def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[
     upstream = parse_reference(f"{head.name}@{ref.digest}")
     r = mirrored(upstream)
     try:
-        client = RegistryClient.for_reference(r, timeout=10)
+        client = RegistryClient.for_reference(r)
         raw, mt = client.get_manifest(r.repository, ref.digest)
     except EnginefabError as e:
         via = f" (through the mirror {r.registry})" if r.registry != upstream.registry else ""
@@ -73,7 +73,7 @@ def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[
         raw, mt = client.get_manifest(r.repository, manifest_digest)
         doc = json.loads(raw)
     cfg = doc["config"]
-    cfg_raw = client.get_blob_bytes(r.repository, cfg["digest"])
+    cfg_raw = client.get_blob_bytes(r.repository, cfg["digest"], size=cfg["size"])
     config = json.loads(cfg_raw)
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     inputs = [head,

@@ -10,6 +10,7 @@ in the layout is re-hashed, not trusted.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
 from enginefab.core.fsutil import sha256_file, write_atomic
 from enginefab.transport.client import RegistryClient
+from enginefab.transport.landing import sweep
 from enginefab.transport.reference import Reference
 
 INDEX_TYPES = (INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -54,10 +56,11 @@ class PullResult:
 
 
 def pick_platform(index: dict, want: dict[str, str], where: str) -> dict:
-    found = [m for m in index.get("manifests", []) if matches(want, m.get("platform", {}))]
+    members = [m for m in index.get("manifests", []) if isinstance(m, dict) and isinstance(m.get("platform", {}), dict)]
+    found = [m for m in members if matches(want, m.get("platform", {}))]
     if not found:
         have = ", ".join("/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
-                         for p in (m.get("platform", {}) for m in index.get("manifests", [])))
+                         for p in (m.get("platform", {}) for m in members))
         raise RegistryError(f"{where} has no image for {'/'.join(want.values())} (it has: {have or 'none'})",
                             fix="pick one of the platforms listed")
     return found[0]
@@ -68,6 +71,7 @@ class _Layout:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "oci-layout", canonical.dumps({"imageLayoutVersion": "1.0.0"}))
+        sweep(out / "blobs" / "sha256")  # what an earlier pull that was killed may have left
 
     def path(self, digest: str) -> Path:
         return self.out / "blobs" / "sha256" / digest.split(":", 1)[1]
@@ -92,39 +96,68 @@ class _Layout:
         write_atomic(idx, index_json([entries[k] for k in sorted(entries)]))
 
 
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _document(raw: bytes, where: str) -> dict:
+    """A manifest or index the registry served, as JSON, or a clear refusal."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{where} is not a JSON manifest or index: refused",
+                            fix="the registry's copy is corrupt or it is hostile")
+    return doc
+
+
+def _descriptor(desc: object, where: str) -> dict:
+    """A descriptor we can follow: a sha256 digest (it names a file) and a size (it caps the download)."""
+    if not (isinstance(desc, dict) and isinstance(desc.get("digest"), str) and _DIGEST.match(desc["digest"])
+            and isinstance(desc.get("size"), int) and not isinstance(desc["size"], bool) and desc["size"] >= 0):
+        raise RegistryError(f"{where} has a descriptor without a sha256 digest and a size: refused",
+                            fix="the registry's copy is corrupt or it is hostile")
+    return desc
+
+
 def pull(client: RegistryClient, ref: Reference, out: Path, *, platform: str | None = None,
          progress=None) -> PullResult:
     repo = ref.repository
     raw, mt = client.get_manifest_raw(repo, ref.ref)
     digest = canonical.digest(raw)
+    top_doc = _document(raw, str(ref))
     lay = _Layout(out)
     res = PullResult(reference=str(ref), digest=digest, media_type=mt)
 
     def fetch_manifest(desc: dict) -> bytes:
+        desc = _descriptor(desc, str(ref))
         body, _ = client.get_manifest_raw(repo, desc["digest"])  # verified against the digest
         if len(body) != desc["size"]:
             raise RegistryError(f"manifest {desc['digest']} is {len(body)} bytes, its descriptor says {desc['size']}")
         return body
 
     def image(body: bytes, d: str) -> None:
-        doc = json.loads(body)
-        for desc in [doc["config"], *doc.get("layers", [])]:
+        doc = _document(body, f"{client.host}/{repo}@{d}")
+        where = f"manifest {d} of {client.host}/{repo}"
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list):
+            raise RegistryError(f"{where} has no list of layers: refused")
+        for desc in [_descriptor(x, where) for x in [doc.get("config"), *layers]]:
             res.blobs += 1
             if lay.has(desc["digest"], desc["size"]):
                 res.reused += 1
                 continue
-            p = client.download_blob_to(repo, desc["digest"], lay.path(desc["digest"]), progress=progress)
-            if p.stat().st_size != desc["size"]:
-                p.unlink()
-                raise RegistryError(f"blob {desc['digest']} from {client.host}/{repo} is {p.stat().st_size} bytes, "
-                                    f"its descriptor says {desc['size']}: refused")
+            client.download_blob_to(repo, desc["digest"], lay.path(desc["digest"]), progress=progress,
+                                    size=desc["size"])  # never more bytes than the descriptor's size
             res.downloaded_bytes += desc["size"]
         lay.write(d, body)
         res.manifests.append(d)
 
     top = {"mediaType": mt or MANIFEST, "digest": digest, "size": len(raw)}
-    if mt in INDEX_TYPES or json.loads(raw).get("manifests") is not None:
-        index = json.loads(raw)
+    if mt in INDEX_TYPES or top_doc.get("manifests") is not None:
+        index = top_doc
+        if not isinstance(index.get("manifests"), list):
+            raise RegistryError(f"{ref} is an index without a list of manifests: refused")
         if platform:
             member = pick_platform(index, parse_platform(platform), str(ref))
             body = fetch_manifest(member)
@@ -139,7 +172,8 @@ def pull(client: RegistryClient, ref: Reference, out: Path, *, platform: str | N
             res.manifests.append(digest)
     else:
         if platform:
-            cfg = json.loads(client.get_blob_bytes(repo, json.loads(raw)["config"]["digest"]))
+            cfg_desc = _descriptor(top_doc.get("config"), str(ref))
+            cfg = _document(client.get_blob_bytes(repo, cfg_desc["digest"], size=cfg_desc["size"]), f"the config of {ref}")
             want = parse_platform(platform)
             have = {"os": cfg.get("os", ""), "architecture": cfg.get("architecture", "")}
             if cfg.get("variant"):

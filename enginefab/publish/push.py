@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -106,7 +106,8 @@ class BlobHome:
 
 def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, int, Path]], stats: PushStats,
                home: BlobHome, *, parallel: int = 4, progress: Callable[[int], None] | None = None) -> None:
-    """Make every blob present in `repository`: skip, mount or upload (bounded parallelism)."""
+    """Make every blob present in `repository`: skip, mount or upload (bounded parallelism).
+    The first failure stops the rest: queued blobs are not started, uploads in flight end."""
     def one(item: tuple[str, int, Path]) -> None:
         digest, size, path = item
         if client.has_blob(repository, digest):
@@ -119,9 +120,36 @@ def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, i
         home.put(digest, repository)
 
     uniq = list({d: (d, s, p) for d, s, p in blobs}.values())
+    client.cancel.clear()
+    first: BaseException | None = None
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for f in [pool.submit(one, b) for b in uniq]:
-            f.result()
+        for f in as_completed([pool.submit(one, b) for b in uniq]):
+            first = f.exception()
+            if first is not None:  # the cause; what it stops below is not reported
+                client.cancel.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
+    if first is not None:
+        raise first
+
+
+def store_blobs(store: Store, descs: list[dict]) -> list[tuple[str, int, Path]]:
+    """(digest, size, path) of each descriptor's blob in the store; a missing blob or one of
+    another size is refused before anything is sent (a short file would leave the registry
+    waiting for bytes that never come)."""
+    out = []
+    for d in descs:
+        p = store.blob_path(d["digest"])
+        try:
+            have = p.stat().st_size
+        except FileNotFoundError:
+            raise RegistryError(f"blob {d['digest']} is not in the store", fix="run `enginefab build` first") from None
+        if have != d["size"]:
+            raise RegistryError(f"blob {d['digest']} is {have} bytes in the store ({p}), its descriptor says "
+                                f"{d['size']}: the store is damaged, nothing was pushed",
+                                fix="run `enginefab store verify`, then `enginefab build` to rebuild it")
+        out.append((d["digest"], d["size"], p))
+    return out
 
 
 def push_image_content(client: RegistryClient, store: Store, repository: str, manifest: bytes, stats: PushStats,
@@ -129,11 +157,7 @@ def push_image_content(client: RegistryClient, store: Store, repository: str, ma
                        media_type: str = MANIFEST) -> str:
     """Blobs (config and layers), then the manifest by digest: no tag yet. Returns the digest."""
     doc = json.loads(manifest)
-    descs = [doc["config"], *doc.get("layers", [])]
-    blobs = [(d["digest"], d["size"], store.blob_path(d["digest"])) for d in descs]
-    for d, _, p in blobs:
-        if not p.is_file():
-            raise RegistryError(f"blob {d} is not in the store", fix="run `enginefab build` first")
+    blobs = store_blobs(store, [doc["config"], *doc.get("layers", [])])
     client.prepare(repository, push=True)
     push_blobs(client, repository, blobs, stats, home, parallel=parallel, progress=progress)
     return client.put_manifest(repository, canonical.digest(manifest), manifest, media_type)

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from enginefab.core.errors import RegistryError
+from enginefab.transport.auth import refuse_userinfo
 
 FILE = Path("registry") / "targets.toml"
 SECRET_KEYS = {"password", "token", "auth", "secret", "identitytoken"}
@@ -66,6 +67,7 @@ def load_targets(root: Path) -> dict[str, Target]:
             first = e.errors()[0]
             raise RegistryError(f"{FILE}: target {name!r}, field {'.'.join(map(str, first['loc']))}: {first['msg']}",
                                 fix="keys: registry, prefix, plain_http, ca_cert, user_env, password_env") from None
+        refuse_userinfo(t.registry, f"{FILE}: the registry of target {name!r}")
         if t.ca_cert and not Path(t.ca_cert).is_absolute():
             t = t.model_copy(update={"ca_cert": str(root / t.ca_cert)})
         out[name] = t
@@ -74,6 +76,7 @@ def load_targets(root: Path) -> dict[str, Target]:
 
 def resolve_target(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | None = None) -> Target:
     """`--to` as given: a target's name, else HOST[:PORT][/PREFIX]; flags override the file."""
+    refuse_userinfo(to, "--to")
     targets = load_targets(root)
     if to in targets:
         t = targets[to]

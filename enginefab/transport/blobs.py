@@ -28,7 +28,8 @@ def fetch_base_blob(inp: Input, *, image: str) -> Path:
     try:
         client = RegistryClient.for_reference(parse_reference(f"{host}/{repo}@{digest}"))
         with ui.bytes_progress(inp.name, inp.size or None) as bar:
-            return client.download_blob_to(repo, digest, download.cache_path(inp.sha256), progress=bar.advance)
+            return client.download_blob_to(repo, digest, download.cache_path(inp.sha256), progress=bar.advance,
+                                           size=inp.size or None)
     except EnginefabError as e:
         raise BuildError(
             f"cannot fetch base blob {digest[:19]}… of {inp.name}: {e.message}",

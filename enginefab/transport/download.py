@@ -1,42 +1,44 @@
 """Fetch bytes by URL into the content-addressed download cache, verified against their pin.
 
-A file lands at ``downloads/sha256/<hex>`` only after its size and sha256 were checked while
-streaming, and only by an atomic rename: a killed download leaves a temporary file, never a
-wrong cache entry. Mirrors rewrite URLs (`lock.mirrors`); ``file://`` URLs work too.
+Over the one HTTP stack (`http.Http`, its retries, deadline and stall timeout). A file lands at
+``downloads/sha256/<hex>`` only after its size and sha256 were checked while streaming, and
+only by an atomic rename of a file that had no name before (`landing.py`): a killed download
+leaves nothing. No more bytes than the pinned size are ever read (an endless answer stops
+there). A connection that broke is tried again from the start (`options.retries`); a server
+that stalls, lies about sizes or answers 4xx is not. Mirrors rewrite URLs (`mirrors.py`);
+``file://`` URLs work too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import time
+import json
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import requests
+from typing import Iterator
 
 from enginefab.core import ui
 from enginefab.core.errors import FetchError
 from enginefab.core.paths import downloads_dir
 from enginefab.transport import mirrors as mirrors_mod
+from enginefab.transport.http import CHUNK, Broken, Http, TooLarge, TransportError, Unreachable
+from enginefab.transport.landing import landing
+from enginefab.transport.options import DEFAULT, HttpOptions
 
-CHUNK = 1 << 20
-TIMEOUT = (10, 60)  # connect, read (seconds)
-ATTEMPTS = 3
+MIRROR_FIX = "check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror"
 
-_session: requests.Session | None = None
+_shared: dict[HttpOptions, Http] = {}
+_shared_lock = threading.Lock()
 
 
-def session() -> requests.Session:
-    global _session
-    if _session is None:
-        s = requests.Session()
-        s.headers["User-Agent"] = "enginefab/0.1 (+reproducible engine images)"
-        _session = s
-    return _session
+def shared_http(options: HttpOptions = DEFAULT) -> Http:
+    """One connection pool per set of options, for the callers that pass no `Http` of their own."""
+    with _shared_lock:
+        if options not in _shared:
+            _shared[options] = Http(options)
+        return _shared[options]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def cached(sha256: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def fetch(want: Want, *, cache: Path | None = None) -> Path:
+def fetch(want: Want, *, cache: Path | None = None, http: Http | None = None) -> Path:
     """The verified local path of `want`, downloading it if the cache lacks it."""
     root = cache or downloads_dir()
     if want.sha256:
@@ -67,66 +69,42 @@ def fetch(want: Want, *, cache: Path | None = None) -> Path:
         if p.is_file():
             return p
     url = mirrors_mod.current().url(want.url)
-    last: Exception | None = None
-    for attempt in range(ATTEMPTS):
+    http = http or shared_http()
+    attempt = 0
+    while True:
         try:
-            return _download(url, want, root)
-        except _Retryable as e:
-            last = e.__cause__ or e
-            _backoff(attempt)
-    raise FetchError(
-        f"cannot download {url} ({cause(last)})",
-        image=want.image,
-        input=want.label or None,
-        fix="check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror",
-    )
+            return _download(url, want, root, http)
+        except Broken as e:
+            attempt += 1
+            if attempt > http.options.retries:
+                raise _failed(e, url, want) from None
+        except TransportError as e:
+            raise _failed(e, url, want) from None
 
 
-class _Retryable(Exception):
-    pass
+def _failed(e: TransportError, url: str, want: Want) -> FetchError:
+    where = {"image": want.image, "input": want.label or None}
+    if isinstance(e, Unreachable):
+        return FetchError(f"cannot download {url} ({e.reason})", fix=MIRROR_FIX, **where)
+    if isinstance(e, TooLarge):
+        return FetchError(f"{e.message} ({url})", fix="the server sends other bytes than the pinned ones: "
+                          "fix the mirror, or re-lock if upstream really changed the file", **where)
+    return FetchError(e.message, fix=MIRROR_FIX, **where)
 
 
-def _backoff(attempt: int) -> None:
-    if attempt < ATTEMPTS - 1:  # no pointless wait after the last attempt
-        time.sleep(min(2**attempt, 4))
-
-
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-
-
-def cause(e: BaseException | None) -> str:
-    """The root cause of a network error in a few words ("Connection refused")."""
-    text = str(e) if e is not None else "unknown error"
-    m = _ERRNO.search(text)
-    if m:
-        return m.group(1).strip()
-    for marker in ("Read timed out", "Connect timeout", "timed out", "SSLError", "RemoteDisconnected"):
-        if marker in text:
-            return marker
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _download(url: str, want: Want, root: Path) -> Path:
-    tmpdir = root / "tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    tmp = tmpdir / f"{os.getpid()}-{time.monotonic_ns()}.part"
+def _download(url: str, want: Want, root: Path, http: Http) -> Path:
     h = hashlib.sha256()
     n = 0
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in _stream(url, want):
-                h.update(chunk)
-                n += len(chunk)
-                out.write(chunk)
+    with landing(root / "sha256", mode=0o444) as out:
+        for chunk in _stream(url, want, http):
+            h.update(chunk)
+            n += len(chunk)
+            out.file.write(chunk)
         got = h.hexdigest()
         if want.size and n != want.size:
-            raise FetchError(
-                f"{url} gave {n} bytes, the pin says {want.size}"
-                + (" (truncated download)" if n < want.size else ""),
-                image=want.image,
-                input=want.label or None,
-                fix="try again; if it persists the file changed upstream or the mirror is wrong",
-            )
+            raise FetchError(f"{url} gave {n} bytes, the pin says {want.size} (truncated download)",
+                             image=want.image, input=want.label or None,
+                             fix="try again; if it persists the file changed upstream or the mirror is wrong")
         if want.sha256 and got != want.sha256:
             raise FetchError(
                 f"{url} has sha256 {got}, the pin says {want.sha256}",
@@ -135,92 +113,82 @@ def _download(url: str, want: Want, root: Path) -> Path:
                 fix="the bytes differ from the locked ones: if upstream really changed the file, "
                 "re-run `enginefab lock` and review the diff; otherwise fix the mirror",
             )
-        dest = cache_path(got, root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        return out.commit(cache_path(got, root))
 
 
-def _stream(url: str, want: Want):
+def _stream(url: str, want: Want, http: Http) -> Iterator[bytes]:
+    """The bytes at `url`, never more than the pinned size (or max_download)."""
     parsed = urllib.parse.urlparse(url)
+    limit = want.size or http.options.max_download
+    where = {"image": want.image, "input": want.label or None}
     if parsed.scheme == "file":
-        path = Path(urllib.parse.unquote(parsed.path))
-        if not path.is_file():
-            raise FetchError(f"{path} does not exist", image=want.image, input=want.label or None,
-                             fix="check the mirror directory")
-        with open(path, "rb") as f, ui.bytes_progress(want.label or path.name, path.stat().st_size) as bar:
-            while chunk := f.read(CHUNK):
-                bar.advance(len(chunk))
-                yield chunk
+        yield from _file(Path(urllib.parse.unquote(parsed.path)), limit, want)
         return
     if parsed.scheme not in ("http", "https"):
-        raise FetchError(f"unsupported URL scheme in {url}", image=want.image, input=want.label or None)
-    try:
-        r = session().get(url, stream=True, timeout=TIMEOUT)
-    except requests.RequestException as e:
-        raise _Retryable() from e
-    with r:
-        if r.status_code == 404:
-            raise FetchError(f"{url} does not exist (404)", image=want.image, input=want.label or None,
+        raise FetchError(f"unsupported URL scheme in {url}", **where)
+    name = want.label or url.rsplit("/", 1)[-1]
+    with http.stream("GET", url, what=name, headers={"Accept-Encoding": "identity"}) as s:
+        if s.status == 404:
+            raise FetchError(f"{url} does not exist (404)", **where,
                              fix="the file was removed upstream: use a mirror that keeps it, or re-lock")
-        if r.status_code >= 500 or r.status_code == 429:
-            raise _Retryable() from requests.HTTPError(f"HTTP {r.status_code}")
-        if r.status_code != 200:
-            raise FetchError(f"{url} answered HTTP {r.status_code}", image=want.image, input=want.label or None)
-        total = int(r.headers.get("Content-Length") or 0) or want.size or None
-        with ui.bytes_progress(want.label or url.rsplit("/", 1)[-1], total) as bar:
-            try:
-                for chunk in r.iter_content(CHUNK):
-                    bar.advance(len(chunk))
-                    yield chunk
-            except requests.RequestException as e:
-                raise _Retryable() from e
+        if s.status != 200:
+            raise _status_error(s.status, url, where)
+        with ui.bytes_progress(name, s.length or want.size or None) as bar:
+            yield from s.chunks(limit=limit, progress=bar.advance)
 
 
-def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = "") -> object:
-    """GET a small JSON document (indexes), with timeouts and clear errors."""
+def _file(path: Path, limit: int, want: Want) -> Iterator[bytes]:
+    if not path.is_file():
+        raise FetchError(f"{path} does not exist", image=want.image, input=want.label or None,
+                         fix="check the mirror directory")
+    n = 0
+    with open(path, "rb") as f, ui.bytes_progress(want.label or path.name, path.stat().st_size) as bar:
+        while chunk := f.read(CHUNK):
+            n += len(chunk)
+            if n > limit:
+                raise FetchError(f"{path} is larger than the {limit} bytes pinned", image=want.image,
+                                 input=want.label or None, fix="fix the mirror, or re-lock")
+            bar.advance(len(chunk))
+            yield chunk
+
+
+def _status_error(status: int, url: str, where: dict) -> FetchError:
+    host = urllib.parse.urlsplit(url).netloc
+    if status >= 500 or status == 429:
+        return FetchError(f"HTTP {status} from {host} for {url}", **where,
+                          fix="the server failed on its side: try again later, or use a mirror (registry/mirrors.toml)")
+    return FetchError(f"{url} answered HTTP {status}", **where)
+
+
+def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = "", http: Http | None = None) -> object:
+    """GET a small JSON document (indexes), under max_document, with clear errors."""
     url = mirrors_mod.current().url(url)
     parsed = urllib.parse.urlparse(url)
+    where = {"input": label or None}
     if parsed.scheme == "file":
-        import json
-
         path = Path(urllib.parse.unquote(parsed.path))
         if path.is_dir():
             path = path / "index.json"
         try:
             return json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise FetchError(f"{path} does not exist", input=label or None) from None
-    last: Exception | None = None
-    for attempt in range(ATTEMPTS):
-        try:
-            r = session().get(url, headers=headers or {}, timeout=TIMEOUT)
-        except requests.RequestException as e:
-            last = e
-            _backoff(attempt)
-            continue
-        if r.status_code == 404:
-            raise FetchError(f"{url} does not exist (404)", input=label or None)
-        if r.status_code >= 500:
-            last = requests.HTTPError(f"HTTP {r.status_code}")
-            _backoff(attempt)
-            continue
-        if r.status_code != 200:
-            raise FetchError(f"{url} answered HTTP {r.status_code}", input=label or None)
-        try:
-            return r.json()
-        except ValueError:
-            raise FetchError(f"{url} did not answer JSON (is it a PEP 691 simple index?)", input=label or None,
-                             fix="point [pypi] index in registry/mirrors.toml at a PyPI-compatible index") from None
-    raise FetchError(
-        f"cannot reach {url} ({cause(last)})",
-        input=label or None,
-        fix="check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror",
-    )
+            raise FetchError(f"{path} does not exist", **where) from None
+    http = http or shared_http()
+    try:
+        r = http.send("GET", url, what=label or url, headers=headers)
+    except Unreachable as e:
+        raise FetchError(f"cannot reach {url} ({e.reason})", fix=MIRROR_FIX, **where) from None
+    except TransportError as e:
+        raise FetchError(e.message, fix=MIRROR_FIX, **where) from None
+    if r.status == 404:
+        raise FetchError(f"{url} does not exist (404)", **where)
+    if r.status != 200:
+        raise _status_error(r.status, url, where)
+    try:
+        return json.loads(r.content)
+    except ValueError:
+        raise FetchError(f"{url} did not answer JSON (is it a PEP 691 simple index?)", **where,
+                         fix="point [pypi] index in registry/mirrors.toml at a PyPI-compatible index") from None
 
 
 def get_bytes(url: str, *, label: str = "") -> bytes:
@@ -229,5 +197,3 @@ def get_bytes(url: str, *, label: str = "") -> bytes:
     path = fetch(want)
     return path.read_bytes()
 
-
-Progress = Callable[[int], None]

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from enginefab.core.errors import RegistryError
+from enginefab.transport.auth import refuse_userinfo
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -35,6 +36,7 @@ class Reference:
 
 def parse_reference(text: str) -> Reference:
     """Parse ``[host[:port]/]repo[:tag][@sha256:…]``; docker.io names map to registry-1.docker.io."""
+    refuse_userinfo(text, "the image reference", digest_allowed=True)
     rest = text.strip()
     digest = None
     if "@" in rest:
