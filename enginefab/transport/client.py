@@ -416,7 +416,7 @@ class RegistryClient:
         what = f"blob {short(digest)} to {repository}"
         with open(path, "rb") as f:
             body = Body(f, size, what=what, progress=progress, cancel=self.cancel)
-            self._monolithic_upload(upload_url or self._start_upload(repository, digest), digest, body,
+            self._monolithic_upload(repository, upload_url or self._start_upload(repository, digest), digest, body,
                                     {"Content-Length": str(size)}, replayable=False)
         return size
 
@@ -429,11 +429,11 @@ class RegistryClient:
             raise self._error(r, what)
         return self._location(r)
 
-    def _monolithic_upload(self, url: str, digest: str, body, headers: dict | None = None,
+    def _monolithic_upload(self, repository: str, url: str, digest: str, body, headers: dict | None = None,
                            replayable: bool = True) -> None:
         """Send the whole blob in the closing PUT of an upload session."""
         sep = "&" if "?" in url else "?"
-        what = f"blob {short(digest)}"
+        what = f"blob {short(digest)} to {repository}"
         r = self._send("PUT", f"{url}{sep}digest={digest}", what, data=body, replayable=replayable,
                        headers={"Content-Type": "application/octet-stream", **(headers or {})})
         if r.status not in (201, 204):
@@ -463,7 +463,7 @@ class RegistryClient:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if self.has_blob(repository, digest):
             return 0
-        self._monolithic_upload(self._start_upload(repository, digest), digest, bytes(data))
+        self._monolithic_upload(repository, self._start_upload(repository, digest), digest, bytes(data))
         return len(data)
 
     # -- referrers ------------------------------------------------------------------------

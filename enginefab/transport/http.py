@@ -405,7 +405,7 @@ class Http:
     def failure(self, e: BaseException | None, op: _Op) -> TransportError:
         """The typed failure for an exception raised during `op` (None: the watchdog stopped it)."""
         o, host, url = self.options, op.host, op.url
-        asked = f"{op.method} {url}"
+        asked = f"{op.method} {url.split('?', 1)[0]}"
         if op.expired == "stall":
             doing = "sending" if op.stalled_while == "sending" else "receiving"
             why = f"no progress for {o.stall_timeout:g} s"
