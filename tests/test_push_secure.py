@@ -1,6 +1,6 @@
 """Pushing for real where it gets hard: htpasswd + TLS with a self-signed CA, wrong passwords,
 credentials from the environment, the docker config or a named target (never printed), and a
-registry killed (SIGKILL) in the middle of a push."""
+registry killed (SIGKILL) or stopped (SIGSTOP) in the middle of a push."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,6 +145,43 @@ def test_a_registry_killed_mid_push_leaves_no_dangling_tag_and_a_rerun_completes
         info = skopeo_inspect(res["images"][0]["reference"], "--tls-verify=false")
         assert info["Digest"] == demo_build["digests"][X86]
     finally:
+        reg.stop()
+
+
+def test_a_registry_stopped_mid_push_fails_on_the_stall_timeout_and_a_rerun_completes(demo_build, tmp_path):
+    """SIGSTOP the registry while the engine layer streams: the push ends with a clear error on
+    the default stall timeout (not 3 attempts × 120 s, as it once did), and after SIGCONT a
+    second push finishes the job."""
+    root, port = tmp_path / "registry", free_port()
+    reg = Registry(root=root, port=port).start()
+    store = str(demo_build["store"])
+    args = [sys.executable, "-m", "enginefab", "push", X86, "--to", f"{reg.host}/enginefab", "--plain-http",
+            "--store", store, "--json"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, ENGINEFAB_QUIET="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while _uploading_bytes(root) < 64 << 20:
+            assert proc.poll() is None and time.monotonic() < deadline, "the push ended before we could stop it"
+            time.sleep(0.02)
+        os.kill(reg.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+        os.kill(reg.proc.pid, signal.SIGCONT)
+        err = json.loads(out)
+        assert proc.returncode == 2 and took < 60, (proc.returncode, took)
+        assert f"{reg.host} stopped taking blob sha256:" in err["error"] and "to enginefab/pytorch" in err["error"]
+        assert "no progress for 10 s while sending" in err["error"] and "stuck or overloaded" in err["fix"]
+
+        p = enginefab("push", X86, "--to", f"{reg.host}/enginefab", "--plain-http", "--store", store, "--json",
+                      check=True)
+        assert json.loads(p.stdout)["images"][0]["digest"] == demo_build["digests"][X86]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if reg.proc and reg.proc.poll() is None:
+            os.kill(reg.proc.pid, signal.SIGCONT)
         reg.stop()
 
 

@@ -250,3 +250,36 @@ def test_a_killed_pull_leaves_no_partial_file_and_old_ones_are_swept(tmp_path):
                 proc.kill()
     assert not stale.exists()  # swept: its process is gone
     assert parts(out) == [] and not (blobs / ("ab" * 32)).exists()
+
+
+def test_the_first_failed_upload_stops_the_others_at_once(tmp_path):
+    """Four uploads in parallel: one gets a 500, another waits for an answer that never comes. The
+    push ends with the 500 in about a second, not when the other's deadline runs out."""
+    from enginefab.publish.push import BlobHome, PushStats, push_blobs
+
+    blobs = []
+    for name in ("fails", "hangs"):
+        data = name.encode() * 1000
+        path = tmp_path / name
+        path.write_bytes(data)
+        blobs.append(("sha256:" + hashlib.sha256(data).hexdigest(), len(data), path))
+    failing = blobs[0][0]
+
+    def registry(req, conn, srv):
+        if req.method == "HEAD" or req.path.startswith("/v2/_catalog"):
+            hostile.respond(conn, 404)
+        elif req.method == "POST":
+            hostile.respond(conn, 202, b"", {"Location": f"/v2/t/x/blobs/uploads/{len(srv.seen)}"})
+        elif failing in req.path:
+            hostile.status(500)(req, conn, srv)
+        else:
+            hostile.silent(req, conn, srv)
+
+    with hostile.HostileServer(registry) as srv:
+        client = RegistryClient(srv.host, plain_http=True)
+        client.scheme = "none"
+        t0 = time.monotonic()
+        with pytest.raises(RegistryError, match=f"HTTP 500 from {srv.host}"):
+            push_blobs(client, "t/x", blobs, PushStats(), BlobHome(None), parallel=4)
+        assert time.monotonic() - t0 < 5
+        assert not client.cancel.is_set()  # the client is usable again

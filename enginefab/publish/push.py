@@ -120,15 +120,17 @@ def push_blobs(client: RegistryClient, repository: str, blobs: list[tuple[str, i
         home.put(digest, repository)
 
     uniq = list({d: (d, s, p) for d, s, p in blobs}.values())
-    client.cancel.clear()
     first: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for f in as_completed([pool.submit(one, b) for b in uniq]):
-            first = f.exception()
-            if first is not None:  # the cause; what it stops below is not reported
-                client.cancel.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                break
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            for f in as_completed([pool.submit(one, b) for b in uniq]):
+                first = f.exception()
+                if first is not None:  # the cause; what it stops below is not reported
+                    client.cancel.set()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    break
+    finally:
+        client.cancel.clear()
     if first is not None:
         raise first
 

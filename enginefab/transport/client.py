@@ -56,7 +56,7 @@ def short(digest: str) -> str:
 
 class RegistryClient:
     """One registry host. Safe to share between upload threads: after `ping`, only the token
-    cache changes (under a lock). Setting `cancel` stops the uploads in flight."""
+    cache changes (under a lock). Setting `cancel` stops the requests in flight."""
 
     def __init__(self, host: str, *, plain_http: bool = False, ca_cert: str | None = None,
                  credentials: tuple[str, str] | None = None, options: HttpOptions = DEFAULT,
@@ -68,7 +68,7 @@ class RegistryClient:
         self.credentials = credentials if credentials is not None else auth.credentials_for(
             host, os.environ if env is None else env)
         self.scheme: str | None = None  # "none" | "basic" | "bearer", learned by ping()
-        self.cancel = threading.Event()
+        self.cancel = self.http.cancel
         self._challenge: auth.Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}  # scopes → (token, expiry)
         self._push_repos: set[str] = set()
@@ -415,7 +415,7 @@ class RegistryClient:
             upload_url = got  # type: ignore[assignment]
         what = f"blob {short(digest)} to {repository}"
         with open(path, "rb") as f:
-            body = Body(f, size, what=what, progress=progress, cancel=self.cancel)
+            body = Body(f, size, what=what, progress=progress)
             self._monolithic_upload(repository, upload_url or self._start_upload(repository, digest), digest, body,
                                     {"Content-Length": str(size)}, replayable=False)
         return size

@@ -99,16 +99,17 @@ def _shut(sock: socket.socket) -> None:
 class _Op:
     """One request in flight, with its retries: when its answer is due, when it last moved."""
 
-    def __init__(self, method: str, url: str, what: str, options: HttpOptions) -> None:
+    def __init__(self, method: str, url: str, what: str, options: HttpOptions,
+                 cancel: threading.Event | None = None) -> None:
         now = time.monotonic()
-        self.method, self.url, self.what, self.options = method, url, what, options
+        self.method, self.url, self.what, self.options, self.cancel = method, url, what, options, cancel
         self.host = urlsplit(url).hostname or "?"
         if urlsplit(url).port:
             self.host += f":{urlsplit(url).port}"
         self.due: float | None = now + options.deadline  # the answer's headers; None once they came
         self.moving: str | None = None  # "sending" | "receiving" while a body moves
         self.last = now
-        self.expired: str | None = None  # "deadline" | "stall"
+        self.expired: str | None = None  # "deadline" | "stall" | "cancelled"
         self.stalled_while = ""
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -137,7 +138,9 @@ class _Op:
         with self._lock:
             if self.expired:
                 return
-            if self.moving and now - self.last > self.options.stall_timeout:
+            if self.cancel is not None and self.cancel.is_set():
+                self.expired = "cancelled"
+            elif self.moving and now - self.last > self.options.stall_timeout:
                 self.expired, self.stalled_while = "stall", self.moving
             elif self.moving is None and self.due is not None and now > self.due:
                 self.expired = "deadline"
@@ -279,11 +282,10 @@ class Reply:
 
 class Body:
     """A file as a request body: exactly `size` bytes, read in CHUNK blocks, progress reported;
-    it stops the transfer if the file ends early or `cancel` is set."""
+    it stops the transfer if the file ends early or the `Http`'s cancel event is set."""
 
-    def __init__(self, f: IO[bytes], size: int, *, what: str, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> None:
-        self._f, self._size, self._what, self._progress, self._cancel = f, size, what, progress, cancel
+    def __init__(self, f: IO[bytes], size: int, *, what: str, progress: Progress | None = None) -> None:
+        self._f, self._size, self._what, self._progress = f, size, what, progress
         self._sent = 0
 
     def __len__(self) -> int:
@@ -292,8 +294,8 @@ class Body:
     def read(self, n: int = -1) -> bytes:
         op = _current()
         host, url = (op.host, op.url) if op else ("?", "?")
-        if self._cancel is not None and self._cancel.is_set():
-            raise Cancelled(f"the upload of {self._what} was stopped: another part of the push failed",
+        if op and op.cancel is not None and op.cancel.is_set():
+            raise Cancelled(f"the upload of {self._what} was stopped: another part of the operation failed",
                             host=host, url=url)
         want = min(CHUNK if n is None or n < 0 else n, self._size - self._sent)
         if want <= 0:
@@ -356,11 +358,13 @@ class Stream:
 
 
 class Http:
-    """A session with the retry policy, the watchdog, TLS settings and size caps of `options`."""
+    """A session with the retry policy, the watchdog, TLS settings and size caps of `options`.
+    Setting `cancel` stops every request in flight (within a watchdog tick) and refuses new ones."""
 
     def __init__(self, options: HttpOptions = DEFAULT, *, verify: bool | str = True, pool: int = 16) -> None:
         self.options = options
         self.verify = verify
+        self.cancel = threading.Event()
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         adapter = _Adapter(max_retries=retry_policy(options), pool_connections=4, pool_maxsize=pool)
@@ -374,7 +378,9 @@ class Http:
     def stream(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
                params: Any = None, data: Any = None) -> Iterator[Stream]:
         """Send a request; the answer's body is read inside the block (`Stream.chunks`)."""
-        op = _Op(method, url, what, self.options)
+        op = _Op(method, url, what, self.options, self.cancel)
+        if self.cancel.is_set():
+            raise Cancelled(f"{what} was not started: another part of the operation failed", host=op.host, url=url)
         before = _current()
         _local.op = op
         _WATCHDOG.add(op)
@@ -406,6 +412,8 @@ class Http:
         """The typed failure for an exception raised during `op` (None: the watchdog stopped it)."""
         o, host, url = self.options, op.host, op.url
         asked = f"{op.method} {url.split('?', 1)[0]}"
+        if op.expired == "cancelled":
+            return Cancelled(f"{op.what} was stopped: another part of the operation failed", host=host, url=url)
         if op.expired == "stall":
             doing = "sending" if op.stalled_while == "sending" else "receiving"
             why = f"no progress for {o.stall_timeout:g} s"
