@@ -7,7 +7,7 @@
 { lib, python3Packages, src, version }:
 let
   ps = python3Packages;
-  # registry/client.py works around gaps measured in oras 0.2.43 (README, Design): use exactly
+  # the release docs/oras-gaps/ documents (transport/client.py takes its media-type conventions): use exactly
   # that release from PyPI whatever version the pinned nixpkgs carries (hash from PyPI's index)
   oras = ps.oras.overridePythonAttrs (_: {
     version = "0.2.43";
@@ -35,6 +35,7 @@ ps.buildPythonApplication {
     ps.rich
     oras
     ps.requests
+    ps.urllib3
     ps.zstandard
     ps.pyelftools
     ps.python-debian
