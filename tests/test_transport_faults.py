@@ -25,7 +25,8 @@ from enginefab.publish.push import store_blobs
 from enginefab.publish.server import Registry, free_port
 from enginefab.transport import download
 from enginefab.transport.client import RegistryClient
-from enginefab.transport.http import Body, Http, ShortBody
+from enginefab.transport.errors import ShortBody
+from enginefab.transport.http import Body, Http
 from enginefab.transport.options import HttpOptions
 from tests import hostile_http as hostile
 from tests.conftest import ROOT, enginefab

@@ -17,6 +17,7 @@ from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import OciRef
 from enginefab.transport.client import RegistryClient
 from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.options import DEFAULT, HttpOptions
 from enginefab.transport.reference import Reference, parse_reference
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -42,13 +43,14 @@ def mirrored(ref):
     return Reference(host, repo, ref.tag, ref.digest)
 
 
-def resolve(ref: OciRef, platform: dict[str, str], *, image: str) -> tuple[list[Input], str | None]:
+def resolve(ref: OciRef, platform: dict[str, str], *, image: str,
+            options: HttpOptions = DEFAULT) -> tuple[list[Input], str | None]:
     """(inputs, platform manifest digest) for a pinned base; the inputs start with the reference."""
     head = _ref_input(ref)
     upstream = parse_reference(f"{head.name}@{ref.digest}")
     r = mirrored(upstream)
     try:
-        client = RegistryClient.for_reference(r)
+        client = RegistryClient.for_reference(r, options=options)
         raw, mt = client.get_manifest(r.repository, ref.digest)
     except EnginefabError as e:
         via = f" (through the mirror {r.registry})" if r.registry != upstream.registry else ""

@@ -31,6 +31,7 @@ from enginefab.publish.push import BlobHome, PushStats, push_image_content, push
 from enginefab.publish.referrers import REPORT_TYPE, Artifact, attach
 from enginefab.publish.targets import Target, resolve_target
 from enginefab.transport.client import RegistryClient
+from enginefab.transport.options import DEFAULT, HttpOptions
 
 
 def repository_for(prefix: str, img: Image) -> str:
@@ -88,12 +89,13 @@ def load_report(reports: Path, img: Image, digest: str) -> bytes:
     return raw
 
 
-def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | None = None) -> tuple[Target, RegistryClient]:
+def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | None = None,
+            options: HttpOptions = DEFAULT) -> tuple[Target, RegistryClient]:
     """The push target `to` names (HOST/PREFIX or a target of registry/targets.toml) and a client
     logged in to it: a wrong password fails here, before anything is built or pushed."""
     target = resolve_target(to, root, plain_http=plain_http, ca_cert=ca_cert)
     client = RegistryClient(target.registry, plain_http=target.plain_http, ca_cert=target.ca_cert,
-                            credentials=target.credentials())
+                            credentials=target.credentials(), options=options)
     client.check_login()
     return target, client
 

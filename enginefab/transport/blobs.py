@@ -10,10 +10,11 @@ from enginefab.core.errors import BuildError, EnginefabError
 from enginefab.transport import download
 from enginefab.transport.client import RegistryClient
 from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.options import DEFAULT, HttpOptions
 from enginefab.transport.reference import parse_reference
 
 
-def fetch_base_blob(inp: Input, *, image: str) -> Path:
+def fetch_base_blob(inp: Input, *, image: str, options: HttpOptions = DEFAULT) -> Path:
     assert inp.sha256 and inp.url
     cached = download.cached(inp.sha256)
     if cached:
@@ -26,7 +27,7 @@ def fetch_base_blob(inp: Input, *, image: str) -> Path:
         repo = f"{prefix}/{repo}"
     digest = "sha256:" + inp.sha256
     try:
-        client = RegistryClient.for_reference(parse_reference(f"{host}/{repo}@{digest}"))
+        client = RegistryClient.for_reference(parse_reference(f"{host}/{repo}@{digest}"), options=options)
         with ui.bytes_progress(inp.name, inp.size or None) as bar:
             return client.download_blob_to(repo, digest, download.cache_path(inp.sha256), progress=bar.advance,
                                            size=inp.size or None)

@@ -17,37 +17,20 @@ import contextlib
 import hashlib
 import json
 import os
-import re
-import threading
-import time
 from pathlib import Path
 from typing import Iterator, Mapping
-from urllib.parse import parse_qs, urlsplit
 
 import oras.defaults
 
 from enginefab.core.errors import RegistryError
 from enginefab.transport import auth
-from enginefab.transport.http import (Body, Broken, Http, NoAnswer, Progress, Reply, ShortBody, Stalled, Stream,
-                                      TlsFailure, TooLarge, TransportError, Unreachable)
+from enginefab.transport.errors import Broken, NotFound, TransportError, TransportFailed, registry_failure
+from enginefab.transport.http import Body, Http, Progress, Reply, Stream
 from enginefab.transport.landing import landing
 from enginefab.transport.options import DEFAULT, HttpOptions
 from enginefab.transport.reference import Reference
 
 MANIFEST_TYPES = list(oras.defaults.default_manifest_accepted_media_types)
-CREDENTIALS_FIX = "check ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or your docker config"
-
-
-class NotFound(RegistryError):
-    """The registry has no such manifest or blob (HTTP 404)."""
-
-
-class TransportFailed(RegistryError):
-    """The registry gave no usable answer; `failure` is the typed transport failure."""
-
-    def __init__(self, failure: TransportError, fix: str | None) -> None:
-        super().__init__(failure.message, fix=fix)
-        self.failure = failure
 
 
 def short(digest: str) -> str:
@@ -67,12 +50,8 @@ class RegistryClient:
         self.http = Http(options, verify=ca_cert or True)
         self.credentials = credentials if credentials is not None else auth.credentials_for(
             host, os.environ if env is None else env)
-        self.scheme: str | None = None  # "none" | "basic" | "bearer", learned by ping()
+        self.auth = auth.Authenticator(host, self.credentials, self.http)
         self.cancel = self.http.cancel
-        self._challenge: auth.Challenge | None = None
-        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}  # scopes → (token, expiry)
-        self._push_repos: set[str] = set()
-        self._lock = threading.Lock()
 
     @classmethod
     def for_reference(cls, ref: Reference, **kw) -> "RegistryClient":
@@ -89,38 +68,21 @@ class RegistryClient:
 
     # -- transport ------------------------------------------------------------------------
     def _failed(self, e: TransportError) -> TransportFailed:
-        if isinstance(e, TlsFailure):
-            fix = ("it is not a TLS server: pass --plain-http (only on a network you trust)" if e.plain_http else
-                   "pass --ca-cert with the registry's CA certificate" if e.verification else
-                   "check the registry's TLS configuration")
-        elif isinstance(e, Unreachable):
-            fix = "check that the registry is running and the address is right"
-        elif isinstance(e, (NoAnswer, Stalled)):
-            fix = (f"the registry at {self.host} is stuck or overloaded: check its process, disk and load, "
-                   "then run the command again (a push sends only what is missing)")
-        elif isinstance(e, TooLarge):
-            fix = "the registry's copy is corrupt or it is hostile: nothing of it was kept"
-        elif isinstance(e, ShortBody):
-            fix = "the store's copy is damaged: run `enginefab store verify`, then build again"
-        elif isinstance(e, Broken):
-            fix = "check the registry and the network, then run the command again"
-        else:
-            fix = None
-        return TransportFailed(e, fix)
+        return registry_failure(e, self.host)
 
     def _send(self, method: str, url: str, what: str, *, headers: Mapping[str, str] | None = None,
               data=None, replayable: bool = True) -> Reply:
         """A request with authentication; a bearer 401 is answered once with a fresh token."""
         if not url.endswith("/v2/"):
             self.ping()
-        h, scopes = self._authorization(url, method)
+        h, scopes = self.auth.headers(url, method)
         h.update(headers or {})
         r = self._exchange(method, url, what, h, data)
         if r.status == 401 and self.scheme == "bearer":
             if not replayable:
                 raise RegistryError(f"{self.host} asked for authentication in the middle of uploading {what}",
                                     fix="check the credentials and the repository's permissions")
-            h["Authorization"] = f"Bearer {self._token(self._wanted(r, scopes), refresh=True)}"
+            h.update(self.auth.renewed(r.header("WWW-Authenticate"), scopes))
             r = self._exchange(method, url, what, h, data)
         return r
 
@@ -134,7 +96,7 @@ class RegistryClient:
     def _stream(self, url: str, what: str) -> Iterator[Stream]:
         """GET with a streamed body (as stored: no content decoding), authenticated like `_send`."""
         self.ping()
-        h, scopes = self._authorization(url, "GET")
+        h, scopes = self.auth.headers(url, "GET")
         h["Accept-Encoding"] = "identity"
         try:
             if self.scheme == "bearer":
@@ -142,103 +104,33 @@ class RegistryClient:
                     if s.status != 401:
                         yield s
                         return
-                    wanted = self._wanted(s, scopes)
-                h["Authorization"] = f"Bearer {self._token(wanted, refresh=True)}"
+                    challenge = s.headers.get("WWW-Authenticate", "")
+                h.update(self.auth.renewed(challenge, scopes))
             with self.http.stream("GET", url, what=what, headers=h) as s:
                 yield s
         except TransportError as e:
             raise self._failed(e) from None
 
     # -- authentication -------------------------------------------------------------------
+    @property
+    def scheme(self) -> str | None:
+        return self.auth.scheme
+
+    @scheme.setter
+    def scheme(self, value: str | None) -> None:
+        self.auth.scheme = value
+
     def ping(self) -> str:
         """Learn the registry's auth scheme from /v2/ (so that credentials go out up front)."""
-        if self.scheme is not None:
-            return self.scheme
+        if self.auth.scheme is not None:
+            return self.auth.scheme
         r = self._exchange("GET", self.url("/v2/"), f"the API root of {self.host}", {}, None)
-        if r.status == 200:
-            self.scheme = "none"
-        elif r.status == 401:
-            ch = auth.parse_challenge(r.header("WWW-Authenticate"))
-            if ch.scheme == "basic":
-                if not self.credentials:
-                    raise RegistryError(f"{self.host} requires a username and password",
-                                        fix="set ENGINEFAB_REGISTRY_USER and ENGINEFAB_REGISTRY_PASSWORD, or docker login")
-                self.scheme = "basic"
-            elif ch.scheme == "bearer":
-                if not ch.realm:
-                    raise RegistryError(f"{self.host} asks for a bearer token but names no token service")
-                self._challenge = ch
-                self.scheme = "bearer"
-            else:
-                raise RegistryError(f"{self.host} asks for an unknown authentication scheme {ch.scheme[:30]!r}")
-        elif r.status >= 500:
+        if r.status in (200, 401):
+            return self.auth.learn(r.status, r.header("WWW-Authenticate"))
+        if r.status >= 500:
             raise self._error(r, f"the API root {self.host}/v2/")
-        else:
-            raise RegistryError(f"{self.host}/v2/ answered HTTP {r.status}: not an OCI registry?",
-                                fix="check the address (host and port of the registry's API)")
-        return self.scheme
-
-    def _authorization(self, url: str, method: str) -> tuple[dict[str, str], tuple[str, ...]]:
-        if self.scheme == "basic" and self.credentials:
-            return {"Authorization": auth.basic(self.credentials)}, ()
-        if self.scheme == "bearer":
-            scopes = self._scopes(url, method)
-            if scopes:
-                return {"Authorization": f"Bearer {self._token(scopes)}"}, scopes
-        return {}, ()
-
-    def _wanted(self, r: Reply | Stream, scopes: tuple[str, ...]) -> tuple[str, ...]:
-        """The scopes a 401 asks for, with the ones we had."""
-        asked = auth.parse_challenge(r.headers.get("WWW-Authenticate", "")).scope
-        return tuple(sorted(set(scopes) | set(asked.split())))
-
-    def _scopes(self, url: str, method: str) -> tuple[str, ...]:
-        """The token scopes a request needs (docker token spec): the repository it names, pull or
-        pull+push, plus pull on the source repository of a cross-repository mount."""
-        u = urlsplit(url)
-        if u.path.rstrip("/") == "/v2/_catalog":
-            return ("registry:catalog:*",)
-        m = re.match(r"^/v2/(.+?)/(blobs|manifests|tags|referrers)(/|$)", u.path)
-        if not m:
-            return ()
-        repo = m.group(1)
-        push = method not in ("GET", "HEAD") or repo in self._push_repos
-        scopes = {f"repository:{repo}:{'pull,push' if push else 'pull'}"}
-        for src in parse_qs(u.query).get("from", []):
-            scopes.add(f"repository:{src}:pull")
-        return tuple(sorted(scopes))
-
-    def _token(self, scopes: tuple[str, ...], refresh: bool = False) -> str:
-        """A bearer token for these scopes from the registry's token service (cached until it
-        is about to expire); basic credentials go to the token service, never to the registry."""
-        with self._lock:
-            got = self._tokens.get(scopes)
-            if got and not refresh and got[1] > time.monotonic() + 10:
-                return got[0]
-        ch = self._challenge
-        assert ch is not None
-        params = ([("service", ch.service)] if ch.service else []) + [("scope", sc) for sc in scopes]
-        headers = {"Accept": "application/json"}
-        if self.credentials:
-            headers["Authorization"] = auth.basic(self.credentials)
-        try:
-            r = self.http.send("GET", ch.realm, what=f"a token for {self.host}", params=params, headers=headers)
-        except TransportError as e:
-            raise TransportFailed(e, f"the token service of {self.host} is {ch.realm}: check that it runs") from None
-        if r.status in (401, 403):
-            who = f" for user {self.credentials[0]!r}" if self.credentials else " (no credentials given)"
-            raise RegistryError(f"{self.host}'s token service rejected the credentials{who}", fix=CREDENTIALS_FIX)
-        try:
-            body = json.loads(r.content)
-            token = body.get("token") or body.get("access_token")
-            lifetime = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
-            token, lifetime = None, 60.0
-        if r.status != 200 or not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.host}'s token service answered HTTP {r.status} without a token")
-        with self._lock:
-            self._tokens[scopes] = (token, time.monotonic() + lifetime)
-        return token
+        raise RegistryError(f"{self.host}/v2/ answered HTTP {r.status}: not an OCI registry?",
+                            fix="check the address (host and port of the registry's API)")
 
     def check_login(self) -> None:
         """Fail fast and clearly when the credentials are wrong."""
@@ -247,18 +139,14 @@ class RegistryClient:
             r = self._send("GET", self.url("/v2/"), f"the API root of {self.host}")
             if r.status == 401:
                 user = self.credentials[0] if self.credentials else "?"
-                raise RegistryError(f"{self.host} rejected the password for user {user!r}", fix=CREDENTIALS_FIX)
+                raise RegistryError(f"{self.host} rejected the password for user {user!r}", fix=auth.CREDENTIALS_FIX)
         elif scheme == "bearer" and self.credentials:
-            self._token((), refresh=True)  # the token service checks the password (docker login does this)
+            self.auth.token((), refresh=True)  # the token service checks the password (docker login does this)
 
     def prepare(self, repository: str, push: bool = False) -> None:
         """Authenticate for a repository before any body is sent (bearer: fetch the token now)."""
-        if self.ping() != "bearer":
-            return
-        if push:
-            with self._lock:
-                self._push_repos.add(repository)
-        self._token((f"repository:{repository}:{'pull,push' if push else 'pull'}",))
+        self.ping()
+        self.auth.for_repository(repository, push)
 
     # -- reading --------------------------------------------------------------------------
     def _error(self, r: Reply | Stream, what: str) -> RegistryError:
@@ -272,7 +160,7 @@ class RegistryClient:
             pass
         said = f" ({detail})" if detail else ""
         if r.status == 401:
-            return RegistryError(f"{what}: {self.host} refused the credentials{said or ' (HTTP 401)'}", fix=CREDENTIALS_FIX)
+            return RegistryError(f"{what}: {self.host} refused the credentials{said or ' (HTTP 401)'}", fix=auth.CREDENTIALS_FIX)
         if r.status == 403:
             return RegistryError(f"{what}: {self.host} denied it (HTTP 403){said}",
                                  fix="check the account's permissions on the repository")

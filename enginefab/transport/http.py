@@ -19,7 +19,6 @@ import os
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -27,212 +26,16 @@ from urllib.parse import urlsplit
 import requests
 import requests.adapters
 import urllib3
-import urllib3.connection
 from urllib3.util.retry import Retry
 
-from enginefab.core.errors import EnginefabError
+from enginefab.transport.errors import (Broken, Cancelled, NoAnswer, ShortBody, Stalled, TlsFailure, TooLarge,
+                                        TransportError, Unreachable)
 from enginefab.transport.options import DEFAULT, HttpOptions
+from enginefab.transport.watchdog import POOLS, Op, current, watching
 
 CHUNK = 1 << 20
 USER_AGENT = "enginefab/0.1 (+reproducible engine images)"
 Progress = Callable[[int], None]
-
-
-class TransportError(EnginefabError):
-    """An HTTP exchange that gave no usable answer; the subclass says how it failed."""
-
-    def __init__(self, message: str, *, host: str, url: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.host = host
-        self.url = url
-        self.reason = reason or message  # the cause in a few words ("Connection refused")
-
-
-class Unreachable(TransportError):
-    """No connection: refused, unknown host, no connection in time."""
-
-
-class NoAnswer(TransportError):
-    """Connected and asked, but no answer came before the deadline."""
-
-
-class Stalled(TransportError):
-    """A body stopped moving (either way) for the stall timeout."""
-
-
-class Broken(TransportError):
-    """The connection broke before the answer or its body was complete (a new attempt may work)."""
-
-
-class TooLarge(TransportError):
-    """More bytes than the cap: a descriptor's size, a pinned size, or max_document."""
-
-
-class ShortBody(TransportError):
-    """A file being uploaded ended before the size it was sent as."""
-
-
-class Cancelled(TransportError):
-    """Another part of the same operation failed; this transfer was stopped."""
-
-
-class TlsFailure(TransportError):
-    """TLS failed: `verification` (an untrusted certificate) or `plain_http` (the server speaks HTTP)."""
-
-    def __init__(self, message: str, *, host: str, url: str, verification: bool, plain_http: bool) -> None:
-        super().__init__(message, host=host, url=url, reason="TLS failed")
-        self.verification = verification
-        self.plain_http = plain_http
-
-
-# -- the watchdog -----------------------------------------------------------------------------
-
-
-def _shut(sock: socket.socket) -> None:
-    """Wake whatever thread is blocked on `sock` (the base method: SSLSocket's own drops its state)."""
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _Op:
-    """One request in flight, with its retries: when its answer is due, when it last moved."""
-
-    def __init__(self, method: str, url: str, what: str, options: HttpOptions,
-                 cancel: threading.Event | None = None) -> None:
-        now = time.monotonic()
-        self.method, self.url, self.what, self.options, self.cancel = method, url, what, options, cancel
-        self.host = urlsplit(url).hostname or "?"
-        if urlsplit(url).port:
-            self.host += f":{urlsplit(url).port}"
-        self.due: float | None = now + options.deadline  # the answer's headers; None once they came
-        self.moving: str | None = None  # "sending" | "receiving" while a body moves
-        self.last = now
-        self.expired: str | None = None  # "deadline" | "stall" | "cancelled"
-        self.stalled_while = ""
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            expired = self.expired
-        if expired:
-            _shut(sock)
-
-    def moved(self, direction: str) -> None:
-        with self._lock:
-            self.moving, self.last = direction, time.monotonic()
-
-    def sent(self) -> None:
-        """The request body is out: the answer is due within the deadline from now."""
-        with self._lock:
-            self.moving, self.due = None, time.monotonic() + self.options.deadline
-
-    def answered(self) -> None:
-        with self._lock:
-            self.due, self.moving, self.last = None, "receiving", time.monotonic()
-
-    def check(self, now: float) -> None:
-        with self._lock:
-            if self.expired:
-                return
-            if self.cancel is not None and self.cancel.is_set():
-                self.expired = "cancelled"
-            elif self.moving and now - self.last > self.options.stall_timeout:
-                self.expired, self.stalled_while = "stall", self.moving
-            elif self.moving is None and self.due is not None and now > self.due:
-                self.expired = "deadline"
-            else:
-                return
-            socks = list(self._sockets)
-        for s in socks:
-            _shut(s)
-
-
-class _Watchdog:
-    """One thread, alive while requests are in flight, checking them every TICK seconds."""
-
-    TICK = 0.2
-
-    def __init__(self) -> None:
-        self._ops: set[_Op] = set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, op: _Op) -> None:
-        with self._lock:
-            self._ops.add(op)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="enginefab-http-watchdog", daemon=True)
-                self._thread.start()
-
-    def remove(self, op: _Op) -> None:
-        with self._lock:
-            self._ops.discard(op)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.TICK)
-            with self._lock:
-                ops = list(self._ops)
-                if not ops:
-                    self._thread = None
-                    return
-            now = time.monotonic()
-            for op in ops:
-                op.check(now)
-
-
-_WATCHDOG = _Watchdog()
-_local = threading.local()
-
-
-def _current() -> _Op | None:
-    return getattr(_local, "op", None)
-
-
-class _Watched:
-    """urllib3 connections that hand their socket to the request in flight on this thread, and
-    use the options' socket timeout (a backstop) for sending as well as receiving."""
-
-    sock: socket.socket | None
-    timeout: Any
-
-    def _watch(self) -> None:
-        op = _current()
-        if op is not None and self.sock is not None:
-            self.timeout = op.options.socket_timeout
-            self.sock.settimeout(self.timeout)
-            op.attach(self.sock)
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self._watch()
-
-    def request(self, *a: Any, **kw: Any) -> None:
-        self._watch()  # a kept-alive connection: connect() is not called again
-        super().request(*a, **kw)  # type: ignore[misc]
-
-
-class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class _Retry(Retry):
@@ -292,7 +95,7 @@ class Body:
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        op = _current()
+        op = current()
         host, url = (op.host, op.url) if op else ("?", "?")
         if op and op.cancel is not None and op.cancel.is_set():
             raise Cancelled(f"the upload of {self._what} was stopped: another part of the operation failed",
@@ -317,7 +120,7 @@ class Body:
 class Stream:
     """An answer whose body is read in chunks, under a cap, while the watchdog watches it move."""
 
-    def __init__(self, http: "Http", r: requests.Response, op: _Op) -> None:
+    def __init__(self, http: "Http", r: requests.Response, op: Op) -> None:
         self._http, self._r, self._op = http, r, op
         self.status = r.status_code
         self.headers = r.headers
@@ -378,13 +181,10 @@ class Http:
     def stream(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
                params: Any = None, data: Any = None) -> Iterator[Stream]:
         """Send a request; the answer's body is read inside the block (`Stream.chunks`)."""
-        op = _Op(method, url, what, self.options, self.cancel)
+        op = Op(method, url, what, self.options, self.cancel)
         if self.cancel.is_set():
             raise Cancelled(f"{what} was not started: another part of the operation failed", host=op.host, url=url)
-        before = _current()
-        _local.op = op
-        _WATCHDOG.add(op)
-        try:
+        with watching(op):
             try:
                 r = self.session.request(method, url, headers=dict(headers or {}), params=params, data=data,
                                          stream=True, verify=self.verify,
@@ -397,9 +197,6 @@ class Http:
             op.answered()
             with r:
                 yield Stream(self, r, op)
-        finally:
-            _WATCHDOG.remove(op)
-            _local.op = before
 
     def send(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
              params: Any = None, data: Any = None, limit: int | None = None) -> Reply:
@@ -408,7 +205,7 @@ class Http:
             return Reply(s.status, s.headers, s.read(limit), s.url)
 
     # -- what went wrong ------------------------------------------------------------------
-    def failure(self, e: BaseException | None, op: _Op) -> TransportError:
+    def failure(self, e: BaseException | None, op: Op) -> TransportError:
         """The typed failure for an exception raised during `op` (None: the watchdog stopped it)."""
         o, host, url = self.options, op.host, op.url
         asked = f"{op.method} {url.split('?', 1)[0]}"
@@ -443,7 +240,7 @@ class Http:
         return Broken(f"cannot reach {host} any more: the connection broke during {op.what} ({why})",
                       host=host, url=url, reason=why)
 
-    def _tls_failure(self, err: ssl.SSLError | None, op: _Op) -> TlsFailure:
+    def _tls_failure(self, err: ssl.SSLError | None, op: Op) -> TlsFailure:
         host, url = op.host, op.url
         if isinstance(err, ssl.SSLCertVerificationError):
             return TlsFailure(f"TLS verification of {host} failed: {err.verify_message or err.reason}",
