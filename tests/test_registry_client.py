@@ -93,7 +93,7 @@ def test_large_upload_over_tls_with_basic_auth(secure_registry, tmp_path):
     digest, size = random_file(blob, 64)
     ours = RegistryClient(host, ca_cert=ca, credentials=(SECURE_USER, SECURE_PASSWORD))
     sent: list[tuple[str, bool]] = []
-    ours.session.hooks["response"].append(
+    ours.http.session.hooks["response"].append(
         lambda r, *a, **k: sent.append((r.request.method, "Authorization" in r.request.headers)))
     assert ours.upload_blob_file("t/big", digest, size, blob) == size
     assert ours.has_blob("t/big", digest)

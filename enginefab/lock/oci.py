@@ -51,7 +51,7 @@ def resolve(ref: OciRef, platform: dict[str, str], *, image: str,
     r = mirrored(upstream)
     try:
         client = RegistryClient.for_reference(r, options=options)
-        raw, mt = client.get_manifest(r.repository, ref.digest)
+        raw, mt = client.get_manifest_raw(r.repository, ref.digest)
     except EnginefabError as e:
         via = f" (through the mirror {r.registry})" if r.registry != upstream.registry else ""
         ui.info(f"[yellow]note:[/] {ref.reference}: registry not reachable{via} ({e.message.splitlines()[0]}); "
@@ -72,7 +72,7 @@ def resolve(ref: OciRef, platform: dict[str, str], *, image: str,
             raise LockError(f"{ref.reference}@{ref.digest} has no manifest for {'/'.join(x for x in want if x)}",
                             image=image, fix="pin a base image that is built for this platform")
         manifest_digest = chosen["digest"]
-        raw, mt = client.get_manifest(r.repository, manifest_digest)
+        raw, mt = client.get_manifest_raw(r.repository, manifest_digest)
         doc = json.loads(raw)
     cfg = doc["config"]
     cfg_raw = client.get_blob_bytes(r.repository, cfg["digest"], size=cfg["size"])

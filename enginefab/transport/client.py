@@ -59,10 +59,6 @@ class RegistryClient:
         kw.setdefault("plain_http", ref.registry.startswith(("127.", "localhost", "[::1]")))
         return cls(ref.registry, **kw)
 
-    @property
-    def session(self):
-        return self.http.session
-
     def url(self, path: str) -> str:
         return f"{'http' if self.plain_http else 'https'}://{self.host}{path}"
 
@@ -183,8 +179,6 @@ class RegistryClient:
             raise RegistryError(f"{self.host} served a manifest for {ref} whose bytes hash to something else",
                                 fix="the registry or a proxy is corrupt or hostile")
         return r.content, r.header("Content-Type").split(";")[0]
-
-    get_manifest = get_manifest_raw
 
     def head_manifest(self, repository: str, ref: str) -> tuple[str, int, str] | None:
         self.prepare(repository)

@@ -174,9 +174,6 @@ class Http:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def close(self) -> None:
-        self.session.close()
-
     @contextlib.contextmanager
     def stream(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
                params: Any = None, data: Any = None) -> Iterator[Stream]:
