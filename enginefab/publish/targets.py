@@ -35,7 +35,7 @@ class Target(BaseModel):
         return f"{self.registry}/{self.prefix}" if self.prefix else self.registry
 
     def credentials(self) -> tuple[str, str] | None:
-        """From the named variables; None means: the default sources (see client.credentials_for)."""
+        """From the named variables; None means: the default sources (see auth.credentials_for)."""
         if not (self.user_env or self.password_env):
             return None
         user = os.environ.get(self.user_env or "")

@@ -118,7 +118,8 @@ class Body:
 
 
 class Stream:
-    """An answer whose body is read in chunks, under a cap, while the watchdog watches it move."""
+    """An answer whose body is read in chunks, under a cap, while the watchdog watches it move
+    (read it promptly: a reader that pauses for the stall timeout is taken for a stalled server)."""
 
     def __init__(self, http: "Http", r: requests.Response, op: Op) -> None:
         self._http, self._r, self._op = http, r, op
@@ -192,8 +193,11 @@ class Http:
                 r.close()
                 raise self.failure(None, op)
             op.answered()
-            with r:
+            try:
                 yield Stream(self, r, op)
+            finally:
+                op.finish()  # before the connection goes back to the pool for another request
+                r.close()
 
     def send(self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
              params: Any = None, data: Any = None, limit: int | None = None) -> Reply:

@@ -45,6 +45,7 @@ class Op:
         self.last = now
         self.expired: str | None = None  # "deadline" | "stall" | "cancelled"
         self.stalled_while = ""
+        self._finished = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -68,9 +69,14 @@ class Op:
         with self._lock:
             self.due, self.moving, self.last = None, "receiving", time.monotonic()
 
+    def finish(self) -> None:
+        """Done with its connection (about to go back to the pool): never shut it from now on."""
+        with self._lock:
+            self._finished = True
+
     def check(self, now: float) -> None:
         with self._lock:
-            if self.expired:
+            if self.expired or self._finished:
                 return
             if self.cancel is not None and self.cancel.is_set():
                 self.expired = "cancelled"
