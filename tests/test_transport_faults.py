@@ -66,6 +66,14 @@ def test_a_blob_announced_larger_than_its_descriptor_is_refused_before_reading(t
     assert not list(tmp_path.iterdir())
 
 
+def test_a_head_is_not_read_as_a_body_whatever_its_content_length():
+    def big(req, conn, srv):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n")  # HEAD: headers only
+
+    with hostile.HostileServer(hostile.registry(big)) as srv:
+        assert RegistryClient(srv.host, plain_http=True).has_blob("t/x", "sha256:" + "ab" * 32)
+
+
 def test_a_body_that_stops_moving_ends_on_the_stall_timeout(tmp_path):
     with hostile.HostileServer(hostile.registry(hostile.stall_after(1000, 5000), layer_size=5000)) as srv:
         client = RegistryClient(srv.host, plain_http=True, options=QUICK)

@@ -138,6 +138,8 @@ class Stream:
     def chunks(self, *, limit: int, progress: Progress | None = None, decode: bool = False) -> Iterator[bytes]:
         """The body's bytes (as sent: `decode=False` keeps a Content-Encoding), never more than `limit`."""
         op = self._op
+        if op.method == "HEAD" or self.status in (204, 304):
+            return  # no body, whatever Content-Length says (a HEAD's is the size of what a GET gets)
         if self.length is not None and self.length > limit:
             raise TooLarge(f"{op.host} announced {self.length} bytes for {op.what}, more than the {limit} "
                            "expected: refused", host=op.host, url=op.url)
