@@ -130,6 +130,10 @@ def test_downloads_are_verified(registry, tmp_path):
     data = os.urandom(1 << 20)
     ours.upload_blob_bytes("t/d", data)
     digest = canonical.digest(data)
+    assert ours.get_blob_bytes("t/d", digest) == data  # size unknown: capped, not required
+    assert ours.get_blob_bytes("t/d", digest, size=len(data)) == data
+    with pytest.raises(RegistryError, match="more than the 1000 expected"):
+        ours.get_blob_bytes("t/d", digest, size=1000)
     stored = registry.root / "data/docker/registry/v2/blobs/sha256" / digest[7:9] / digest[7:] / "data"
     stored.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])  # one byte flipped on disk
     dest = tmp_path / "ours"

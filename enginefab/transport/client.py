@@ -214,12 +214,16 @@ class RegistryClient:
         return [x for x in repos or [] if isinstance(x, str)]
 
     def stream_blob(self, repository: str, digest: str, progress: Progress | None = None,
-                    size: int | None = None) -> Iterator[bytes]:
-        """The blob's bytes in chunks, never more than `size` (its descriptor's); raises
-        RegistryError if they do not hash to `digest` or are fewer than `size`."""
+                    size: int | None = None, limit: int | None = None) -> Iterator[bytes]:
+        """The blob's bytes in chunks, never more than `size` (its descriptor's, when known) or
+        else `limit` (default max_download); raises RegistryError if they do not hash to
+        `digest` or are fewer than `size`."""
         self.prepare(repository)
         what = f"blob {short(digest)} of {repository}"
-        limit = size if size is not None else self.http.options.max_download
+        if size is not None:
+            limit = size
+        elif limit is None:
+            limit = self.http.options.max_download
         h = hashlib.sha256()
         n = 0
         with self._stream(self.url(f"/v2/{repository}/blobs/{digest}"), what) as s:
@@ -238,8 +242,7 @@ class RegistryClient:
 
     def get_blob_bytes(self, repository: str, digest: str, size: int | None = None) -> bytes:
         """A small blob (a config) in memory: at most `size`, else max_document."""
-        return b"".join(self.stream_blob(repository, digest, size=self.http.options.max_document
-                                         if size is None else size))
+        return b"".join(self.stream_blob(repository, digest, size=size, limit=self.http.options.max_document))
 
     def download_blob_to(self, repository: str, digest: str, dest: Path, progress: Progress | None = None,
                          size: int | None = None) -> Path:
