@@ -192,3 +192,22 @@ def pypi_file(project: str, filename: str) -> dict:
     idx = download.get_json(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     f = next(f for f in idx["files"] if f["filename"] == filename)
     return {"url": f["url"], "sha256": f["hashes"]["sha256"], "size": f["size"], "filename": filename}
+
+
+# Test tiers. `slow` and `network` are also set by hand; the hook adds what follows from a test's
+# fixtures (a test that uses a built image is slow by construction, one with a server is
+# integration), and marks everything else `unit`: `./dev test -m unit` is the inner loop.
+_SLOW_FIXTURES = {"demo_build"}
+_INTEGRATION_FIXTURES = {"registry", "secure_registry", "http_mirror"}
+_NOT_UNIT = {"slow", "network", "integration", "gpu", "npu"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & _SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if used & _INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(m) for m in _NOT_UNIT):
+            item.add_marker(pytest.mark.unit)

@@ -23,6 +23,7 @@ def _presets():
     return [i.alias for i in load(ROOT).images if not i.d.demo]
 
 
+@pytest.mark.network
 def test_locking_the_demos_twice_gives_identical_bytes(engines_copy, root, demo_aliases):
     """From scratch, twice (names in the other order, another TZ, locale and umask): the same
     bytes both times, and the same bytes as the committed definitions."""
@@ -206,6 +207,7 @@ def test_preset_closures_avoid_the_known_breakages(shown):
     assert v("pytorch-cuda10.2", "numpy") < Version("1.22")
 
 
+@pytest.mark.network
 def test_add_file_pins_a_manual_input_on_first_use(engines_copy, tmp_path):
     """CANN publishes no sha256: the first file a user adds is recorded (engines/manual-pins.toml,
     reviewable), the images using it become stale until re-locked, and the lock then carries its

@@ -16,6 +16,8 @@ import pytest
 from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
 from tests.conftest import enginefab
 
+pytestmark = pytest.mark.network  # each case locks the demos, whose apt and PyPI parts resolve online
+
 SUITE = "http://deb.debian.org/debian"
 ARM64_INDEX = "main/binary-arm64/Packages.xz"
 

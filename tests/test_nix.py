@@ -32,7 +32,8 @@ from bench._nixenv import copy_checkout, environ, make_shim, repin, rmtree
 from tests.conftest import ROOT, enginefab, validate_oci
 
 NIX = shutil.which("nix")
-pytestmark = pytest.mark.skipif(NIX is None, reason="nix is not installed (./dev setup installs nix-bin)")
+pytestmark = [pytest.mark.skipif(NIX is None, reason="nix is not installed (./dev setup installs nix-bin)"),
+              pytest.mark.integration]  # runs the real nix
 
 REF_NAME = "org.opencontainers.image.ref.name"
 SYSTEM = "x86_64-linux"

@@ -31,6 +31,8 @@ from enginefab.transport.options import HttpOptions
 from tests import hostile_http as hostile
 from tests.conftest import ROOT, enginefab
 
+pytestmark = pytest.mark.integration  # real servers that stall, hang or stream on purpose: seconds each
+
 QUICK = HttpOptions(deadline=2, stall_timeout=2)
 
 
