@@ -109,7 +109,9 @@ in
 
   # the derivation that provides the input's bytes
   fetch = input:
-    if input.kind == "manual" then (if input.sha256 == null then awaiting input else manual input)
+    # a git input's archive is made by enginefab from the verified tree (`enginefab build` puts it
+    # in the download cache; `nix-store --add-fixed sha256` it like a manual file)
+    if input.kind == "manual" || input.kind == "git" then (if input.sha256 == null then awaiting input else manual input)
     else if input.kind == "oci" then oci input
     else if input.url == null then throw "enginefab: ${input.kind} input ${input.name} has no URL in its definition"
     else url input;

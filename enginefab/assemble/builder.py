@@ -36,7 +36,7 @@ from enginefab.assemble.wheels import stage_wheel
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
-from enginefab.transport import download
+from enginefab.transport import download, git
 from enginefab.transport.blobs import fetch_base_blob
 from enginefab.transport.mirrors import current as current_mirrors
 
@@ -144,6 +144,8 @@ def default_fetcher(inp: Input, image: str) -> Path:
         return p
     if inp.kind == "oci":
         return fetch_base_blob(inp, image=image)
+    if inp.kind == "git":
+        return _git_archive(inp, image)
     if not inp.url:
         raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
     if inp.sha256 and download.cached(inp.sha256) is None:
@@ -152,6 +154,20 @@ def default_fetcher(inp: Input, image: str) -> Path:
             raise InputUnreachable(f"cannot download {inp.url}: {why}", image=image, input=inp.ref,
                                    fix="build where the host is reachable, or point registry/mirrors.toml at a mirror")
     return download.fetch(download.Want(url=inp.url, sha256=inp.sha256, size=inp.size or None, label=inp.ref, image=image))
+
+
+def _git_archive(inp: Input, image: str) -> Path:
+    """The archive enginefab makes of a git input's tree (transport/git.py), from the download
+    cache when it holds the pinned sha256."""
+    if inp.sha256 and download.cached(inp.sha256):
+        return download.cached(inp.sha256)  # type: ignore[return-value]
+    why = _unreachable_host(inp.url or "")
+    if why:
+        raise InputUnreachable(f"cannot fetch {inp.url}: {why}", image=image, input=inp.ref,
+                               fix="build where the host is reachable, or point registry/mirrors.toml at a mirror of the repository")
+    pin = git.GitPin(url=inp.url or "", commit=inp.commit or "", tree=inp.tree or "", prefix=inp.prefix or "",
+                     label=inp.ref, image=image)
+    return git.archive(pin, inp.sha256).path
 
 
 class Builder:

@@ -17,7 +17,7 @@ from enginefab.core.errors import LockError
 
 SCHEMA = "enginefab.definition/v1"
 
-InputKind = Literal["oci", "wheel", "deb", "url", "manual", "run"]
+InputKind = Literal["oci", "wheel", "deb", "url", "git", "manual", "run"]
 LayerKind = Literal["base", "debs", "wheels", "files", "archives", "run"]
 
 
@@ -31,10 +31,11 @@ class Input(Model):
     kind: InputKind
     name: str
     version: str
-    url: str | None = Field(description="download URL, registry reference (oci), or null (manual, run)")
+    url: str | None = Field(description="download URL, registry reference (oci), repository (git), or null (manual, run)")
     sha256: str | None = Field(
-        description="of the exact bytes (manual/url/wheel/deb/oci blob), or of the step (run); null only for a "
-        "manual input whose upstream publishes no hash, until a user adds the file (awaiting)"
+        description="of the exact bytes (manual/url/wheel/deb/oci blob, git: the archive enginefab makes of the tree), "
+        "or of the step (run); null only for a manual input whose upstream publishes no hash, until a user adds the "
+        "file (awaiting), or a git input pinned by its tree alone"
     )
     size: int = Field(ge=0)
     # kind-specific, optional
@@ -52,6 +53,14 @@ class Input(Model):
     strip_components: int = 0
     #: manual: where a user gets the file
     where: str | None = None
+    #: git: the commit, its tree (verified at build time) and the archive's top directory
+    commit: str | None = None
+    tree: str | None = None
+    prefix: str | None = None
+    #: pins written in engines/: where the hash was published, and who vouches for it
+    #: (vendor-published, third-party, recorded-on-first-use)
+    source: str | None = None
+    trust: str | None = None
     #: run: the script and its environment
     script: str | None = None
     env: dict[str, str] | None = None
@@ -125,6 +134,7 @@ class Base(Model):
     reference: str
     digest: str
     source: str = ""
+    trust: str | None = None
     #: the platform manifest digest when `digest` is an index
     manifest: str | None = None
 

@@ -53,9 +53,11 @@ class CudaFacts(_Strict):
 
 
 class CannFacts(_Strict):
-    """One CANN release: the framework versions it ships adapters for."""
+    """One CANN release: the framework versions it ships adapters for, the driver it pairs with."""
 
     frameworks: dict[str, str] = Field(description="engine/framework id → version specifier")
+    driver: str | None = Field(default=None, description="the Ascend driver/firmware release it pairs with (minimum)")
+    python: str | None = Field(default=None, description="Python versions its TBE compiler and adapters support (specifier)")
     source: str
 
     @field_validator("frameworks")

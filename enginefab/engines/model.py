@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Arch = Literal["x86_64", "aarch64"]
 AcceleratorKind = Literal["cpu", "cuda", "cann"]
@@ -25,6 +25,13 @@ OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_OID = re.compile(r"^[0-9a-f]{40}$")
+
+#: who vouches for a pinned hash: the vendor published it; a third party did (someone else's
+#: script, mirror or CI, not the vendor); or it was recorded from the first file a user supplied
+Trust = Literal["vendor-published", "third-party", "recorded-on-first-use"]
+TRUST_HELP = ("vendor-published (the vendor lists this hash or digest), third-party (another project pins it; "
+              "the vendor publishes none), recorded-on-first-use (no published hash: the first file supplied is trusted)")
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -37,7 +44,8 @@ class OciRef(Strict):
 
     reference: str = Field(description="registry/repository:tag as upstream names it")
     digest: str = Field(description="sha256:… of the manifest or index the tag pointed at")
-    source: str = Field(default="", description="where this digest was published")
+    source: str = Field(min_length=1, description="where this digest was published")
+    trust: Trust = Field(description=TRUST_HELP)
 
     @field_validator("digest")
     @classmethod
@@ -62,7 +70,8 @@ class ManualFile(Strict):
     where: str = Field(description="where a user gets the file (a page, not a direct link)")
     dest: str = Field(default="", description="where the file goes in the image; empty: only for run steps")
     unpack: bool = False
-    source: str = Field(default="", description="where the sha256 was published")
+    source: str = Field(min_length=1, description="where the sha256 was published (or why none is)")
+    trust: Trust = Field(description=TRUST_HELP)
 
     @field_validator("sha256")
     @classmethod
@@ -70,6 +79,15 @@ class ManualFile(Strict):
         if v is not None and not _SHA256.match(v):
             raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
         return v
+
+    @model_validator(mode="after")
+    def _trust(self) -> "ManualFile":
+        if self.sha256 is None and self.trust != "recorded-on-first-use":
+            raise ValueError(f"{self.name}: no sha256 is pinned, so its trust is recorded-on-first-use, not {self.trust}")
+        if self.sha256 is not None and self.trust == "recorded-on-first-use":
+            raise ValueError(f"{self.name}: a sha256 written in engines/ was published by someone: "
+                             "vendor-published or third-party (recorded hashes go in engines/manual-pins.toml)")
+        return self
 
 
 class UrlFile(Strict):
@@ -84,7 +102,8 @@ class UrlFile(Strict):
                       "empty: only available to run steps, under /enginefab/inputs")
     unpack: bool = False
     strip_components: int = 0
-    source: str = ""
+    source: str = Field(min_length=1, description="where the sha256 was published")
+    trust: Trust = Field(description=TRUST_HELP)
 
     @field_validator("sha256")
     @classmethod
@@ -102,7 +121,8 @@ class VendorWheel(Strict):
     url: str
     sha256: str
     size: int = Field(default=0, ge=0, description="bytes; 0 when the vendor publishes only the hash")
-    source: str = ""
+    source: str = Field(min_length=1, description="where the sha256 was published")
+    trust: Trust = Field(description=TRUST_HELP)
 
     @field_validator("sha256")
     @classmethod
@@ -110,6 +130,50 @@ class VendorWheel(Strict):
         if not _SHA256.match(v):
             raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
         return v
+
+
+class GitSource(Strict):
+    """A source tree pinned by commit and tree (git's own content addresses): the build fetches
+    the commit, refuses another tree, and makes a tar of it whose bytes are a function of the tree
+    (transport/git.py), so `sha256` (of that tar) is stable where a forge's archives are not."""
+
+    name: str
+    version: str
+    url: str = Field(description="the repository: https://, http:// or file://")
+    commit: str = Field(description="40-hex commit id (a tag's commit: `git rev-parse TAG^{commit}`)")
+    tree: str = Field(description="40-hex tree id of that commit (`git rev-parse COMMIT^{tree}`)")
+    prefix: str = Field(default="", description="top directory of the archive (e.g. KungFu-0.2.2); empty: none")
+    sha256: str | None = Field(default=None, description="of the archive enginefab makes of the tree; "
+                               "unset: the tree id is the only pin (lock --check warns)")
+    size: int = Field(default=0, ge=0)
+    dest: str = Field(default="", description="where to unpack it in the image; empty: only for run steps")
+    source: str = Field(min_length=1, description="where the commit and tree were read")
+    trust: Trust = Field(description=TRUST_HELP)
+
+    @field_validator("commit", "tree")
+    @classmethod
+    def _oid(cls, v: str) -> str:
+        if not _OID.match(v):
+            raise ValueError(f"{v!r} is not a git object id (40 lowercase hex)")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v):
+            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://", "file://")):
+            raise ValueError(f"{v!r}: a git input's url is https://, http:// or file:// (other git transports can run commands)")
+        return v
+
+    @property
+    def filename(self) -> str:
+        return f"{self.prefix or self.name + '-' + self.version}.tar"
 
 
 class RunStep(Strict):
@@ -155,6 +219,17 @@ class OSDef(Strict):
     notes: str = ""
 
 
+class ServiceUser(Strict):
+    """A vendor's service account the stack's images traditionally have (CANN: HwHiAiUser), with
+    the ids it gets here: the ModelArts user keeps uid 1000 and is made a member of its group."""
+
+    name: str
+    uid: int = Field(ge=1)
+    group: str
+    gid: int = Field(ge=1)
+    source: str = Field(min_length=1, description="why these ids (the clash with the conventions' uid, resolved)")
+
+
 class StackDef(Strict):
     """An accelerator stack: CUDA (+cuDNN, NCCL) or CANN."""
 
@@ -165,6 +240,10 @@ class StackDef(Strict):
     cudnn: str | None = None
     nccl: str | None = None
     min_driver: str | None = None
+    #: CANN: the Ascend driver (and firmware) release the stack is made for, checked against compat.toml
+    driver: str | None = None
+    #: CANN: its service user (HwHiAiUser), reconciled with the ModelArts user
+    service_user: ServiceUser | None = None
     #: CUDA runtime inside the engine wheel (PyPI torch): no CUDA base image needed
     bundled: bool = False
     #: base image per OS id (NVIDIA's CUDA images)
@@ -237,6 +316,8 @@ class ImageDef(Strict):
     #: wheels from vendor hosts (their dependencies go in requirements)
     wheels: list[VendorWheel] = Field(default_factory=list)
     files: list[UrlFile] = Field(default_factory=list)
+    #: source trees pinned by commit and tree (archives made by enginefab, for run steps or unpacked)
+    git: list[GitSource] = Field(default_factory=list)
     manual: list[ManualFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)

@@ -574,3 +574,23 @@ def check_matrix(m: "Matrix") -> list[Violation]:
         seen_name.setdefault(img.name, img.file)
         out.extend(check_image(img, ctx))
     return out
+
+
+@rule("cann-driver", "the CANN stack declares the Ascend driver its release pairs with, and the image's Python is one "
+      "its adapters support", "MindSpore 1.3 Ascend installation guide (CANN 5.0.2, driver and firmware 1.0.11.SCP001)")
+def _cann_driver(img: "Image", ctx: Context):
+    s = img.stack
+    if not s or s.kind != "cann":
+        return
+    facts = ctx.compat.cann.get(s.version)
+    if facts is None:
+        return  # cann-framework says so
+    if facts.driver and not s.driver:
+        yield (f"field driver: stack {img.stack_id} does not declare its Ascend driver (CANN {s.version} pairs with "
+               f"{facts.driver}; {facts.source})", f'set driver = "{facts.driver}"')
+    elif facts.driver and s.driver and _vt(s.driver) < _vt(facts.driver):
+        yield (f"field driver: stack {img.stack_id} declares driver {s.driver}, but CANN {s.version} needs "
+               f"{facts.driver} or later ({facts.source})", f'set driver = "{facts.driver}"')
+    if facts.python and not compat_mod.version_in(img.d.python, facts.python):
+        yield (f"field python: CANN {s.version} supports Python {facts.python}, not {img.d.python} ({facts.source})",
+               f"use Python {facts.python}")

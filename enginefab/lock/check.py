@@ -121,12 +121,16 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
         for layer in defn.layers:
             for i in layer.inputs:
                 where = f"{who}: layer {layer.id}: input {i.ref}"
-                if i.sha256 is None:
+                if i.sha256 is None and i.kind == "git":
+                    msg = (f"{where} is pinned by its tree {i.tree} alone (a SHA-1): `enginefab build {who}` where "
+                           f"{i.url} is reachable prints the archive's sha256; pin it as `sha256` in engines/")
+                    (problems if strict else warnings).append(msg)
+                elif i.sha256 is None:
                     msg = f"{where} awaits a user-supplied file ({i.where or 'see engines/'}); add it with `enginefab lock --add-file`"
                     (problems if strict else warnings).append(msg)
                 elif not _HEX.match(i.sha256):
                     problems.append(f"{where} has no valid sha256")
-                if i.kind in ("wheel", "deb", "url") and not i.url:
+                if i.kind in ("wheel", "deb", "url", "git") and not i.url:
                     problems.append(f"{where} has no URL")
                 if i.kind == "deb" and i.size <= 0:
                     problems.append(f"{where} has no size")

@@ -13,7 +13,7 @@ from typing import Any
 from enginefab.core import canonical
 from enginefab.core.definition import Input
 from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
-from enginefab.engines.model import ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+from enginefab.engines.model import GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 
 
 # -- the part of engines/ a definition depends on -----------------------------------------
@@ -35,7 +35,8 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
     pins = manual_pins(m.root)
     names = [f.name for f in manual_files(img)]
     entry = {
-        "image": img.d.model_dump(mode="json"),
+        # an image without git inputs keeps the entry it had before they existed (the demos' locks)
+        "image": img.d.model_dump(mode="json", exclude=set() if img.d.git else {"git"}),
         "engine": img.engine.model_dump(mode="json", exclude={"releases"}) | {"release": img.release.model_dump(mode="json")},
         "framework": fw.model_dump(mode="json", exclude={"releases"}) if fw else None,
         "os": {"id": img.os_id, **img.os.model_dump(mode="json")},
@@ -76,7 +77,14 @@ def run_input(step: RunStep) -> Input:
 def url_input(f: UrlFile) -> Input:
     return Input(kind="url", name=f.name, version=f.version, url=f.url, sha256=f.sha256, size=f.size,
                  filename=f.url.rsplit("/", 1)[-1], dest=f.dest or None, unpack=f.unpack,
-                 strip_components=f.strip_components)
+                 strip_components=f.strip_components, source=f.source, trust=f.trust)
+
+
+def git_input(g: GitSource) -> Input:
+    """A source tree: the archive enginefab makes of it is what run steps (or `dest`) get."""
+    return Input(kind="git", name=g.name, version=g.version, url=g.url, sha256=g.sha256, size=g.size,
+                 filename=g.filename, dest=g.dest or None, unpack=bool(g.dest), commit=g.commit, tree=g.tree,
+                 prefix=g.prefix, source=g.source, trust=g.trust)
 
 
 def manual_input(f: ManualFile, pins: dict[str, dict[str, Any]]) -> Input:
@@ -84,12 +92,12 @@ def manual_input(f: ManualFile, pins: dict[str, dict[str, Any]]) -> Input:
     if sha is None and f.name in pins:
         sha, size = pins[f.name]["sha256"], int(pins[f.name].get("size", 0))
     return Input(kind="manual", name=f.name, version=f.version, url=None, sha256=sha, size=size, filename=f.name,
-                 dest=f.dest or None, unpack=f.unpack, where=f.where)
+                 dest=f.dest or None, unpack=f.unpack, where=f.where, source=f.source, trust=f.trust)
 
 
 def vendor_wheel_input(w: VendorWheel) -> Input:
     return Input(kind="wheel", name=w.name, version=w.version, url=w.url, sha256=w.sha256, size=w.size,
-                 filename=w.url.rsplit("/", 1)[-1])
+                 filename=w.url.rsplit("/", 1)[-1], source=w.source, trust=w.trust)
 
 
 def base_ref(img: Image) -> OciRef | None:
@@ -112,6 +120,6 @@ def declared_inputs(img: Image, m: Matrix) -> list[Input]:
     if img.python.source == "url":
         out += [url_input(f) for f in img.python.files] + [run_input(r) for r in img.python.run]
     out += [vendor_wheel_input(w) for w in img.d.wheels]
-    out += [url_input(f) for f in img.d.files] + [manual_input(f, pins) for f in img.d.manual]
-    out += [run_input(r) for r in img.d.run]
+    out += [url_input(f) for f in img.d.files] + [git_input(g) for g in img.d.git]
+    out += [manual_input(f, pins) for f in img.d.manual] + [run_input(r) for r in img.d.run]
     return out

@@ -75,7 +75,7 @@ class Parts:
 
 
 #: Input fields that say where a file came from or why, not what ends up in the layer
-_NOT_BYTES = {"url", "where", "requested_by"}
+_NOT_BYTES = {"url", "where", "requested_by", "source", "trust"}
 
 
 def identity(layer: Layer) -> str:

@@ -34,6 +34,7 @@ from enginefab.engines.model import RunStep
 from enginefab.lock import deb, layering, oci, pypi
 from enginefab.lock.declared import (
     base_ref,
+    git_input,
     manual_input,
     manual_pins,
     matrix_entry,
@@ -71,7 +72,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     if ref is not None:
         say(f"  {img.alias}: base {ref.reference}@{ref.digest[:19]}…")
         parts.base, manifest = oci.resolve(ref, img.oci_platform, image=who)
-        base = Base(reference=ref.reference, digest=ref.digest, source=ref.source, manifest=manifest)
+        base = Base(reference=ref.reference, digest=ref.digest, source=ref.source, trust=ref.trust, manifest=manifest)
 
     # OS root
     have: set[str] = set()
@@ -132,7 +133,8 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     parts.wheels.sort(key=lambda i: i.name)
 
     # files, manual files, build steps
-    parts.archives = [url_input(f) for f in img.d.files] + [manual_input(f, pins) for f in img.d.manual]
+    parts.archives = ([url_input(f) for f in img.d.files] + [git_input(g) for g in img.d.git]
+                      + [manual_input(f, pins) for f in img.d.manual])
     parts.run = [run_input(s) for s in img.d.run]
     if parts.run and parts.archives:  # run steps see the image's own files
         parts.run = parts.archives + parts.run
@@ -143,14 +145,29 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     if img.os.source == "debs":
         parts.config = users_files(img)
     else:
-        parts.config_run = [run_input(RunStep(
-            name="ma-user",
-            script=(f"set -e\ngetent group {c.gid} >/dev/null || groupadd -g {c.gid} {c.group}\n"
-                    f"if getent passwd {c.uid} >/dev/null; then userdel -r \"$(getent passwd {c.uid} | cut -d: -f1)\" || true; fi\n"
-                    f"useradd -m -d {c.home} -u {c.uid} -g {c.gid} -s /bin/bash {c.user}\n"
-                    f"chmod 750 {c.home}\n"),
-        ))]
+        parts.config_run = [run_input(RunStep(name="ma-user", script=user_script(img)))]
     return Resolved(parts=parts, base=base)
+
+
+def user_script(img: Image) -> str:
+    """The step that gives the image its ModelArts user (uid from the conventions) and, for a stack
+    with a service user (CANN's HwHiAiUser), that user with its own ids and the ModelArts user in
+    its group: whoever held either uid or the group's gid before is removed first, by name."""
+    c = img.conventions
+    su = img.stack.service_user if img.stack else None
+    lines = ["set -e", f"getent group {c.gid} >/dev/null || groupadd -g {c.gid} {c.group}"]
+    if su:
+        lines += [f"if getent passwd {su.name} >/dev/null; then userdel {su.name}; fi",
+                  f"if getent group {su.group} >/dev/null; then groupdel {su.group}; fi"]
+    for uid in [c.uid] + ([su.uid] if su else []):
+        lines.append(f"if getent passwd {uid} >/dev/null; then userdel -r \"$(getent passwd {uid} | cut -d: -f1)\" || true; fi")
+    if su:
+        lines += [f"if getent group {su.gid} >/dev/null; then groupdel \"$(getent group {su.gid} | cut -d: -f1)\"; fi",
+                  f"groupadd -g {su.gid} {su.group}",
+                  f"useradd -M -d /home/{su.name} -u {su.uid} -g {su.gid} -s /sbin/nologin {su.name}"]
+    lines.append(f"useradd -m -d {c.home} -u {c.uid} -g {c.gid}" + (f" -G {su.group}" if su else "") + f" -s /bin/bash {c.user}")
+    lines.append(f"chmod 750 {c.home}")
+    return "\n".join(lines) + "\n"
 
 
 def users_files(img: Image) -> list[FileEntry]:

@@ -34,6 +34,9 @@ def _dependency(inp: Input) -> dict:
         d["uri"] = f"oci://{inp.url}" if inp.kind == "oci" else inp.url
     if inp.sha256:
         d["digest"] = {"sha256": inp.sha256}
+    if inp.kind == "git":
+        d["uri"] = f"git+{inp.url}@{inp.commit}"
+        d["digest"] = {**d.get("digest", {}), "gitCommit": inp.commit, "gitTree": inp.tree}
     if inp.filename:
         d["annotations"]["filename"] = inp.filename
     return d

@@ -45,6 +45,8 @@ def purl(inp: Input, defn: Definition) -> str | None:
         repo = inp.url.split("@", 1)[0]
         last = repo.rsplit("/", 1)[-1].split(":", 1)[0]
         return f"pkg:oci/{_q(last)}@sha256%3A{inp.sha256}?repository_url={_q(repo.rsplit(':', 1)[0], safe='/:')}"
+    if inp.kind == "git" and inp.url:
+        return f"pkg:generic/{_q(inp.name)}@{v}?vcs_url={_q('git+' + inp.url + '@' + (inp.commit or ''), safe='')}"
     if inp.kind in ("url", "manual"):
         quals = []
         if inp.url:
@@ -69,7 +71,8 @@ def _package(inp: Input, defn: Definition) -> dict:
         "SPDXID": _spdx_id(inp.kind, inp.name, inp.version, (inp.sha256 or "awaiting")[:12]),
         "name": inp.name,
         "versionInfo": inp.version,
-        "downloadLocation": inp.url if inp.url and inp.kind != "manual" else NOASSERTION,
+        "downloadLocation": (f"git+{inp.url}@{inp.commit}" if inp.kind == "git" else inp.url)
+        if inp.url and inp.kind != "manual" else NOASSERTION,
         "filesAnalyzed": False,
         "licenseConcluded": NOASSERTION,
         "licenseDeclared": NOASSERTION,
@@ -89,6 +92,8 @@ def _package(inp: Input, defn: Definition) -> dict:
         pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": p}]
     if inp.kind == "manual" and inp.where:
         pkg["sourceInfo"] = f"downloaded by hand: {inp.where}"
+    if inp.kind == "git":
+        pkg["sourceInfo"] = f"git commit {inp.commit}, tree {inp.tree}; archive made by enginefab from the tree"
     return pkg
 
 
