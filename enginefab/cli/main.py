@@ -139,7 +139,8 @@ def list_(as_json: JsonOpt = False) -> None:
 @app.command()
 @run_guarded
 def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], as_json: JsonOpt = False) -> None:
-    """Show an image's pinned definition (build/<alias>.json)."""
+    """Show an image's pinned definition (build/<alias>.json): layers, inputs, and for every pin
+    written in engines/ its trust (vendor-published, third-party, recorded-on-first-use) and source."""
     from enginefab.core.definition import load_definition
     from enginefab.core.paths import definition_path
 
@@ -153,14 +154,20 @@ def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], 
     print(f"  platform  {defn.image.platform}   python {defn.python.version} ({defn.python.interpreter})")
     if defn.base:
         print(f"  base      {defn.base.reference}@{defn.base.digest}")
+        if defn.base.trust:
+            print(f"            trust {defn.base.trust}: {defn.base.source}")
     print(f"  compress  {defn.compression.algorithm} level {defn.compression.level} "
           f"({defn.compression.implementation} {defn.compression.version})")
     for layer in defn.layers:
         size = sum(i.size for i in layer.inputs)
         print(f"  layer {layer.id}  [{layer.kind}, {len(layer.inputs) or len(layer.files)} items, {size / 1e6:.1f} MB in]")
         for i in layer.inputs:
-            sha = (i.sha256 or "awaiting")[:12]
+            sha = i.sha256[:12] if i.sha256 else (f"tree {i.tree[:12]}" if i.tree else "awaiting")
             print(f"      {i.kind:6} {i.name} {i.version}  {sha}  {i.size}")
+            if i.commit:
+                print(f"             {i.url} commit {i.commit} tree {i.tree}")
+            if i.trust:  # pins written in engines/: who vouches for the hash, and where it was read
+                print(f"             trust {i.trust}: {i.source}")
 
 
 @app.command()
