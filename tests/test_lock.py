@@ -57,9 +57,11 @@ def test_lock_check_with_strict_fails_on_awaiting_manual_inputs():
     res = json.loads(p.stdout)
     assert p.returncode == 1 and not res["ok"]
     awaiting = [x for x in res["problems"] if "awaits a user-supplied file" in x]
-    assert any(x.startswith("tensorflow-cann5.0.2:") and "tensorflow-1.15.0-cp37-cp37m-linux_aarch64.whl" in x
+    assert any(x.startswith("tensorflow-cann5.0.2:") and "Ascend-cann-tfplugin_5.0.2.alpha003_linux-aarch64.run" in x
                for x in awaiting)
-    assert any(x.startswith("kungfu-tf1.13:") and "KungFu-0.2.2.tar.gz" in x for x in awaiting)
+    # KungFu's source is a git input pinned by tree and archive sha256, TF 1.15 aarch64 a third-party-pinned URL
+    assert not [x for x in res["problems"] if x.startswith("kungfu-tf1.13:")]
+    assert not [x for x in awaiting if "tensorflow-1.15.0" in x]
 
 
 def test_lock_check_names_image_and_input_after_a_pin_is_edited(engines_copy):
@@ -110,11 +112,11 @@ ARTIFACTS = {
     "tensorflow-cuda10.1": [("wheel", "tensorflow-gpu", "2.1.0")],
     "pytorch-cuda10.2": [("wheel", "torch", "1.8.0"), ("wheel", "torchvision", "0.9.0")],
     "mindspore-cann5.0.2": [("wheel", "mindspore-ascend", "1.3.0")],
-    "tensorflow-cann5.0.2": [("manual", "tensorflow-1.15.0-cp37-cp37m-linux_aarch64.whl", "1.15.0")],
+    "tensorflow-cann5.0.2": [("wheel", "tensorflow", "1.15.0")],
     "mindspore-cuda10.1": [("wheel", "mindspore-gpu", "1.3.0"), ("url", "openmpi", "4.0.3")],
     "horovod-tensorflow-cuda10.1": [("url", "horovod", "0.20.0"), ("wheel", "tensorflow-gpu", "2.1.0")],
     "horovod-pytorch-cuda10.2": [("url", "horovod", "0.22.1"), ("wheel", "torch", "1.8.0")],
-    "kungfu-tf1.13": [("manual", "KungFu-0.2.2.tar.gz", "0.2.2"), ("wheel", "tensorflow-gpu", "1.13.1")],
+    "kungfu-tf1.13": [("git", "KungFu", "0.2.2"), ("wheel", "tensorflow-gpu", "1.13.1")],
 }
 
 

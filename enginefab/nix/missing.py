@@ -29,6 +29,14 @@ def file_name(inp: Input) -> str:
 def missing_input(kind: str, inp: Input) -> BuildError:
     """The error a missing input's derivation fails with."""
     name, where = file_name(inp), inp.where or "its vendor"
+    if kind in ("manual", "awaiting") and inp.kind == "git":
+        return BuildError(
+            f"{name} is the archive enginefab makes of {inp.url} at commit {inp.commit} (tree {inp.tree}); "
+            "Nix does not fetch git inputs itself",
+            input=inp.ref,
+            fix=f"`enginefab build IMAGE` where {inp.url} is reachable (the archive lands in the download "
+            f"cache, ~/.cache/enginefab/downloads/sha256/), then `nix-store --add-fixed sha256` that file as {name}",
+        )
     if kind == "manual":
         size = f" and {inp.size} bytes" if inp.size else ""
         return BuildError(
