@@ -181,6 +181,10 @@ def test_only_https_http_and_file_urls(tmp_path):
             GitSource(name="x", version="1", url=url, commit="a" * 40, tree="b" * 40, source="test",
                       trust="vendor-published")
         assert git.check_url(url) is not None
+    for field, value in (("prefix", "../../etc"), ("name", "../x"), ("version", ".hidden")):
+        with pytest.raises(ValueError, match="becomes a file or directory name"):
+            GitSource(**{"name": "x", "version": "1", "url": "https://example.org/r", "commit": "a" * 40,
+                         "tree": "b" * 40, "source": "test", "trust": "vendor-published", field: value})
 
 
 def test_the_builder_fetches_a_git_input_into_the_download_cache(repo, tmp_path, monkeypatch):
@@ -223,3 +227,42 @@ def test_lock_check_warns_about_a_git_pin_without_its_archive_sha256(engines_cop
     assert "git:KungFu==0.2.2 is pinned by its tree 8b4f91ce64ea124013dac5e034ff063b39b99530 alone" in out
     r = enginefab("lock", "--check", "--strict", cwd=engines_copy)
     assert r.returncode != 0
+
+
+def test_a_layer_unpacking_a_git_input_has_the_same_digest_from_two_empty_stores(repo, tmp_path, monkeypatch):
+    """What a user sees: the same layer blob from two machines with nothing cached, holding the tree."""
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.store import Store
+    from enginefab.core.definition import Layer, load_definition
+
+    from .conftest import ROOT
+
+    path, commit, tree = repo
+    g = GitSource(name="KungFu", version="0.2.2", url=f"file://{path}", commit=commit, tree=tree,
+                  prefix="KungFu-0.2.2", dest="/opt/src", source="test repository", trust="vendor-published")
+    demo = load_definition(ROOT / "build" / "demo-pytorch-aarch64.json")
+    defn = demo.model_copy(update={"layers": [Layer(id="src/kungfu", kind="archives", inputs=[git_input(g)])]})
+    digests = []
+    for n in (1, 2):
+        monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / f"cache{n}"))
+        (out,) = Builder(Store(tmp_path / f"store{n}")).build_layers(defn)
+        assert out.status == "built", out.error
+        digests.append(out.descs[0].digest)
+        blob = tmp_path / f"store{n}" / "blobs" / "sha256" / out.descs[0].digest.split(":")[1]
+        with tarfile.open(blob) as tf:
+            names = tf.getnames()
+    assert digests[0] == digests[1]
+    assert "opt/src/KungFu-0.2.2/setup.py" in names and "opt/src/KungFu-0.2.2/srcs/go/kungfu" in names
+
+
+def test_a_mirror_serves_the_repository_under_its_upstream_url(repo, tmp_path, monkeypatch):
+    """registry/mirrors.toml rewrites a git input's URL like any download: the lock keeps the
+    upstream URL, the bytes come from the mirror, the tree decides whether it served the right ones."""
+    path, commit, tree = repo
+    mirrors = tmp_path / "mirrors.toml"
+    mirrors.write_text(f'[[rewrite]]\nfrom = "https://github.com/lsds/"\nto = "file://{path.parent}/"\n')
+    monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrors))
+    (path.parent / "KungFu").symlink_to(path)
+    upstream = git.GitPin(url="https://github.com/lsds/KungFu", commit=commit, tree=tree, prefix="KungFu-0.2.2")
+    direct = git.archive(pin(path, commit, tree), cache=tmp_path / "direct")
+    assert git.archive(upstream, cache=tmp_path / "mirrored").sha256 == direct.sha256

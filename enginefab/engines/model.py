@@ -26,6 +26,7 @@ DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _OID = re.compile(r"^[0-9a-f]{40}$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 #: who vouches for a pinned hash: the vendor published it; a third party did (someone else's
 #: script, mirror or CI, not the vendor); or it was recorded from the first file a user supplied
@@ -149,6 +150,14 @@ class GitSource(Strict):
     dest: str = Field(default="", description="where to unpack it in the image; empty: only for run steps")
     source: str = Field(min_length=1, description="where the commit and tree were read")
     trust: Trust = Field(description=TRUST_HELP)
+
+    @field_validator("name", "version", "prefix")
+    @classmethod
+    def _component(cls, v: str, info) -> str:
+        if (v or info.field_name != "prefix") and not _COMPONENT.match(v):
+            raise ValueError(f"{v!r}: a git input's {info.field_name} becomes a file or directory name: "
+                             "letters, digits, '.', '_', '+', '-', not starting with '.'")
+        return v
 
     @field_validator("commit", "tree")
     @classmethod
