@@ -42,6 +42,10 @@ def test_dockerfiles_of_base_image_presets_pin_every_download(root, tmp_path):
         urls = [i for layer in d["layers"] for i in layer["inputs"] if i["kind"] in ("wheel", "url")]
         for i in urls:
             assert f"ADD --checksum=sha256:{i['sha256']} {i['url']} " in text
+        for i in (i for layer in d["layers"] for i in layer["inputs"] if i["kind"] == "git"):
+            # BuildKit checks out the pinned commit; the steps get the tar under the name they read
+            assert f"ADD --keep-git-dir=false {i['url']}.git#{i['commit']} " in text
+            assert f"tar -cf /enginefab/inputs/{i['filename']} " in text
         runs = [i for layer in d["layers"] for i in layer["inputs"] if i["kind"] == "run"]
         for i in runs:  # every build step is in the context, verbatim, and run by the Dockerfile
             steps = [p for p in (ctx / "steps").iterdir() if p.read_text() == i["script"]]
