@@ -167,7 +167,11 @@ def _git_archive(inp: Input, image: str) -> Path:
                                fix="build where the host is reachable, or point registry/mirrors.toml at a mirror of the repository")
     pin = git.GitPin(url=inp.url or "", commit=inp.commit or "", tree=inp.tree or "", prefix=inp.prefix or "",
                      label=inp.ref, image=image)
-    return git.archive(pin, inp.sha256).path
+    made = git.archive(pin, inp.sha256)
+    if not inp.sha256:  # pinned by its tree alone: say what to pin (lock --check warns until then)
+        ui.info(f"{image}: {inp.ref}: the archive of tree {inp.tree} has sha256 {made.sha256} ({made.size} bytes); "
+                f'pin it in engines/ ([[image.git]] {inp.name}): sha256 = "{made.sha256}", size = {made.size}')
+    return made.path
 
 
 class Builder:
