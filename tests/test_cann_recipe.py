@@ -11,6 +11,7 @@ what they saw: the CANN `.run` files themselves are behind a login.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -182,3 +183,16 @@ def test_every_pin_says_its_trust_and_show_prints_it():
     out = " ".join(enginefab("show", "tensorflow-cann5.0.2", check=True).stdout.split())
     assert "tensorflow 1.15.0 c2d6df0930f6" in out and "trust third-party: URL: Ascend/ascend-docker-image README" in out
     assert f"{NNAE} 5.0.2.1 awaiting 0 trust recorded-on-first-use" in out
+
+
+def test_the_sbom_and_provenance_say_who_vouches_for_a_hash():
+    from enginefab.publish import provenance, sbom
+
+    defn = definition("tensorflow-cann5.0.2")
+    pkgs = {p["name"]: p for p in json.loads(sbom.spdx_json(defn))["packages"]}
+    assert "hash trust: third-party" in pkgs["tensorflow"]["comment"]
+    assert "hash trust: vendor-published" in pkgs["Miniconda3-py37_4.10.3-Linux-aarch64.sh"]["comment"]
+    assert "trust" not in pkgs["numpy"]["comment"]  # resolved from PyPI's index: no engines/ pin
+    deps = provenance.statement(defn, "sha256:" + "0" * 64)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    (tf,) = [d for d in deps if d["name"] == "wheel:tensorflow==1.15.0"]
+    assert tf["annotations"]["trust"] == "third-party" and tf["digest"]["sha256"].startswith("c2d6df09")

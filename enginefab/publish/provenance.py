@@ -39,6 +39,8 @@ def _dependency(inp: Input) -> dict:
         d["digest"] = {**d.get("digest", {}), "gitCommit": inp.commit, "gitTree": inp.tree}
     if inp.filename:
         d["annotations"]["filename"] = inp.filename
+    if inp.trust:  # a pin written in engines/: who vouches for its hash
+        d["annotations"]["trust"] = inp.trust
     return d
 
 

@@ -78,7 +78,8 @@ def _package(inp: Input, defn: Definition) -> dict:
         "licenseDeclared": NOASSERTION,
         "copyrightText": NOASSERTION,
         "supplier": _supplier(inp),
-        "comment": f"enginefab input {inp.kind}, {inp.size} bytes",
+        "comment": f"enginefab input {inp.kind}, {inp.size} bytes"
+        + (f"; hash trust: {inp.trust} ({inp.source})" if inp.trust else ""),
     }
     if inp.sha256 and inp.kind != "run":
         pkg["checksums"] = [{"algorithm": "SHA256", "checksumValue": inp.sha256}]
