@@ -181,6 +181,10 @@ def test_only_https_http_and_file_urls(tmp_path):
             GitSource(name="x", version="1", url=url, commit="a" * 40, tree="b" * 40, source="test",
                       trust="vendor-published")
         assert git.check_url(url) is not None
+    with pytest.raises(ValueError, match="holds credentials"):
+        GitSource(name="x", version="1", url="https://alice:hunter2@example.org/r", commit="a" * 40, tree="b" * 40,
+                  source="test", trust="vendor-published")
+    assert "credentials" in (git.check_url("https://alice:hunter2@example.org/r") or "")
     for field, value in (("prefix", "../../etc"), ("name", "../x"), ("version", ".hidden")):
         with pytest.raises(ValueError, match="becomes a file or directory name"):
             GitSource(**{"name": "x", "version": "1", "url": "https://example.org/r", "commit": "a" * 40,

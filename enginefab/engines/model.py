@@ -178,6 +178,9 @@ class GitSource(Strict):
     def _url(cls, v: str) -> str:
         if not v.startswith(("https://", "http://", "file://")):
             raise ValueError(f"{v!r}: a git input's url is https://, http:// or file:// (other git transports can run commands)")
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("a git input's url holds credentials (user@host): put the repository's public URL here, "
+                             "and a mirror with access in registry/mirrors.toml")
         return v
 
     @property

@@ -66,7 +66,8 @@ def _env(home: Path) -> dict[str, str]:
     }
 
 
-def _git(pin: GitPin, repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
+def _git(pin: GitPin, repo: Path, *args: str, stdin: bytes | None = None, redact: str = "") -> bytes:
+    """Run git in `repo`; its errors name `pin.url` (never `redact`, a mirror's URL that may hold a token)."""
     cmd = ["git", "-C", str(repo), "-c", "transfer.fsckObjects=true", "-c", "core.hooksPath=/dev/null",
            "-c", "protocol.version=2", *args]
     try:
@@ -77,13 +78,14 @@ def _git(pin: GitPin, repo: Path, *args: str, stdin: bytes | None = None) -> byt
     except subprocess.TimeoutExpired:
         raise FetchError(f"git {args[0]} of {pin.url} took more than {TIMEOUT} s", image=pin.image,
                          input=pin.label or None, fix="check the network, or mirror the repository (registry/mirrors.toml)") from None
-    if p.returncode != 0 and b"fsck error" in p.stderr:
-        found = [ln for ln in p.stderr.decode(errors="replace").splitlines() if ln.startswith("error: object")]
+    stderr = p.stderr.decode(errors="replace").replace(redact, pin.url) if redact else p.stderr.decode(errors="replace")
+    if p.returncode != 0 and "fsck error" in stderr:
+        found = [ln for ln in stderr.splitlines() if ln.startswith("error: object")]
         raise UnsafeArchiveError(f"{pin.url} serves objects git's fsck refuses: {'; '.join(found)[:300] or 'fsck error'}",
                                  image=pin.image, input=pin.label or None,
                                  fix="the repository is hostile or corrupt: pin another commit or repository")
     if p.returncode != 0:
-        raise FetchError(f"git {args[0]} failed for {pin.url}: {p.stderr.decode(errors='replace').strip()[-400:]}",
+        raise FetchError(f"git {args[0]} failed for {pin.url}: {stderr.strip()[-400:]}",
                          image=pin.image, input=pin.label or None,
                          fix="check the URL and that the commit exists there, or mirror the repository (registry/mirrors.toml)")
     return p.stdout
@@ -94,22 +96,30 @@ def check_url(url: str) -> str | None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in ALLOWED_PROTOCOLS:
         return f"{url!r}: a git input's url is https://, http:// or file:// (other transports can run commands)"
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        return "a git input's url holds credentials (user@ or user:password@): they would be printed and stored"
     return None
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
 
 
 def fetch_commit(pin: GitPin, repo: Path) -> None:
     """Into the bare repository `repo`: the pinned commit, its tree compared with the pin."""
-    url = mirrors_mod.current().url(pin.url)
-    why = check_url(url)
+    url = mirrors_mod.current().url(pin.url)  # a mirror's URL may hold credentials; the pin's may not
+    why = check_url(pin.url) or check_url(_without_userinfo(url))
     if why:
         raise FetchError(why, image=pin.image, input=pin.label or None, fix="use an https:// (or file://) URL")
     _git(pin, repo, "init", "--quiet", "--bare")
     try:
-        _git(pin, repo, "fetch", "--quiet", "--no-tags", "--depth=1", url, pin.commit)
+        _git(pin, repo, "fetch", "--quiet", "--no-tags", "--depth=1", url, pin.commit, redact=url)
     except UnsafeArchiveError:
         raise
     except FetchError:  # a server that does not serve a commit by id: every branch and tag, then look
-        _git(pin, repo, "fetch", "--quiet", "--tags", url, "+refs/heads/*:refs/remotes/origin/*")
+        _git(pin, repo, "fetch", "--quiet", "--tags", url, "+refs/heads/*:refs/remotes/origin/*", redact=url)
     try:
         body = _git(pin, repo, "cat-file", "commit", pin.commit)
     except FetchError:
