@@ -19,6 +19,7 @@ from pathlib import Path
 
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.pipeline import build_images, definition_for
+from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
 from enginefab.check.runner import run_checks
 from enginefab.core import ui
@@ -79,7 +80,7 @@ def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: boo
 
 def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, plain_http: bool = False,
             ca_cert: str | None = None, levels: list[str] | None = None, reports_dir: Path | None = None,
-            record: Path | None = None) -> Release:
+            record: Path | None = None, shared: SharedCache | None = None) -> Release:
     rel = Release(stage="lock", ok=False)
     clock = time.monotonic()
 
@@ -103,7 +104,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, p
 
     rel.stage = "build"
     ui.info(f"[bold]2/4 build[/] into {out} (store {store.root})")
-    built = build_images(m, imgs, store, out)
+    built = build_images(m, imgs, store, out, shared=shared)
     lap("build")
     rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for b in built]
 

@@ -28,6 +28,7 @@ from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
 from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
+from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.runstep import build_run_layer
 from enginefab.assemble.staging import Staging, creation_order
 from enginefab.assemble.store import Store
@@ -51,6 +52,7 @@ class InputUnreachable(BuildError):
 class Stats:
     layers_built: int = 0
     layers_cached: int = 0
+    layers_pulled: int = 0  # from the shared cache
     bytes_packed: int = 0  # uncompressed tar bytes written
     seconds_packing: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -63,14 +65,14 @@ class LayerOutcome:
     id: str
     kind: str
     key: str
-    status: str  # built | cached | fetched (base blobs) | unreachable | blocked | failed
+    status: str  # built | cached | pulled (shared cache) | fetched (base blobs) | unreachable | blocked | failed
     descs: list[LayerDesc] = field(default_factory=list)
     error: EnginefabError | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.status in ("built", "cached", "fetched")
+        return self.status in ("built", "cached", "pulled", "fetched")
 
     def as_dict(self) -> dict:
         d: dict = {"id": self.id, "kind": self.kind, "key": self.key, "status": self.status,
@@ -175,8 +177,10 @@ def _git_archive(inp: Input, image: str) -> Path:
 
 
 class Builder:
-    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None) -> None:
+    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None,
+                 shared: SharedCache | None = None) -> None:
         self.store = store
+        self.shared = shared
         self.fetch = fetcher
         self.stats = Stats()
         self.progress: Progress = progress or QuietProgress()
@@ -233,19 +237,25 @@ class Builder:
         return outcomes
 
     def _layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> tuple[list[LayerDesc], str]:
+        """From the store's action cache, else the shared cache, else packed here (and shared)."""
         created_by = f"enginefab {__version__}: {layer.kind} {layer.id}"
         status = "cached"
         hit = self.store.action_get(key)
         if hit is None:
             with self.store.lock(key):
                 hit = self.store.action_get(key)  # another build may have made it meanwhile
+                if hit is None and self.shared is not None:
+                    hit = self.shared.pull(defn, layer, key)
+                    status = "pulled"
                 if hit is None:
                     hit = self.pack_layer(defn, layer, key, lower)
                     status = "built"
-        if status == "built":
-            self.stats.layers_built += 1
-        else:
-            self.stats.layers_cached += 1
+                    if self.shared is not None:
+                        self.shared.publish(key, hit)
+        elif self.shared is not None:
+            self.shared.publish(key, hit, unless_present=True)  # packed before this store shared it
+        counter = {"built": "layers_built", "cached": "layers_cached", "pulled": "layers_pulled"}[status]
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)], status
 
     def pack_layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:

@@ -17,6 +17,7 @@ from enginefab.assemble import compress
 from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, QuietProgress, report
 from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.index import add_to_layout, layout_members, plan_indexes
+from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer, load_definition
@@ -39,6 +40,7 @@ class BuildResult:
     unreachable: int = 0
     blocked: int = 0
     failed: int = 0
+    pulled: int = 0  # layers the shared cache (--cache) had, not packed here
     outcomes: list[LayerOutcome] = field(default_factory=list)
 
     @property
@@ -110,7 +112,8 @@ class _Bars:
 
     def done(self, image: str, outcome: LayerOutcome) -> None:
         self.p.advance(self.layers)
-        mark = {"built": "[green]built[/]", "cached": "[dim]cached[/]", "fetched": "[green]fetched[/]"}.get(
+        mark = {"built": "[green]built[/]", "cached": "[dim]cached[/]", "fetched": "[green]fetched[/]",
+                "pulled": "[cyan]pulled[/]"}.get(
             outcome.status, f"[yellow]{outcome.status}[/]")
         if outcome.status not in ("cached",):
             ui.err.print(f"  {mark} {outcome.id} ({outcome.seconds:.1f} s)")
@@ -125,10 +128,13 @@ class _Lines(QuietProgress):
 
 
 def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reachable_only: bool = False,
-                 files: list[str] | None = None) -> list[BuildResult]:
+                 files: list[str] | None = None, shared: SharedCache | None = None) -> list[BuildResult]:
     """Build matrix images (and definition files) into `store` and the layout `out`; where the
-    layout now holds one engine version for several arches, add their multi-arch index."""
-    results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only)
+    layout now holds one engine version for several arches, add their multi-arch index. With
+    `shared`, layers missing from the store are pulled from the shared cache when it has them,
+    and the layers packed here are written to it."""
+    results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only,
+                                shared=shared)
     if (out / "index.json").is_file():
         write_indexes(m, out)
     return results
@@ -145,11 +151,11 @@ def write_indexes(m: Matrix, out: Path) -> None:
 
 
 def build_definitions(defns: list[Definition], store: Store, out: Path, *,
-                      reachable_only: bool = False) -> list[BuildResult]:
+                      reachable_only: bool = False, shared: SharedCache | None = None) -> list[BuildResult]:
     total = sum(len(d.layers) for d in defns)
     tty = not ui.quiet() and sys.stderr.isatty()
     bars = _Bars(total) if tty else None
-    builder = Builder(store, progress=bars or _Lines())
+    builder = Builder(store, progress=bars or _Lines(), shared=shared)
     results: list[BuildResult] = []
     with store.using():
         if bars is not None:
@@ -163,6 +169,10 @@ def build_definitions(defns: list[Definition], store: Store, out: Path, *,
         if any(r.complete for r in results):
             store.add_root(out)
     report(builder.stats)
+    if shared is not None:
+        c = shared.summary()
+        ui.info(f"shared cache {c['cache']}: {c['pulled']} layers pulled ({c['bytes_pulled']} bytes), "
+                f"{c['published']} written ({c['bytes_sent']} bytes sent)" + (" — it was down" if c["down"] else ""))
     return results
 
 
@@ -177,7 +187,8 @@ def _one(builder: Builder, defn: Definition, store: Store, out: Path, reachable_
         e.fix = (e.fix + "; " if e.fix else "") + f"or build the layers that can be built here: " \
             f"`enginefab build --reachable-layers {alias}`"
         raise
-    count = {s: sum(o.status == s for o in outcomes) for s in ("built", "cached", "unreachable", "blocked", "failed")}
+    count = {s: sum(o.status == s for o in outcomes)
+             for s in ("built", "cached", "pulled", "unreachable", "blocked", "failed")}
     digest = None
     layer_count = sum(len(o.descs) for o in outcomes)
     if all(o.ok for o in outcomes):
@@ -188,4 +199,4 @@ def _one(builder: Builder, defn: Definition, store: Store, out: Path, reachable_
     return BuildResult(alias=alias, name=defn.image.name, digest=digest, layers=layer_count, built=count["built"],
                        cached=count["cached"], seconds=round(time.monotonic() - t0, 3), layout=str(out),
                        unreachable=count["unreachable"], blocked=count["blocked"], failed=count["failed"],
-                       outcomes=outcomes)
+                       pulled=count["pulled"], outcomes=outcomes)

@@ -45,6 +45,10 @@ ToOpt = Annotated[str, typer.Option("--to", help="REGISTRY[:PORT]/PREFIX (e.g. 1
                                     "named in registry/targets.toml.")]
 PlainOpt = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
 CaOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate to verify the registry's TLS.")]
+CacheOpt = Annotated[Optional[str], typer.Option(
+    "--cache", help="A shared action cache in a registry, HOST[:PORT]/PREFIX (e.g. one for all CI runners): layers "
+    "missing from the store are pulled from it (each verified), layers packed here are written to it; a cache that "
+    "is down only slows the build. Credentials as for push.")]
 
 
 def _emit(obj) -> None:
@@ -75,6 +79,19 @@ def _pick(m, names, all_, demo):
     if not imgs:
         raise MatrixError("no images chosen", fix="name images, or pass --all or --demo")
     return imgs
+
+
+def _shared(cache: Optional[str], store, plain_http: bool, ca_cert: Optional[Path]):
+    """The registry action cache `--cache` names, wired to the builder's SharedCache."""
+    if not cache:
+        return None
+    from enginefab.assemble.remote import SharedCache
+    from enginefab.transport.actioncache import RegistryActionCache
+
+    kw = {"ca_cert": str(ca_cert) if ca_cert else None, "env": os.environ}
+    if plain_http:
+        kw["plain_http"] = True
+    return SharedCache(RegistryActionCache.at(cache, **kw), store)
 
 
 def _require_target(to: str) -> None:
@@ -258,6 +275,9 @@ def build(
     reachable_layers: Annotated[bool, typer.Option(
         "--reachable-layers", help="Build every layer whose inputs can be fetched here; report the others "
         "(unreachable input, or a run step over one) instead of failing. Incomplete images get no manifest.")] = False,
+    cache: CacheOpt = None,
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk HTTP to the --cache registry (loopback: always).")] = False,
+    ca_cert: Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate of the --cache registry's TLS.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build images from build/<alias>.json (or definition files given by path) into the store
@@ -271,7 +291,9 @@ def build(
     files = [n for n in names or [] if is_definition_file(n)]
     rest = [n for n in names or [] if not is_definition_file(n)]
     imgs = _pick(m, rest, all_, demo) if (rest or all_ or demo or not files) else []
-    results = build_images(m, imgs, _store(store), out, reachable_only=reachable_layers, files=files)
+    st = _store(store)
+    results = build_images(m, imgs, st, out, reachable_only=reachable_layers, files=files,
+                           shared=_shared(cache, st, plain_http, ca_cert))
     if as_json:
         _emit([r.as_dict() for r in results])
     else:
@@ -712,6 +734,7 @@ def release(
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Also write each image's check report into this directory.")] = None,
     record: Annotated[Optional[Path], typer.Option("--record", help="Write what was released (digests, references, "
                                                    "referrers, check counts) here as canonical JSON.")] = None,
+    cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """lock --check, build, check, push: each stage only when the one before passed.
@@ -723,9 +746,10 @@ def release(
     _require_target(to)
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
-    rel = do_release(m, imgs, _store(store), out, to, plain_http=plain_http,
+    st = _store(store)
+    rel = do_release(m, imgs, st, out, to, plain_http=plain_http,
                      ca_cert=str(ca_cert) if ca_cert else None, levels=level or None, reports_dir=reports,
-                     record=record)
+                     record=record, shared=_shared(cache, st, plain_http, ca_cert))
     if as_json:
         _emit(rel.as_dict())
     elif rel.ok:
