@@ -13,11 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import enginefab
-
-pytestmark = pytest.mark.slow
 
 X86, ARM = "demo-pytorch-x86_64", "demo-pytorch-aarch64"
 
