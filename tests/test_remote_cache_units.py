@@ -140,3 +140,18 @@ def test_a_registry_that_never_answers_costs_one_bounded_wait(good, tmp_path):
         assert shared.pull(defn, layer, "cd" * 32) is None
     assert first < 6 and shared.down and "gave no answer" in shared.down
     assert len(srv.seen) == asked  # off: not asked again
+
+
+def test_a_cache_that_stalls_mid_blob_leaves_nothing_and_is_turned_off(good, tmp_path):
+    defn, layer, entry, gz = good
+
+    class Stalling(FakeRemote):
+        def blob(self, digest, size):
+            yield gz[:10]
+            raise TransportFailed(Stalled("no progress for 10 s while receiving", host="h", url="u"), None)
+
+    store = Store(tmp_path / "store")
+    shared = SharedCache(Stalling(entry, gz), store)
+    assert shared.pull(defn, layer, KEY) is None and "no progress" in (shared.down or "")
+    assert not list((store.root / "blobs" / "sha256").iterdir()) and not list((store.root / "tmp").iterdir())
+    assert store.action_get(KEY) is None
