@@ -705,8 +705,8 @@ def render_ci(
         have = path.read_text() if path.is_file() else None
         if have != text:
             flag = f"--{system} --out {path}"
-            ui.err.print(f"[red]{path} is {'missing' if have is None else 'stale'}[/]: the matrix changed since it "
-                         f"was generated; run `enginefab render ci {flag}` and commit it", soft_wrap=True)
+            why = "is missing" if have is None else "is stale: the matrix changed since it was generated"
+            ui.err.print(f"[red]{path} {why}[/]; run `enginefab render ci {flag}` and commit it", soft_wrap=True)
             raise typer.Exit(1)
         ui.info(f"{path} is up to date")
     elif path:
