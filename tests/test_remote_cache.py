@@ -108,6 +108,9 @@ def test_a_hostile_cache_is_refused_and_the_layer_rebuilt(demo_build, registry, 
     assert f"{refused} {forged['id']} of {X86}: blob {forged['digests'][0]} unpacks to sha256:" in p.stderr
     assert "the entry says diff_id sha256:" + "0" * 64 in p.stderr
     assert f"{refused} {tampered['id']} of {X86}" in p.stderr
+    # the forged entry was replaced by the one this runner packed
+    entry, _ = remote.lookup(forged["key"])
+    assert entry == {"key": forged["key"], **json.loads((store / "actions" / f"{forged['key']}.json").read_text())}
     verify = enginefab("store", "verify", "--store", str(tmp_path / "runner"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
