@@ -155,3 +155,23 @@ def test_a_cache_that_stalls_mid_blob_leaves_nothing_and_is_turned_off(good, tmp
     assert shared.pull(defn, layer, KEY) is None and "no progress" in (shared.down or "")
     assert not list((store.root / "blobs" / "sha256").iterdir()) and not list((store.root / "tmp").iterdir())
     assert store.action_get(KEY) is None
+
+
+def test_a_cache_that_refuses_writes_is_still_read(good, tmp_path):
+    from enginefab.core.errors import RegistryError
+
+    defn, layer, entry, gz = good
+
+    class ReadOnly(FakeRemote):
+        def publish(self, key, entry, blob):
+            self.calls += 1
+            raise RegistryError("manifest ci/cache:action-…: 127.0.0.1 denied it (HTTP 403)")
+
+    store = Store(tmp_path / "store")
+    store.put_bytes(gz)
+    remote = ReadOnly(entry, gz)
+    shared = SharedCache(remote, store)
+    shared.publish("cd" * 32, entry)
+    shared.publish("ef" * 32, entry)
+    assert remote.calls == 1 and shared.read_only and shared.down is None
+    assert shared.pull(defn, layer, KEY) is not None and shared.pulled == 1

@@ -33,7 +33,8 @@ from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer
 from enginefab.core.errors import EnginefabError
-from enginefab.transport.errors import TransportFailed
+from enginefab.transport.actioncache import BadEntry
+from enginefab.transport.errors import Mismatch, TransportFailed
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: the fields of an action entry that travel (and nothing else)
@@ -91,6 +92,7 @@ class SharedCache:
     bytes_pulled: int = 0
     bytes_sent: int = 0
     down: str | None = None  # why the cache was turned off for this build
+    read_only: str | None = None  # why writing to it was (e.g. read-only credentials)
     notes: list[str] = field(default_factory=list)
 
     def _note(self, msg: str) -> None:
@@ -99,12 +101,13 @@ class SharedCache:
             ui.err.print(f"[yellow]note:[/] {escape(msg)}", soft_wrap=True)
 
     def _guard(self, e: EnginefabError | OSError, what: str) -> None:
-        """Failing to reach the cache turns it off for this build; a bad entry is only skipped."""
-        if isinstance(e, (TransportFailed, OSError)):
+        """A bad entry is skipped (the layer is packed here); anything else — the cache cannot be
+        reached, stops answering, refuses the credentials, fails — turns it off for this build."""
+        if isinstance(e, (Refused, BadEntry, Mismatch)):
+            self._note(f"{what}: {e}")
+        else:
             self.down = str(e)
             self._note(f"the shared cache {self.remote.where} is off for this build (layers are packed here): {e}")
-        else:
-            self._note(f"{what}: {e}")
 
     def pull(self, defn: Definition, layer: Layer, key: str) -> dict | None:
         """The entry for `key`, its blob now in the store; None when the cache has none (or a
@@ -160,7 +163,7 @@ class SharedCache:
 
     def publish(self, key: str, entry: dict, *, unless_present: bool = False) -> None:
         """Write our entry (after packing; or, `unless_present`, a local hit the cache lacks)."""
-        if self.down is not None:
+        if self.down is not None or self.read_only is not None:
             return
         try:
             if unless_present and self.remote.has(key):
@@ -168,9 +171,13 @@ class SharedCache:
             body = {"key": key, **{k: entry[k] for k in FIELDS if k in entry}}
             self.bytes_sent += self.remote.publish(key, body, self.store.blob_path(entry["digest"]))
             self.published += 1
-        except (EnginefabError, OSError) as e:
-            self._guard(e, f"could not write layer {entry.get('layer')} to the shared cache")
+        except (TransportFailed, OSError) as e:
+            self._guard(e, "")
+        except EnginefabError as e:  # refused (credentials, permissions, quota): go on reading
+            self.read_only = str(e)
+            self._note(f"nothing more is written to the shared cache {self.remote.where} in this build: {e}")
 
     def summary(self) -> dict:
         return {"cache": self.remote.where, "pulled": self.pulled, "published": self.published,
-                "bytes_pulled": self.bytes_pulled, "bytes_sent": self.bytes_sent, "down": self.down}
+                "bytes_pulled": self.bytes_pulled, "bytes_sent": self.bytes_sent, "down": self.down,
+                "read_only": self.read_only}

@@ -30,6 +30,10 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 MAX_ENTRY = 64 << 10
 
 
+class BadEntry(RegistryError):
+    """What the cache holds under a key is not an action-cache entry of ours."""
+
+
 def tag_of(key: str) -> str:
     if not _KEY.match(key):
         raise ValueError(f"not an action key: {key!r}")
@@ -70,10 +74,10 @@ class RegistryActionCache:
                 raise ValueError(f"entry of {size} bytes")
             entry = json.loads(self.client.get_blob_bytes(self.repository, str(config["digest"]), size=size))
         except (ValueError, KeyError, TypeError) as e:
-            raise RegistryError(f"{self.where}:{tag_of(key)} is not a valid action-cache entry ({e})",
+            raise BadEntry(f"{self.where}:{tag_of(key)} is not a valid action-cache entry ({e})",
                                 fix="it is ignored; the layer is built here and the entry replaced") from None
         if not isinstance(entry, dict) or not isinstance(layers[0], dict):
-            raise RegistryError(f"{self.where}:{tag_of(key)} is not a valid action-cache entry")
+            raise BadEntry(f"{self.where}:{tag_of(key)} is not a valid action-cache entry")
         return entry, layers[0]
 
     def blob(self, digest: str, size: int) -> Iterator[bytes]:

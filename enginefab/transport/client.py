@@ -24,7 +24,7 @@ import oras.defaults
 
 from enginefab.core.errors import RegistryError
 from enginefab.transport import auth
-from enginefab.transport.errors import Broken, NotFound, TransportError, TransportFailed, registry_failure
+from enginefab.transport.errors import Broken, Mismatch, NotFound, TransportError, TransportFailed, registry_failure
 from enginefab.transport.http import Body, Http, Progress, Reply, Stream
 from enginefab.transport.landing import landing
 from enginefab.transport.options import DEFAULT, HttpOptions
@@ -234,10 +234,10 @@ class RegistryClient:
                 n += len(chunk)
                 yield chunk
         if size is not None and n != size:
-            raise RegistryError(f"blob {digest} from {self.host}/{repository} ended after {n} of its {size} bytes",
+            raise Mismatch(f"blob {digest} from {self.host}/{repository} ended after {n} of its {size} bytes",
                                 fix="run the command again; if it persists the registry's copy is damaged")
         if "sha256:" + h.hexdigest() != digest:
-            raise RegistryError(f"blob {digest} from {self.host}/{repository} has sha256:{h.hexdigest()}: refused",
+            raise Mismatch(f"blob {digest} from {self.host}/{repository} has sha256:{h.hexdigest()}: refused",
                                 fix="the registry's copy is corrupt or was tampered with")
 
     def get_blob_bytes(self, repository: str, digest: str, size: int | None = None) -> bytes:

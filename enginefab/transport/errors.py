@@ -60,6 +60,10 @@ class NotFound(RegistryError):
     """The registry has no such manifest or blob (HTTP 404)."""
 
 
+class Mismatch(RegistryError):
+    """A blob whose bytes are not what its digest and size say (corrupt or tampered)."""
+
+
 class TransportFailed(RegistryError):
     """The registry gave no usable answer; `failure` is the typed transport failure."""
 
