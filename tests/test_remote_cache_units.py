@@ -89,6 +89,8 @@ def test_an_entry_whose_claims_hold_lands_in_the_store(good, tmp_path):
     ({"size": 3}, "longer than its 3 bytes"),
     ({"digest": "sha256:" + "1" * 64}, "arrived as sha256:"),
     ({"digest": "../../etc/passwd"}, "digest '../../etc/passwd'"),
+    ({"tar_size": "lots"}, "tar_size 'lots'"),
+    ({"diff_id": None}, "diff_id None"),
 ])
 def test_an_entry_that_lies_is_refused_and_nothing_lands(good, tmp_path, lie, says):
     defn, layer, entry, gz = good

@@ -137,6 +137,8 @@ class SharedCache:
             problems.append(f"media type {claims['media_type']!r}, the contract says {want}")
         if not isinstance(claims["size"], int) or claims["size"] <= 0:
             problems.append(f"size {claims['size']!r}")
+        if claims["tar_size"] is not None and (not isinstance(claims["tar_size"], int) or claims["tar_size"] < 0):
+            problems.append(f"tar_size {claims['tar_size']!r}")
         if (desc.get("digest"), desc.get("size")) != (claims["digest"], claims["size"]):
             problems.append("its manifest's layer is not its entry's")
         if problems:
