@@ -130,3 +130,24 @@ def test_hadolint_is_the_real_linter(tmp_path):
 def test_debian_package_roots_are_refused_with_a_reason():
     p = enginefab("render", "dockerfile", "demo-pytorch-aarch64", "--out", "/tmp/enginefab-render-refused")
     assert p.returncode == 2 and "made of Debian packages" in p.stderr
+
+
+@pytest.mark.parametrize("system", ["github", "gitlab"])
+def test_runners_can_be_chosen_and_the_file_checks_itself_with_the_same_choice(system, tmp_path):
+    out = tmp_path / "ci.yml"
+    enginefab("render", "ci", f"--{system}", "--out", str(out), "--runner", "aarch64=self-hosted-arm64", check=True)
+    ci = yaml.safe_load(out.read_text())
+    arm = [r["alias"] for r in matrix_images() if r["arch"] == "aarch64"]
+    if system == "github":
+        include = ci["jobs"]["image"]["strategy"]["matrix"]["include"]
+        assert {j["runs-on"] for j in include if j["alias"] in arm} == {"self-hosted-arm64"}
+        own = ci["jobs"]["lock-check"]["steps"][-1]["run"]
+    else:
+        assert all(ci[a]["tags"] == ["self-hosted-arm64"] for a in arm)
+        own = ci["lock-check"]["script"][-1]
+    assert own.endswith(f"--out {out} --runner aarch64=self-hosted-arm64 --check")
+    enginefab(*own.split()[1:], check=True)  # the file's own check passes with the choice it records
+    p = enginefab("render", "ci", f"--{system}", "--out", str(out), "--check")
+    assert p.returncode == 1 and "is stale" in p.stderr
+    bad = enginefab("render", "ci", f"--{system}", "--runner", "riscv64=x")
+    assert bad.returncode == 2 and "ARCH=LABEL" in bad.stderr

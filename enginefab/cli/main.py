@@ -690,22 +690,24 @@ def render_ci(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout (with --check: the file "
                                                 "to compare; default .github/workflows/engine-images.yml or .gitlab-ci.yml).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file differs from what would be written.")] = False,
+    runner: Annotated[Optional[list[str]], typer.Option("--runner", help="ARCH=LABEL: the runs-on label (GitHub) or runner "
+                                                        "tag (GitLab) for images of that arch (repeatable).")] = None,
 ) -> None:
     """CI with lock --check once, then one build-check-push job per image on a runner of its arch
     (push only for a tag), using the shared action cache when ENGINEFAB_CACHE is set."""
     from enginefab.core.errors import EnginefabError
-    from enginefab.render.generate import CI_PATHS, render_ci as generate
+    from enginefab.render.generate import CI_PATHS, parse_runners, render_ci as generate
 
     if github and gitlab:
         raise EnginefabError("--github and --gitlab are two files", fix="render one at a time")
     system = "gitlab" if gitlab else "github"
     path = out or (Path(CI_PATHS[system]) if check else None)
-    text = generate(_matrix(), system, str(path or CI_PATHS[system]))
+    text = generate(_matrix(), system, str(path or CI_PATHS[system]), parse_runners(runner or []))
     if check:
         have = path.read_text() if path.is_file() else None
         if have != text:
-            flag = f"--{system} --out {path}"
-            why = "is missing" if have is None else "is stale: the matrix changed since it was generated"
+            flag = f"--{system} --out {path}" + "".join(f" --runner {r}" for r in runner or [])
+            why = "is missing" if have is None else "is stale: it is not what the matrix (and these options) give now"
             ui.err.print(f"[red]{path} {why}[/]; run `enginefab render ci {flag}` and commit it", soft_wrap=True)
             raise typer.Exit(1)
         ui.info(f"{path} is up to date")

@@ -63,17 +63,38 @@ def dockerfile(d: Definition) -> dict[str, str]:
     return files
 
 
+def runner_flags(runners: dict[str, str], defaults: dict[str, str]) -> str:
+    """The `--runner` options that reproduce `runners` (for the file's own `--check` command)."""
+    return "".join(f" --runner {shlex.quote(f'{a}={r}')}" for a, r in sorted(runners.items()) if defaults.get(a) != r)
+
+
 def ci_workflow(m: Matrix, runners: dict[str, str] | None = None, path: str = CI_PATHS["github"]) -> str:
     """A GitHub Actions workflow: lock check once, then one job per image (a matrix entry)."""
-    return _env().get_template("github-matrix.yml.j2").render(images=m.images, runners=runners or RUNNERS, path=path)
+    r = {**RUNNERS, **(runners or {})}
+    return _env().get_template("github-matrix.yml.j2").render(images=m.images, runners=r, path=path,
+                                                               flags=runner_flags(r, RUNNERS))
 
 
 def gitlab_ci(m: Matrix, tags: dict[str, str] | None = None, path: str = CI_PATHS["gitlab"]) -> str:
     """A GitLab CI file: a lock stage, then one job per image named by its alias."""
-    return _env().get_template("gitlab-ci.yml.j2").render(images=m.images, tags=tags or GITLAB_TAGS, path=path)
+    t = {**GITLAB_TAGS, **(tags or {})}
+    return _env().get_template("gitlab-ci.yml.j2").render(images=m.images, tags=t, path=path,
+                                                           flags=runner_flags(t, GITLAB_TAGS))
 
 
-def render_ci(m: Matrix, system: str, path: str) -> str:
+def parse_runners(specs: list[str]) -> dict[str, str]:
+    """`ARCH=LABEL` options (a GitHub `runs-on` label, a GitLab runner tag) → {arch: label}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        arch, _, label = spec.partition("=")
+        if arch not in RUNNERS or not label or any(c in label for c in "\n\r\"'$`"):
+            raise EnginefabError(f"--runner {spec!r}: expected ARCH=LABEL with ARCH one of {', '.join(sorted(RUNNERS))}",
+                                 fix="e.g. --runner aarch64=self-hosted-arm64")
+        out[arch] = label
+    return out
+
+
+def render_ci(m: Matrix, system: str, path: str, runners: dict[str, str] | None = None) -> str:
     if system == "gitlab":
-        return gitlab_ci(m, path=path)
-    return ci_workflow(m, path=path)
+        return gitlab_ci(m, tags=runners, path=path)
+    return ci_workflow(m, runners=runners, path=path)
