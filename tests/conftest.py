@@ -185,6 +185,16 @@ def definition_file(defn, path: Path) -> Path:
     return path
 
 
+def verified_entries(inrelease: bytes, repo_id: str = "debian-bullseye") -> dict[str, tuple[str, int]]:
+    """path → (sha256, size) of a real InRelease, verified as `enginefab lock` verifies it."""
+    from enginefab.engines.matrix import load
+    from enginefab.lock import aptindex, aptsig
+
+    repo = load(ROOT).platforms.apt[repo_id]
+    text = aptsig.verify_signed(repo, aptindex.keyring_bytes(repo, ROOT), inrelease, what=f"{repo.label} InRelease")
+    return aptindex.release_entries(text)
+
+
 def pypi_file(project: str, filename: str) -> dict:
     """A real file of the PyPI index (url, sha256, size), read from its simple JSON API."""
     from enginefab.transport import download

@@ -14,23 +14,21 @@ from pathlib import Path
 import pytest
 
 from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
-from tests.conftest import enginefab
+from tests.conftest import enginefab, verified_entries
 
 pytestmark = pytest.mark.network  # each case locks the demos, whose apt and PyPI parts resolve online
 
-SUITE = "http://deb.debian.org/debian"
+SUITE = "https://deb.debian.org/debian"
 ARM64_INDEX = "main/binary-arm64/Packages.xz"
 
 
 @pytest.fixture(scope="module")
 def bullseye():
     """The real InRelease of bullseye and its arm64 Packages.xz (from the download cache)."""
-    from enginefab.engines.model import AptRepo
-    from enginefab.lock import deb
     from enginefab.transport import download
 
     inrelease = download.get_bytes(f"{SUITE}/dists/bullseye/InRelease", label="bullseye InRelease")
-    entries = deb._release_entries(deb._verify_inrelease(inrelease, AptRepo(url=SUITE, suite="bullseye")))
+    entries = verified_entries(inrelease)
     sha, size = entries[ARM64_INDEX]
     path = download.fetch(download.Want(url=f"{SUITE}/dists/bullseye/{ARM64_INDEX}", sha256=sha, size=size))
     return {"inrelease": inrelease, "packages": path.read_bytes(), "sha256": sha, "size": size}

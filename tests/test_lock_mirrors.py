@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
-from tests.conftest import ROOT, enginefab
+from tests.conftest import ROOT, enginefab, verified_entries
 
-DEBIAN = "http://deb.debian.org/debian"
+DEBIAN = "https://deb.debian.org/debian"
 FILES = "https://files.pythonhosted.org/"
 ALIAS = "demo-pytorch-aarch64"  # its wheels are all under 50 MB
 
@@ -46,10 +46,8 @@ def mirrored_checkout(engines_copy, http_mirror):
     """engines_copy whose registry/mirrors.toml points PyPI and Debian at http_mirror, filled with
     the real index pages (PyPI JSON, InRelease, Packages.xz) and the METADATA of the wheels the
     demo locks (PEP 658), taken from upstream once."""
-    from enginefab.lock import deb
     from enginefab.transport import download
     from enginefab.core.definition import load_definition
-    from enginefab.engines.model import AptRepo
 
     defn = load_definition(ROOT / "build" / f"{ALIAS}.json")
     wheels = {i.name: i.model_dump(mode="json") for i in defn.inputs() if i.kind == "wheel"}
@@ -65,7 +63,7 @@ def mirrored_checkout(engines_copy, http_mirror):
                 f["core-metadata"] = {"sha256": hashlib.sha256(meta).hexdigest()}
         http_mirror.put(f"simple/{name}/index.json", json.dumps(page).encode())
     inrelease = download.get_bytes(f"{DEBIAN}/dists/bullseye/InRelease")
-    entries = deb._release_entries(deb._verify_inrelease(inrelease, AptRepo(url=DEBIAN, suite="bullseye")))
+    entries = verified_entries(inrelease)
     http_mirror.put("debian/dists/bullseye/InRelease", inrelease)
     rel = "main/binary-arm64/Packages.xz"
     sha, size = entries[rel]

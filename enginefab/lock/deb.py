@@ -1,192 +1,36 @@
-"""Resolve Debian/Ubuntu packages and their dependency closure from an apt repository.
+"""Resolve Debian/Ubuntu packages and their dependency closure from apt repositories.
 
-The suite's ``InRelease`` is verified with the archive keyring (gpgv) when the host has one;
-``Packages.xz`` is fetched by the sha256 that file lists; every chosen ``.deb`` is pinned by
-the sha256 and size of its ``Packages`` entry. Resolution is a pure function of that index:
+The index comes from aptindex.py, only through a Release signed by a key the repository pins
+(aptsig.py); every chosen ``.deb`` is pinned by the sha256 and size of its ``Packages`` entry.
+Resolution is a pure function of that index (of one repository, or several merged):
 
 * Pre-Depends and Depends are followed, Recommends and Suggests are not;
 * an alternative group ``a | b`` is satisfied by what is already chosen (or provided by a lower
   layer), else by its first alternative that exists, real packages before virtual ones;
 * a virtual package is provided by the alphabetically first real package that provides it;
-* version constraints are checked against the one version the suite carries.
+* a root ``name=version`` takes exactly that version; otherwise, and for dependencies, the
+  newest version that satisfies the constraint (a Debian suite carries one, a flat repository
+  such as NVIDIA's many).
 """
 
 from __future__ import annotations
 
-import lzma
 import re
-import shutil
-import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from debian import deb822
 from debian.debian_support import Version
 
-from enginefab.core import ui
 from enginefab.core.definition import Input
-from enginefab.core.errors import EnginefabError, LockError
+from enginefab.core.errors import LockError
 from enginefab.engines.model import DEB_ARCH, AptRepo
-from enginefab.transport import download
-
-KEYRINGS = {
-    "debian": ["/usr/share/keyrings/debian-archive-keyring.gpg"],
-    "ubuntu": ["/usr/share/keyrings/ubuntu-archive-keyring.gpg"],
-}
+from enginefab.lock.aptindex import Index, load_index, safe_filename
 
 #: fields of the Packages paragraph kept in the lock (dpkg status for scanners, SBOM)
 CONTROL_FIELDS = (
     "Package", "Version", "Architecture", "Multi-Arch", "Source", "Maintainer", "Installed-Size",
     "Pre-Depends", "Depends", "Provides", "Section", "Priority", "Homepage", "Description", "Essential",
 )
-
-
-class Paragraphs(Mapping[str, deb822.Packages]):
-    """Package name → its Packages paragraph, parsed (python-debian) only when asked for.
-
-    A suite's index has ~60,000 paragraphs and a closure needs a few dozen: scanning the raw
-    text for Package/Version/Provides takes a fraction of a second, parsing all of it a dozen."""
-
-    def __init__(self) -> None:
-        self.raw: dict[str, str] = {}
-        self._parsed: dict[str, deb822.Packages] = {}
-
-    def __getitem__(self, name: str) -> deb822.Packages:
-        para = self._parsed.get(name)
-        if para is None:
-            para = self._parsed[name] = deb822.Packages(self.raw[name])
-        return para
-
-    def __iter__(self):
-        return iter(self.raw)
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.raw
-
-
-@dataclass
-class Index:
-    repo: AptRepo
-    arch: str  # Debian arch (amd64, arm64)
-    packages: Paragraphs = field(default_factory=Paragraphs)
-    provides: dict[str, list[str]] = field(default_factory=dict)
-
-    def real(self, name: str) -> deb822.Packages | None:
-        return self.packages.get(name)
-
-
-def _field(para: str, name: str) -> str | None:
-    """The value of a single-line field of a raw paragraph."""
-    key = name + ":"
-    start = 0 if para.startswith(key) else para.find("\n" + key)
-    if start < 0:
-        return None
-    start += len(key) + (0 if start == 0 else 1)
-    end = para.find("\n", start)
-    return para[start:end if end >= 0 else None].strip()
-
-
-def _scan(text: str, packages: Paragraphs, versions: dict[str, str]) -> None:
-    """Index raw paragraphs by package (newest version wins)."""
-    for para in text.split("\n\n"):
-        para = para.strip("\n")
-        name = _field(para, "Package") if para else None
-        if not name:
-            continue
-        version = _field(para, "Version") or ""
-        old = versions.get(name)
-        if old is not None and Version(version) <= Version(old):
-            continue
-        versions[name] = version
-        packages.raw[name] = para
-
-
-def _provides_map(packages: Paragraphs) -> dict[str, list[str]]:
-    """Virtual name → the real packages providing it, sorted."""
-    out: dict[str, list[str]] = {}
-    for name in sorted(packages.raw):
-        prov = _field(packages.raw[name], "Provides")
-        for part in (prov or "").split(","):
-            virtual = part.strip().split(" ", 1)[0].split(":", 1)[0]
-            if virtual and name not in out.setdefault(virtual, []):
-                out[virtual].append(name)
-    return out
-
-
-def _release_entries(text: str) -> dict[str, tuple[str, int]]:
-    out: dict[str, tuple[str, int]] = {}
-    in_sha = False
-    for line in text.splitlines():
-        if line.startswith("SHA256:"):
-            in_sha = True
-            continue
-        if in_sha:
-            if not line.startswith(" "):
-                in_sha = False
-                continue
-            sha, size, path = line.split()
-            out[path] = (sha, int(size))
-    return out
-
-
-def _verify_inrelease(data: bytes, repo: AptRepo) -> str:
-    """The signed text of InRelease, verified with gpgv when a keyring is present."""
-    keyrings = [k for k in KEYRINGS.get(repo.distro, []) if Path(k).is_file()]
-    gpgv = shutil.which("gpgv")
-    text = data.decode("utf-8", "replace")
-    if keyrings and gpgv:
-        args = [gpgv, "--quiet"]
-        for k in keyrings:
-            args += ["--keyring", k]
-        proc = subprocess.run(args + ["-"], input=data, capture_output=True)
-        if proc.returncode != 0:
-            raise LockError(
-                f"the signature of {repo.url}/dists/{repo.suite}/InRelease does not verify with {', '.join(keyrings)}",
-                input=f"apt:{repo.suite}",
-                fix="the index was tampered with or the keyring is outdated (apt-get install debian-archive-keyring)",
-            )
-    else:
-        ui.info(f"[yellow]note:[/] no {repo.distro} archive keyring here; {repo.suite} InRelease is not signature-checked")
-    # strip the clearsign armour
-    m = re.search(r"-----BEGIN PGP SIGNED MESSAGE-----\n(?:Hash:[^\n]*\n)*\n(.*?)\n-----BEGIN PGP SIGNATURE-----", text, re.S)
-    return m.group(1) if m else text
-
-
-def load_index(repo: AptRepo, arch: str) -> Index:
-    """The suite's package index for one Debian arch (amd64, arm64), read once per process."""
-    return _load_index(repo.model_dump_json(), arch)
-
-
-@lru_cache(maxsize=16)
-def _load_index(repo_json: str, arch: str) -> Index:
-    repo = AptRepo.model_validate_json(repo_json)
-    base = f"{repo.url.rstrip('/')}/dists/{repo.suite}"
-    try:
-        inrelease = download.get_bytes(f"{base}/InRelease", label=f"{repo.suite} InRelease")
-    except Exception as e:
-        raise LockError(
-            f"cannot read the apt repository {base}: {e.message if isinstance(e, EnginefabError) else e}",
-            input=f"apt:{repo.suite}",
-            fix="check the url and suite in platforms.toml, the network, or registry/mirrors.toml",
-        ) from None
-    entries = _release_entries(_verify_inrelease(inrelease, repo))
-    idx = Index(repo=repo, arch=arch)
-    versions: dict[str, str] = {}
-    for comp in repo.components:
-        rel = f"{comp}/binary-{arch}/Packages.xz"
-        if rel not in entries:
-            raise LockError(f"{repo.suite} has no {rel}", input=f"apt:{repo.suite}",
-                            fix=f"check that the suite carries {arch}")
-        sha, size = entries[rel]
-        path = download.fetch(download.Want(url=f"{base}/{rel}", sha256=sha, size=size, label=f"{repo.suite} {rel}"))
-        _scan(lzma.decompress(path.read_bytes()).decode("utf-8", "replace"), idx.packages, versions)
-    idx.provides = _provides_map(idx.packages)
-    return idx
 
 
 def _satisfies(version: str, rel: tuple[str, str] | None) -> bool:
@@ -216,9 +60,9 @@ def closure(
         return name in provided and alt.get("version") is None
 
     def pick(alt: dict) -> deb822.Packages | None:
-        para = idx.real(alt["name"])
-        if para is not None and _satisfies(para["Version"], alt.get("version")):
-            return para
+        for para in idx.packages.all_versions(alt["name"]):
+            if _satisfies(para["Version"], alt.get("version")):
+                return para
         if alt.get("version") is None:
             for prov in sorted(idx.provides.get(alt["name"], [])):
                 return idx.packages[prov]
@@ -226,19 +70,7 @@ def closure(
 
     queue: list[tuple[deb822.Packages, str]] = []
     for r in roots:
-        para = idx.real(r)
-        if para is None:
-            alts = idx.provides.get(r)
-            if alts:
-                para = idx.packages[sorted(alts)[0]]
-            else:
-                close = sorted(n for n in idx.packages if n.startswith(r[:4]))[:5]
-                raise LockError(
-                    f"no package {r!r} in {idx.repo.suite} ({idx.arch})",
-                    image=image,
-                    input=f"deb:{r}",
-                    fix="check the package name" + (f" (similar: {', '.join(close)})" if close else ""),
-                )
+        para = _root(idx, r, image)
         if para["Package"] not in have:
             queue.append((para, r))
     while queue:
@@ -263,7 +95,7 @@ def closure(
                 else:
                     want = " | ".join(a["name"] for a in group)
                     raise LockError(
-                        f"{name} depends on {want}, which {idx.repo.suite} ({idx.arch}) cannot satisfy",
+                        f"{name} depends on {want}, which {idx.label} ({idx.arch}) cannot satisfy",
                         image=image,
                         input=f"deb:{name}",
                         fix="add a repository that carries it, or drop the package",
@@ -271,23 +103,54 @@ def closure(
     return [chosen[n] for n in sorted(chosen)]
 
 
+def _root(idx: Index, root: str, image: str | None) -> deb822.Packages:
+    """The paragraph a root names: `name`, `name=version` (exactly that), or a virtual name."""
+    name, _, version = root.partition("=")
+    if version:
+        para = next((p for p in idx.packages.all_versions(name) if p["Version"] == version), None)
+        if para is None:
+            have = [p["Version"] for p in idx.packages.all_versions(name)][:6]
+            raise LockError(f"{idx.label} ({idx.arch}) has no {name} version {version}"
+                            + (f" (it has {', '.join(have)})" if have else f" (nor any {name})"),
+                            image=image, input=f"deb:{name}",
+                            fix="check the pinned version in engines/ against the repository's Packages index")
+        return para
+    para = idx.real(name)
+    if para is not None:
+        return para
+    alts = idx.provides.get(name)
+    if alts:
+        return idx.packages[sorted(alts)[0]]
+    close = sorted(n for n in idx.packages if n.startswith(name[:4]))[:5]
+    raise LockError(f"no package {name!r} in {idx.label} ({idx.arch})", image=image, input=f"deb:{name}",
+                    fix="check the package name" + (f" (similar: {', '.join(close)})" if close else ""))
+
+
 def to_input(idx: Index, para: deb822.Packages) -> Input:
     control = {k: para[k] for k in CONTROL_FIELDS if k in para}
+    repo = idx.repo_of(para)
+    rel = safe_filename(repo, para["Filename"], package=para["Package"])
+    sha, size = para.get("SHA256", ""), para.get("Size", "")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha) or not size.isdigit():
+        raise LockError(f"{repo.label}: package {para['Package']} has no valid SHA256 and Size in its index",
+                        input=f"deb:{para['Package']}", fix="this index cannot pin the package: use another repository")
     return Input(
         kind="deb",
         name=para["Package"],
         version=para["Version"],
-        url=f"{idx.repo.url.rstrip('/')}/{para['Filename']}",
-        sha256=para["SHA256"],
-        size=int(para["Size"]),
-        filename=para["Filename"].rsplit("/", 1)[-1],
+        url=f"{repo.url}/{rel}",
+        sha256=sha,
+        size=int(size),
+        filename=rel.rsplit("/", 1)[-1],
         arch=para["Architecture"],
         control=control,
     )
 
 
-def resolve(repo: AptRepo, arch: str, roots: list[str], have: set[str], *, image: str) -> list[Input]:
-    idx = load_index(repo, DEB_ARCH[arch])
+def resolve(repos: list[AptRepo], arch: str, roots: list[str], have: set[str], *, image: str,
+            root: Path) -> list[Input]:
+    """The closure of `roots` over `repos` (merged; the first to carry a version serves it)."""
+    idx = load_index(repos, DEB_ARCH[arch], root)
     return [to_input(idx, p) for p in closure(idx, roots, have=have, image=image)]
 
 

@@ -80,7 +80,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     if img.os.source == "debs":
         assert apt is not None
         say(f"  {img.alias}: {img.os_id} packages ({img.arch})")
-        parts.os = deb.resolve(apt, img.arch, list(img.os.packages), set(), image=who)
+        parts.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=who, root=m.root)
         have |= deb.provided_names(parts.os)
     elif img.os.source == "manual":
         arch_file = img.os.archive.get(img.arch)  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
             raise LockError(f"Python runtime {img.python_id} is made of packages, but {img.os_id} has no apt repository",
                             image=who, fix="set os.apt in platforms.toml")
         say(f"  {img.alias}: Python {py.version} packages")
-        parts.python = deb.resolve(apt, img.arch, list(py.packages), have, image=who)
+        parts.python = deb.resolve([apt], img.arch, list(py.packages), have, image=who, root=m.root)
         have |= deb.provided_names(parts.python)
     elif py.source == "url":
         parts.python = [url_input(f) for f in py.files] + [run_input(s) for s in py.run]
@@ -110,7 +110,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
         if apt is None:
             raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
                             fix="install them with a run step, or use an OS with an apt repository")
-        parts.debs = deb.resolve(apt, img.arch, list(img.d.debs), have, image=who)
+        parts.debs = deb.resolve([apt], img.arch, list(img.d.debs), have, image=who, root=m.root)
 
     # Python packages: uv for versions, the index for files
     if img.d.requirements:

@@ -1,0 +1,261 @@
+"""Apt repositories are trusted only through the keys platforms.toml pins.
+
+Each test makes a real repository from real Debian packages (the demo's, from the download
+cache or the Debian archive), signs it with a key generated here (gpg), serves it on
+127.0.0.1, and reads it the way `enginefab lock` does: flat (`deb URL /`, NVIDIA's layout) and
+suite-style. A repository signed by another key, unsigned, of another suite or expired is
+refused, with a message naming the repository and the fix; a build from each accepted one works.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from debian import debfile
+
+from enginefab.assemble.debs import STATUS_D
+from enginefab.core.errors import LockError
+from enginefab.engines.model import AptRepo
+from enginefab.lock import aptindex, deb
+from tests.conftest import HttpMirror, definition_file, demo_definition, enginefab
+
+pytestmark = pytest.mark.network  # the .debs come from the Debian archive (or the cache)
+
+ROOTS = ["libkeyutils1", "media-types"]  # libkeyutils1 depends on libc6, which the test says is below
+PACKAGES = [*ROOTS, "libtirpc-common"]
+
+
+class Keys:
+    """gpg keys generated in a private GNUPGHOME (its agent is stopped at the end)."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        home.mkdir(mode=0o700)
+
+    def gpg(self, *args: str, data: bytes | None = None) -> bytes:
+        p = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes", *args], input=data,
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr.decode()
+        return p.stdout
+
+    def new(self, name: str) -> str:
+        self.gpg("--passphrase", "", "--quick-gen-key", f"{name} <{name}@enginefab.invalid>", "ed25519", "sign", "never")
+        listing = self.gpg("--with-colons", "--list-keys", f"{name}@enginefab.invalid").decode()
+        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+    def export(self, fpr: str, path: Path) -> Path:
+        path.write_bytes(self.gpg("--armor", "--export", fpr))
+        return path
+
+    def clearsign(self, fpr: str, text: bytes) -> bytes:
+        return self.gpg("--local-user", fpr, "--clearsign", data=text)
+
+    def detach(self, fpr: str, text: bytes) -> bytes:
+        return self.gpg("--local-user", fpr, "--armor", "--detach-sign", data=text)
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    k = Keys(tmp_path_factory.mktemp("gpg") / "home")
+    k.good, k.other = k.new("repo-key"), k.new("other-key")
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="module")
+def real_debs():
+    """name → (control paragraph from the .deb itself, its bytes) for PACKAGES (arm64, all)."""
+    from enginefab.transport import download
+
+    inputs = {i.name: i for i in demo_definition("demo-pytorch-aarch64").inputs() if i.kind == "deb"}
+    out = {}
+    for name in PACKAGES:
+        i = inputs[name]
+        path = download.fetch(download.Want(url=i.url, sha256=i.sha256, size=i.size, label=i.ref))
+        control = debfile.DebFile(str(path)).debcontrol()
+        out[name] = (control, path.read_bytes(), i.filename)
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    m = HttpMirror(tmp_path_factory.mktemp("apt-mirror"))
+    yield m
+    m.close()
+
+
+def release_text(files: dict[str, bytes], *, codename: str, valid_until: datetime | None) -> bytes:
+    now = datetime.now(timezone.utc)
+    lines = ["Origin: enginefab-test", "Label: enginefab-test", "Suite: stable", f"Codename: {codename}",
+             f"Date: {format_datetime(now, usegmt=True)}"]
+    if valid_until is not None:
+        lines.append(f"Valid-Until: {format_datetime(valid_until, usegmt=True)}")
+    lines += ["Architectures: arm64 all", "SHA256:"]
+    lines += [f" {hashlib.sha256(b).hexdigest()} {len(b):>8} {n}" for n, b in sorted(files.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def make_repo(served: HttpMirror, keys: Keys, real_debs, name: str, *, flat: bool, signer: str | None = "good",
+              codename: str = "enginefab-test", valid_until: datetime | None = None, detached: bool = False) -> str:
+    """Write a repository under served/<name>; its URL."""
+    paras = []
+    for pkg, (control, data, filename) in sorted(real_debs.items()):
+        rel = f"./{filename}" if flat else f"pool/main/{filename}"
+        served.put(f"{name}/{rel}", data)
+        para = dict(control) | {"Filename": rel, "Size": str(len(data)), "SHA256": hashlib.sha256(data).hexdigest()}
+        paras.append("".join(f"{k}: {v}\n" for k, v in para.items()))
+    packages = "\n".join(paras).encode()
+    where = "" if flat else "main/binary-arm64/"
+    index = {f"{where}Packages": packages, f"{where}Packages.gz": gzip.compress(packages, mtime=0)}
+    top = name if flat else f"{name}/dists/{codename if codename != 'other' else 'enginefab-test'}"
+    for rel, data in index.items():
+        served.put(f"{top}/{rel}", data)
+    release = release_text(index, codename=codename, valid_until=valid_until)
+    fpr = {"good": keys.good, "other": keys.other}.get(signer or "")
+    if fpr is None:
+        served.put(f"{top}/InRelease", release)  # unsigned
+    elif detached:
+        served.put(f"{top}/Release", release)
+        served.put(f"{top}/Release.gpg", keys.detach(fpr, release))
+    else:
+        served.put(f"{top}/InRelease", keys.clearsign(fpr, release))
+    return f"{served.url}/{name}"
+
+
+def repo_of(url: str, keys: Keys, tmp_path: Path, *, flat: bool, frozen: bool = False) -> AptRepo:
+    key = keys.export(keys.good, tmp_path / "repo-key.asc")
+    return AptRepo(url=url, flat=flat, suite="" if flat else "enginefab-test", keyring=str(key),
+                   fingerprints=[keys.good], plain_http=True, frozen=frozen, distro="other")
+
+
+def resolve(repo: AptRepo, tmp_path: Path):
+    return deb.resolve([repo], "aarch64", ROOTS, {"libc6"}, image="apt-test", root=tmp_path)
+
+
+@pytest.mark.parametrize("flat,detached", [(True, False), (False, False), (False, True)],
+                         ids=["flat-InRelease", "suite-InRelease", "suite-Release.gpg"])
+def test_a_signed_repository_resolves_to_its_real_packages(served, keys, real_debs, tmp_path, flat, detached):
+    name = f"ok-{'flat' if flat else 'suite'}-{int(detached)}"
+    url = make_repo(served, keys, real_debs, name, flat=flat, detached=detached,
+                    valid_until=datetime.now(timezone.utc) + timedelta(days=7))
+    inputs = resolve(repo_of(url, keys, tmp_path, flat=flat), tmp_path)
+    assert [i.name for i in inputs] == sorted(ROOTS)  # libc6 is below; libtirpc-common was not asked for
+    for i in inputs:
+        control, data, filename = real_debs[i.name]
+        assert (i.sha256, i.size, i.version) == (hashlib.sha256(data).hexdigest(), len(data), control["Version"])
+        assert i.url == f"{url}/{'' if flat else 'pool/main/'}{filename}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "suite"])
+def test_an_image_builds_from_a_verified_repository(served, keys, real_debs, tmp_path, flat):
+    from enginefab.lock.layering import Parts, plan_image
+
+    url = make_repo(served, keys, real_debs, f"build-{'flat' if flat else 'suite'}", flat=flat)
+    inputs = resolve(repo_of(url, keys, tmp_path, flat=flat), tmp_path)
+    layers = plan_image(Parts(alias="apt-test", debs=inputs))
+    defn = demo_definition("demo-pytorch-aarch64")
+    path = definition_file(defn.model_copy(update={"layers": layers}), tmp_path / "apt.json")
+    p = enginefab("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--json",
+                  timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (result,) = json.loads(p.stdout)
+    (layer,) = result["layer_results"]
+    blob = tmp_path / "store" / "blobs" / "sha256" / layer["digests"][0].split(":")[1]
+    with tarfile.open(blob, "r:gz") as tf:
+        names = set(tf.getnames())
+        status = tf.extractfile(f"{STATUS_D}/libkeyutils1").read().decode()  # type: ignore[union-attr]
+    assert "etc/mime.types" in names  # media-types' file
+    assert any(n.startswith("lib/aarch64-linux-gnu/libkeyutils.so.1") for n in names)
+    assert status.startswith("Package: libkeyutils1\nStatus: install ok installed\n")
+    assert f"{STATUS_D}/media-types" in names and not any("libtirpc" in n for n in names)
+
+
+def refused(repo: AptRepo, tmp_path: Path) -> LockError:
+    with pytest.raises(LockError) as e:
+        resolve(repo, tmp_path)
+    assert e.value.input == f"apt:{repo.label}"
+    assert e.value.fix
+    return e.value
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "suite"])
+def test_a_repository_signed_by_another_key_is_refused(served, keys, real_debs, tmp_path, flat):
+    url = make_repo(served, keys, real_debs, f"other-{int(flat)}", flat=flat, signer="other")
+    repo = repo_of(url, keys, tmp_path, flat=flat)
+    err = refused(repo, tmp_path)
+    assert "carries no valid signature by a pinned key" in err.message and keys.good in err.message
+    # the other key in the keyring too: a good signature, but not by the pinned key
+    ring = tmp_path / "both.asc"
+    ring.write_bytes(keys.gpg("--armor", "--export", keys.good, keys.other))
+    err = refused(repo.model_copy(update={"keyring": str(ring)}), tmp_path)
+    assert f"is signed by {keys.other}, not by a key platforms.toml pins" in err.message
+    assert "rotated" in err.fix
+
+
+def test_an_unsigned_repository_is_refused(served, keys, real_debs, tmp_path):
+    url = make_repo(served, keys, real_debs, "unsigned", flat=True, signer=None)
+    err = refused(repo_of(url, keys, tmp_path, flat=True), tmp_path)
+    assert "is not one clear-signed message" in err.message and "never accept it unsigned" in err.fix
+
+
+def test_text_outside_the_signature_is_refused(served, keys, real_debs, tmp_path):
+    url = make_repo(served, keys, real_debs, "wrapped", flat=True)
+    inrelease = served.root / "wrapped" / "InRelease"
+    inrelease.write_bytes(b"SHA256:\n 00 1 evil\n\n" + inrelease.read_bytes())
+    err = refused(repo_of(url, keys, tmp_path, flat=True), tmp_path)
+    assert "text outside the signature" in err.message
+
+
+def test_a_release_of_another_suite_is_refused(served, keys, real_debs, tmp_path):
+    url = make_repo(served, keys, real_debs, "downgrade", flat=False, codename="other")
+    err = refused(repo_of(url, keys, tmp_path, flat=False), tmp_path)
+    assert "the Release is for Codename other / Suite stable, not enginefab-test" in err.message
+
+
+def test_an_expired_release_is_refused_unless_the_repository_is_frozen(served, keys, real_debs, tmp_path):
+    url = make_repo(served, keys, real_debs, "expired", flat=False,
+                    valid_until=datetime.now(timezone.utc) - timedelta(days=1))
+    err = refused(repo_of(url, keys, tmp_path, flat=False), tmp_path)
+    assert "expired at" in err.message and "Valid-Until" in err.message and "frozen = true" in err.fix
+    # a snapshot archive never changes: declared frozen, its old Valid-Until is not a reason to refuse
+    inputs = resolve(repo_of(url, keys, tmp_path, flat=False, frozen=True), tmp_path)
+    assert [i.name for i in inputs] == sorted(ROOTS)
+
+
+def test_no_keyring_or_no_gpgv_is_an_error_never_unsigned_acceptance(served, keys, real_debs, tmp_path, monkeypatch):
+    url = make_repo(served, keys, real_debs, "nokeys", flat=True)
+    repo = repo_of(url, keys, tmp_path, flat=True)
+    err = refused(repo.model_copy(update={"keyring": str(tmp_path / "absent.gpg")}), tmp_path)
+    assert "is not here: its index cannot be verified" in err.message
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    err = refused(repo, tmp_path)
+    assert "gpgv is not installed" in err.message and "./dev setup" in err.fix
+
+
+def test_plain_http_needs_saying_so():
+    with pytest.raises(ValueError, match="plain http: use https, or set plain_http = true"):
+        AptRepo(url="http://deb.debian.org/debian", suite="bookworm", keyring="/k",
+                fingerprints=["B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8"])
+
+
+def test_a_hostile_file_name_in_the_index_is_refused():
+    repo = AptRepo(url="https://example.invalid/r", flat=True, keyring="/k",
+                   fingerprints=["B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8"])
+    for bad in ("../../etc/shadow.deb", "/etc/x.deb", "a/../../b.deb", "x.tar"):
+        with pytest.raises(LockError, match="not a path below the repository"):
+            aptindex.safe_filename(repo, bad, package="p")
+    assert aptindex.safe_filename(repo, "./cuda-cudart-10-2_10.2.89-1_amd64.deb", package="p") == \
+        "cuda-cudart-10-2_10.2.89-1_amd64.deb"
