@@ -200,7 +200,7 @@ def test_a_repository_signed_by_another_key_is_refused(served, keys, real_debs, 
     # the other key in the keyring too: a good signature, but not by the pinned key
     ring = tmp_path / "both.asc"
     ring.write_bytes(keys.gpg("--armor", "--export", keys.good, keys.other))
-    err = refused(repo.model_copy(update={"keyring": str(ring)}), tmp_path)
+    err = refused(repo.model_copy(update={"keyring": [str(ring)]}), tmp_path)
     assert f"is signed by {keys.other}, not by a key platforms.toml pins" in err.message
     assert "rotated" in err.fix
 
@@ -238,7 +238,7 @@ def test_an_expired_release_is_refused_unless_the_repository_is_frozen(served, k
 def test_no_keyring_or_no_gpgv_is_an_error_never_unsigned_acceptance(served, keys, real_debs, tmp_path, monkeypatch):
     url = make_repo(served, keys, real_debs, "nokeys", flat=True)
     repo = repo_of(url, keys, tmp_path, flat=True)
-    err = refused(repo.model_copy(update={"keyring": str(tmp_path / "absent.gpg")}), tmp_path)
+    err = refused(repo.model_copy(update={"keyring": [str(tmp_path / "absent.gpg")]}), tmp_path)
     assert "is not here: its index cannot be verified" in err.message
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     err = refused(repo, tmp_path)

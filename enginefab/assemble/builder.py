@@ -148,6 +148,15 @@ def default_fetcher(inp: Input, image: str) -> Path:
         return fetch_base_blob(inp, image=image)
     if inp.kind == "git":
         return _git_archive(inp, image)
+    if inp.kind == "deb" and not inp.url:  # recorded by a lock that could not reach its repository
+        raise InputUnreachable(
+            f"{inp.name} {inp.version} is not pinned yet: its repository was not reachable when {image} was locked "
+            f"(from {inp.where})",
+            image=image,
+            input=inp.ref,
+            fix=f"on a machine that reaches the repository, run `enginefab lock {image}` and commit "
+            f"build/{image}.json (it pins every package by the signed index); then build again here",
+        )
     if not inp.url:
         raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
     if inp.sha256 and download.cached(inp.sha256) is None:

@@ -8,6 +8,7 @@ and messages on stderr.
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 from pathlib import Path
@@ -175,16 +176,32 @@ def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], 
             print(f"            trust {defn.base.trust}: {defn.base.source}")
     print(f"  compress  {defn.compression.algorithm} level {defn.compression.level} "
           f"({defn.compression.implementation} {defn.compression.version})")
+    repos = sorted(((r.url + "/", rid) for rid, r in m.platforms.apt.items()), reverse=True)  # longest prefix first
     for layer in defn.layers:
         size = sum(i.size for i in layer.inputs)
         print(f"  layer {layer.id}  [{layer.kind}, {len(layer.inputs) or len(layer.files)} items, {size / 1e6:.1f} MB in]")
         for i in layer.inputs:
-            sha = i.sha256[:12] if i.sha256 else (f"tree {i.tree[:12]}" if i.tree else "awaiting")
-            print(f"      {i.kind:6} {i.name} {i.version}  {sha}  {i.size}")
+            sha = i.sha256[:12] if i.sha256 else (f"tree {i.tree[:12]}" if i.tree else
+                                                  "unpinned" if i.kind == "deb" else "awaiting")
+            print(f"      {i.kind:6} {i.name} {i.version}  {sha}  {i.size}{_deb_origin(i, repos)}")
             if i.commit:
                 print(f"             {i.url} commit {i.commit} tree {i.tree}")
             if i.trust:  # pins written in engines/: who vouches for the hash, and where it was read
                 print(f"             trust {i.trust}: {i.source}")
+    unpinned = sum(1 for i in defn.inputs() if i.kind == "deb" and not i.url)
+    if unpinned:
+        print(f"  {unpinned} packages are not pinned yet: run `enginefab lock {img.alias}` on a machine that reaches "
+              "their repositories (README, Presets)")
+
+
+def _deb_origin(i, repos: list[tuple[str, str]]) -> str:
+    """`  from <apt id>` for a deb input (the repositories it may come from, while unpinned)."""
+    if i.kind != "deb":
+        return ""
+    if i.url:
+        return next((f"  from {rid}" for prefix, rid in repos if i.url.startswith(prefix)), f"  from {i.url}")
+    ids = re.findall(r"(?:^|; )apt (\S+) ", i.where or "")
+    return f"  from one of {', '.join(ids)}" if ids else ""
 
 
 @app.command()

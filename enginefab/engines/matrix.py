@@ -255,6 +255,10 @@ def _resolve(path: Path, d: ImageDef, engine: EngineDef, p: PlatformsFile) -> Im
                 f'use "cpu" or one of {", ".join(sorted(p.stack))}',
             )
         stack_id, stack = d.accelerator, p.stack[d.accelerator]
+        for rid in stack.apt:
+            if rid not in p.apt:
+                raise fail("accelerator", f"stack {stack_id} takes packages from apt repository {rid!r}, which "
+                           "platforms.toml does not define", f"add [apt.{rid}] or use one of {', '.join(sorted(p.apt))}")
     pys = [(k, v) for k, v in p.python.items() if v.version == d.python and v.os == d.os]
     if not pys:
         raise fail(

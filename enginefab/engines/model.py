@@ -212,9 +212,9 @@ class AptRepo(Strict):
     components: list[str] = ["main"]
     #: the flavour of the archive, for messages and SBOM purls
     distro: Literal["debian", "ubuntu", "nvidia", "other"] = "debian"
-    keyring: str = Field(description="where the repository's public keys come from: an absolute path of a keyring "
-                         "installed on the host (./dev installs it), a path relative to engines/, or an https URL; "
-                         "only keys with a pinned fingerprint count")
+    keyring: list[str] = Field(min_length=1, description="where the repository's public keys come from (one or "
+                               "more): an absolute path of a keyring installed on the host (./dev installs it), a path "
+                               "relative to engines/, or an https URL; only keys with a pinned fingerprint count")
     fingerprints: list[str] = Field(min_length=1, description="primary-key fingerprints (40 hex) whose signature "
                                     "on the Release is accepted; nothing else is")
     frozen: bool = Field(default=False, description="a snapshot that never changes (snapshot.debian.org style): its "
@@ -231,6 +231,11 @@ class AptRepo(Strict):
             if not _FPR.match(f):
                 raise ValueError(f"{f!r} is not a key fingerprint (40 hex digits)")
         return out
+
+    @field_validator("keyring", mode="before")
+    @classmethod
+    def _keyring(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("url")
     @classmethod
@@ -311,8 +316,17 @@ class StackDef(Strict):
     service_user: ServiceUser | None = None
     #: CUDA runtime inside the engine wheel (PyPI torch): no CUDA base image needed
     bundled: bool = False
-    #: base image per OS id (NVIDIA's CUDA images)
+    #: base image per OS id (NVIDIA's CUDA images); a stack made of `packages` has none (the OS's base is used)
     base: dict[str, OciRef] = Field(default_factory=dict)
+    #: apt repositories (ids in [apt]) the stack's packages come from, in order of preference;
+    #: the OS's own repository serves their other dependencies
+    apt: list[str] = Field(default_factory=list)
+    #: Debian packages of the stack, `name=version` (exactly that version) or `name` (the newest at lock time)
+    packages: list[str] = Field(default_factory=list)
+    #: sha256 upstream published for some of the packages (`name=version` → sha256), checked when locked
+    published: dict[str, str] = Field(default_factory=dict)
+    #: where `published` was read
+    published_source: str = ""
     #: files behind a login (CANN .run packages)
     manual: list[ManualFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
@@ -322,6 +336,15 @@ class StackDef(Strict):
     host: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     source: str = ""
+    notes: str = ""
+
+    @field_validator("published")
+    @classmethod
+    def _published(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, sha in v.items():
+            if "=" not in key or not _SHA256.match(sha):
+                raise ValueError(f"{key} = {sha!r}: published pins are name=version = sha256 (64 lowercase hex)")
+        return v
 
 
 class PythonDef(Strict):

@@ -203,14 +203,25 @@ def _os_arch(img: "Image", ctx: Context):
         )
 
 
-@rule("stack-base-for-os", "a stack that is not bundled in the wheels has a base image for the OS", "platforms.toml")
+@rule("stack-base-for-os", "a CUDA stack not bundled in the wheels is made of packages over the OS's base image, "
+      "or has a base image of its own for the OS", "platforms.toml; NVIDIA's Dockerfiles (ubuntu + apt packages)")
 def _stack_base(img: "Image", ctx: Context):
     s = img.stack
-    if s and s.kind == "cuda" and not s.bundled and img.os_id not in s.base:
+    if not s or s.kind != "cuda" or s.bundled:
+        return
+    if s.packages:
+        if img.os.source != "oci" or img.arch not in img.os.base:
+            yield (f"field os: stack {img.stack_id} is made of packages installed over a base image, but {img.os_id} "
+                   f"pins no base image for {img.arch}",
+                   f'pin one under [os."{img.os_id}".base.{img.arch}] (e.g. ubuntu:18.04 by digest)')
+        if not s.apt:
+            yield (f"field apt: stack {img.stack_id} lists packages but no apt repository to take them from",
+                   f'name its repositories in [stack."{img.stack_id}"] apt = [...]')
+    elif img.os_id not in s.base:
         yield (
-            f"field os: stack {img.stack_id} has no base image for {img.os_id} "
+            f"field os: stack {img.stack_id} has no packages and no base image for {img.os_id} "
             f"(it has: {', '.join(sorted(s.base)) or 'none'})",
-            f"add a pinned base for {img.os_id} under [stack.\"{img.stack_id}\".base], or use another OS",
+            f"add packages (and apt) or a pinned base for {img.os_id} under [stack.\"{img.stack_id}\"], or use another OS",
         )
 
 

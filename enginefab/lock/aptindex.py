@@ -162,21 +162,26 @@ def safe_filename(repo: AptRepo, filename: str, *, package: str) -> str:
 
 
 def keyring_bytes(repo: AptRepo, root: Path) -> bytes:
-    """The repository's public keys: a host keyring (./dev installs it), a file under engines/,
-    or a download. Only the pinned fingerprints among them count (aptsig.verify_signed)."""
-    where = f"apt:{repo.label}"
-    if re.match(r"^(https|http|file)://", repo.keyring):
+    """The repository's public keys (binary OpenPGP packets), from host keyrings (./dev installs
+    them), files under engines/, or downloads. Only the pinned fingerprints among them count
+    (aptsig.verify_signed)."""
+    return b"".join(aptsig.dearmor(_one_keyring(repo, where, root)) for where in repo.keyring)
+
+
+def _one_keyring(repo: AptRepo, where: str, root: Path) -> bytes:
+    what = f"apt:{repo.label}"
+    if re.match(r"^(https|http|file)://", where):
         try:
-            return download.get_bytes(repo.keyring, label=f"{repo.label} key")
+            return download.get_bytes(where, label=f"{repo.label} key")
         except EnginefabError as e:
-            raise LockError(f"cannot fetch the key of {repo.label} from {repo.keyring}: {e.message}", input=where,
+            raise LockError(f"cannot fetch the key of {repo.label} from {where}: {e.message}", input=what,
                             fix="check the network or the keyring url in platforms.toml") from None
-    path = Path(repo.keyring) if repo.keyring.startswith("/") else root / "engines" / repo.keyring
+    path = Path(where) if where.startswith("/") else root / "engines" / where
     if not path.is_file():
         fix = ("./dev setup installs it (apt-get install debian-archive-keyring)" if "debian-archive" in path.name
                else f"install the package that ships {path}, or point keyring at the key's file or URL")
         raise LockError(f"the keyring of {repo.label}, {path}, is not here: its index cannot be verified (and is "
-                        "never used unverified)", input=where, fix=fix)
+                        "never used unverified)", input=what, fix=fix)
     return path.read_bytes()
 
 

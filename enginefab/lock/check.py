@@ -72,6 +72,25 @@ def _declared_mismatches(defn: Definition, img, m: Matrix) -> list[str]:
     return out
 
 
+def _package_mismatches(defn: Definition, img) -> list[str]:
+    """The stack's packages engines/ pins (name=version, published sha256) must be in build/ so."""
+    if not img.stack or not img.stack.packages:
+        return []
+    debs = {(i.name, i.version): i for i in defn.inputs() if i.kind == "deb"}
+    out = []
+    for root in img.stack.packages:
+        name, _, version = root.partition("=")
+        got = debs.get((name, version or "*")) or (None if version else next(
+            (i for (n, _v), i in debs.items() if n == name), None))
+        if got is None:
+            out.append(f"build/{img.alias}.json lacks {root} that stack {img.stack_id} pins; "
+                       f"re-run `enginefab lock {img.alias}`")
+        elif root in img.stack.published and got.sha256 != img.stack.published[root]:
+            out.append(f"input {got.ref}: build/ has sha256 {got.sha256}, {img.stack.published_source or 'engines/'} "
+                       f"published {img.stack.published[root]} (edited by hand? re-run `enginefab lock {img.alias}`)")
+    return out
+
+
 def _planned_mismatches(defn: Definition) -> list[str]:
     """The layers must be what this planner makes of the definition's own inputs: a definition
     locked by another planner (or with layers edited by hand) would build other digests."""
@@ -88,6 +107,17 @@ def _planned_mismatches(defn: Definition) -> list[str]:
     return [f"build/{defn.image.alias}.json: the layers are not what this enginefab plans for its inputs"
             f"{detail if gone or new else ' (same ids, other layer contents)'}: locked by another planner "
             f"version or edited by hand; re-run `enginefab lock {defn.image.alias}`"]
+
+
+def unpinned_debs(layer) -> str | None:
+    """What a layer's packages from a repository not reachable at lock time still need (None: nothing)."""
+    waiting = [i for i in layer.inputs if i.kind == "deb" and i.url is None]
+    if not waiting:
+        return None
+    published = sum(1 for i in waiting if i.sha256)
+    names = ", ".join(f"{i.name}={i.version}" for i in waiting[:4]) + (", …" if len(waiting) > 4 else "")
+    return (f"{len(waiting)} packages are not pinned yet ({names}; {published} with a sha256 upstream published, "
+            f"checked when pinned); they come from {waiting[0].where}")
 
 
 def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
@@ -116,11 +146,18 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
         for line in stale:
             problems.append(f"{who}: engines/ changed since the lock (`enginefab lock {who}`): {line}")
         if not stale:  # same engines/: the pins it declares must be in build/ as declared
-            problems += [f"{who}: {p}" for p in _declared_mismatches(defn, img, m)]
+            problems += [f"{who}: {p}" for p in _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)]
         problems += [f"{who}: {p}" for p in _planned_mismatches(defn)]
         for layer in defn.layers:
+            unpinned = unpinned_debs(layer)
+            if unpinned:
+                (problems if strict else warnings).append(f"{who}: layer {layer.id}: {unpinned}")
             for i in layer.inputs:
                 where = f"{who}: layer {layer.id}: input {i.ref}"
+                if i.kind == "deb" and i.url is None:  # reported above, for the whole layer
+                    if i.sha256 is not None and not _HEX.match(i.sha256):
+                        problems.append(f"{where} has no valid sha256")
+                    continue
                 if i.sha256 is None and i.kind == "git":
                     msg = (f"{where} is pinned by its tree {i.tree} alone (a SHA-1): `enginefab build {who}` where "
                            f"{i.url} is reachable prints the archive's sha256; pin it as `sha256` in engines/")

@@ -13,7 +13,7 @@ from typing import Any
 from enginefab.core import canonical
 from enginefab.core.definition import Input
 from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
-from enginefab.engines.model import GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+from enginefab.engines.model import AptRepo, GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 
 
 # -- the part of engines/ a definition depends on -----------------------------------------
@@ -41,8 +41,7 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
         "framework": fw.model_dump(mode="json", exclude={"releases"}) if fw else None,
         "os": {"id": img.os_id, **img.os.model_dump(mode="json")},
         "apt": apt.model_dump(mode="json") if apt else None,
-        "stack": {"id": img.stack_id, **img.stack.model_dump(mode="json", exclude=_unset(img.stack, "driver", "service_user"))}
-        if img.stack else None,
+        "stack": {"id": img.stack_id, **_stack_dump(img)} if img.stack else None,
         "python": {"id": img.python_id, **img.python.model_dump(mode="json")},
         "conventions": img.conventions.model_dump(mode="json"),
         "source_date_epoch": p.source_date_epoch,
@@ -50,6 +49,9 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
         "compression": p.compression.model_dump(mode="json"),
         "manual_pins": {n: pins[n] for n in sorted(names) if n in pins},
     }
+    repos = stack_repos(img, m)
+    if repos:
+        entry["stack_apt"] = {rid: r.model_dump(mode="json") for rid, r in repos}
     return canonical_copy(entry)
 
 
@@ -57,6 +59,25 @@ def _unset(model: Any, *fields: str) -> set[str]:
     """Fields added after definitions were first locked, left out while unset, so that those
     definitions (the demos') stay byte-identical."""
     return {f for f in fields if getattr(model, f) is None}
+
+
+#: StackDef fields added with apt-made stacks: left out of the entry while unset, so that the
+#: definitions of stacks that use none of them (CANN) do not change
+_STACK_APT_FIELDS = {"apt", "packages", "published", "published_source", "notes"}
+
+
+def _stack_dump(img: Image) -> dict[str, Any]:
+    assert img.stack is not None
+    unset = {k for k in _STACK_APT_FIELDS if not getattr(img.stack, k)} | _unset(img.stack, "driver", "service_user")
+    return img.stack.model_dump(mode="json", exclude=unset)
+
+
+def stack_repos(img: Image, m: Matrix) -> list[tuple[str, AptRepo]]:
+    """The apt repositories an image's stack packages resolve against: the stack's, then the OS's."""
+    if not img.stack or not img.stack.packages:
+        return []
+    ids = list(img.stack.apt) + ([img.os.apt] if img.os.apt and img.os.apt not in img.stack.apt else [])
+    return [(i, m.platforms.apt[i]) for i in ids]
 
 
 def canonical_copy(obj: Any) -> Any:

@@ -8,7 +8,9 @@ from the planner knowing the other images. docs/layering.md has the argument and
 
 1. platform parts are one layer each, in a fixed order — base image, OS packages, Python
    runtime, accelerator stack, extra OS packages. The Python runtime sits below the stack because
-   vendor stack installers need it (CANN's installs its te/topi/hccl wheels with pip);
+   vendor stack installers need it (CANN's installs its te/topi/hccl wheels with pip). A stack
+   made of packages and steps (NVIDIA's debs, then the /usr/local/cuda link and ldconfig) is two
+   layers, ``stack/`` and ``stack-setup/``;
 2. Python wheels of ``ALONE`` bytes or more get a layer of their own: the engine (torch,
    tensorflow: the big-wheel rule) and the few other heavy wheels (numpy, scipy, grpcio…), so
    a difference elsewhere never costs their sharing; so do wheels of unknown size (vendor engine
@@ -163,8 +165,14 @@ def plan_image(p: Parts, *, budget: int = BUDGET, big: int = BIG, alone: int = A
         bottom.append(_layer(_kind_of(p.python), f"python/{p.python_id}-{p.arch}", f"Python runtime {p.python_id}",
                              p.python))
     if p.stack:
-        bottom.append(_layer(_kind_of(p.stack), f"stack/{p.stack_id}-{p.arch}", f"accelerator stack {p.stack_id}",
-                             p.stack))
+        debs, rest = [i for i in p.stack if i.kind == "deb"], [i for i in p.stack if i.kind != "deb"]
+        if debs and rest:  # packages (NVIDIA's CUDA debs), then what sets them up (links, ldconfig)
+            bottom.append(_layer("debs", f"stack/{p.stack_id}-{p.arch}", f"accelerator stack {p.stack_id}", debs))
+            bottom.append(_layer(_kind_of(rest), f"stack-setup/{p.stack_id}-{p.arch}",
+                                 f"accelerator stack {p.stack_id}: setup", rest))
+        else:
+            bottom.append(_layer(_kind_of(p.stack), f"stack/{p.stack_id}-{p.arch}", f"accelerator stack {p.stack_id}",
+                                 p.stack))
     if p.debs:
         bottom.append(_layer("debs", f"debs/{_head(p.debs)}", "extra OS packages", p.debs))
 
@@ -207,7 +215,7 @@ def plan(images: list[Parts], **kw) -> dict[str, list[Layer]]:
 
 
 #: id prefix → the Parts slot its inputs came from (build/: what compile/ was called before)
-_SLOTS = {"base": "base", "os": "os", "stack": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
+_SLOTS = {"base": "base", "os": "os", "stack": "stack", "stack-setup": "stack", "python": "python", "debs": "debs", "wheels": "wheels",
           "wheel": "wheels", "compile": "builds", "build": "builds", "files": "archives", "run": "run"}
 
 

@@ -31,13 +31,14 @@ from enginefab.core.paths import definition_path
 from enginefab.core.pytarget import Target, scheme_for
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.engines.model import RunStep
-from enginefab.lock import deb, layering, oci, pypi
+from enginefab.lock import deb, layering, oci, pypi, stackdebs
 from enginefab.lock.declared import (
     base_ref,
     git_input,
     manual_input,
     manual_pins,
     matrix_entry,
+    stack_repos,
     run_input,
     url_input,
     vendor_wheel_input,
@@ -89,9 +90,10 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
                             image=who, fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
         parts.os = [manual_input(arch_file, pins)]
 
-    # accelerator stack
+    # accelerator stack: its packages (over the base), files behind a login, then its run steps
     if img.stack:
-        parts.stack = [manual_input(f, pins) for f in img.stack.manual] + [run_input(s) for s in img.stack.run]
+        parts.stack = stack_inputs(img, m, parts.base, have, pins, say)
+        have |= deb.provided_names([i for i in parts.stack if i.kind == "deb"])
 
     # Python runtime
     py = img.python
@@ -110,7 +112,11 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
         if apt is None:
             raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
                             fix="install them with a run step, or use an OS with an apt repository")
-        parts.debs = deb.resolve([apt], img.arch, list(img.d.debs), have, image=who, root=m.root)
+        if img.os.source == "oci":  # over a base image: what it has installed is not fetched again
+            parts.debs = stackdebs.resolve(img, m, [(img.os.apt, apt)], list(img.d.debs), base=parts.base, have=have,
+                                           what="extra OS packages", say=say)
+        else:
+            parts.debs = deb.resolve([apt], img.arch, list(img.d.debs), have, image=who, root=m.root)
 
     # Python packages: uv for versions, the index for files
     if img.d.requirements:
@@ -168,6 +174,15 @@ def user_script(img: Image) -> str:
     lines.append(f"useradd -m -d {c.home} -u {c.uid} -g {c.gid}" + (f" -G {su.group}" if su else "") + f" -s /bin/bash {c.user}")
     lines.append(f"chmod 750 {c.home}")
     return "\n".join(lines) + "\n"
+
+
+def stack_inputs(img: Image, m: Matrix, base: list, have: set[str], pins: dict, say: Callable[[str], None]) -> list:
+    assert img.stack is not None
+    debs = []
+    if img.stack.packages:
+        debs = stackdebs.resolve(img, m, stack_repos(img, m), list(img.stack.packages), base=base, have=have,
+                                 published=dict(img.stack.published), what=f"stack {img.stack_id} packages", say=say)
+    return debs + [manual_input(f, pins) for f in img.stack.manual] + [run_input(s) for s in img.stack.run]
 
 
 def users_files(img: Image) -> list[FileEntry]:
