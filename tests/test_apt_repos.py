@@ -259,3 +259,104 @@ def test_a_hostile_file_name_in_the_index_is_refused():
             aptindex.safe_filename(repo, bad, package="p")
     assert aptindex.safe_filename(repo, "./cuda-cudart-10-2_10.2.89-1_amd64.deb", package="p") == \
         "cuda-cudart-10-2_10.2.89-1_amd64.deb"
+
+
+# -- a CUDA-style stack: packages over a base image, from a flat repository and the OS's --------
+
+
+def stack_case(served, keys, real_debs, tmp_path, published: dict[str, str]):
+    """pytorch-cuda10.2 of the real matrix with its stack's repositories replaced by local ones:
+    the NVIDIA ones by a flat repository, Ubuntu's by a suite-style one (both signed, served here);
+    arm64, the arch of the real packages at hand."""
+    import dataclasses
+
+    from enginefab.engines.matrix import Matrix, load
+
+    flat = repo_of(make_repo(served, keys, real_debs, "nv-flat", flat=True), keys, tmp_path, flat=True)
+    suite = repo_of(make_repo(served, keys, real_debs, "ub-suite", flat=False), keys, tmp_path, flat=False)
+    m = load(Path(__file__).resolve().parent.parent)
+    img = m.get("pytorch-cuda10.2")
+    apt = dict(m.platforms.apt) | {"nvidia-cuda-ubuntu1804": flat, "nvidia-ml-ubuntu1804": flat, "ubuntu-bionic": suite}
+    stack = img.stack.model_copy(update={"packages": ["libkeyutils1=1.6.1-2", "media-types"], "published": published})
+    d = img.d.model_copy(update={"arch": "aarch64"})  # the real debs at hand are arm64's
+    m2 = Matrix(root=m.root, platforms=m.platforms.model_copy(update={"apt": apt}), engines=m.engines,
+                images=[dataclasses.replace(img, d=d, stack=stack)])
+    return m2, m2.images[0], flat
+
+
+def test_a_stack_over_a_base_is_pinned_from_its_repositories_and_checked_against_published_hashes(
+        served, keys, real_debs, tmp_path, monkeypatch):
+    from enginefab.lock import locker, stackdebs
+    from enginefab.lock.layering import Parts, parts_of, plan_image
+
+    # what the registry would say: the base is resolved and has libc6 installed
+    monkeypatch.setattr(stackdebs, "why_pending", lambda *a: None)
+    monkeypatch.setattr(stackdebs, "installed_in_base", lambda base, image: {"libc6"})
+    stackdebs._installed.clear()
+    sha = hashlib.sha256(real_debs["libkeyutils1"][1]).hexdigest()
+    m, img, flat = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": sha})
+    inputs = locker.stack_inputs(img, m, [], set(), {}, lambda s: None)
+    debs = [i for i in inputs if i.kind == "deb"]
+    assert [(i.name, i.url.rsplit("/", 1)[0]) for i in debs] == [("libkeyutils1", flat.url), ("media-types", flat.url)]
+    assert next(i for i in debs if i.name == "libkeyutils1").sha256 == sha
+    assert [i.name for i in inputs if i.kind == "run"] == ["cuda-setup"]
+    # packages, then their setup: two layers, which lock --check can plan back from the definition
+    layers = plan_image(Parts(alias=img.alias, stack=inputs, stack_id=img.stack_id, arch=img.arch))
+    assert [la.id.split("/")[0] for la in layers] == ["stack", "stack-setup"]
+    assert [la.kind for la in layers] == ["debs", "run"]
+    defn = demo_definition("demo-pytorch-aarch64").model_copy(update={"layers": layers})
+    assert plan_image(parts_of(defn)) == layers
+
+    # a published sha256 the index contradicts: refused, naming the package and the source
+    stackdebs._installed.clear()
+    m, img, _ = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": "0" * 64})
+    with pytest.raises(LockError) as e:
+        locker.stack_inputs(img, m, [], set(), {}, lambda s: None)
+    assert f"gives sha256 {sha}, but {'0' * 64} was published" in e.value.message
+
+
+def test_unreachable_repositories_leave_the_stack_recorded_but_unpinned(served, keys, real_debs, tmp_path):
+    from enginefab.lock import locker
+
+    m, img, flat = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": "a" * 64})
+    said = []
+    inputs = locker.stack_inputs(img, m, [], set(), {}, said.append)  # no base layers: nothing is fetched
+    debs = [i for i in inputs if i.kind == "deb"]
+    assert [(i.name, i.version, i.url, i.sha256, i.size) for i in debs] == [
+        ("libkeyutils1", "1.6.1-2", None, "a" * 64, 0), ("media-types", "*", None, None, 0)]
+    assert f"apt nvidia-cuda-ubuntu1804 {flat.url} /" in debs[0].where
+    assert "run `enginefab lock pytorch-cuda10.2` where it is" in debs[0].where
+    assert any("stay unpinned" in s for s in said)
+
+
+def test_the_committed_cuda_presets_say_what_is_unpinned_and_where_it_comes_from(root):
+    p = enginefab("lock", "--check", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    warnings = " ".join(json.loads(p.stdout)["warnings"])
+    for alias in ("pytorch-cuda10.2", "tensorflow-cuda10.1", "horovod-tensorflow-cuda10.1", "horovod-pytorch-cuda10.2",
+                  "mindspore-cuda10.1", "kungfu-tf1.13"):
+        assert f"{alias}: layer stack/cuda-" in warnings, alias
+    assert "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu1804/x86_64 /" in warnings
+    assert "4 with a sha256 upstream published" in warnings  # cuDNN 7.6.5 and NCCL 2.8.3 for CUDA 10.1 (devel)
+    shown = enginefab("show", "tensorflow-cuda10.1", check=True).stdout
+    assert "base      docker.io/library/ubuntu:18.04@sha256:152dc042452c496007f07ca9127571cb9c29697f42acbfad72324b2bb2e43c98" in shown
+    assert "deb    libcudnn7 7.6.5.32-1+cuda10.1  07d73672d038" in shown
+    assert "deb    cuda-cudart-10-1 10.1.243-1  unpinned  0  from one of nvidia-cuda-ubuntu1804, nvidia-ml-ubuntu1804" in shown
+    assert "nvidia/cuda" not in (root / "build" / "tensorflow-cuda10.1.json").read_text()
+
+
+def test_a_build_of_unpinned_packages_says_what_to_run_where(tmp_path):
+    from enginefab.core.definition import Input
+    from enginefab.lock.layering import Parts, plan_image
+
+    where = "apt nvidia-cuda-ubuntu1804 https://developer.download.nvidia.com/compute/cuda/repos/ubuntu1804/x86_64 /"
+    pending = Input(kind="deb", name="cuda-cudart-10-2", version="10.2.89-1", url=None, sha256=None, size=0,
+                    arch="arm64", where=where)
+    defn = demo_definition("demo-pytorch-aarch64")
+    layers = plan_image(Parts(alias="demo-pytorch-aarch64", debs=[pending]))
+    path = definition_file(defn.model_copy(update={"layers": layers}), tmp_path / "pending.json")
+    p = enginefab("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--json")
+    assert p.returncode == 2, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert "cuda-cudart-10-2 10.2.89-1 is not pinned yet" in out and where in out
+    assert "run `enginefab lock demo-pytorch-aarch64`" in out and "on a machine that reaches the repository" in out

@@ -71,7 +71,9 @@ def test_nccl_older_than_the_cuda(engines_copy):
 
 def test_cudnn8_under_engines_built_against_cudnn7(engines_copy, monkeypatch):
     # cuDNN 8.0 does have CUDA 10.1 builds, but TensorFlow 2.1 and MindSpore 1.3 load libcudnn.so.7
-    edit_section(engines_copy / PLATFORMS, '[stack."cuda-10.1"]', 'cudnn = "7.6.5.32"', 'cudnn = "8.0.5.39"')
+    # (TensorFlow uses the runtime stack, MindSpore the devel one)
+    for stack in ('[stack."cuda-10.1"]', '[stack."cuda-10.1-devel"]'):
+        edit_section(engines_copy / PLATFORMS, stack, 'cudnn = "7.6.5.32"', 'cudnn = "8.0.5.39"')
     with pytest.raises(MatrixError):
         load(engines_copy)
     problems = _violations(engines_copy, "engine-cudnn", monkeypatch)
@@ -109,7 +111,7 @@ def test_horovod_over_a_framework_not_built_for_the_stack(engines_copy):
     i = text.index('alias = "horovod-tensorflow-cuda10.1"')
     j = text.find("[[image]]", i)
     block = text[i:j]
-    new = block.replace("cuda_10.1", "cuda_10.2").replace('accelerator = "cuda-10.1"', 'accelerator = "cuda-10.2"')
+    new = block.replace("cuda_10.1", "cuda_10.2").replace('accelerator = "cuda-10.1-devel"', 'accelerator = "cuda-10.2-devel"')
     hv.write_text(text[:i] + new + text[j:])
     msg = refusal(engines_copy)
     assert "horovod-tensorflow-cuda10.1" in msg
