@@ -109,14 +109,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
 
     # extra OS packages
     if img.d.debs:
-        if apt is None:
-            raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
-                            fix="install them with a run step, or use an OS with an apt repository")
-        if img.os.source == "oci":  # over a base image: what it has installed is not fetched again
-            parts.debs = stackdebs.resolve(img, m, [(img.os.apt, apt)], list(img.d.debs), base=parts.base, have=have,
-                                           what="extra OS packages", say=say)
-        else:
-            parts.debs = deb.resolve([apt], img.arch, list(img.d.debs), have, image=who, root=m.root)
+        parts.debs = extra_debs(img, m, parts.base, have, say)
 
     # Python packages: uv for versions, the index for files
     if img.d.requirements:
@@ -183,6 +176,17 @@ def stack_inputs(img: Image, m: Matrix, base: list, have: set[str], pins: dict, 
         debs = stackdebs.resolve(img, m, stack_repos(img, m), list(img.stack.packages), base=base, have=have,
                                  published=dict(img.stack.published), what=f"stack {img.stack_id} packages", say=say)
     return debs + [manual_input(f, pins) for f in img.stack.manual] + [run_input(s) for s in img.stack.run]
+
+
+def extra_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list:
+    apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
+    if apt is None:
+        raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=img.label(),
+                        fix="install them with a run step, or use an OS with an apt repository")
+    if img.os.source == "oci":  # over a base image: what it has installed is not fetched again
+        return stackdebs.resolve(img, m, [(img.os.apt, apt)], list(img.d.debs), base=base, have=have,
+                                 what="extra OS packages", say=say)
+    return deb.resolve([apt], img.arch, list(img.d.debs), have, image=img.label(), root=m.root)
 
 
 def users_files(img: Image) -> list[FileEntry]:
