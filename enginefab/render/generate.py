@@ -55,6 +55,15 @@ def dockerfile(d: Definition) -> dict[str, str]:
             fix="build it with `enginefab build` (or `nix build`); Dockerfiles are rendered for images with a base",
         )
     layers = [layer for layer in d.layers if layer.kind != "base"]
+    unpinned = [i for layer in layers for i in layer.inputs if i.kind == "deb" and not i.url]
+    if unpinned:
+        raise EnginefabError(
+            f"{len(unpinned)} packages are not pinned yet ({unpinned[0].name} {unpinned[0].version}, …): a Dockerfile "
+            "needs each .deb's URL and sha256",
+            image=d.image.alias, input=unpinned[0].ref,
+            fix=f"run `enginefab lock {d.image.alias}` on a machine that reaches their repositories (`enginefab show "
+            f"{d.image.alias}` lists them) and commit build/{d.image.alias}.json",
+        )
     files = {"Dockerfile": _env().get_template("Dockerfile.j2").render(d=d, layers=layers, step_file=step_file)}
     for layer in layers:
         for i in layer.inputs:
