@@ -88,6 +88,13 @@ let
     inherit input;
   });
 
+  # a package from an apt repository that was out of reach at lock time: no URL or size yet
+  unpinned = input: derivation (failing {
+    name = storeName "unpinned-deb-${input.name}";
+    kind = "unpinned";
+    inherit input;
+  });
+
   isLayerOrConfig = mt:
     mt != null && (builtins.match ".*(\\.layer\\.|\\.rootfs\\.diff\\.|image\\.config\\.|container\\.image\\.).*" mt != null);
 in
@@ -113,6 +120,7 @@ in
     # in the download cache; `nix-store --add-fixed sha256` it like a manual file)
     if input.kind == "manual" || input.kind == "git" then (if input.sha256 == null then awaiting input else manual input)
     else if input.kind == "oci" then oci input
+    else if input.kind == "deb" && input.url == null then unpinned input
     else if input.url == null then throw "enginefab: ${input.kind} input ${input.name} has no URL in its definition"
     else url input;
 }

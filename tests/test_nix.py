@@ -624,6 +624,21 @@ def test_awaiting_manual_input_says_how_to_pin_it(nix, tmp_path):
     assert "enginefab lock --add-file EulerOS-test.tar.xz" in p.stderr
 
 
+def test_an_unpinned_package_says_where_to_lock_it(nix, tmp_path):
+    """A package of an apt repository out of reach at lock time (NVIDIA's) fails, naming it and the lock to run."""
+    from enginefab.core.definition import Input, Layer
+
+    where = "apt nvidia-cuda-ubuntu1804 https://developer.download.nvidia.com/compute/cuda/repos/ubuntu1804/x86_64 /"
+    pending = Input(kind="deb", name="cuda-cudart-10-2", version="10.2.89-1", url=None, sha256=None, size=0,
+                    where=where)
+    defn = _small_definition("nixtest-unpinned", [Layer(id="stack/cuda-10.2", kind="debs", inputs=[pending])])
+    flake = _with_definition(nix, tmp_path, defn)
+    p = nix.run("build", ".#nixtest-unpinned", "--no-link", flake=flake, check=False)
+    assert p.returncode != 0
+    assert "cuda-cudart-10-2 10.2.89-1 is not pinned yet" in p.stderr and where in p.stderr
+    assert "run `enginefab lock IMAGE` on a machine that reaches the repository" in p.stderr
+
+
 def test_unresolved_base_says_how_to_relock(nix):
     """A preset whose CUDA base was locked by digest only fails on the base, saying how to re-lock."""
     p = nix.run("build", ".#pytorch-cuda10.2", "--no-link", check=False)

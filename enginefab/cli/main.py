@@ -854,7 +854,7 @@ def nix_assemble(
 @nix_app.command("missing-input")
 @run_guarded
 def nix_missing_input(
-    kind: Annotated[str, typer.Argument(help="manual, awaiting or unresolved.")],
+    kind: Annotated[str, typer.Argument(help="manual, awaiting, unresolved or unpinned.")],
     input_json: Annotated[str, typer.Option("--input", envvar="input", help="The input from the lock (JSON).")],
 ) -> None:
     """Fail with what a user must do to supply an input (the flake's manual-input derivations)."""

@@ -1,8 +1,8 @@
 """Why an input cannot be built by Nix: `enginefab nix missing-input` (nix/fetch.nix).
 
 The builder of the derivations that stand for a file a user must supply (a manual input), a
-manual input with no pinned hash yet (awaiting), and a base image whose layers were never
-resolved. It always fails, with an error naming the input and the fix. It runs enginefab itself,
+manual input with no pinned hash yet (awaiting), a base image whose layers were never
+resolved, and a package of an apt repository that was out of reach at lock time (unpinned). It always fails, with an error naming the input and the fix. It runs enginefab itself,
 not a shell: Nix's sandbox has no /bin/sh, and a message that never prints explains nothing.
 
 A manual input's derivation is fixed-output and named after the file, so that
@@ -14,7 +14,7 @@ from __future__ import annotations
 from enginefab.core.definition import Input
 from enginefab.core.errors import BuildError
 
-KINDS = ("manual", "awaiting", "unresolved")
+KINDS = ("manual", "awaiting", "unresolved", "unpinned")
 
 
 def file_name(inp: Input) -> str:
@@ -61,5 +61,13 @@ def missing_input(kind: str, inp: Input) -> BuildError:
             input=inp.ref,
             fix="run `enginefab lock IMAGE` where the registry (or a mirror in registry/mirrors.toml) is "
             "reachable, then review and commit build/IMAGE.json",
+        )
+    if kind == "unpinned":
+        return BuildError(
+            f"{inp.name} {inp.version} is not pinned yet: its repository was not reachable when the image was "
+            f"locked (from {where})",
+            input=inp.ref,
+            fix="run `enginefab lock IMAGE` on a machine that reaches the repository, then review and commit "
+            "build/IMAGE.json",
         )
     return BuildError(f"unknown kind of missing input {kind!r}", fix=f"one of {', '.join(KINDS)}")
