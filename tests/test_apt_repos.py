@@ -360,3 +360,16 @@ def test_a_build_of_unpinned_packages_says_what_to_run_where(tmp_path):
     out = p.stdout + p.stderr
     assert "cuda-cudart-10-2 10.2.89-1 is not pinned yet" in out and where in out
     assert "run `enginefab lock demo-pytorch-aarch64`" in out and "on a machine that reaches the repository" in out
+
+
+def test_only_good_signatures_by_valid_keys_count():
+    """gpgv's status lines: an expired or revoked key's signature is not a good one (as for apt)."""
+    from enginefab.lock.aptsig import parse_status
+
+    fpr, other = "1F89983E0081FDE018F3CC9673A4F27B8DD47936", "B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8"
+    valid = f"[GNUPG:] VALIDSIG AAAA 2025-08-09 1754731018 0 4 0 1 8 01 {{}}\n"
+    good = "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 73A4F27B8DD47936 key\n" + valid.format(fpr)
+    expired = "[GNUPG:] NEWSIG\n[GNUPG:] EXPKEYSIG F8D2585B8783D481 key\n" + valid.format(other)
+    assert parse_status(good + expired).good == (fpr,)
+    assert parse_status(expired).good == ()
+    assert parse_status(good + "[GNUPG:] NEWSIG\n[GNUPG:] BADSIG 1 x\n").bad

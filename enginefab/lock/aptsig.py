@@ -44,16 +44,31 @@ class Signers:
 
 
 def parse_status(status: str) -> Signers:
-    """gpgv's --status-fd lines → the primary keys of the VALIDSIG signatures (field 10)."""
+    """gpgv's --status-fd lines → the primary keys (VALIDSIG field 10) of the signatures that are
+    GOODSIG — a signature by an expired or revoked key, or an expired signature, does not count
+    (apt refuses them too); BADSIG anywhere marks the whole text as altered."""
     good, bad = [], False
+    block: dict[str, str] = {}
+
+    def close() -> None:
+        if block.get("good") and block.get("fpr"):
+            good.append(block["fpr"])
+
     for line in status.splitlines():
         parts = line.split()
         if len(parts) < 2 or parts[0] != "[GNUPG:]":
             continue
-        if parts[1] == "VALIDSIG" and len(parts) >= 3:
-            good.append(parts[-1].upper())
-        elif parts[1] in ("BADSIG", "REVKEYSIG"):
+        word = parts[1]
+        if word == "NEWSIG":
+            close()
+            block = {}
+        elif word == "GOODSIG":
+            block["good"] = "1"
+        elif word == "VALIDSIG" and len(parts) >= 3:
+            block["fpr"] = parts[-1].upper()
+        elif word == "BADSIG":
             bad = True
+    close()
     return Signers(good=tuple(good), bad=bad)
 
 
