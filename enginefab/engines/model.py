@@ -323,7 +323,8 @@ class StackDef(Strict):
     apt: list[str] = Field(default_factory=list)
     #: Debian packages of the stack, `name=version` (exactly that version) or `name` (the newest at lock time)
     packages: list[str] = Field(default_factory=list)
-    #: sha256 upstream published for some of the packages (`name=version` → sha256), checked when locked
+    #: sha256 the vendor published for some of the packages (`name=version` → sha256; trust
+    #: vendor-published), pinned while the package awaits its lock, checked against the index then
     published: dict[str, str] = Field(default_factory=dict)
     #: where `published` was read
     published_source: str = ""

@@ -41,13 +41,17 @@ def pending_where(img: Image, repos: list[tuple[str, AptRepo]]) -> str:
 def pending_inputs(img: Image, repos: list[tuple[str, AptRepo]], roots: list[str],
                    published: dict[str, str]) -> list[Input]:
     """Packages as engines/ declares them, awaiting a lock that reaches the repositories
-    (version `*`: engines/ pins none, the newest at that lock is taken)."""
+    (version `*`: engines/ pins none, the newest at that lock is taken). A sha256 the vendor
+    published is pinned already, with its source and trust."""
     where = pending_where(img, repos)
+    source = (img.stack.published_source if img.stack else "") or "platforms.toml"
     out = []
     for root in roots:
         name, _, version = root.partition("=")
-        out.append(Input(kind="deb", name=name, version=version or "*", url=None, sha256=published.get(root),
-                         size=0, arch=DEB_ARCH[img.arch], where=where))
+        sha = published.get(root)
+        out.append(Input(kind="deb", name=name, version=version or "*", url=None, sha256=sha, size=0,
+                         arch=DEB_ARCH[img.arch], where=where, source=source if sha else None,
+                         trust="vendor-published" if sha else None))
     return out
 
 
