@@ -157,8 +157,8 @@ def test_base_image_resolves_through_a_registry_mirror(registry, monkeypatch, tm
     mirrors = tmp_path / "mirrors.toml"
     mirrors.write_text(f'[registries]\n"docker.io" = "{registry.host}/hub"\n')
     monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrors))
-    inputs, manifest_digest = oci.resolve(OciRef(reference="docker.io/library/tiny:1", digest=index_digest),
-                                          {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="t")
+    ref = OciRef(reference="docker.io/library/tiny:1", digest=index_digest, source="this test", trust="third-party")
+    inputs, manifest_digest = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="t")
     arm = manifests[1]
     assert manifest_digest == arm["digest"]
     head, man, cfg, lay = inputs
