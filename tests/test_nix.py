@@ -685,7 +685,7 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
         client.upload_blob_file("test/base", canonical.digest(blob), len(blob), f)
     digest = client.put_manifest("test/base", "1", manifest, "application/vnd.oci.image.manifest.v1+json")
 
-    ref = OciRef(reference=f"{registry.host}/test/base:1", digest=digest)
+    ref = OciRef(reference=f"{registry.host}/test/base:1", digest=digest, source="this test", trust="third-party")
     inputs, _ = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="nixtest-oci")
     defn = _small_definition("nixtest-oci", [Layer(id="base/test", kind="base", inputs=inputs)],
                              base=Base(reference=ref.reference, digest=digest))
