@@ -1,7 +1,7 @@
 """Static audit of the engine layers of an image that cannot be built here.
 
-The presets' bases (NVIDIA's CUDA images, the EulerOS root) and some vendor files are out of
-reach, but their engine wheels come from PyPI. Every wheel layer whose inputs can be fetched is
+The presets' bases (ubuntu:18.04 and NVIDIA's packages, the EulerOS root) and some vendor files
+are out of reach, but their engine wheels come from PyPI. Every wheel layer whose inputs can be fetched is
 installed with the builder's own wheel stager into one temporary root (no packing, no
 compression) and audited like a built image, against what the definition *declares* about the
 rest: the OS's glibc, the accelerator stack's sonames, the host driver's, and the sonames the
@@ -69,6 +69,8 @@ def reachable(inp: Input) -> str | None:
     """None if the input's bytes are here or can be fetched, else why not."""
     if inp.sha256 and download.cached(inp.sha256):
         return None
+    if inp.kind == "deb" and not inp.url:
+        return "a package not pinned yet (its repository was out of reach when locked): see `enginefab lock --check`"
     if inp.kind == "manual" or not inp.url:
         return "a manual input (behind a login): add it with `enginefab lock --add-file`"
     url = mirrors_mod.current().url(inp.url)
