@@ -373,3 +373,14 @@ def test_only_good_signatures_by_valid_keys_count():
     assert parse_status(good + expired).good == (fpr,)
     assert parse_status(expired).good == ()
     assert parse_status(good + "[GNUPG:] NEWSIG\n[GNUPG:] BADSIG 1 x\n").bad
+
+
+def test_a_keyring_of_several_armoured_keys_holds_them_all(keys, tmp_path):
+    from enginefab.lock.aptsig import dearmor
+
+    both = keys.export(keys.good, tmp_path / "a.asc").read_bytes() + keys.export(keys.other, tmp_path / "b.asc").read_bytes()
+    (tmp_path / "both.gpg").write_bytes(dearmor(both))
+    listing = keys.gpg("--show-keys", "--with-colons", str(tmp_path / "both.gpg")).decode()
+    assert {keys.good, keys.other} <= {ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:")}
+    with pytest.raises(LockError, match="not base64"):
+        dearmor(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!notbase64!!!\n-----END PGP PUBLIC KEY BLOCK-----\n")

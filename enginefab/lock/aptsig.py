@@ -80,14 +80,21 @@ def _one_clearsigned(data: bytes) -> bool:
 
 
 def dearmor(key: bytes) -> bytes:
-    """An OpenPGP key file as gpgv reads it (binary packets): ASCII armour removed."""
+    """An OpenPGP key file as gpgv reads it (binary packets): every ASCII-armoured block decoded."""
     text = key.decode("ascii", "replace")
-    m = re.search(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)-----END PGP PUBLIC KEY BLOCK-----", text, re.S)
-    if m is None:
+    blocks = re.findall(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)-----END PGP PUBLIC KEY BLOCK-----", text, re.S)
+    if not blocks:
         return key
-    body = m.group(1).split("\n\n", 1)[-1] if re.match(r"^[A-Za-z-]+: ", m.group(1)) else m.group(1)
-    lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.startswith("=")]
-    return base64.b64decode("".join(lines))
+    out = b""
+    for block in blocks:
+        body = block.split("\n\n", 1)[-1] if re.match(r"^[A-Za-z-]+: ", block) else block
+        lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.startswith("=")]
+        try:
+            out += base64.b64decode("".join(lines), validate=True)
+        except ValueError:
+            raise LockError("a repository key is ASCII armour around something that is not base64",
+                            fix="point keyring in platforms.toml at the publisher's key file") from None
+    return out
 
 
 def verify_signed(repo: AptRepo, keyring: bytes, data: bytes, *, what: str, signature: bytes | None = None) -> str:
@@ -114,7 +121,11 @@ def verify_signed(repo: AptRepo, keyring: bytes, data: bytes, *, what: str, sign
             (Path(tmp) / "Release").write_bytes(data)
             args += [str(Path(tmp) / "Release.gpg"), str(Path(tmp) / "Release")]
             stdin = b""
-        proc = subprocess.run(args, input=stdin, capture_output=True, timeout=60)
+        try:
+            proc = subprocess.run(args, input=stdin, capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise LockError(f"gpgv did not finish checking {what} within 60 s", input=where,
+                            fix="the index is huge or hostile; check the url in platforms.toml") from None
         signers = parse_status(proc.stdout.decode("utf-8", "replace"))
         pinned = {f.upper() for f in repo.fingerprints}
         ok = [f for f in signers.good if f in pinned]
