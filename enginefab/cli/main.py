@@ -232,7 +232,7 @@ def lock(
     all_: AllOpt = False,
     demo: DemoOpt = False,
     check: Annotated[bool, typer.Option("--check", help="Offline: fail if engines/ and build/ disagree or a pin is missing.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on manual inputs awaiting a file.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on manual inputs awaiting a file and packages not pinned yet.")] = False,
     add_file: Annotated[Optional[list[Path]], typer.Option("--add-file", help="Add a user-downloaded file (manual input) to the store.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
