@@ -28,7 +28,8 @@ from enginefab.engines.model import AptRepo
 from enginefab.lock import aptindex, deb
 from tests.conftest import HttpMirror, definition_file, demo_definition, enginefab
 
-pytestmark = pytest.mark.network  # the .debs come from the Debian archive (or the cache)
+#: the .debs come from the Debian archive (or the download cache); the repositories are served here
+served_repo = [pytest.mark.network, pytest.mark.integration]
 
 ROOTS = ["libkeyutils1", "media-types"]  # libkeyutils1 depends on libc6, which the test says is below
 PACKAGES = [*ROOTS, "libtirpc-common"]
@@ -146,6 +147,8 @@ def resolve(repo: AptRepo, tmp_path: Path):
 
 @pytest.mark.parametrize("flat,detached", [(True, False), (False, False), (False, True)],
                          ids=["flat-InRelease", "suite-InRelease", "suite-Release.gpg"])
+@pytest.mark.network
+@pytest.mark.integration
 def test_a_signed_repository_resolves_to_its_real_packages(served, keys, real_debs, tmp_path, flat, detached):
     name = f"ok-{'flat' if flat else 'suite'}-{int(detached)}"
     url = make_repo(served, keys, real_debs, name, flat=flat, detached=detached,
@@ -158,6 +161,8 @@ def test_a_signed_repository_resolves_to_its_real_packages(served, keys, real_de
         assert i.url == f"{url}/{'' if flat else 'pool/main/'}{filename}"
 
 
+@pytest.mark.network
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "suite"])
 def test_an_image_builds_from_a_verified_repository(served, keys, real_debs, tmp_path, flat):
@@ -191,6 +196,8 @@ def refused(repo: AptRepo, tmp_path: Path) -> LockError:
     return e.value
 
 
+@pytest.mark.network
+@pytest.mark.integration
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "suite"])
 def test_a_repository_signed_by_another_key_is_refused(served, keys, real_debs, tmp_path, flat):
     url = make_repo(served, keys, real_debs, f"other-{int(flat)}", flat=flat, signer="other")
@@ -205,12 +212,16 @@ def test_a_repository_signed_by_another_key_is_refused(served, keys, real_debs, 
     assert "rotated" in err.fix
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_an_unsigned_repository_is_refused(served, keys, real_debs, tmp_path):
     url = make_repo(served, keys, real_debs, "unsigned", flat=True, signer=None)
     err = refused(repo_of(url, keys, tmp_path, flat=True), tmp_path)
     assert "is not one clear-signed message" in err.message and "never accept it unsigned" in err.fix
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_text_outside_the_signature_is_refused(served, keys, real_debs, tmp_path):
     url = make_repo(served, keys, real_debs, "wrapped", flat=True)
     inrelease = served.root / "wrapped" / "InRelease"
@@ -219,12 +230,16 @@ def test_text_outside_the_signature_is_refused(served, keys, real_debs, tmp_path
     assert "text outside the signature" in err.message
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_a_release_of_another_suite_is_refused(served, keys, real_debs, tmp_path):
     url = make_repo(served, keys, real_debs, "downgrade", flat=False, codename="other")
     err = refused(repo_of(url, keys, tmp_path, flat=False), tmp_path)
     assert "the Release is for Codename other / Suite stable, not enginefab-test" in err.message
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_an_expired_release_is_refused_unless_the_repository_is_frozen(served, keys, real_debs, tmp_path):
     url = make_repo(served, keys, real_debs, "expired", flat=False,
                     valid_until=datetime.now(timezone.utc) - timedelta(days=1))
@@ -235,6 +250,8 @@ def test_an_expired_release_is_refused_unless_the_repository_is_frozen(served, k
     assert [i.name for i in inputs] == sorted(ROOTS)
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_no_keyring_or_no_gpgv_is_an_error_never_unsigned_acceptance(served, keys, real_debs, tmp_path, monkeypatch):
     url = make_repo(served, keys, real_debs, "nokeys", flat=True)
     repo = repo_of(url, keys, tmp_path, flat=True)
@@ -284,6 +301,8 @@ def stack_case(served, keys, real_debs, tmp_path, published: dict[str, str]):
     return m2, m2.images[0], flat
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_a_stack_over_a_base_is_pinned_from_its_repositories_and_checked_against_published_hashes(
         served, keys, real_debs, tmp_path, monkeypatch):
     from enginefab.lock import locker, stackdebs
@@ -315,6 +334,8 @@ def test_a_stack_over_a_base_is_pinned_from_its_repositories_and_checked_against
     assert f"gives sha256 {sha}, but {'0' * 64} was published" in e.value.message
 
 
+@pytest.mark.network
+@pytest.mark.integration
 def test_unreachable_repositories_leave_the_stack_recorded_but_unpinned(served, keys, real_debs, tmp_path):
     from enginefab.lock import locker
 
