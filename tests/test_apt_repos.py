@@ -405,3 +405,19 @@ def test_a_keyring_of_several_armoured_keys_holds_them_all(keys, tmp_path):
     assert {keys.good, keys.other} <= {ln.split(":")[9] for ln in listing.splitlines() if ln.startswith("fpr:")}
     with pytest.raises(LockError, match="not base64"):
         dearmor(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!notbase64!!!\n-----END PGP PUBLIC KEY BLOCK-----\n")
+
+
+def test_lock_check_catches_a_stack_package_edited_in_build(engines_copy):
+    """The packages and published hashes engines/ pins for a stack must be in build/ as pinned."""
+    path = engines_copy / "build" / "tensorflow-cuda10.1.json"
+    d = json.loads(path.read_text())
+    (stack,) = [la for la in d["layers"] if la["id"].startswith("stack/cuda-10.1-")]
+    cudnn = next(i for i in stack["inputs"] if i["name"] == "libcudnn7")
+    cudnn["sha256"] = "0" * 64
+    stack["inputs"] = [i for i in stack["inputs"] if i["name"] != "libnccl2"]
+    path.write_text(json.dumps(d, indent=1, sort_keys=True) + "\n")
+    res = json.loads(enginefab("lock", "--check", "--json", cwd=engines_copy).stdout)
+    problems = [p for p in res["problems"] if p.startswith("tensorflow-cuda10.1:")]
+    assert any("lacks libnccl2=2.8.3-1+cuda10.1 that stack cuda-10.1 pins" in p for p in problems), problems
+    assert any("deb:libcudnn7==7.6.5.32-1+cuda10.1: build/ has sha256 " + "0" * 64 in p
+               and "published 07d73672d03836126050e5b78b1a5199fabaa5a540b924903acba00cbfe81848" in p for p in problems)
