@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from enginefab.assemble.limits import Expansion
 from enginefab.assemble.staging import Staging
 from enginefab.core.errors import UnsafeArchiveError
 
@@ -53,15 +54,20 @@ def _strip(rel: str, n: int) -> str | None:
 
 
 def extract_tar(
-    staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str = "", strip: int = 0, keep_owner: bool = False
+    staging: Staging, tf: tarfile.TarFile, *, input: str, archive_size: int, dest: str = "", strip: int = 0,
+    keep_owner: bool = False,
 ) -> None:
-    """Every member of a (streamed) tar into staging, under `dest` (relative), rules applied."""
+    """Every member of a (streamed) tar into staging, under `dest` (relative), rules applied;
+    `archive_size` (the bytes the tar came from) bounds its expansion (R13)."""
     with refuse_corrupt(input, "the tar archive"):
-        _extract_tar(staging, tf, input=input, dest=dest, strip=strip, keep_owner=keep_owner)
+        _extract_tar(staging, tf, staging.expansion(input, archive_size), input=input, dest=dest, strip=strip,
+                     keep_owner=keep_owner)
 
 
-def _extract_tar(staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str, strip: int, keep_owner: bool) -> None:
+def _extract_tar(staging: Staging, tf: tarfile.TarFile, count: Expansion, *, input: str, dest: str, strip: int,
+                 keep_owner: bool) -> None:
     for m in tf:
+        count.add(m.name, m.size if m.isreg() else 0)
         rel = staging.clean(m.name, input=input)
         if strip:
             stripped = _strip(rel, strip)
@@ -95,10 +101,7 @@ def _extract_tar(staging: Staging, tf: tarfile.TarFile, *, input: str, dest: str
 
 def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", strip: int = 0) -> None:
     with refuse_corrupt(input, "the zip archive"), zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        if len(names) != len(set(names)):
-            dup = sorted({n for n in names if names.count(n) > 1})[0]
-            raise UnsafeArchiveError(f"the zip lists {dup!r} twice", input=input, fix="the archive is broken or hostile")
+        check_zip(staging, zf, path, input=input)
         for info in zf.infolist():
             rel = staging.clean(info.filename, input=input)
             if strip:
@@ -119,6 +122,19 @@ def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", str
                     staging.write_file(rel, src, stat.S_IMODE(mode) or 0o644, input=input)
 
 
+def check_zip(staging: Staging, zf: zipfile.ZipFile, path: Path, *, input: str) -> None:
+    """Before anything is written: no name twice, and the expansion the central directory
+    declares within the limits (zipfile never inflates a member past its declared size)."""
+    seen: set[str] = set()
+    count = staging.expansion(input, path.stat().st_size)
+    for info in zf.infolist():
+        if info.filename in seen:
+            raise UnsafeArchiveError(f"the zip lists {info.filename!r} twice", input=input,
+                                     fix="the archive is broken or hostile")
+        seen.add(info.filename)
+        count.add(info.filename, info.file_size)
+
+
 def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filename: str, unpack: bool,
                   strip: int = 0) -> None:
     """A URL or manual input: unpacked into `dest`, or placed as the file `dest`."""
@@ -136,4 +152,4 @@ def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filena
         raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack (truncated or corrupt?): {e}",
                                  input=input) from None
     with tf:
-        extract_tar(staging, tf, input=input, dest=rel_dest, strip=strip)
+        extract_tar(staging, tf, input=input, archive_size=path.stat().st_size, dest=rel_dest, strip=strip)

@@ -26,6 +26,8 @@ from enginefab import __version__
 from enginefab.assemble import compress
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
+from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
+from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
 from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
 from enginefab.assemble.remote import SharedCache
@@ -187,9 +189,10 @@ def _git_archive(inp: Input, image: str) -> Path:
 
 class Builder:
     def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None,
-                 shared: SharedCache | None = None) -> None:
+                 shared: SharedCache | None = None, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.shared = shared
+        self.limits = limits
         self.fetch = fetcher
         self.stats = Stats()
         self.progress: Progress = progress or QuietProgress()
@@ -272,7 +275,7 @@ class Builder:
         store under `key`, whatever the cache holds: its action-cache entry. (A Nix layer
         derivation calls this in a fresh store.)"""
         stage_root = self.store.tmp_dir(f"stage-{key[:16]}")
-        staging = Staging(stage_root)
+        staging = Staging(stage_root, limits=self.limits)
         t0 = time.monotonic()
         try:
             self._stage(defn, layer, staging, lower)

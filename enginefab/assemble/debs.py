@@ -104,7 +104,7 @@ def stage_deb(staging: Staging, path: Path, inp: Input) -> None:
                     md5sums = tf.extractfile(m).read()  # type: ignore[union-attr]
         dname, draw = _member(f, members, "data.tar", input=label)
         with refuse_corrupt(label, f"the .deb's {dname}"), _open_tar(dname, draw, input=label) as tf:
-            extract_tar(staging, tf, input=label, keep_owner=True)
+            extract_tar(staging, tf, input=label, archive_size=members[dname][1], keep_owner=True)
     write_status(staging, inp, md5sums)
 
 

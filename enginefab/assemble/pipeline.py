@@ -16,6 +16,8 @@ from pathlib import Path
 from enginefab.assemble import compress
 from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, QuietProgress, report
 from enginefab.assemble.image import Built, write_layout
+from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
+from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.index import add_to_layout, layout_members, plan_indexes
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
@@ -128,13 +130,14 @@ class _Lines(QuietProgress):
 
 
 def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reachable_only: bool = False,
-                 files: list[str] | None = None, shared: SharedCache | None = None) -> list[BuildResult]:
+                 files: list[str] | None = None, shared: SharedCache | None = None,
+                 limits: ArchiveLimits = DEFAULT_LIMITS) -> list[BuildResult]:
     """Build matrix images (and definition files) into `store` and the layout `out`; where the
     layout now holds one engine version for several arches, add their multi-arch index. With
     `shared`, layers missing from the store are pulled from the shared cache when it has them,
     and the layers packed here are written to it."""
     results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only,
-                                shared=shared)
+                                shared=shared, limits=limits)
     if (out / "index.json").is_file():
         write_indexes(m, out)
     return results
@@ -151,11 +154,12 @@ def write_indexes(m: Matrix, out: Path) -> None:
 
 
 def build_definitions(defns: list[Definition], store: Store, out: Path, *,
-                      reachable_only: bool = False, shared: SharedCache | None = None) -> list[BuildResult]:
+                      reachable_only: bool = False, shared: SharedCache | None = None,
+                      limits: ArchiveLimits = DEFAULT_LIMITS) -> list[BuildResult]:
     total = sum(len(d.layers) for d in defns)
     tty = not ui.quiet() and sys.stderr.isatty()
     bars = _Bars(total) if tty else None
-    builder = Builder(store, progress=bars or _Lines(), shared=shared)
+    builder = Builder(store, progress=bars or _Lines(), shared=shared, limits=limits)
     results: list[BuildResult] = []
     with store.using():
         if bars is not None:

@@ -20,8 +20,10 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from enginefab.assemble.archives import CORRUPT
 from enginefab.assemble.image import Built
 from enginefab.assemble.store import Store
+from enginefab.core.errors import BuildError
 
 WH = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -67,11 +69,40 @@ def _remove(p: Path) -> None:
 
 
 def apply_layer(root: Path, layer: Path, media_type: str, *, chown: bool | None = None) -> None:
+    """One layer blob onto the tree at `root` (whiteouts applied); a blob that is not a whole
+    (compressed) tar, or a whiteout that names no entry (``.wh..``, ``.wh...``), is a BuildError."""
     if chown is None:
         chown = os.geteuid() == 0
+    try:
+        _apply(root, layer, media_type, chown)
+    except CORRUPT as e:
+        raise BuildError(f"the layer blob {layer} is truncated or corrupt: {e}",
+                         fix="`enginefab store verify` names the damaged blobs; `enginefab build` of the image "
+                         "rebuilds (or refetches) them") from None
+
+
+def _member_path(name: str) -> str:
+    """A member name relative to the root: leading '/' and './' dropped (a leading dot of the
+    name itself kept: ``./.wh.x`` is the whiteout of ``x``)."""
+    name = name.lstrip("/")
+    while name.startswith("./"):
+        name = name[2:].lstrip("/")
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _whiteout_target(rel: str, base: str, layer: Path) -> str:
+    name = base[len(WH):]
+    if name in ("", ".", "..") or "/" in name:
+        raise BuildError(f"the layer {layer.name} holds the whiteout /{rel}, which names no file (it would delete "
+                         "the directory it is in, or one above)",
+                         fix="the layer (a base image's?) is broken or hostile: do not build on it")
+    return name
+
+
+def _apply(root: Path, layer: Path, media_type: str, chown: bool) -> None:
     with open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
         for m in tf:
-            rel = m.name.lstrip("./").rstrip("/")
+            rel = _member_path(m.name)
             if not rel or any(p == ".." for p in rel.split("/")):
                 continue
             d, _, base = rel.rpartition("/")
@@ -82,7 +113,7 @@ def apply_layer(root: Path, layer: Path, media_type: str, *, chown: bool | None 
                         _remove(child)
                 continue
             if base.startswith(WH):
-                _remove(parent / base[len(WH):])
+                _remove(parent / _whiteout_target(rel, base, layer))
                 continue
             parent.mkdir(parents=True, exist_ok=True)
             dest = parent / base
@@ -101,7 +132,7 @@ def apply_layer(root: Path, layer: Path, media_type: str, *, chown: bool | None 
                     os.symlink(m.linkname, dest)
                     continue
                 elif m.islnk():
-                    target = resolve_in(root, m.linkname.lstrip("./"))
+                    target = resolve_in(root, _member_path(m.linkname))
                     os.link(target, dest)
                 else:
                     continue  # devices, fifos: never needed for checks

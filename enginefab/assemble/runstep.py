@@ -39,6 +39,7 @@ from pathlib import Path
 from enginefab.assemble import rootfs, sandbox
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.image import LayerDesc
+from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.tarball import tar_entries
 from enginefab.core.definition import Definition, Input, Layer
@@ -204,12 +205,12 @@ def _shell(root: Path) -> str:
                      fix="add a shell (e.g. the `dash` or `bash` package) to a lower layer")
 
 
-def _place(inputs: list[tuple[Input, Path]], root: Path, work: Path) -> None:
+def _place(inputs: list[tuple[Input, Path]], root: Path, work: Path, limits: ArchiveLimits) -> None:
     """Inputs with a `dest` into the root, under the archive rules, as a layer applied on top."""
     placed = [(i, p) for i, p in inputs if i.dest]
     if not placed:
         return
-    st = Staging(work / "placed")
+    st = Staging(work / "placed", limits=limits)
     st.root.mkdir()
     for inp, path in placed:
         stage_archive(st, path, input=inp.ref, dest=inp.dest or "/", filename=inp.filename or inp.name,
@@ -241,7 +242,7 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         rootfs.unpack(root, [(builder.store.blob_path(d.digest), d.media_type) for d in lower])
         shell = _shell(root)
         before = snapshot(root)
-        _place(files, root, work)
+        _place(files, root, work, builder.limits)
         (work / "steps").mkdir()
         (work / "inputs").mkdir()
         for i, _ in files:  # mount points, so that the directory itself can be bound read-only

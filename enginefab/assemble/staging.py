@@ -24,6 +24,13 @@ UnsafeArchiveError naming the input and the path, or is normalized as stated:
       metadata of the input whose label sorts first (so the result never depends on the order
       inputs are processed in); declared beats implied (a parent created for a member)
   R12 a truncated or corrupt archive (tar, zip, ar, compressed stream) is refused
+  R13 an input that expands past its limits (bytes, entries, bytes per archive byte; `limits`)
+      is refused at the entry that crosses them, before its bytes are written
+  R14 a name starting with .wh. (an OCI whiteout or opaque marker) is refused: only the builder
+      writes whiteouts (a run step's deletions)
+  R15 every path is resolved beneath the staging root through real directories only
+      (`core.beneath`: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, else an O_NOFOLLOW walk), so
+      neither a write nor a hard link's target can pass through a symlink to the host
 
 The order in which stagers create files never reaches the layer (the packer sorts); the
 environment knob ENGINEFAB_CREATE_ORDER=reverse makes every stager create its files in reverse
@@ -32,16 +39,21 @@ order, which the determinism tests use to prove it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Sequence, TypeVar
+from typing import BinaryIO, Iterator, Sequence, TypeVar
 
+from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
+from enginefab.assemble.limits import ArchiveLimits, Expansion
+from enginefab.core import beneath
 from enginefab.core.errors import UnsafeArchiveError
 
 CHUNK = 1 << 20
+WHITEOUT = ".wh."  # OCI whiteout prefix (and ".wh..wh..opq", the opaque marker)
 T = TypeVar("T")
 
 
@@ -68,6 +80,11 @@ class Staging:
     #: which input declared a directory's metadata (R11)
     declared_by: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # normalizations applied, for the build log
+    limits: ArchiveLimits = DEFAULT_LIMITS  # how far one input may expand (R13)
+
+    def expansion(self, input: str, archive_size: int) -> Expansion:
+        """A fresh count of one input's expansion under this tree's limits."""
+        return Expansion(self.limits, input, archive_size)
 
     # -- path rules ---------------------------------------------------------------------
     def clean(self, name: str, *, input: str) -> str:
@@ -92,32 +109,51 @@ class Staging:
             raise UnsafeArchiveError(f"member {name!r} is not valid UTF-8", input=input) from None
         if len(rel.encode()) > 4096 or any(len(p.encode()) > 255 for p in parts):
             raise UnsafeArchiveError(f"member path too long: {rel[:80]}…", input=input)
+        if any(p.startswith(WHITEOUT) for p in parts):
+            raise UnsafeArchiveError(
+                f"member {rel!r} has an OCI whiteout name ({WHITEOUT}…): in a layer it would delete files of the "
+                "layers below", input=input,
+                fix="inputs may not carry names starting with .wh. (only the builder writes whiteouts); "
+                "repackage the input without them")
         return rel
 
     def host(self, rel: str) -> Path:
         return self.root / rel if rel else self.root
 
-    def _parents(self, rel: str, *, input: str) -> None:
-        """Create the parents of rel as real directories (root-owned 0755); R3."""
-        cur = ""
-        for part in rel.split("/")[:-1]:
-            cur = f"{cur}/{part}" if cur else part
-            p = self.host(cur)
+    @contextlib.contextmanager
+    def _parent(self, rel: str, *, input: str) -> Iterator[tuple[int, str]]:
+        """(fd of rel's parent directory, rel's last component): every parent a real directory
+        reached beneath the root (created root-owned 0755 when missing), never a symlink (R3)."""
+        parent, _, name = rel.rpartition("/")
+        root_fd = os.open(self.root, beneath.DIR_FLAGS)
+        try:
             try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                os.mkdir(p)
-                os.chmod(p, 0o755)
-                self.meta.setdefault(cur, Meta(0o755))
-                continue
-            if stat.S_ISLNK(st.st_mode):
+                fd = beneath.open_beneath(root_fd, parent) if parent else os.dup(root_fd)
+            except beneath.Blocked:
+                fd = self._make_parents(root_fd, rel, parent, input=input)
+        finally:
+            os.close(root_fd)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _make_parents(self, root_fd: int, rel: str, parent: str, *, input: str) -> int:
+        def create(at: str, dir_fd: int, part: str) -> None:
+            os.mkdir(part, 0o755, dir_fd=dir_fd)
+            _fchmod_dir(dir_fd, part, 0o755)
+            self.meta.setdefault(at, Meta(0o755))
+
+        try:
+            return beneath.walk(root_fd, parent.split("/"), create=create)
+        except beneath.Blocked as b:
+            if b.kind == "symlink":
                 raise UnsafeArchiveError(
-                    f"member {rel!r} would be written through the symlink {cur!r}", input=input,
+                    f"member {rel!r} would be written through the symlink {b.at!r}", input=input,
                     fix="an archive may not write through its own symlinks",
-                )
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArchiveError(f"member {rel!r} needs {cur!r} to be a directory, but it is a file",
-                                         input=input, fix="two inputs of this layer disagree about that path")
+                ) from None
+            raise UnsafeArchiveError(f"member {rel!r} needs {b.at!r} to be a directory, but it is a file",
+                                     input=input, fix="two inputs of this layer disagree about that path") from None
 
     @staticmethod
     def norm_mode(mode: int, is_dir: bool) -> int:
@@ -136,19 +172,16 @@ class Staging:
     def mkdir(self, rel: str, mode: int = 0o755, uid: int = 0, gid: int = 0, *, input: str) -> None:
         if not rel:
             return
-        self._parents(rel, input=input)
-        p = self.host(rel)
         m = self.norm_mode(mode, True)
         self._note_mode(rel, mode, m, input)
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            os.mkdir(p)
-        else:
-            if not stat.S_ISDIR(st.st_mode):
+        with self._parent(rel, input=input) as (pfd, name):
+            st = _lstat_at(pfd, name)
+            if st is None:
+                os.mkdir(name, 0o755, dir_fd=pfd)
+            elif not stat.S_ISDIR(st.st_mode):
                 raise UnsafeArchiveError(f"/{rel} is a directory in {input} but not in an earlier input of this layer",
                                          input=input, fix="two inputs of this layer disagree about that path")
-        os.chmod(p, 0o755)
+            _fchmod_dir(pfd, name, 0o755)
         new = Meta(m, uid, gid)
         prev = self.declared_by.get(rel)
         if prev is not None and prev != input and self.meta.get(rel) != new:
@@ -162,26 +195,27 @@ class Staging:
 
     def write_file(self, rel: str, src: BinaryIO | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
                    *, input: str) -> None:
-        self._parents(rel, input=input)
-        p = self.host(rel)
-        existing = _lstat(p)
-        tmp = p.with_name(f".{p.name}.enginefab-new") if existing else p
-        with open(tmp, "xb") as out:
-            if isinstance(src, (bytes, bytearray)):
-                out.write(src)
-            else:
-                shutil.copyfileobj(src, out, CHUNK)
         m = self.norm_mode(mode, False)
         self._note_mode(rel, mode, m, input)
-        if existing:
-            same = stat.S_ISREG(existing.st_mode) and _same_bytes(p, tmp) and self.meta.get(rel) == Meta(m, uid, gid)
-            os.unlink(tmp)
-            if not same:
-                raise UnsafeArchiveError(f"/{rel} is written twice in this layer with different content or mode",
-                                         input=input, fix="two inputs of this layer ship the same path; split them "
-                                         "into different layers or drop one")
-            return
-        os.chmod(p, 0o755 if m & 0o111 else 0o644)
+        with self._parent(rel, input=input) as (pfd, name):
+            existing = _lstat_at(pfd, name)
+            tmp = f".{name}.enginefab-new" if existing else name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(src, (bytes, bytearray)):
+                    out.write(src)
+                else:
+                    shutil.copyfileobj(src, out, CHUNK)
+                os.fchmod(out.fileno(), 0o755 if m & 0o111 else 0o644)
+            if existing:
+                same = (stat.S_ISREG(existing.st_mode) and _same_bytes_at(pfd, name, tmp)
+                        and self.meta.get(rel) == Meta(m, uid, gid))
+                os.unlink(tmp, dir_fd=pfd)
+                if not same:
+                    raise UnsafeArchiveError(f"/{rel} is written twice in this layer with different content or mode",
+                                             input=input, fix="two inputs of this layer ship the same path; split "
+                                             "them into different layers or drop one")
+                return
         self.meta[rel] = Meta(m, uid, gid)
 
     def symlink(self, rel: str, target: str, uid: int = 0, gid: int = 0, *, input: str) -> None:
@@ -199,50 +233,74 @@ class Staging:
                         )
                 elif part not in ("", "."):
                     depth += 1
-        self._parents(rel, input=input)
-        p = self.host(rel)
-        existing = _lstat(p)
-        if existing:
-            if stat.S_ISLNK(existing.st_mode) and os.readlink(p) == target:
-                return
-            raise UnsafeArchiveError(f"/{rel} is written twice in this layer (once as a symlink to {target})",
-                                     input=input, fix="two inputs of this layer ship the same path")
-        os.symlink(target, p)
+        with self._parent(rel, input=input) as (pfd, name):
+            existing = _lstat_at(pfd, name)
+            if existing:
+                if stat.S_ISLNK(existing.st_mode) and os.readlink(name, dir_fd=pfd) == target:
+                    return
+                raise UnsafeArchiveError(f"/{rel} is written twice in this layer (once as a symlink to {target})",
+                                         input=input, fix="two inputs of this layer ship the same path")
+            os.symlink(target, name, dir_fd=pfd)
         self.meta[rel] = Meta(0o777, uid, gid)
 
     def hardlink(self, rel: str, target_rel: str, *, input: str) -> None:
-        src = self.host(target_rel)
-        st = _lstat(src)
-        if not target_rel or st is None or not stat.S_ISREG(st.st_mode):
-            raise UnsafeArchiveError(f"hard link /{rel} points at /{target_rel}, which is not a file earlier in the archive",
-                                     input=input, fix="the archive is broken or hostile")
-        self._parents(rel, input=input)
-        p = self.host(rel)
-        if _lstat(p):
-            if os.path.samefile(p, src):
-                return
-            raise UnsafeArchiveError(f"/{rel} is written twice in this layer (once as a hard link)", input=input)
-        os.link(src, p)
+        """R8: the target must be a regular file of this tree reached through real directories
+        only (a hard link through the archive's own symlink would pick up a host file)."""
+        broken = UnsafeArchiveError(f"hard link /{rel} points at /{target_rel}, which is not a file earlier in the "
+                                    "archive", input=input, fix="the archive is broken or hostile")
+        if not target_rel:
+            raise broken
+        tparent, _, tname = target_rel.rpartition("/")
+        root_fd = os.open(self.root, beneath.DIR_FLAGS)
+        try:
+            sfd = beneath.open_beneath(root_fd, tparent) if tparent else os.dup(root_fd)
+        except beneath.Blocked as b:
+            if b.kind == "symlink":
+                raise UnsafeArchiveError(f"hard link /{rel} points at /{target_rel} through the symlink /{b.at}",
+                                         input=input, fix="a hard link must name a file of the archive by its real "
+                                         "path; the archive is broken or hostile") from None
+            raise broken from None
+        finally:
+            os.close(root_fd)
+        try:
+            st = _lstat_at(sfd, tname)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                raise broken
+            with self._parent(rel, input=input) as (pfd, name):
+                have = _lstat_at(pfd, name)
+                if have:
+                    if (have.st_dev, have.st_ino) == (st.st_dev, st.st_ino):
+                        return
+                    raise UnsafeArchiveError(f"/{rel} is written twice in this layer (once as a hard link)",
+                                             input=input)
+                os.link(tname, name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(sfd)
         self.meta[rel] = self.meta.get(target_rel, Meta(0o644))
 
     def adopt(self, rel: str, src: Path, mode: int, uid: int = 0, gid: int = 0, *, input: str) -> None:
         """Move an existing file or symlink (same filesystem) into the tree, e.g. a run step's
         output; hard links between adopted files survive (the inode moves, not the bytes)."""
-        self._parents(rel, input=input)
-        p = self.host(rel)
-        if _lstat(p):
-            raise UnsafeArchiveError(f"/{rel} is written twice in this layer", input=input)
         st = os.lstat(src)
         if stat.S_ISLNK(st.st_mode):
             self.symlink(rel, os.readlink(src), uid, gid, input=input)
             return
-        try:
-            os.rename(src, p)
-        except OSError:
-            shutil.copyfile(src, p)
         m = self.norm_mode(mode, False)
         self._note_mode(rel, mode, m, input)
-        os.chmod(p, 0o755 if m & 0o111 else 0o644)
+        with self._parent(rel, input=input) as (pfd, name):
+            if _lstat_at(pfd, name):
+                raise UnsafeArchiveError(f"/{rel} is written twice in this layer", input=input)
+            try:
+                os.rename(src, name, dst_dir_fd=pfd)
+            except OSError:
+                with open(src, "rb") as f:
+                    self.write_file(rel, f, m, uid, gid, input=input)
+                return
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                os.fchmod(fd, 0o755 if m & 0o111 else 0o644)
+            finally:
+                os.close(fd)
         self.meta[rel] = Meta(m, uid, gid)
 
     def refuse_special(self, rel: str, kind: str, *, input: str) -> None:
@@ -251,17 +309,27 @@ class Staging:
                                  input=input, fix="create it at run time (the container runtime provides /dev)")
 
 
-def _lstat(p: Path) -> os.stat_result | None:
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
     try:
-        return os.lstat(p)
+        return os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
 
 
-def _same_bytes(a: Path, b: Path) -> bool:
-    if os.path.getsize(a) != os.path.getsize(b):
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+def _fchmod_dir(dir_fd: int, name: str, mode: int) -> None:
+    fd = os.open(name, beneath.DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _same_bytes_at(dir_fd: int, a: str, b: str) -> bool:
+    fa_fd = os.open(a, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    fb_fd = os.open(b, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fa_fd, "rb") as fa, os.fdopen(fb_fd, "rb") as fb:
+        if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+            return False
         while True:
             x, y = fa.read(CHUNK), fb.read(CHUNK)
             if x != y:

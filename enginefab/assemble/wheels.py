@@ -21,20 +21,22 @@ from installer.exceptions import InstallerError
 from installer.sources import WheelFile
 
 from enginefab.assemble.archives import refuse_corrupt
-from enginefab.assemble.staging import Staging
+from enginefab.assemble.staging import WHITEOUT, Staging
 from enginefab.core.definition import Input
 from enginefab.core.errors import UnsafeArchiveError
 
 
-def _precheck(path: Path, label: str) -> None:
+def _precheck(staging: Staging, path: Path, label: str) -> None:
     with refuse_corrupt(label, "the wheel"), zipfile.ZipFile(path) as zf:
         seen: set[str] = set()
+        count = staging.expansion(label, path.stat().st_size)
         for info in zf.infolist():
             name = info.filename
             if name in seen:
                 raise UnsafeArchiveError(f"the wheel lists {name!r} twice", input=label,
                                          fix="the wheel is broken or hostile")
             seen.add(name)
+            count.add(name, info.file_size)
             mode = (info.external_attr >> 16) & 0xFFFF
             if stat.S_ISLNK(mode):
                 raise UnsafeArchiveError(f"the wheel holds a symlink {name!r}", input=label,
@@ -42,11 +44,15 @@ def _precheck(path: Path, label: str) -> None:
             if name.startswith("/") or any(p == ".." for p in name.split("/")):
                 raise UnsafeArchiveError(f"the wheel member {name!r} escapes site-packages", input=label,
                                          fix="the wheel is hostile; do not use it")
+            if any(p.startswith(WHITEOUT) for p in name.split("/")):
+                raise UnsafeArchiveError(f"the wheel member {name!r} has an OCI whiteout name (.wh.…): in a layer it "
+                                         "would delete files of the layers below", input=label,
+                                         fix="wheels may not carry names starting with .wh.; do not use it")
 
 
 def stage_wheel(staging: Staging, path: Path, inp: Input, scheme: dict[str, str], interpreter: str) -> None:
     label = inp.ref
-    _precheck(path, label)
+    _precheck(staging, path, label)
     # installer reads the distribution's name and version from the file name: give it one
     with tempfile.TemporaryDirectory(prefix="enginefab-whl-") as td:
         named = Path(td) / (inp.filename or f"{inp.name}-{inp.version}-py3-none-any.whl")

@@ -109,6 +109,27 @@ def _store(path: Optional[Path]):
     return Store(path or default_store())
 
 
+def _archive_limits(max_bytes: Optional[int], max_entries: Optional[int], max_ratio: Optional[int]):
+    """Expansion limits per input archive: a flag, else ENGINEFAB_ARCHIVE_MAX_*, else the default."""
+    from enginefab.assemble.limits import DEFAULT, ArchiveLimits
+    from enginefab.core.errors import BuildError
+
+    def pick(flag: Optional[int], env: str, default: int) -> int:
+        if flag is None and os.environ.get(env, "").strip():
+            try:
+                flag = int(os.environ[env])
+            except ValueError:
+                raise BuildError(f"{env}={os.environ[env]!r} is not a whole number",
+                                 fix=f"set {env} to a positive integer, or unset it") from None
+        if flag is not None and flag <= 0:
+            raise BuildError(f"an archive limit must be positive (got {flag} for {env})", fix="pass a positive integer")
+        return default if flag is None else flag
+
+    return ArchiveLimits(max_bytes=pick(max_bytes, "ENGINEFAB_ARCHIVE_MAX_BYTES", DEFAULT.max_bytes),
+                         max_entries=pick(max_entries, "ENGINEFAB_ARCHIVE_MAX_ENTRIES", DEFAULT.max_entries),
+                         max_ratio=pick(max_ratio, "ENGINEFAB_ARCHIVE_MAX_RATIO", DEFAULT.max_ratio))
+
+
 def run_guarded(fn):
     """Decorator: EnginefabError → clean message and exit 2."""
     import functools
@@ -295,6 +316,15 @@ def build(
     cache: CacheOpt = None,
     plain_http: Annotated[bool, typer.Option("--plain-http", help="Talk HTTP to the --cache registry (loopback: always).")] = False,
     ca_cert: Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate of the --cache registry's TLS.")] = None,
+    archive_max_bytes: Annotated[Optional[int], typer.Option(
+        "--archive-max-bytes", help="Most bytes one input archive may expand to [env ENGINEFAB_ARCHIVE_MAX_BYTES; "
+        "default 16 GiB].", show_default=False)] = None,
+    archive_max_entries: Annotated[Optional[int], typer.Option(
+        "--archive-max-entries", help="Most entries in one input archive [env ENGINEFAB_ARCHIVE_MAX_ENTRIES; "
+        "default 50000].", show_default=False)] = None,
+    archive_max_ratio: Annotated[Optional[int], typer.Option(
+        "--archive-max-ratio", help="Most expanded bytes per archive byte, past 16 MiB [env "
+        "ENGINEFAB_ARCHIVE_MAX_RATIO; default 100].", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build images from build/<alias>.json (or definition files given by path) into the store
@@ -309,8 +339,9 @@ def build(
     rest = [n for n in names or [] if not is_definition_file(n)]
     imgs = _pick(m, rest, all_, demo) if (rest or all_ or demo or not files) else []
     st = _store(store)
+    limits = _archive_limits(archive_max_bytes, archive_max_entries, archive_max_ratio)
     results = build_images(m, imgs, st, out, reachable_only=reachable_layers, files=files,
-                           shared=_shared(cache, st, plain_http, ca_cert))
+                           shared=_shared(cache, st, plain_http, ca_cert), limits=limits)
     if as_json:
         _emit([r.as_dict() for r in results])
     else:
