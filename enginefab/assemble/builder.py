@@ -335,8 +335,13 @@ class Builder:
             if not is_layer_media(inp.media_type):  # the base's index, manifest or config
                 continue
             digest = "sha256:" + (inp.sha256 or "")
-            if not self.store.has(digest):
-                self.store.put_file(self.fetch_input(inp, defn.image.alias))
+            if not self.store.intact(digest, inp.size):
+                self.store.discard(digest)  # missing, or damaged: fetched again, never used
+                got = self.store.put_file(self.fetch_input(inp, defn.image.alias))
+                if got.digest != digest:
+                    raise BuildError(f"the base layer {inp.name} fetched as {got.digest}, not {digest}",
+                                     image=defn.image.alias, input=inp.ref, fix="the registry or mirror serves "
+                                     "other bytes than the pinned ones")
                 status = "fetched"
             out.append(LayerDesc(inp.media_type or "", digest, inp.size, inp.diff_id or "", f"base: {inp.name}"))
         if not out:

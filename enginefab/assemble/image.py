@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from enginefab.core import canonical
 from enginefab.core.definition import Definition
-from enginefab.core.fsutil import link_or_copy, write_atomic
+from enginefab.core.fsutil import link_or_copy, sha256_file, write_atomic
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -113,23 +117,50 @@ class Built:
 
 def write_layout(out: Path, images: list[Built], blob_path, place=link_or_copy) -> None:
     """Add images to the OCI layout at `out` (created if needed): blobs placed from the store
-    (`place(src, dest)`: hard link, else copy), index.json entries for each image's canonical
+    (`blob_path(digest)`, which refuses a damaged blob; `place(src, dest)`: hard link, else copy;
+    a copy already there that does not match is replaced), index.json entries for each image's canonical
     name and alias (replacing older ones)."""
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "oci-layout", canonical.dumps({"imageLayoutVersion": "1.0.0"}))
     for img in images:
         for d in (*img.blobs, img.digest):
             dest = out / "blobs" / "sha256" / d.split(":", 1)[1]
-            if not dest.exists():
-                place(blob_path(d), dest)
-    entries: dict[str, dict] = {}
-    idx = out / "index.json"
-    if idx.exists():
-        for m in json.loads(idx.read_bytes()).get("manifests", []):
-            ref = m.get("annotations", {}).get(REF_NAME)
-            entries[ref or m["digest"]] = m
-    for img in images:
-        for ref in (img.name, img.alias):
-            entries[ref] = img.descriptor(ref)
-    manifests = [entries[k] for k in sorted(entries)]
-    write_atomic(idx, index_json(manifests))
+            src = blob_path(d)
+            if not _same_blob(src, dest, d):
+                place(src, dest)
+    with layout_index(out) as entries:
+        for img in images:
+            for ref in (img.name, img.alias):
+                entries[ref] = img.descriptor(ref)
+
+
+def _same_blob(src: Path, dest: Path, digest: str) -> bool:
+    """The layout already holds the store's blob: the same file (a hard link), or a copy whose
+    bytes match (a damaged copy is replaced)."""
+    try:
+        if os.path.samefile(src, dest):
+            return True
+    except FileNotFoundError:
+        return False
+    return "sha256:" + sha256_file(dest)[0] == digest
+
+
+@contextlib.contextmanager
+def layout_index(out: Path) -> Iterator[dict[str, dict]]:
+    """The entries of the layout's index.json (by ref name, else digest), to change in place;
+    written back sorted on exit. Read-modify-write under an exclusive flock of the layout
+    directory itself (index.json is replaced, so its own inode cannot carry the lock): concurrent
+    builds, pulls and index writers into one layout lose no entry."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        idx = out / "index.json"
+        entries: dict[str, dict] = {}
+        if idx.exists():
+            for m in json.loads(idx.read_bytes()).get("manifests", []):
+                entries[m.get("annotations", {}).get(REF_NAME) or m["digest"]] = m
+        yield entries
+        write_atomic(idx, index_json([entries[k] for k in sorted(entries)]))
+    finally:
+        os.close(fd)  # releases the lock

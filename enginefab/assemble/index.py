@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginefab.assemble.image import INDEX, MANIFEST, REF_NAME, Built, index_json
+from enginefab.assemble.image import INDEX, MANIFEST, REF_NAME, Built, index_json, layout_index
 from enginefab.core import canonical
 from enginefab.core.fsutil import write_atomic
 from enginefab.engines.matrix import Image
@@ -103,14 +103,11 @@ def plan_indexes(images: list[tuple[Image, Built | Member]]) -> tuple[list[Index
 def add_to_layout(out: Path, plans: list[IndexPlan]) -> None:
     """Write the indexes into an OCI layout that already holds their member images: the index
     blob, and an index.json entry named by the index tag (other entries are kept)."""
-    idx_path = out / "index.json"
-    entries = {}
-    for m in json.loads(idx_path.read_bytes()).get("manifests", []):
-        entries[m.get("annotations", {}).get(REF_NAME) or m["digest"]] = m
     for p in plans:
         write_atomic(out / "blobs" / "sha256" / p.digest.split(":", 1)[1], p.raw)
-        entries[p.tag] = p.descriptor(p.tag)
-    write_atomic(idx_path, index_json([entries[k] for k in sorted(entries)]))
+    with layout_index(out) as entries:
+        for p in plans:
+            entries[p.tag] = p.descriptor(p.tag)
 
 
 def layout_members(out: Path, images: list[Image]) -> list[tuple[Image, Member]]:

@@ -197,7 +197,7 @@ def _one(builder: Builder, defn: Definition, store: Store, out: Path, reachable_
     layer_count = sum(len(o.descs) for o in outcomes)
     if all(o.ok for o in outcomes):
         b: Built = builder.assemble(defn, [d for o in outcomes for d in o.descs])
-        write_layout(out, [b], store.blob_path)
+        write_layout(out, [b], store.checked_path)  # a damaged blob never reaches a layout
         digest = b.digest
         layer_count = len(b.blobs) - 1
     return BuildResult(alias=alias, name=defn.image.name, digest=digest, layers=layer_count, built=count["built"],

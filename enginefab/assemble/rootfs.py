@@ -164,7 +164,10 @@ def unpacked(store: Store, built: Built) -> Path:
         return root
     if root.exists():  # an interrupted unpack
         shutil.rmtree(root)
-    layers = [(d["digest"], d["mediaType"]) for d in json.loads(built.manifest)["layers"]]
+    descs = json.loads(built.manifest)["layers"]
+    for d in descs:  # size and hash (unless checked since written): a damaged blob is named, not unpacked
+        store.checked_path(d["digest"], d.get("size"), what=f"layer of {built.alias}")
+    layers = [(d["digest"], d["mediaType"]) for d in descs]
     base, n = _lower(store, [d for d, _ in layers])
     if base is not None and subprocess.run(["cp", "-al", str(base), str(root)], capture_output=True).returncode == 0:
         for digest, mt in layers[n:]:

@@ -3,6 +3,9 @@
 Layout (default ~/.cache/enginefab/store, or $ENGINEFAB_STORE, or --store)::
 
     blobs/sha256/<hex>     layers, configs, manifests, indexes (read-only files)
+    checked/<hex>          the blob was hashed when written (or since): its device, inode, size
+                           and mtime then; a blob whose stat no longer matches is hashed again
+                           before it is used
     actions/<key>.json     action cache: layer key → {digest, diff_id, size, media_type}
     tmp/                   in-progress writes and staging trees (removed by gc; never read)
     locks/<key>.lock       one builder per action at a time
@@ -21,10 +24,12 @@ action key, so each layer is packed once and the second build finds it in the ca
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,7 +40,15 @@ from filelock import FileLock
 
 from enginefab.core import canonical
 from enginefab.core.errors import BuildError
-from enginefab.core.fsutil import CHUNK, write_atomic
+from enginefab.core.fsutil import CHUNK, sha256_file, stat_key, write_atomic
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class CorruptBlob(BuildError):
+    """A store blob whose bytes are not what its name says (or that is gone)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,12 @@ class Blob:
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for d in ("blobs/sha256", "actions", "tmp", "locks", "roots"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
+        for d in ("blobs/sha256", "actions", "tmp", "locks", "roots", "checked"):
+            try:
+                (self.root / d).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only store still serves reads (check, verify, push)
+                if not (self.root / "blobs" / "sha256").is_dir() or e.errno not in READ_ONLY:
+                    raise
 
     # -- sharing --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -83,9 +100,57 @@ class Store:
     def has(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
+    # -- integrity --------------------------------------------------------------------------
+    def _checked_marker(self, digest: str) -> Path:
+        return self.root / "checked" / digest.partition(":")[2]
+
+    def mark_checked(self, digest: str) -> None:
+        """Record that the blob's bytes hash to its name, as of its current stat."""
+        st = os.stat(self.blob_path(digest))
+        write_atomic(self._checked_marker(digest), stat_key(st).encode())
+
+    def intact(self, digest: str, size: int | None = None) -> bool:
+        """The blob is present, `size` bytes long (when given), and hashes to its name: trusted
+        without reading when its stat is the one recorded when it was last hashed, else hashed
+        now (and recorded)."""
+        p = self.blob_path(digest)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            return False
+        if size is not None and st.st_size != size:
+            return False
+        try:
+            if self._checked_marker(digest).read_bytes().decode() == stat_key(st):
+                return True
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        hexd, _ = sha256_file(p)
+        if "sha256:" + hexd != digest:
+            return False
+        with contextlib.suppress(OSError):  # a read-only store still serves; it only re-hashes
+            self.mark_checked(digest)
+        return True
+
+    def checked_path(self, digest: str, size: int | None = None, *, what: str = "blob") -> Path:
+        """The path of an intact blob, or BuildError naming it (a corrupt one is never used)."""
+        if not self.intact(digest, size):
+            p = self.blob_path(digest)
+            state = "missing" if not p.exists() else "corrupt (its bytes do not match its digest or size)"
+            raise CorruptBlob(f"{what} {digest} in the store ({p}) is {state}",
+                              fix="`enginefab build` of the image rebuilds (or refetches) it; "
+                              "`enginefab store verify` lists every damaged blob")
+        return self.blob_path(digest)
+
+    def discard(self, digest: str) -> None:
+        """Remove a damaged blob (and its marker), so the next use rebuilds or refetches it."""
+        for p in (self.blob_path(digest), self._checked_marker(digest)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
     def put_bytes(self, data: bytes) -> Blob:
         d = canonical.digest(data)
-        if not self.blob_path(d).is_file():
+        if not self.intact(d, len(data)):
             with self.writer() as (out, commit):
                 out.write(data)
                 commit(d)
@@ -106,6 +171,7 @@ class Store:
             dest = self.blob_path(digest)
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
+            self.mark_checked(digest)  # the caller hashed these bytes on their way in
             committed.append(Blob(digest, size))
             return committed[-1]
 
@@ -136,7 +202,11 @@ class Store:
             entry = json.loads(p.read_bytes())
         except (FileNotFoundError, ValueError):
             return None
-        if not self.has(entry.get("digest", "sha256:" + "0" * 64)):
+        digest = entry.get("digest", "")
+        if not self.has(digest if _DIGEST.match(str(digest)) else "sha256:" + "0" * 64):
+            return None
+        if not self.intact(digest, entry.get("size")):
+            self.discard(digest)  # damaged: the layer is built again, never used
             return None
         return entry
 
@@ -228,6 +298,9 @@ class Store:
                 gone.add(f"sha256:{p.name}")
                 drop(p)
                 removed += 1
+        for p in list((self.root / "checked").iterdir()) if (self.root / "checked").is_dir() else []:
+            if not (self.root / "blobs" / "sha256" / p.name).exists() and not dry_run:
+                p.unlink()
         for p in list((self.root / "actions").glob("*.json")):
             try:
                 entry = json.loads(p.read_bytes())

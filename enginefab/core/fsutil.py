@@ -44,6 +44,12 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def stat_key(st: os.stat_result) -> str:
+    """What a 'verified' marker remembers of a file: rewriting it (or restoring it from elsewhere)
+    changes one of these, so a marker that still matches means the bytes hashed then are still there."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link src to dst (same filesystem), else copy; atomic either way."""
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginefab.assemble.image import INDEX, MANIFEST, REF_NAME, index_json
+from enginefab.assemble.image import INDEX, MANIFEST, REF_NAME, layout_index
 from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
 from enginefab.core.fsutil import sha256_file, write_atomic
@@ -87,13 +87,8 @@ class _Layout:
         write_atomic(self.path(digest), data)
 
     def add_ref(self, ref: str, desc: dict) -> None:
-        idx = self.out / "index.json"
-        entries = {}
-        if idx.exists():
-            for m in json.loads(idx.read_bytes()).get("manifests", []):
-                entries[m.get("annotations", {}).get(REF_NAME) or m["digest"]] = m
-        entries[ref] = {**desc, "annotations": {REF_NAME: ref}}
-        write_atomic(idx, index_json([entries[k] for k in sorted(entries)]))
+        with layout_index(self.out) as entries:
+            entries[ref] = {**desc, "annotations": {REF_NAME: ref}}
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

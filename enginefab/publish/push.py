@@ -150,6 +150,10 @@ def store_blobs(store: Store, descs: list[dict]) -> list[tuple[str, int, Path]]:
             raise RegistryError(f"blob {d['digest']} is {have} bytes in the store ({p}), its descriptor says "
                                 f"{d['size']}: the store is damaged, nothing was pushed",
                                 fix="run `enginefab store verify`, then `enginefab build` to rebuild it")
+        if not store.intact(d["digest"], d["size"]):
+            raise RegistryError(f"blob {d['digest']} in the store ({p}) does not hash to its digest: the store is "
+                                "damaged, nothing was pushed",
+                                fix="run `enginefab build` of the image (it rebuilds the blob), then push again")
         out.append((d["digest"], d["size"], p))
     return out
 

@@ -11,8 +11,10 @@ that stalls, lies about sizes or answers 4xx is not. Mirrors rewrite URLs (`mirr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Iterator
 
 from enginefab.core import ui
 from enginefab.core.errors import FetchError
+from enginefab.core.fsutil import sha256_file, stat_key, write_atomic
 from enginefab.core.paths import downloads_dir
 from enginefab.transport import mirrors as mirrors_mod
 from enginefab.transport.http import CHUNK, Broken, Http, TooLarge, TransportError, Unreachable
@@ -56,17 +59,51 @@ def cache_path(sha256: str, root: Path | None = None) -> Path:
     return (root or downloads_dir()) / "sha256" / sha256
 
 
-def cached(sha256: str) -> Path | None:
-    p = cache_path(sha256)
-    return p if p.is_file() else None
+def cached(sha256: str, size: int | None = None, root: Path | None = None) -> Path | None:
+    """The cache's file of these bytes, if it has them intact. Trusted without reading when its
+    stat is the one recorded when it was last hashed (``verified/<hex>``); otherwise hashed now:
+    a damaged entry is removed (and so fetched again), never returned."""
+    root = root or downloads_dir()
+    p = cache_path(sha256, root)
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if size and st.st_size != size:
+        _discard(p, root)
+        return None
+    marker = root / "verified" / sha256
+    try:
+        if marker.read_text() == stat_key(st):
+            return p
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    if sha256_file(p)[0] != sha256:
+        ui.info(f"[yellow]note:[/] the download cache's {p} is damaged (its bytes do not hash to its name): "
+                "removed, fetched again")
+        _discard(p, root)
+        return None
+    _mark_verified(p, root, sha256)
+    return p
+
+
+def _mark_verified(p: Path, root: Path, sha256: str) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache still serves; it only re-hashes
+        write_atomic(root / "verified" / sha256, stat_key(os.stat(p)).encode())
+
+
+def _discard(p: Path, root: Path) -> None:
+    for q in (p, root / "verified" / p.name):
+        with contextlib.suppress(FileNotFoundError):
+            q.unlink()
 
 
 def fetch(want: Want, *, cache: Path | None = None, http: Http | None = None) -> Path:
-    """The verified local path of `want`, downloading it if the cache lacks it."""
+    """The verified local path of `want`, downloading it if the cache lacks it (or holds it damaged)."""
     root = cache or downloads_dir()
     if want.sha256:
-        p = cache_path(want.sha256, root)
-        if p.is_file():
+        p = cached(want.sha256, want.size, root)
+        if p is not None:
             return p
     url = mirrors_mod.current().url(want.url)
     http = http or shared_http()
@@ -113,7 +150,9 @@ def _download(url: str, want: Want, root: Path, http: Http) -> Path:
                 fix="the bytes differ from the locked ones: if upstream really changed the file, "
                 "re-run `enginefab lock` and review the diff; otherwise fix the mirror",
             )
-        return out.commit(cache_path(got, root))
+        path = out.commit(cache_path(got, root))
+    _mark_verified(path, root, got)  # hashed while it streamed
+    return path
 
 
 def _stream(url: str, want: Want, http: Http) -> Iterator[bytes]:
