@@ -201,12 +201,17 @@ class Staging:
             existing = _lstat_at(pfd, name)
             tmp = f".{name}.enginefab-new" if existing else name
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(src, (bytes, bytearray)):
-                    out.write(src)
-                else:
-                    shutil.copyfileobj(src, out, CHUNK)
-                os.fchmod(out.fileno(), 0o755 if m & 0o111 else 0o644)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    if isinstance(src, (bytes, bytearray)):
+                        out.write(src)
+                    else:
+                        shutil.copyfileobj(src, out, CHUNK)
+                    os.fchmod(out.fileno(), 0o755 if m & 0o111 else 0o644)
+            except OSError as e:
+                if e.filename is None:  # ENOSPC while writing names no path: this one
+                    raise OSError(e.errno, e.strerror, str(self.host(rel))) from e
+                raise
             if existing:
                 same = (stat.S_ISREG(existing.st_mode) and _same_bytes_at(pfd, name, tmp)
                         and self.meta.get(rel) == Meta(m, uid, gid))

@@ -177,6 +177,10 @@ class Store:
 
         try:
             yield f, commit
+        except OSError as e:
+            if e.filename is None:  # a write into the file: say which (ENOSPC names no path)
+                raise OSError(e.errno, e.strerror, str(tmp)) from e
+            raise
         finally:
             if not f.closed:
                 f.close()

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from enginefab.core import ui
-from enginefab.core.errors import EnginefabError
+from enginefab.core.errors import EnginefabError, storage_error
 
 app = typer.Typer(
     name="enginefab",
@@ -143,6 +143,11 @@ def run_guarded(fn):
             return fn(*a, **kw)
         except EnginefabError as e:
             _fail(e, as_json)
+        except OSError as e:  # a read-only or full filesystem: a message naming the path, no traceback
+            err = storage_error(e)
+            if err is None:
+                raise
+            _fail(err, as_json)
         except KeyboardInterrupt:
             ui.err.print("[red]interrupted[/]")
             raise typer.Exit(130)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class EnginefabError(Exception):
     """An error a user can act on. The CLI prints it without a traceback."""
@@ -61,3 +63,27 @@ class CheckError(EnginefabError):
 
 class RegistryError(EnginefabError):
     """A registry refused or failed an operation."""
+
+
+class StorageError(EnginefabError):
+    """The store, the cache or the output cannot be written: read-only, full, or not ours."""
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """The error a user sees for a filesystem that refuses a write (EROFS, ENOSPC, EDQUOT, EACCES,
+    EPERM), naming the path and the fix; None for any other OSError."""
+    where = e.filename or "a file of the store or the output"
+    if e.errno in _FULL:
+        return StorageError(f"no space left to write {where} ({e.strerror})",
+                            fix="free space on that filesystem (`enginefab store gc` removes what no definition or "
+                            "layout needs), or put the store elsewhere: --store DIR or ENGINEFAB_STORE (and --out DIR)")
+    if e.errno in _READ_ONLY:
+        return StorageError(f"cannot write {where}: {e.strerror}",
+                            fix="the store, the output and the download cache must be on a writable filesystem: "
+                            "pass --store DIR (or set ENGINEFAB_STORE), --out DIR, or set ENGINEFAB_CACHE to a "
+                            "directory you can write")
+    return None
