@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enginefab.assemble.builder import Builder
+from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
+from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.pipeline import build_images, definition_for
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
@@ -61,12 +63,12 @@ def _failures(reports) -> list[str]:
 def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
          ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
          reports: Path | None = None, run_check: bool = False,
-         check_reports: dict[str, bytes] | None = None) -> dict:
+         check_reports: dict[str, bytes] | None = None, limits: ArchiveLimits = DEFAULT_LIMITS) -> dict:
     """`enginefab push`: log in to `to` (a wrong password fails before anything is built), build
     each image (a cache hit when already built), with `run_check` check them and attach the
     reports, then publish."""
     target, client = connect(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
-    builder = Builder(store)
+    builder = Builder(store, limits=limits)
     built = []
     for img in imgs:
         defn = definition_for(m, img)
@@ -80,7 +82,8 @@ def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: boo
 
 def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, plain_http: bool = False,
             ca_cert: str | None = None, levels: list[str] | None = None, reports_dir: Path | None = None,
-            record: Path | None = None, shared: SharedCache | None = None) -> Release:
+            record: Path | None = None, shared: SharedCache | None = None,
+            limits: ArchiveLimits = DEFAULT_LIMITS) -> Release:
     rel = Release(stage="lock", ok=False)
     clock = time.monotonic()
 
@@ -104,7 +107,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, p
 
     rel.stage = "build"
     ui.info(f"[bold]2/4 build[/] into {out} (store {store.root})")
-    built = build_images(m, imgs, store, out, shared=shared)
+    built = build_images(m, imgs, store, out, shared=shared, limits=limits)
     lap("build")
     rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for b in built]
 
@@ -128,7 +131,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, *, p
     rel.stage = "push"
     ui.info(f"[bold]4/4 push[/] to {to}")
     pushed = push(m, imgs, store, to, plain_http=plain_http, ca_cert=ca_cert,
-                  check_reports={r.image: r.to_json() for r in reports})
+                  check_reports={r.image: r.to_json() for r in reports}, limits=limits)
     lap("push")
     rel.images, rel.indexes, rel.push_stats = pushed["images"], pushed["indexes"], pushed["stats"]
     rel.ok = True

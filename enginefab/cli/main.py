@@ -547,7 +547,8 @@ def push(
     imgs = _pick(m, names, all_, demo)
     _require_target(to)
     result = do_push(m, imgs, _store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
-                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_check=run_check)
+                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_check=run_check,
+                     limits=_archive_limits(None, None, None))
     if as_json:
         _emit(result)
         return
@@ -804,7 +805,8 @@ def release(
     st = _store(store)
     rel = do_release(m, imgs, st, out, to, plain_http=plain_http,
                      ca_cert=str(ca_cert) if ca_cert else None, levels=level or None, reports_dir=reports,
-                     record=record, shared=_shared(cache, st, plain_http, ca_cert))
+                     record=record, shared=_shared(cache, st, plain_http, ca_cert),
+                     limits=_archive_limits(None, None, None))
     if as_json:
         _emit(rel.as_dict())
     elif rel.ok:
