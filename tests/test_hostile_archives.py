@@ -468,3 +468,31 @@ def test_build_refuses_a_bomb_with_exit_2_and_the_variable_raises_the_limit(tmp_
     p = enginefab(*args, env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="lots"))
     assert p.returncode == 2 and "ENGINEFAB_ARCHIVE_MAX_RATIO='lots' is not a whole number" in p.stderr, p.stderr
     shutil.rmtree(tmp_path / "cache")
+
+
+def _pax_bomb(claimed: int) -> bytes:
+    """A tar whose first header is a PAX extended header claiming `claimed` bytes (tarfile would
+    read them all into memory before yielding a member), then a few real bytes."""
+    ti = tarfile.TarInfo("././@PaxHeader")
+    ti.type, ti.size, ti.mtime = tarfile.XHDTYPE, claimed, 1
+    return ti.tobuf(tarfile.USTAR_FORMAT) + b"30 path=" + b"a" * 21 + b"\n" + b"\0" * 2048
+
+
+@pytest.mark.parametrize("kind", ["url", "deb"])
+def test_a_pax_header_claiming_gigabytes_is_refused_before_it_is_read(tmp_path, kind):
+    if kind == "deb":
+        from tests.test_build_safety import ar_bytes
+
+        data = ar_bytes({"debian-binary": b"2.0\n", "control.tar.gz": tar_bytes([member("./control", b"x")], "gz"),
+                         "data.tar": _pax_bomb(4 << 30)})
+        name = "evil_1_amd64.deb"
+    else:
+        data, name = _pax_bomb(4 << 30), "a.tar"
+    with pytest.raises(UnsafeArchiveError) as ei:
+        stage(tmp_path, kind, data, name)
+    assert "extended header" in ei.value.message and str(4 << 30) in ei.value.message, ei.value
+
+
+def test_a_zip_symlink_with_a_huge_target_is_refused(tmp_path):
+    with pytest.raises(UnsafeArchiveError, match="target of 5000 bytes"):
+        stage(tmp_path, "url", zip_bytes([("l", b"a" * 5000, 0o120777)]), "a.zip")

@@ -30,7 +30,32 @@ def _corrupt_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-CORRUPT = _corrupt_errors()
+HEADER_MAX = 1 << 20  # a PAX or GNU long-name header: tarfile reads it into memory whole
+_LONG_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)
+
+
+class HeaderTooLarge(Exception):
+    """A tar header that claims more than HEADER_MAX bytes (a memory bomb, not a file)."""
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """TarInfo for every tar we read (``tarfile.open(..., tarinfo=BoundedTarInfo)``): a PAX or
+    GNU long-name header claiming more than HEADER_MAX is refused before tarfile reads it."""
+
+    def _proc_member(self, tf):  # tarfile's per-header dispatch, the hook its TarInfo subclasses get
+        if self.type in _LONG_HEADERS and self.size > HEADER_MAX:
+            raise HeaderTooLarge(f"a tar extended header (PAX or long name) claims {self.size} bytes; "
+                                 f"at most {HEADER_MAX} are read")
+        return super()._proc_member(tf)
+
+
+CORRUPT = _corrupt_errors() + (HeaderTooLarge,)
+
+
+def _too_large(e: HeaderTooLarge, input: str, what: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{what}: {e}", input=input,
+                              fix="the archive is hostile (a header that size is a memory bomb); do not use it")
 
 
 @contextlib.contextmanager
@@ -38,6 +63,8 @@ def refuse_corrupt(input: str, what: str) -> Iterator[None]:
     """R12: a truncated or corrupt archive becomes an UnsafeArchiveError naming the input."""
     try:
         yield
+    except HeaderTooLarge as e:
+        raise _too_large(e, input, what) from None
     except CORRUPT as e:
         raise UnsafeArchiveError(f"{what} is truncated or corrupt: {e}", input=input,
                                  fix="the file is damaged or not what it claims to be; check the pin and the "
@@ -112,6 +139,9 @@ def extract_zip(staging: Staging, path: Path, *, input: str, dest: str = "", str
             rel = _under(dest, rel)
             mode = (info.external_attr >> 16) & 0xFFFF
             if stat.S_ISLNK(mode):
+                if info.file_size > 4096:
+                    raise UnsafeArchiveError(f"the symlink /{rel} has a target of {info.file_size} bytes",
+                                             input=input, fix="the archive is broken or hostile")
                 staging.symlink(rel, zf.read(info).decode("utf-8", "surrogateescape"), input=input)
             elif info.is_dir():
                 staging.mkdir(rel, stat.S_IMODE(mode) or 0o755, input=input)
@@ -147,7 +177,9 @@ def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filena
         extract_zip(staging, path, input=input, dest=rel_dest, strip=strip)
         return
     try:
-        tf = tarfile.open(path, mode="r:*")
+        tf = tarfile.open(path, mode="r:*", tarinfo=BoundedTarInfo)
+    except HeaderTooLarge as e:
+        raise _too_large(e, input, filename) from None
     except CORRUPT as e:
         raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack (truncated or corrupt?): {e}",
                                  input=input) from None

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from enginefab.assemble.archives import extract_tar, refuse_corrupt
+from enginefab.assemble.archives import BoundedTarInfo, extract_tar, refuse_corrupt
 from enginefab.assemble.staging import Staging
 from enginefab.core.definition import Input
 from enginefab.core.errors import UnsafeArchiveError
@@ -71,17 +71,17 @@ def _open_tar(name: str, raw: BinaryIO, *, input: str) -> tarfile.TarFile:
     """A streaming tar reader over a (compressed) member, without loading it into memory."""
     stream = io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
     if name.endswith(".xz"):
-        return tarfile.open(fileobj=lzma.LZMAFile(stream), mode="r|")
+        return tarfile.open(fileobj=lzma.LZMAFile(stream), mode="r|", tarinfo=BoundedTarInfo)
     if name.endswith(".gz"):
         import gzip
 
-        return tarfile.open(fileobj=gzip.GzipFile(fileobj=stream), mode="r|")
+        return tarfile.open(fileobj=gzip.GzipFile(fileobj=stream), mode="r|", tarinfo=BoundedTarInfo)
     if name.endswith(".zst"):
         import zstandard
 
-        return tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(stream), mode="r|")
+        return tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(stream), mode="r|", tarinfo=BoundedTarInfo)
     if name.endswith(".tar"):
-        return tarfile.open(fileobj=stream, mode="r|")
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo)
     raise UnsafeArchiveError(f"unknown compression of the .deb member {name}", input=input)
 
 

@@ -20,7 +20,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from enginefab.assemble.archives import CORRUPT
+from enginefab.assemble.archives import CORRUPT, BoundedTarInfo
 from enginefab.assemble.image import Built
 from enginefab.assemble.store import Store
 from enginefab.core.errors import BuildError
@@ -100,7 +100,7 @@ def _whiteout_target(rel: str, base: str, layer: Path) -> str:
 
 
 def _apply(root: Path, layer: Path, media_type: str, chown: bool) -> None:
-    with open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+    with open_layer(layer, media_type) as f, tarfile.open(fileobj=f, mode="r|", tarinfo=BoundedTarInfo) as tf:
         for m in tf:
             rel = _member_path(m.name)
             if not rel or any(p == ".." for p in rel.split("/")):
