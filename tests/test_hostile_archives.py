@@ -496,3 +496,13 @@ def test_a_pax_header_claiming_gigabytes_is_refused_before_it_is_read(tmp_path, 
 def test_a_zip_symlink_with_a_huge_target_is_refused(tmp_path):
     with pytest.raises(UnsafeArchiveError, match="target of 5000 bytes"):
         stage(tmp_path, "url", zip_bytes([("l", b"a" * 5000, 0o120777)]), "a.zip")
+
+
+def test_a_deb_whose_md5sums_is_a_bomb_is_refused(tmp_path):
+    from tests.test_build_safety import ar_bytes
+
+    control = tar_bytes([member("./control", b"Package: evil\n"), member("./md5sums", bytes(64 << 20))], "gz")
+    data = ar_bytes({"debian-binary": b"2.0\n", "control.tar.gz": control,
+                     "data.tar.gz": tar_bytes([member("./usr/share/doc/evil/README", b"hi")], "gz")})
+    with pytest.raises(UnsafeArchiveError, match="md5sums claims 67108864 bytes"):
+        stage(tmp_path, "deb", data, "evil_1_amd64.deb")

@@ -20,6 +20,7 @@ from enginefab.core.definition import Input
 from enginefab.core.errors import UnsafeArchiveError
 
 STATUS_D = "var/lib/dpkg/status.d"
+MD5SUMS_MAX = 16 << 20  # read into memory; Debian's largest are a few MB
 
 
 def ar_members(f: BinaryIO, *, input: str) -> dict[str, bytes | tuple[int, int]]:
@@ -101,6 +102,9 @@ def stage_deb(staging: Staging, path: Path, inp: Input) -> None:
         with refuse_corrupt(label, f"the .deb's {cname}"), _open_tar(cname, craw, input=label) as tf:
             for m in tf:
                 if m.name.lstrip("./") == "md5sums" and m.isfile():
+                    if m.size > MD5SUMS_MAX:
+                        raise UnsafeArchiveError(f"the .deb's md5sums claims {m.size} bytes (at most {MD5SUMS_MAX})",
+                                                 input=label, fix="the package is broken or hostile; do not use it")
                     md5sums = tf.extractfile(m).read()  # type: ignore[union-attr]
         dname, draw = _member(f, members, "data.tar", input=label)
         with refuse_corrupt(label, f"the .deb's {dname}"), _open_tar(dname, draw, input=label) as tf:
