@@ -336,7 +336,7 @@ def test_a_10_kb_sparse_tar_of_4_gib_is_refused(tmp_path, sparse_tar):
     msg = ei.value.message
     assert "expands more than 100×" in msg and "4.0 GiB" in msg and "'huge'" in msg, msg
     assert "ENGINEFAB_ARCHIVE_MAX_RATIO" in (ei.value.fix or "")
-    assert sum(p.stat().st_size for p in (tmp_path / "stage").rglob("*") if p.is_file()) == 0  # nothing written
+    assert list((tmp_path / "stage").iterdir()) == []  # nothing written
 
 
 def test_a_2_mb_wheel_of_2_gib_is_refused_before_installing(tmp_path, wheel_bomb):
@@ -377,7 +377,7 @@ def test_100k_entries_are_refused(tmp_path):
     with pytest.raises(UnsafeArchiveError) as ei:
         stage(tmp_path, "url", data, "many.tar")
     assert "more than 50000 entries" in ei.value.message and "ENGINEFAB_ARCHIVE_MAX_ENTRIES" in (ei.value.fix or "")
-    assert sum(1 for _ in (tmp_path / "stage").rglob("*")) <= 50_100  # stopped at the limit
+    assert list((tmp_path / "stage").iterdir()) == []  # an uncompressed tar is counted before anything is written
 
 
 def test_100k_zip_entries_are_refused_before_anything_is_written(tmp_path):

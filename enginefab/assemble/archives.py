@@ -184,4 +184,22 @@ def stage_archive(staging: Staging, path: Path, *, input: str, dest: str, filena
         raise UnsafeArchiveError(f"{filename} is not an archive this builder can unpack (truncated or corrupt?): {e}",
                                  input=input) from None
     with tf:
+        if _plain_tar(path):
+            _prescan(staging, tf, input=input, archive_size=path.stat().st_size)
         extract_tar(staging, tf, input=input, archive_size=path.stat().st_size, dest=rel_dest, strip=strip)
+
+
+def _plain_tar(path: Path) -> bool:
+    """An uncompressed (ustar, GNU or PAX) tar: its headers can be read by seeking past the data."""
+    with open(path, "rb") as f:
+        return f.read(262)[257:262] == b"ustar"
+
+
+def _prescan(staging: Staging, tf: tarfile.TarFile, *, input: str, archive_size: int) -> None:
+    """R13 before anything is written, where it is cheap (an uncompressed tar: tarfile seeks from
+    header to header): a bomb is refused with an empty tree. Compressed tars are counted while
+    they stream (one decompression, not two)."""
+    count = staging.expansion(input, archive_size)
+    with refuse_corrupt(input, "the tar archive"):
+        for m in tf:
+            count.add(m.name, m.size if m.isreg() else 0)
