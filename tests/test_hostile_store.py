@@ -283,3 +283,40 @@ def test_concurrent_writers_of_one_layout_lose_no_entry(tmp_path):
     refs = {m["annotations"]["org.opencontainers.image.ref.name"]
             for m in json.loads((out / "index.json").read_bytes())["manifests"]}
     assert len(refs) == workers * each * 2
+
+
+# -- pins that are paths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["url", "oci"])
+def test_a_sha256_that_is_a_path_never_reads_or_deletes_a_host_file(tmp_path, kind):
+    """`"sha256": "../../../host/secret"` names a file outside the cache (or the store): it is
+    refused before any path is made of it. (Damaged entries are deleted: a path-shaped pin must
+    never reach that either.)"""
+    host = tmp_path / "host"
+    host.mkdir()
+    secret = host / "secret"
+    secret.write_bytes(b"HOST-SECRET-" + os.urandom(8).hex().encode())
+    before = secret.read_bytes()
+    src = tmp_path / "a.tar"
+    src.write_bytes(tar_bytes([member("x", b"1")]))
+    if kind == "url":
+        evil = "../../../host/secret"  # from cache/downloads/sha256/
+        layer = Layer(id="archives/evil", kind="archives", inputs=[Input(
+            kind="url", name="a.tar", version="1", url=src.as_uri(), sha256=evil, size=len(before), filename="a.tar",
+            dest="/opt/x", unpack=False)])
+    else:
+        evil = "../../../host/secret".ljust(64, "/")  # 64 characters, from store/blobs/sha256/
+        layer = Layer(id="base/evil", kind="base", inputs=[Input(
+            kind="oci", name="b", version="1", url="r/x@sha256:" + "0" * 64, sha256=evil, size=len(before),
+            media_type=LAYER_TAR, diff_id="sha256:" + "0" * 64)])
+    defn = demo_definition().model_copy(update={"layers": [layer]})
+    path = tmp_path / "d.json"
+    path.write_bytes(defn.to_json())
+    p = enginefab("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"),
+                  env={"ENGINEFAB_CACHE": str(tmp_path / "cache")})
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "sha256" in p.stderr and ("not a sha256" in p.stderr or "64" in p.stderr), p.stderr
+    assert secret.read_bytes() == before  # neither deleted nor changed
+    for f in (tmp_path / "store").rglob("*"):
+        assert not f.is_file() or before not in f.read_bytes(), f

@@ -43,8 +43,12 @@ from enginefab.core.errors import BuildError
 from enginefab.core.fsutil import CHUNK, sha256_file, stat_key, write_atomic
 
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class BadDigest(BuildError, ValueError):
+    """A digest that is not `sha256:` and 64 lowercase hex digits."""
 
 
 class CorruptBlob(BuildError):
@@ -92,10 +96,13 @@ class Store:
 
     # -- blobs ----------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        algo, _, hexd = digest.partition(":")
-        if algo != "sha256" or len(hexd) != 64:
-            raise ValueError(f"not a sha256 digest: {digest}")
-        return self.root / "blobs" / "sha256" / hexd
+        """Where a blob lives; a digest that is not sha256 and 64 lowercase hex digits (a hostile
+        definition's `../../etc/shadow`) is refused, so no path is ever made of it."""
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise BadDigest(f"not a sha256 digest: {str(digest)[:100]!r}",
+                            fix="the definition or the store holds a malformed digest: re-lock the image "
+                            "(`enginefab lock NAME`) or run `enginefab store verify`")
+        return self.root / "blobs" / "sha256" / digest[7:]
 
     def has(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()

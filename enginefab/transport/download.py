@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from enginefab.core import ui
-from enginefab.core.errors import FetchError
+from enginefab.core.errors import FetchError, LockError
 from enginefab.core.fsutil import sha256_file, stat_key, write_atomic
 from enginefab.core.paths import downloads_dir
 from enginefab.transport import mirrors as mirrors_mod
@@ -30,6 +31,7 @@ from enginefab.transport.http import CHUNK, Broken, Http, TooLarge, TransportErr
 from enginefab.transport.landing import landing
 from enginefab.transport.options import DEFAULT, HttpOptions
 
+_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 MIRROR_FIX = "check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror"
 
 _shared: dict[HttpOptions, Http] = {}
@@ -56,6 +58,11 @@ class Want:
 
 
 def cache_path(sha256: str, root: Path | None = None) -> Path:
+    """The cache's file for these bytes; anything but 64 lowercase hex digits is refused, so a
+    hostile pin (`../../etc/shadow`) never names a host path (to read, or to delete as damaged)."""
+    if not isinstance(sha256, str) or not _HEX64.match(sha256):
+        raise LockError(f"{str(sha256)[:100]!r} is not a sha256 (64 lowercase hex digits)",
+                         fix="the pin is malformed: re-lock the image (`enginefab lock NAME`) and review the diff")
     return (root or downloads_dir()) / "sha256" / sha256
 
 
