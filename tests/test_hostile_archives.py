@@ -11,7 +11,6 @@ the staging tree nor any blob the store holds.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import shutil
