@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enginefab.assemble import rootfs
+from enginefab.assemble.archives import BoundedTarInfo
 from enginefab.assemble.image import REF_NAME
 from enginefab.assemble.keys import chain_keys, is_layer_media
 from enginefab.assemble.store import Store
@@ -220,7 +221,7 @@ def read_layer(blob: Path, media_type: str) -> tuple[dict[str, FileInfo], list[s
     """path → FileInfo, and the entry order, of a layer blob."""
     files: dict[str, FileInfo] = {}
     order: list[str] = []
-    with rootfs.open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+    with rootfs.open_layer(blob, media_type) as f, tarfile.open(fileobj=f, mode="r|", tarinfo=BoundedTarInfo) as tf:
         for m in tf:
             name = m.name.rstrip("/")
             h = ""
