@@ -10,7 +10,7 @@ from enginefab.core import ui
 from enginefab.core.paths import cache_root, default_store, project_root
 from enginefab.engines.matrix import load
 from enginefab.publish.server import Registry, running
-from enginefab.release import release
+from enginefab.release.pipeline import Options, release
 
 
 def _cli() -> str:
@@ -44,7 +44,9 @@ def run_demo(*, port: int, out: Path, store: Path | None) -> int:
         reg = Registry(root=state, port=port).start()
         reg.proc = None  # keep it running for the user
     ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; stop: {_cli()} registry stop)")
-    rel = release(m, m.demos, Store(store or default_store()), out, f"{reg.host}/enginefab", plain_http=True)
+    notes = out.parent / "release"
+    rel = release(m, m.demos, Store(store or default_store()), out, f"{reg.host}/enginefab",
+                  Options(plain_http=True, notes_dir=notes))
     if not rel.ok:
         ui.err.print(f"[red]stopped at {rel.stage}:[/]")
         for p in rel.problems:
@@ -61,7 +63,9 @@ def run_demo(*, port: int, out: Path, store: Path | None) -> int:
     for x in rel.indexes:
         print(f"{x['tag']} (multi-arch index)  {x['digest']}")
         print(f"    pull: {x['reference']}")
-    s = rel.push_stats
-    print(f"\n{len(rel.images)} images built, checked and pushed in {time.monotonic() - t0:.0f} s "
-          f"({s['uploaded_bytes'] / 1e6:.1f} MB uploaded); OCI layout in {out}/")
+    uploaded = rel.push_stats.get("uploaded_bytes", 0)
+    done = "pushed" if rel.published else "already in the registry (nothing published)"
+    print(f"\n{len(rel.images)} images built, checked and {done} in {time.monotonic() - t0:.0f} s "
+          f"({uploaded / 1e6:.1f} MB uploaded); OCI layout in {out}/")
+    print(f"release notes: {notes}/NOTES.md; release page: {notes}/index.html")
     return 0

@@ -541,7 +541,7 @@ def push(
     """Push built images to an OCI registry: tags are the canonical name and the alias; a multi-arch
     index is tagged with the canonical name minus accelerator and arch. Credentials come from
     ENGINEFAB_REGISTRY_USER / ENGINEFAB_REGISTRY_PASSWORD or the docker config."""
-    from enginefab.release import push as do_push
+    from enginefab.release.pipeline import push as do_push
 
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
@@ -788,32 +788,49 @@ def release(
     store: StoreOpt = None,
     level: Annotated[Optional[list[str]], typer.Option("--level", help="Check levels that gate the push (repeatable; default: all).")] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Also write each image's check report into this directory.")] = None,
-    record: Annotated[Optional[Path], typer.Option("--record", help="Write what was released (digests, references, "
+    record: Annotated[Optional[Path], typer.Option("--record", help="Write what was released (lock, digests, tags, "
                                                    "referrers, check counts) here as canonical JSON.")] = None,
+    notes: Annotated[Optional[Path], typer.Option("--notes", help="Write the release notes (NOTES.md), the release "
+                                                  "page (index.html) and the record here; the lock is kept there "
+                                                  "for the next release's notes. [default: release]")] = Path("release"),
+    since: Annotated[Optional[str], typer.Option("--since", help="The previous release's lock, for the notes: @REV "
+                                                 "(a git revision, e.g. the last release's tag), a checkout or a "
+                                                 "directory of definitions [default: the lock kept in --notes].")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Release tag: each image is also tagged <alias>-TAG, "
+                                               "each index <index tag>-TAG.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be built and pushed; build, check and "
+                                          "write nothing (the registry is only read).")] = False,
     cache: CacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """lock --check, build, check, push: each stage only when the one before passed.
 
     A stale lock builds nothing; if any image fails a check, no image is pushed. The push attaches
-    the SBOM, the provenance and this run's check report to each image. Exits 1 when a stage fails."""
-    from enginefab.release import release as do_release
+    the SBOM, the provenance and this run's check report to each image. A release the registry
+    has already (every tag and referrer) publishes nothing and says so. Writes release notes and a
+    release page (--notes). Exits 1 when a stage fails."""
+    from enginefab.release.dryrun import lines as dry_lines
+    from enginefab.release.pipeline import Options, release as do_release
 
     _require_target(to)
     m = _matrix()
     imgs = _pick(m, names, all_, demo)
     st = _store(store)
-    rel = do_release(m, imgs, st, out, to, plain_http=plain_http,
-                     ca_cert=str(ca_cert) if ca_cert else None, levels=level or None, reports_dir=reports,
-                     record=record, shared=_shared(cache, st, plain_http, ca_cert),
-                     limits=_archive_limits(None, None, None))
+    opts = Options(plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None, levels=level or None,
+                   reports_dir=reports, record=record, notes_dir=notes, since=since, tag=tag, dry_run=dry_run,
+                   shared=_shared(cache, st, plain_http, ca_cert), limits=_archive_limits(None, None, None))
+    rel = do_release(m, imgs, st, out, to, opts)
     if as_json:
         _emit(rel.as_dict())
+    elif rel.ok and rel.dry_run is not None:
+        print("\n".join(dry_lines(rel.dry_run, to)))
     elif rel.ok:
         for p in rel.images:
             print(f"{p['alias']} {p['digest']} {p['reference']}")
         for x in rel.indexes:
             print(f"{x['tag']} {x['digest']} {x['reference']}")
+        if not rel.published:
+            print("already released: the registry has every tag and referrer of this lock; nothing published")
     else:
         from rich.markup import escape
 
@@ -822,6 +839,34 @@ def release(
             ui.err.print(f"  [red]✗[/] {escape(p)}", soft_wrap=True)
     if not rel.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+@run_guarded
+def report(
+    names: NamesArg = None,
+    all_: AllOpt = False,
+    demo: DemoOpt = False,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("release/index.html"),
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Check reports `enginefab check --reports DIR` "
+                                                    "wrote (a report about another digest is ignored).")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="A release record (release --record): tags, "
+                                                   "references and referrer links on the page.")] = None,
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="Link the referrers over HTTP, not HTTPS.")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The release page of built images (one HTML file, no server): images × layers with sizes and
+    sharing, digests, check results per level, referrers. The images must be built."""
+    from enginefab.release.report import write_report
+
+    m = _matrix()
+    doc = write_report(m, _pick(m, names, all_, demo), _store(store), out, reports=reports, record=record,
+                       plain_http=plain_http)
+    if as_json:
+        _emit(doc)
+    else:
+        print(out)
 
 
 # -- demo -------------------------------------------------------------------------------------

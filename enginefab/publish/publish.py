@@ -102,9 +102,12 @@ def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | Non
 
 def publish(client: RegistryClient, target: Target, m: Matrix, built_images: list[tuple[Image, Definition, Built]],
             store: Store, *, parallel: int = 4, referrers: bool = True, indexes: bool = True,
-            reports: Path | None = None, check_reports: dict[str, bytes] | None = None) -> dict:
+            reports: Path | None = None, check_reports: dict[str, bytes] | None = None,
+            more_tags: dict[str, list[str]] | None = None) -> dict:
     """Push images already built into `store`: never builds or checks (release.push composes that).
-    `check_reports`: alias → a check report of this very build, attached as a referrer."""
+    `check_reports`: alias → a check report of this very build, attached as a referrer.
+    `more_tags`: an image's alias or an index's tag → tags to set besides the default ones."""
+    extra = more_tags or {}
     host = target.registry
     stats, home = PushStats(), BlobHome.for_registry(host)
     t0 = time.monotonic()
@@ -145,18 +148,18 @@ def publish(client: RegistryClient, target: Target, m: Matrix, built_images: lis
             attached[img.alias] = [{**a.descriptor, "via": a.via} for a in got]
     # 4. tags last, then 5. verify
     for img, _, b, repo in built:
-        push_tags(client, repo, b.manifest, [img.name, img.alias])
+        push_tags(client, repo, b.manifest, [img.name, img.alias, *extra.get(img.alias, [])])
     for p in plans:
-        push_tags(client, repo_of[p.members[0].alias], p.raw, [p.tag], INDEX)
+        push_tags(client, repo_of[p.members[0].alias], p.raw, [p.tag, *extra.get(p.tag, [])], INDEX)
     for img, _, b, repo in built:
-        verify(client, repo, b.digest, [img.name, img.alias])
+        verify(client, repo, b.digest, [img.name, img.alias, *extra.get(img.alias, [])])
     for p in plans:
-        verify(client, repo_of[p.members[0].alias], p.digest, [p.tag])
+        verify(client, repo_of[p.members[0].alias], p.digest, [p.tag, *extra.get(p.tag, [])])
     seconds = time.monotonic() - t0
     for n in notes:
         ui.info(f"[yellow]note:[/] {n}")
     images = [{"alias": img.alias, "name": img.name, "repository": repo, "digest": b.digest,
-               "tags": [img.name, img.alias], "reference": f"{host}/{repo}:{img.name}",
+               "tags": [img.name, img.alias, *extra.get(img.alias, [])], "reference": f"{host}/{repo}:{img.name}",
                "by_digest": f"{host}/{repo}@{b.digest}", "referrers": attached.get(img.alias, [])}
               for img, _, b, repo in built]
     idx = [{"tag": p.tag, "digest": p.digest, "repository": repo_of[p.members[0].alias],
