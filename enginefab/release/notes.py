@@ -20,6 +20,11 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
+def _code(s: str) -> str:
+    """Text shown as code: no Markdown or HTML in a check's detail is interpreted."""
+    return "`" + _cell(s).replace("`", "'") + "`"
+
+
 def level_summary(lv: dict | None) -> str:
     if lv is None:
         return "not run"
@@ -52,14 +57,14 @@ def _image_section(img: dict) -> list[str]:
         out.append("- pins changed: new image (not in the previous release)")
     elif ch["pins"] or ch["settings"]:
         out.append("- pins changed:")
-        out += [f"  - `{_cell(p)}`" for p in ch["pins"]] + [f"  - definition: {s}" for s in ch["settings"]]
+        out += [f"  - {_code(p)}" for p in ch["pins"]] + [f"  - definition: {s}" for s in ch["settings"]]
     else:
         out.append("- pins changed: none" + ("" if not ch["digest_changes"] else f" ({ch['why']})"))
     out.append("- checks:")
     for level in LEVELS:
         lv = img["checks"].get(level)
         out.append(f"  - {level}: {level_summary(lv)}")
-        out += [f"    - ✗ {_cell(f)}" for f in (lv or {}).get("failed", [])]
+        out += [f"    - ✗ {_code(f)}" for f in (lv or {}).get("failed", [])]
     for r in img["referrers"]:
         out.append(f"- {r['kind']}: `{r['digest']}`")
     return out + [""]
