@@ -792,7 +792,7 @@ def release(
                                                    "referrers, check counts) here as canonical JSON.")] = None,
     notes: Annotated[Optional[Path], typer.Option("--notes", help="Write the release notes (NOTES.md), the release "
                                                   "page (index.html) and the record here; the lock is kept there "
-                                                  "for the next release's notes. [default: release]")] = Path("release"),
+                                                  "for the next release's notes. [default: release/ beside the --out layout]")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="The previous release's lock, for the notes: @REV "
                                                  "(a git revision, e.g. the last release's tag), a checkout or a "
                                                  "directory of definitions [default: the lock kept in --notes].")] = None,
@@ -817,8 +817,9 @@ def release(
     imgs = _pick(m, names, all_, demo)
     st = _store(store)
     opts = Options(plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None, levels=level or None,
-                   reports_dir=reports, record=record, notes_dir=notes, since=since, tag=tag, dry_run=dry_run,
-                   shared=_shared(cache, st, plain_http, ca_cert), limits=_archive_limits(None, None, None))
+                   reports_dir=reports, record=record, notes_dir=notes or out.parent / "release", since=since,
+                   tag=tag, dry_run=dry_run, shared=_shared(cache, st, plain_http, ca_cert),
+                   limits=_archive_limits(None, None, None))
     rel = do_release(m, imgs, st, out, to, opts)
     if as_json:
         _emit(rel.as_dict())

@@ -28,12 +28,20 @@ def _read_dir(d: Path) -> dict[str, Definition] | None:
 
 def _write_dir(d: Path, defns: dict[str, Definition]) -> None:
     tmp = d.with_name(d.name + ".new")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     tmp.mkdir(parents=True)
     for alias, defn in sorted(defns.items()):
         write_atomic(tmp / f"{alias}.json", defn.to_json())
-    shutil.rmtree(d, ignore_errors=True)
+    _remove(d)
     tmp.rename(d)
+
+
+def _remove(d: Path) -> None:
+    """Remove what this module wrote at `d` (a symlink there is removed, never followed)."""
+    if d.is_symlink() or d.is_file():
+        d.unlink()
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def previous(notes_dir: Path | None, current: dict[str, Definition], since: str | None,
@@ -59,5 +67,5 @@ def remember(notes_dir: Path, current: dict[str, Definition], old: dict[str, Def
     if old:
         _write_dir(notes_dir / "since", old)
     else:
-        shutil.rmtree(notes_dir / "since", ignore_errors=True)
+        _remove(notes_dir / "since")
     _write_dir(notes_dir / "lock", current)
