@@ -7,9 +7,11 @@ import json
 
 import pytest
 
+from enginefab.assemble.store import Store
 from enginefab.core.definition import Definition
 from enginefab.core.errors import MatrixError
 from enginefab.release import history
+from enginefab.release.dryrun import layers_to_build, lines
 from enginefab.release.notes import markdown
 from enginefab.release.page import html
 from enginefab.release.plan import check_release_tag, lock_digest
@@ -71,3 +73,13 @@ def test_hostile_check_details_are_text_on_the_page_and_in_the_notes():
     md = markdown(_doc(detail))
     assert "- ✗ `glibc: <script>alert(1)</script> \\| \"x\"`" in md  # code, not HTML; no cell broken out of
     assert "static: 1 passed, 1 failed" in md
+
+
+def test_a_dry_run_of_an_image_not_built_lists_every_layer_it_would_pack(tmp_path):
+    defn = demo_definition("demo-pytorch-aarch64")
+    rows = layers_to_build(defn, Store(tmp_path / "store"))
+    assert [r["id"] for r in rows] == [la.id for la in defn.layers] and not any(r["cached"] for r in rows)
+    text = lines([{"alias": "demo-pytorch-aarch64", "layers": len(rows), "to_build": [r["id"] for r in rows],
+                   "push": None}], "127.0.0.1:5000/enginefab")
+    assert text[0].startswith(f"demo-pytorch-aarch64: build {len(rows)} of {len(rows)} layers: {defn.layers[0].id}")
+    assert "push: everything" in text[1]

@@ -114,7 +114,8 @@ def html(doc: dict) -> str:
              *_summary(doc), "<h2>Layers</h2>", *_layers(doc)]
     if doc["indexes"]:
         parts += ["<h2>Multi-arch indexes</h2><ul>"] + [
-            f"<li><code>{escape(x['reference'])}</code> <code>{escape(x['digest'][:19])}</code>: "
+            f"<li><code>{escape(x['reference'])}</code> <code>{escape(x['digest'][:19])}</code>"
+            + "".join(f" <code>{escape(t)}</code>" for t in x.get("tags", [])[1:]) + ": "
             + ", ".join(escape(m["alias"]) for m in x["members"]) + "</li>" for x in doc["indexes"]] + ["</ul>"]
     for img in doc["images"]:
         parts += _image(img)
