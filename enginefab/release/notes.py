@@ -92,6 +92,7 @@ def markdown(doc: dict) -> str:
         lines += ["## Multi-arch indexes", ""]
         for x in doc["indexes"]:
             members = ", ".join(f"{m['platform'].get('architecture', '?')}: `{m['alias']}`" for m in x["members"])
-            lines.append(f"- `{x['reference']}` `{x['digest']}` ({members})")
+            more = "".join(f", also `{t}`" for t in x.get("tags", [])[1:])
+            lines.append(f"- `{x['reference']}` `{x['digest']}` ({members}){more}")
         lines.append("")
     return "\n".join(lines)
