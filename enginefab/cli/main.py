@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from enginefab.core import ui
 from enginefab.core.errors import EnginefabError, storage_error
@@ -148,6 +149,14 @@ def run_guarded(fn):
             if err is None:
                 raise
             _fail(err, as_json)
+        except ValidationError as e:  # a value from outside (an index, a registry) no model accepts
+            from enginefab.core.fields import rule_of
+
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            _fail(EnginefabError(f"{e.title}: field {where}: {rule_of(first)}",
+                                 fix="the value came from outside (a definition, an index or a registry): "
+                                     "correct it there, or report it if it came from upstream"), as_json)
         except KeyboardInterrupt:
             ui.err.print("[red]interrupted[/]")
             raise typer.Exit(130)
@@ -259,6 +268,8 @@ def lock(
     demo: DemoOpt = False,
     check: Annotated[bool, typer.Option("--check", help="Offline: fail if engines/ and build/ disagree or a pin is missing.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on manual inputs awaiting a file and packages not pinned yet.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Online: re-resolve the index pins (PyPI, apt, registries) "
+                                         "and report where upstream differs from build/; writes nothing.")] = False,
     add_file: Annotated[Optional[list[Path]], typer.Option("--add-file", help="Add a user-downloaded file (manual input) to the store.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -278,7 +289,9 @@ def lock(
             return
     m = _matrix()
     if check:
-        problems, warnings = lock_check.check(m, strict=strict)
+        from enginefab.core.paths import downloads_dir
+
+        problems, warnings = lock_check.check(m, strict=strict, cache=downloads_dir())
         if as_json:
             _emit({"ok": not problems, "problems": problems, "warnings": warnings})
         else:
@@ -288,6 +301,19 @@ def lock(
                 ui.err.print(f"[red]stale:[/] {p}")
             if not problems:
                 ui.err.print(f"[green]lock is current[/] ({len(m.images)} images)")
+        raise typer.Exit(1 if problems else 0)
+    if verify:
+        from enginefab.lock.verify import verify as do_verify
+
+        imgs = _pick(m, names, all_ or not (names or demo), demo)
+        problems = do_verify(m, imgs)
+        if as_json:
+            _emit({"ok": not problems, "problems": problems})
+        else:
+            for p in problems:
+                ui.err.print(f"[red]differs:[/] {p}")
+            if not problems:
+                ui.err.print(f"[green]upstream agrees[/] ({len(imgs)} images)")
         raise typer.Exit(1 if problems else 0)
     from enginefab.assemble import compress
     from enginefab.lock.locker import lock as do_lock  # the resolvers: not needed by --check

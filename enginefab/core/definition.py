@@ -7,15 +7,30 @@ pin changes line by line and two locks of the same inputs are the same bytes.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from enginefab.core import canonical
 from enginefab.core.errors import LockError
+from enginefab.core.fields import (
+    Alias, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, LayerId, MediaType,
+    Mode, Name,
+    OciName, OciReference, Script, Sha256Hex, Size, Strip, Text, Token, Url, Version, rule_of, show,
+)
 
 SCHEMA = "enginefab.definition/v1"
+
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_ALIAS_LIKE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_URL: TypeAdapter = TypeAdapter(Url)
+_GIT_URL: TypeAdapter = TypeAdapter(GitUrl)
+_OCI_REF: TypeAdapter = TypeAdapter(OciReference)
+_NAME: TypeAdapter = TypeAdapter(Name)
+_OCI_NAME: TypeAdapter = TypeAdapter(OciName)
 
 InputKind = Literal["oci", "wheel", "deb", "url", "git", "manual", "run"]
 LayerKind = Literal["base", "debs", "wheels", "files", "archives", "run"]
@@ -30,42 +45,64 @@ class Input(Model):
 
     kind: InputKind
     name: str
-    version: str
-    url: str | None = Field(description="download URL, registry reference (oci), repository (git), or null (manual, run)")
-    sha256: str | None = Field(
+    version: Version
+    url: str | None = Field(description="download URL (http, https), registry reference (oci), repository (git, "
+                            "https), or null (manual, run)")
+    sha256: Sha256Hex | None = Field(
         description="of the exact bytes (manual/url/wheel/deb/oci blob, git: the archive enginefab makes of the tree), "
         "or of the step (run); null only for a manual input whose upstream publishes no hash, until a user adds the "
         "file (awaiting), or a git input pinned by its tree alone"
     )
-    size: int = Field(ge=0)
+    size: Size
     # kind-specific, optional
-    filename: str | None = None
-    arch: str | None = None
+    filename: FileName | None = None
+    arch: Token | None = None
     #: deb: the control paragraph fields scanners read (Package, Version, Architecture, Source…)
-    control: dict[str, str] | None = None
+    control: dict[Token, Text] | None = None
     #: oci: media type of the blob (base layers)
-    media_type: str | None = None
+    media_type: MediaType | None = None
     #: oci: uncompressed digest (diff_id) of a base layer, from the base config
-    diff_id: str | None = None
-    #: url/manual: where in the image; unpack archives
-    dest: str | None = None
+    diff_id: Digest | None = None
+    #: url/manual: where in the image (absolute, normalized); unpack archives
+    dest: ImagePath | None = None
     unpack: bool = False
-    strip_components: int = 0
+    strip_components: Strip = 0
     #: manual: where a user gets the file
-    where: str | None = None
+    where: Text | None = None
     #: git: the commit, its tree (verified at build time) and the archive's top directory
-    commit: str | None = None
-    tree: str | None = None
-    prefix: str | None = None
+    commit: GitSha | None = None
+    tree: GitSha | None = None
+    prefix: FileName | None = None
     #: pins written in engines/: where the hash was published, and who vouches for it
     #: (vendor-published, third-party, recorded-on-first-use)
-    source: str | None = None
-    trust: str | None = None
+    source: Text | None = None
+    trust: Token | None = None
     #: run: the script and its environment
-    script: str | None = None
-    env: dict[str, str] | None = None
+    script: Script | None = None
+    env: dict[EnvName, EnvValue] | None = None
     #: which requirement or package pulled this input in (review aid)
-    requested_by: list[str] | None = None
+    requested_by: list[Text] | None = None
+
+    @field_validator("name", mode="plain")
+    @classmethod
+    def _name(cls, v: Any, info: ValidationInfo) -> str:
+        """oci: registry/repository and a blob; the others: a package, file or step name (no '/')."""
+        try:
+            return (_OCI_NAME if info.data.get("kind") == "oci" else _NAME).validate_python(v)
+        except ValidationError as e:
+            raise ValueError(rule_of(e.errors()[0])) from None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """oci: a registry reference; git: a repository (http(s), file); the downloads: an http(s) URL."""
+        if v is None:
+            return v
+        adapter = {"oci": _OCI_REF, "git": _GIT_URL}.get(info.data.get("kind"), _URL)  # type: ignore[arg-type]
+        try:
+            return adapter.validate_python(v)
+        except ValidationError as e:
+            raise ValueError(rule_of(e.errors()[0])) from None
 
     @property
     def ref(self) -> str:
@@ -76,113 +113,125 @@ class Input(Model):
 class FileEntry(Model):
     """A file, directory or symlink written by a `files` layer."""
 
-    path: str
+    path: ImagePath
     type: Literal["file", "dir", "symlink"] = "file"
-    content: str | None = None
-    target: str | None = None
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
+    content: Script | None = None
+    target: Text | None = None
+    mode: Mode = 0o644
+    uid: Id = 0
+    gid: Id = 0
 
 
 class Layer(Model):
     """One layer: its kind and inputs. Its bytes are a function of this object and the contract."""
 
-    id: str = Field(description="stable, human-readable: e.g. os/debian-11-aarch64")
+    id: LayerId = Field(description="stable, human-readable: e.g. os/debian-11-aarch64")
     kind: LayerKind
     inputs: list[Input] = Field(default_factory=list)
     files: list[FileEntry] = Field(default_factory=list)
     #: wheels: the installation scheme; debs: none
-    scheme: dict[str, str] | None = None
+    scheme: dict[Token, ImagePath] | None = None
     #: wheels: interpreter written into console-script shebangs
-    interpreter: str | None = None
-    comment: str = ""
+    interpreter: ImagePath | None = None
+    comment: Text = ""
 
 
 class Compression(Model):
     """The compression contract: every parameter that changes a compressed layer's bytes."""
 
     algorithm: Literal["gzip", "zstd"] = "gzip"
-    level: int = 6
-    implementation: str = Field(description="zlib (parallel deflate blocks) or libzstd")
-    version: str = Field(description="library version the fingerprint was recorded with")
-    block_size: int = Field(default=1 << 20, description="gzip: deflate block size in bytes")
-    fingerprint: str = Field(description="sha256 of compressing the fixed probe corpus")
+    level: int = Field(default=6, ge=0, le=22, strict=True)
+    implementation: Token = Field(description="zlib (parallel deflate blocks) or libzstd")
+    version: Version = Field(description="library version the fingerprint was recorded with")
+    block_size: int = Field(default=1 << 20, ge=0, le=1 << 30, strict=True,
+                            description="gzip: deflate block size in bytes (zstd: 0)")
+    fingerprint: Sha256Hex = Field(description="sha256 of compressing the fixed probe corpus")
 
 
 class ImageIdentity(Model):
-    name: str
-    alias: str
-    engine: str
-    engine_version: str
-    framework: str
-    framework_version: str
-    accelerator: str
-    accelerator_version: str | None = None
-    cudnn: str | None = None
-    nccl: str | None = None
-    min_driver: str | None = None
-    python: str
-    os: str
-    os_version: str
-    glibc: str
-    arch: str
-    platform: dict[str, str]
+    name: ImageName
+    alias: Alias
+    engine: Token
+    engine_version: Version
+    framework: Token
+    framework_version: Version
+    accelerator: Token
+    accelerator_version: Version | None = None
+    cudnn: Version | None = None
+    nccl: Version | None = None
+    min_driver: Version | None = None
+    python: Version
+    os: Token
+    os_version: Version
+    glibc: Version
+    arch: Token
+    platform: dict[Token, Token]
 
 
 class Base(Model):
-    reference: str
-    digest: str
-    source: str = ""
-    trust: str | None = None
+    reference: OciReference
+    digest: Digest
+    source: Text = ""
+    trust: Token | None = None
     #: the platform manifest digest when `digest` is an index
-    manifest: str | None = None
+    manifest: Digest | None = None
 
 
 class PythonTarget(Model):
-    version: str
-    interpreter: str
-    site_packages: str
-    scripts: str
+    version: Version
+    interpreter: ImagePath
+    site_packages: ImagePath
+    scripts: ImagePath
     #: PEP 425 tags the image's Python accepts, most specific first (abbreviated: the first ones)
-    abi: str
-    platforms: list[str]
+    abi: Token
+    platforms: list[Token]
 
 
 class ImageConfig(Model):
-    user: str
-    workdir: str
-    env: dict[str, str]
-    entrypoint: list[str] | None = None
-    cmd: list[str] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    user: str = Field(description="uid:gid (numbers in 0…2**31-1) or user[:group] names")
+    workdir: ImagePath
+    env: dict[EnvName, EnvValue]
+    entrypoint: list[Script] | None = None
+    cmd: list[Script] | None = None
+    labels: dict[Name, Text] = Field(default_factory=dict)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        parts = v.split(":")
+        ok = 1 <= len(parts) <= 2 and all(
+            (p.isdigit() and p.isascii() and len(p) <= 10 and int(p) <= 2**31 - 1) or _USER_NAME.fullmatch(p)
+            for p in parts)
+        if not ok:
+            raise ValueError(f"{show(v)}: the user is uid:gid (0…2147483647) or user[:group] names")
+        return v
 
 
 class RuntimeCheck(Model):
     """One import-version-compute probe run by the image's own Python."""
 
-    engine: str
-    import_name: str
-    version_expr: str
-    expect_version: str
-    smoke: str = ""
+    engine: Token
+    import_name: Name
+    version_expr: Text
+    expect_version: Version
+    smoke: Script = ""
 
 
 class Checks(Model):
     """What `enginefab check` needs beyond the layers: probes and the accelerator ABI."""
 
     runtime: list[RuntimeCheck]
-    accelerator_provides: list[str] = Field(default_factory=list)
-    host_provides: list[str] = Field(default_factory=list)
+    accelerator_provides: list[Token] = Field(default_factory=list)
+    host_provides: list[Token] = Field(default_factory=list)
 
 
 class Definition(Model):
-    schema_: str = Field(default=SCHEMA, alias="schema")
+    schema_: Literal["enginefab.definition/v1"] = Field(default=SCHEMA, alias="schema")
     image: ImageIdentity
     base: Base | None = None
     python: PythonTarget
     compression: Compression
-    source_date_epoch: int
+    source_date_epoch: Epoch
     layers: list[Layer]
     config: ImageConfig
     checks: Checks
@@ -203,17 +252,68 @@ class Definition(Model):
         return canonical.dumps_pretty(data)
 
 
-def load_definition(path: Path) -> Definition:
+#: no definition is near this; a bigger file is refused before it is parsed
+MAX_BYTES = 64 << 20
+
+
+def explain(err: Any, data: Any, file: str) -> tuple[str, str | None, str | None]:
+    """(message, image, input) for one validation error of a definition: the file, the layer
+    by its id, the field and the rule it broke; the input (or file entry) goes in `input`."""
+    loc = list(err["loc"])
+    image = input_ = None
+    where: list[str] = [file]
     try:
-        return Definition.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise LockError(
-            f"{path} does not exist", fix=f"run `enginefab lock {path.stem}` to resolve and pin its inputs"
-        ) from None
+        alias = data["image"]["alias"]
+        image = alias if isinstance(alias, str) and _ALIAS_LIKE.fullmatch(alias) else None
+    except (KeyError, TypeError):
+        pass
+    node = data
+    for i, key in enumerate(loc):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+        parent = loc[i - 1] if i else None
+        if isinstance(node, dict) and parent == "layers" and isinstance(node.get("id"), str):
+            where.append(f"layer {show(node['id'], 80)}")
+        elif isinstance(node, dict) and parent == "inputs" and isinstance(node.get("name"), str):
+            input_ = f"{node.get('kind')}:{show(node['name'], 80)}"
+        elif isinstance(node, dict) and parent == "files" and isinstance(node.get("path"), str):
+            input_ = f"file {show(node['path'], 80)}"
+    field = ".".join(str(x) for x in loc) or "(the document)"
+    rule = "unknown key" if err["type"] == "extra_forbidden" else rule_of(err)
+    return f"{': '.join(where)}: field {field}: {rule}", image, input_
+
+
+def parse_definition(raw: bytes, file: str) -> Definition:
+    """A definition from its bytes, every field validated; LockError naming file, image, layer,
+    input and field otherwise."""
+    if len(raw) > MAX_BYTES:
+        raise LockError(f"{file}: {len(raw)} bytes, more than any definition ({MAX_BYTES})",
+                        fix="restore it from git, or re-run `enginefab lock`")
+    try:
+        return Definition.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise LockError(
-            f"{path}: field {where}: {first['msg']}", fix="re-run `enginefab lock` to regenerate it"
-        ) from None
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            data = None
+        msg, image, input_ = explain(first, data, file)
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        rerun = f"`enginefab lock {image}`" if image else "`enginefab lock`"
+        raise LockError(msg + more, image=image, input=input_,
+                        fix=f"correct the value, or restore the file from git and re-run {rerun}") from None
 
+
+def load_definition(path: Path) -> Definition:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise LockError(
+            f"{path} does not exist", fix=f"run `enginefab lock {path.stem[:63]}` to resolve and pin its inputs"
+        ) from None
+    except OSError as e:
+        raise LockError(f"{path}: cannot read it: {e.strerror}", fix="check the path and its permissions") from None
+    return parse_definition(raw, str(path))

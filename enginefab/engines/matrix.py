@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from enginefab.core.errors import MatrixError
+from enginefab.core.fields import rule_of, show
 from enginefab.core.versions import same_version
 from enginefab.engines import rules
 from enginefab.engines.model import (
@@ -171,6 +172,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise MatrixError(f"{path.name}: not valid TOML: {e}", fix=f"correct the syntax in {path}") from e
+    except UnicodeDecodeError as e:
+        raise MatrixError(f"{path.name}: not UTF-8 (byte {e.start})", fix=f"save {path} as UTF-8") from None
+    except RecursionError:
+        raise MatrixError(f"{path.name}: nested too deeply to read", fix=f"flatten {path}") from None
+    except OSError as e:
+        raise MatrixError(f"{path.name}: cannot read it: {e.strerror}", fix=f"check {path} and its permissions") from None
 
 
 def _pydantic_error(path: Path, e: ValidationError, data: dict[str, Any]) -> MatrixError:
@@ -182,15 +189,15 @@ def _pydantic_error(path: Path, e: ValidationError, data: dict[str, Any]) -> Mat
             image = data["image"][loc[1]].get("alias") or data["image"][loc[1]].get("name")
         except (KeyError, IndexError, AttributeError):
             image = None
+        image = show(image, 80) if image is not None and not (isinstance(image, str) and len(image) <= 80) else image
     where = ".".join(str(x) for x in loc)
-    msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = f"unknown key {loc[-1]!r}"
-    return MatrixError(
-        f"{path.name}: field {where}: {msg}",
-        image=image,
-        fix="see the JSON schema from `enginefab schema` for the allowed keys",
-    )
+        msg, fix = f"unknown key {show(loc[-1])}", "see the JSON schema from `enginefab schema` for the allowed keys"
+    else:
+        msg = rule_of(first)
+        fix = f"correct {where} in {path.name} (the rule: {msg.split(': ', 1)[-1]})"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return MatrixError(f"{path.name}: field {where}: {msg}{more}", image=image, fix=fix)
 
 
 def load(root: Path) -> Matrix:
@@ -225,7 +232,8 @@ def load(root: Path) -> Matrix:
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise MatrixError(first.message + more, image=first.image, fix=first.fix)
+        file = next((f"{i.file}: " for i in images if i.label() == first.image), "")
+        raise MatrixError(file + first.message + more, image=first.image, fix=first.fix)
     return matrix
 
 

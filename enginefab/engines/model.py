@@ -17,6 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from enginefab.core.fields import (
+    Alias, DebName, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, Name,
+    OciReference,
+    OptionalImagePath, Script, Sha256Hex, Size, Strip, Text, Token, Url, UserName, Version,
+)
+
 Arch = Literal["x86_64", "aarch64"]
 AcceleratorKind = Literal["cpu", "cuda", "cann"]
 
@@ -25,7 +31,6 @@ OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_OID = re.compile(r"^[0-9a-f]{40}$")
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 #: who vouches for a pinned hash: the vendor published it; a third party did (someone else's
@@ -33,7 +38,6 @@ _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 Trust = Literal["vendor-published", "third-party", "recorded-on-first-use"]
 TRUST_HELP = ("vendor-published (the vendor lists this hash or digest), third-party (another project pins it; "
               "the vendor publishes none), recorded-on-first-use (no published hash: the first file supplied is trusted)")
-_ALIAS = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 class Strict(BaseModel):
@@ -43,17 +47,10 @@ class Strict(BaseModel):
 class OciRef(Strict):
     """A base image pinned by digest. ``source`` says where the pin was read (never invented)."""
 
-    reference: str = Field(description="registry/repository:tag as upstream names it")
-    digest: str = Field(description="sha256:… of the manifest or index the tag pointed at")
-    source: str = Field(min_length=1, description="where this digest was published")
+    reference: OciReference = Field(description="registry/repository:tag as upstream names it")
+    digest: Digest = Field(description="sha256:… of the manifest or index the tag pointed at")
+    source: Text = Field(min_length=1, description="where this digest was published")
     trust: Trust = Field(description=TRUST_HELP)
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not v.startswith("sha256:") or not _SHA256.match(v[7:]):
-            raise ValueError(f"{v!r} is not a sha256 digest (sha256:<64 hex>)")
-        return v
 
 
 class ManualFile(Strict):
@@ -64,22 +61,16 @@ class ManualFile(Strict):
     records its hash in engines/manual-pins.toml for review. Nothing is ever guessed.
     """
 
-    name: str = Field(description="the file name upstream gives it")
-    version: str
-    sha256: str | None = None
-    size: int = Field(default=0, ge=0, description="bytes; 0 when upstream publishes only the hash")
-    where: str = Field(description="where a user gets the file (a page, not a direct link)")
-    dest: str = Field(default="", description="where the file goes in the image; empty: only for run steps")
+    name: FileName = Field(description="the file name upstream gives it")
+    version: Version
+    sha256: Sha256Hex | None = None
+    size: Size = Field(default=0, description="bytes; 0 when upstream publishes only the hash")
+    where: Text = Field(description="where a user gets the file (a page, not a direct link)")
+    dest: OptionalImagePath = Field(default="", description="where the file goes in the image (absolute, "
+                                    "normalized); empty: only for run steps")
     unpack: bool = False
-    source: str = Field(min_length=1, description="where the sha256 was published (or why none is)")
+    source: Text = Field(min_length=1, description="where the sha256 was published (or why none is)")
     trust: Trust = Field(description=TRUST_HELP)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v):
-            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
-        return v
 
     @model_validator(mode="after")
     def _trust(self) -> "ManualFile":
@@ -94,43 +85,30 @@ class ManualFile(Strict):
 class UrlFile(Strict):
     """Any file or archive fetched by URL with a published sha256."""
 
-    name: str
-    version: str
-    url: str
-    sha256: str
-    size: int = Field(default=0, ge=0, description="bytes; 0 when upstream publishes only the hash")
-    dest: str = Field(default="", description="absolute path in the image (a directory to unpack into, or a file); "
-                      "empty: only available to run steps, under /enginefab/inputs")
+    name: Name
+    version: Version
+    url: Url
+    sha256: Sha256Hex
+    size: Size = Field(default=0, description="bytes; 0 when upstream publishes only the hash")
+    dest: OptionalImagePath = Field(default="", description="absolute normalized path in the image (a directory to "
+                                    "unpack into, or a file); empty: only available to run steps, under "
+                                    "/enginefab/inputs")
     unpack: bool = False
-    strip_components: int = 0
-    source: str = Field(min_length=1, description="where the sha256 was published")
+    strip_components: Strip = 0
+    source: Text = Field(min_length=1, description="where the sha256 was published")
     trust: Trust = Field(description=TRUST_HELP)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str) -> str:
-        if not _SHA256.match(v):
-            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
-        return v
 
 
 class VendorWheel(Strict):
     """A wheel hosted outside the package index (vendor downloads), pinned by its published sha256."""
 
-    name: str
-    version: str
-    url: str
-    sha256: str
-    size: int = Field(default=0, ge=0, description="bytes; 0 when the vendor publishes only the hash")
-    source: str = Field(min_length=1, description="where the sha256 was published")
+    name: Name
+    version: Version
+    url: Url
+    sha256: Sha256Hex
+    size: Size = Field(default=0, description="bytes; 0 when the vendor publishes only the hash")
+    source: Text = Field(min_length=1, description="where the sha256 was published")
     trust: Trust = Field(description=TRUST_HELP)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str) -> str:
-        if not _SHA256.match(v):
-            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
-        return v
 
 
 class GitSource(Strict):
@@ -140,15 +118,16 @@ class GitSource(Strict):
 
     name: str
     version: str
-    url: str = Field(description="the repository: https://, http:// or file://")
-    commit: str = Field(description="40-hex commit id (a tag's commit: `git rev-parse TAG^{commit}`)")
-    tree: str = Field(description="40-hex tree id of that commit (`git rev-parse COMMIT^{tree}`)")
+    url: GitUrl = Field(description="the repository: https://, http:// or file://")
+    commit: GitSha = Field(description="40-hex commit id (a tag's commit: `git rev-parse TAG^{commit}`)")
+    tree: GitSha = Field(description="40-hex tree id of that commit (`git rev-parse COMMIT^{tree}`)")
     prefix: str = Field(default="", description="top directory of the archive (e.g. KungFu-0.2.2); empty: none")
-    sha256: str | None = Field(default=None, description="of the archive enginefab makes of the tree; "
-                               "unset: the tree id is the only pin (lock --check warns)")
-    size: int = Field(default=0, ge=0)
-    dest: str = Field(default="", description="where to unpack it in the image; empty: only for run steps")
-    source: str = Field(min_length=1, description="where the commit and tree were read")
+    sha256: Sha256Hex | None = Field(default=None, description="of the archive enginefab makes of the tree; "
+                                     "unset: the tree id is the only pin (lock --check warns)")
+    size: Size = Field(default=0)
+    dest: OptionalImagePath = Field(default="", description="where to unpack it in the image (absolute, normalized); "
+                                    "empty: only for run steps")
+    source: Text = Field(min_length=1, description="where the commit and tree were read")
     trust: Trust = Field(description=TRUST_HELP)
 
     @field_validator("name", "version", "prefix")
@@ -157,20 +136,6 @@ class GitSource(Strict):
         if (v or info.field_name != "prefix") and not _COMPONENT.match(v):
             raise ValueError(f"{v!r}: a git input's {info.field_name} becomes a file or directory name: "
                              "letters, digits, '.', '_', '+', '-', not starting with '.'")
-        return v
-
-    @field_validator("commit", "tree")
-    @classmethod
-    def _oid(cls, v: str) -> str:
-        if not _OID.match(v):
-            raise ValueError(f"{v!r} is not a git object id (40 lowercase hex)")
-        return v
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v):
-            raise ValueError(f"{v!r} is not a sha256 (64 lowercase hex)")
         return v
 
     @field_validator("url")
@@ -191,9 +156,9 @@ class GitSource(Strict):
 class RunStep(Strict):
     """A command run in the hermetic sandbox over the lower layers (network off)."""
 
-    name: str
-    script: str
-    env: dict[str, str] = Field(default_factory=dict)
+    name: Name
+    script: Script
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
 _FPR = re.compile(r"^[0-9A-F]{40}$")
@@ -206,10 +171,10 @@ class AptRepo(Strict):
     as NVIDIA's are: ``URL/InRelease`` and ``URL/Packages``)."""
 
     url: str = Field(description="https base of the repository (http only with plain_http)")
-    suite: str = Field(default="", description="suite-style: the suite (Codename or Suite of its Release must be this); "
+    suite: Text = Field(default="", description="suite-style: the suite (Codename or Suite of its Release must be this); "
                        "flat: optional, checked the same way when given")
     flat: bool = Field(default=False, description="a flat repository (deb URL /)")
-    components: list[str] = ["main"]
+    components: list[Token] = ["main"]
     #: the flavour of the archive, for messages and SBOM purls
     distro: Literal["debian", "ubuntu", "nvidia", "other"] = "debian"
     keyring: list[str] = Field(min_length=1, description="where the repository's public keys come from (one or "
@@ -265,79 +230,79 @@ class AptRepo(Strict):
 class Conventions(Strict):
     """ModelArts custom-image conventions, applied to every image."""
 
-    user: str = "ma-user"
-    uid: int = 1000
-    group: str = "users"
-    gid: int = 100
-    home: str = "/home/ma-user"
-    env: dict[str, str] = Field(default_factory=lambda: {"PYTHONUNBUFFERED": "1"})
+    user: UserName = "ma-user"
+    uid: Id = 1000
+    group: UserName = "users"
+    gid: Id = 100
+    home: ImagePath = "/home/ma-user"
+    env: dict[EnvName, EnvValue] = Field(default_factory=lambda: {"PYTHONUNBUFFERED": "1"})
 
 
 class OSDef(Strict):
     name: Literal["debian", "ubuntu", "euleros"]
-    version: str
-    glibc: str
+    version: Version
+    glibc: Version
     arches: list[Arch]
     #: debs = root built from apt packages; oci = from a base image (the stack's, or `base`);
     #: manual = imported from an archive the user supplies
     source: Literal["debs", "oci", "manual"]
-    apt: str | None = None
-    packages: list[str] = Field(default_factory=list)
+    apt: Token | None = None
+    packages: list[DebName] = Field(default_factory=list)
     base: dict[Arch, OciRef] = Field(default_factory=dict)
     archive: dict[Arch, ManualFile] = Field(default_factory=dict)
-    system_python: str | None = None
-    notes: str = ""
+    system_python: Version | None = None
+    notes: Text = ""
 
 
 class ServiceUser(Strict):
     """A vendor's service account the stack's images traditionally have (CANN: HwHiAiUser), with
     the ids it gets here: the ModelArts user keeps uid 1000 and is made a member of its group."""
 
-    name: str
-    uid: int = Field(ge=1)
-    group: str
-    gid: int = Field(ge=1)
-    source: str = Field(min_length=1, description="why these ids (the clash with the conventions' uid, resolved)")
+    name: UserName
+    uid: Id = Field(ge=1)
+    group: UserName
+    gid: Id = Field(ge=1)
+    source: Text = Field(min_length=1, description="why these ids (the clash with the conventions' uid, resolved)")
 
 
 class StackDef(Strict):
     """An accelerator stack: CUDA (+cuDNN, NCCL) or CANN."""
 
     kind: Literal["cuda", "cann"]
-    version: str
+    version: Version
     arches: list[Arch]
-    cudart: str | None = None
-    cudnn: str | None = None
-    nccl: str | None = None
-    min_driver: str | None = None
+    cudart: Version | None = None
+    cudnn: Version | None = None
+    nccl: Version | None = None
+    min_driver: Version | None = None
     #: CANN: the Ascend driver (and firmware) release the stack is made for, checked against compat.toml
-    driver: str | None = None
+    driver: Version | None = None
     #: CANN: its service user (HwHiAiUser), reconciled with the ModelArts user
     service_user: ServiceUser | None = None
     #: CUDA runtime inside the engine wheel (PyPI torch): no CUDA base image needed
     bundled: bool = False
     #: base image per OS id (NVIDIA's CUDA images); a stack made of `packages` has none (the OS's base is used)
-    base: dict[str, OciRef] = Field(default_factory=dict)
+    base: dict[Token, OciRef] = Field(default_factory=dict)
     #: apt repositories (ids in [apt]) the stack's packages come from, in order of preference;
     #: the OS's own repository serves their other dependencies
-    apt: list[str] = Field(default_factory=list)
+    apt: list[Token] = Field(default_factory=list)
     #: Debian packages of the stack, `name=version` (exactly that version) or `name` (the newest at lock time)
-    packages: list[str] = Field(default_factory=list)
+    packages: list[Text] = Field(default_factory=list)
     #: sha256 the vendor published for some of the packages (`name=version` → sha256; trust
     #: vendor-published), pinned while the package awaits its lock, checked against the index then
-    published: dict[str, str] = Field(default_factory=dict)
+    published: dict[Text, Sha256Hex] = Field(default_factory=dict)
     #: where `published` was read
-    published_source: str = ""
+    published_source: Text = ""
     #: files behind a login (CANN .run packages)
     manual: list[ManualFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
     #: sonames the stack provides inside the image
-    provides: list[str] = Field(default_factory=list)
+    provides: list[Token] = Field(default_factory=list)
     #: sonames the host driver provides at run time (never shipped)
-    host: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    source: str = ""
-    notes: str = ""
+    host: list[Token] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    source: Text = ""
+    notes: Text = ""
 
     @field_validator("published")
     @classmethod
@@ -351,57 +316,57 @@ class StackDef(Strict):
 class PythonDef(Strict):
     """A Python runtime on one OS: how it gets into the image and where wheels go."""
 
-    version: str
-    os: str
+    version: Version
+    os: Token
     source: Literal["debs", "base", "url"]
-    packages: list[str] = Field(default_factory=list)
+    packages: list[DebName] = Field(default_factory=list)
     files: list[UrlFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
-    interpreter: str
-    site_packages: str
-    scripts: str = "/usr/local/bin"
+    interpreter: ImagePath
+    site_packages: ImagePath
+    scripts: ImagePath = "/usr/local/bin"
 
 
 class BuildAvail(Strict):
     """Builds an upstream release publishes: one accelerator kind, its versions, the arches."""
 
     accelerator: AcceleratorKind
-    versions: list[str] = Field(default_factory=list)
+    versions: list[Version] = Field(default_factory=list)
     arches: list[Arch]
 
 
 class EngineRelease(Strict):
-    version: str
-    python: list[str]
+    version: Version
+    python: list[Version]
     builds: list[BuildAvail]
     #: for engines layered over a framework (horovod, kungfu): framework → version specifier
-    frameworks: dict[str, str] = Field(default_factory=dict)
-    source: str = ""
+    frameworks: dict[Token, Text] = Field(default_factory=dict)
+    source: Text = ""
 
 
 class EngineDef(Strict):
-    name: str
-    display: str
-    pypi: str | None = None
-    import_name: str
-    version_expr: str
-    smoke: str = ""
+    name: Token
+    display: Text
+    pypi: Name | None = None
+    import_name: Name
+    version_expr: Text
+    smoke: Script = ""
     releases: list[EngineRelease]
 
 
 class ImageDef(Strict):
-    alias: str
-    name: str
-    engine_version: str
-    framework: str | None = None
-    framework_version: str | None = None
-    python: str
-    os: str
-    accelerator: str = Field(description='"cpu" or a stack id from platforms.toml')
+    alias: Alias
+    name: ImageName
+    engine_version: Version
+    framework: Token | None = None
+    framework_version: Version | None = None
+    python: Version
+    os: Token
+    accelerator: Token = Field(description='"cpu" or a stack id from platforms.toml')
     arch: Arch
-    requirements: list[str] = Field(default_factory=list)
-    constraints: list[str] = Field(default_factory=list)
-    debs: list[str] = Field(default_factory=list)
+    requirements: list[Text] = Field(default_factory=list)
+    constraints: list[Text] = Field(default_factory=list)
+    debs: list[DebName] = Field(default_factory=list)
     #: wheels from vendor hosts (their dependencies go in requirements)
     wheels: list[VendorWheel] = Field(default_factory=list)
     files: list[UrlFile] = Field(default_factory=list)
@@ -409,18 +374,11 @@ class ImageDef(Strict):
     git: list[GitSource] = Field(default_factory=list)
     manual: list[ManualFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     #: a base image of its own (e.g. a -devel CUDA image for images that compile)
     base: OciRef | None = None
     demo: bool = False
-    description: str = ""
-
-    @field_validator("alias")
-    @classmethod
-    def _alias(cls, v: str) -> str:
-        if not _ALIAS.match(v):
-            raise ValueError(f"{v!r}: an alias is lowercase letters, digits, '.', '_' and '-'")
-        return v
+    description: Text = ""
 
 
 class EngineFile(Strict):
@@ -431,24 +389,24 @@ class EngineFile(Strict):
 
 
 class PypiSettings(Strict):
-    index: str = "https://pypi.org/simple"
+    index: Url = "https://pypi.org/simple"
     #: resolve as of this time (uv --exclude-newer): a re-lock gives the same closure
-    exclude_newer: str | None = None
+    exclude_newer: Text | None = None
 
 
 class CompressionSettings(Strict):
     algorithm: Literal["gzip", "zstd"] = "gzip"
-    level: int | None = None
+    level: int | None = Field(default=None, ge=0, le=22, strict=True)
 
 
 class PlatformsFile(Strict):
     """engines/platforms.toml."""
 
     conventions: Conventions = Conventions()
-    source_date_epoch: int = Field(default=1, ge=0)
+    source_date_epoch: Epoch = 1
     pypi: PypiSettings = PypiSettings()
     compression: CompressionSettings = CompressionSettings()
-    apt: dict[str, AptRepo] = Field(default_factory=dict)
-    os: dict[str, OSDef]
-    stack: dict[str, StackDef] = Field(default_factory=dict)
-    python: dict[str, PythonDef] = Field(default_factory=dict)
+    apt: dict[Token, AptRepo] = Field(default_factory=dict)
+    os: dict[Token, OSDef]
+    stack: dict[Token, StackDef] = Field(default_factory=dict)
+    python: dict[Token, PythonDef] = Field(default_factory=dict)

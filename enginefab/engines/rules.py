@@ -239,7 +239,7 @@ def _framework(img: "Image", ctx: Context):
         return
     try:
         ok = _v(img.framework_version) in SpecifierSet(spec)
-    except InvalidSpecifier:
+    except (InvalidSpecifier, InvalidVersion):  # not PEP 440: never supported
         ok = False
     if not ok:
         yield (

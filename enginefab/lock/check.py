@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from enginefab.core import canonical
-from enginefab.core.definition import Definition
+from enginefab.core.definition import MAX_BYTES, Definition, parse_definition
 from enginefab.core.errors import LockError
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
+from enginefab.lock import derive, pins
 from enginefab.lock.layering import parts_of, plan_image
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
+def read_capped(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise LockError(f"build/{path.name}: cannot read it: {e.strerror}", fix="check the file and its permissions") from None
+
+
 def _by_name(items: list) -> dict[str, Any] | None:
-    """A list of named tables (files, wheels, manual inputs, run steps) keyed by name, if it is one."""
-    if not items or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
-        return None
-    keyed = {i["name"]: i for i in items}
-    return keyed if len(keyed) == len(items) else None
+    """A list of named tables (files, wheels, manual inputs, run steps; layers by id, file
+    entries by path) keyed by that, if it is one."""
+    for key in ("name", "id", "path"):
+        if items and all(isinstance(i, dict) and isinstance(i.get(key), str) for i in items):
+            keyed = {i[key]: i for i in items}
+            if len(keyed) == len(items):
+                return keyed
+    return None
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[str]:
@@ -36,6 +48,12 @@ def diff(old: Any, new: Any, path: str = "") -> list[str]:
         return out
     if isinstance(old, list) and isinstance(new, list) and old != new:
         ko, kn = _by_name(old), _by_name(new)
+        if ko is not None and kn is not None and set(ko) != set(kn) and len(old) == len(new):
+            # the same list with items renamed (a layer whose id changed with its contents): side by side
+            out = []
+            for name, o, n in zip(ko, old, new):
+                out += diff(o, n, f"{path}[{name}]")
+            return out
         if ko is not None and kn is not None:
             out = []
             for k in [n for n in ko if n in kn] + [n for n in kn if n not in ko] + [n for n in ko if n not in kn]:
@@ -101,6 +119,11 @@ def _planned_mismatches(defn: Definition) -> list[str]:
     if [la.model_dump() for la in want] == [la.model_dump() for la in defn.layers]:
         return []
     have_ids, want_ids = [la.id for la in defn.layers], [la.id for la in want]
+    if have_ids != want_ids and sorted(have_ids) == sorted(want_ids):
+        at = next(n for n, (h, w) in enumerate(zip(have_ids, want_ids)) if h != w)
+        return [f"build/{defn.image.alias}.json: the layers are out of the planner's order: layer {at + 1} is "
+                f"{have_ids[at]}, the planner puts {want_ids[at]} there (edited by hand? "
+                f"re-run `enginefab lock {defn.image.alias}`)"]
     gone = [i for i in have_ids if i not in want_ids]
     new = [i for i in want_ids if i not in have_ids]
     detail = f" (build/ has {', '.join(gone[:3]) or 'the same ids'}; the planner makes {', '.join(new[:3]) or 'the same ids'})"
@@ -120,10 +143,11 @@ def unpinned_debs(layer) -> str | None:
             f"checked when pinned); they come from {waiting[0].where}")
 
 
-def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
+def check(m: Matrix, *, strict: bool = False, cache: Path | None = None) -> tuple[list[str], list[str]]:
     """(problems, warnings). Problems make `lock --check` fail."""
     problems: list[str] = []
     warnings: list[str] = []
+    defns: dict[str, Definition] = {}
     expected = {definition_path(m.root, i.alias) for i in m.images}
     for path in sorted((m.root / "build").glob("*.json")):
         if path not in expected:
@@ -134,20 +158,25 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
         if not path.is_file():
             problems.append(f"{who}: build/{img.alias}.json is missing (run `enginefab lock {img.alias}`)")
             continue
-        raw = path.read_bytes()
-        try:
-            defn = Definition.model_validate_json(raw)
-        except ValidationError as e:
-            problems.append(f"{who}: build/{path.name} is not a valid definition: {e.errors()[0]['msg']}")
+        raw = read_capped(path)
+        defn = parse_definition(raw, f"build/{path.name}")  # absurd values: LockError, exit 2
+        if defn.image.alias != img.alias:
+            problems.append(f"{who}: build/{path.name} is the definition of {defn.image.alias}, not of {who} "
+                            f"(re-run `enginefab lock {who}`)")
             continue
         if defn.to_json() != raw:
             problems.append(f"{who}: build/{path.name} is not in canonical form (edited by hand?); re-run `enginefab lock`")
         stale = diff(defn.matrix, matrix_entry(img, m))
         for line in stale:
             problems.append(f"{who}: engines/ changed since the lock (`enginefab lock {who}`): {line}")
+        mine: list[str] = []
         if not stale:  # same engines/: the pins it declares must be in build/ as declared
-            problems += [f"{who}: {p}" for p in _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)]
-        problems += [f"{who}: {p}" for p in _planned_mismatches(defn)]
+            mine += _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)
+        mine += _planned_mismatches(defn)
+        if not stale and not mine:  # the last word: what `lock` writes from these index pins, byte for byte
+            mine += _derived_mismatches(defn, raw, img, m)
+        problems += [f"{who}: {p}" for p in mine]
+        defns[img.alias] = defn
         for layer in defn.layers:
             unpinned = unpinned_debs(layer)
             if unpinned:
@@ -173,5 +202,17 @@ def check(m: Matrix, *, strict: bool = False) -> tuple[list[str], list[str]]:
                     problems.append(f"{where} has no size")
                 if i.kind == "oci" and i.media_type is None and len(layer.inputs) == 1:
                     warnings.append(f"{where}: base pinned by digest only; its layers were not resolved (registry unreachable at lock time)")
+    problems += pins.incoherent(defns, m, cache)
     return problems, warnings
+
+
+def _derived_mismatches(defn: Definition, raw: bytes, img, m: Matrix) -> list[str]:
+    """Everything but the index pins, derived again from engines/ and the planner (`derive`):
+    an image config, a check, a file entry or an owner edited by hand differs here."""
+    want = derive.expected(defn, img, m).to_json()
+    if want == raw:
+        return []
+    lines = diff(json.loads(raw), json.loads(want))
+    return [f"build/{defn.image.alias}.json differs from what `enginefab lock` makes of engines/ and its own "
+            f"index pins: {line} (edited by hand? re-run `enginefab lock {defn.image.alias}`)" for line in lines[:10]]
 
