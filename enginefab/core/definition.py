@@ -24,7 +24,7 @@ from enginefab.core.fields import (
 
 SCHEMA = "enginefab.definition/v1"
 
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 _ALIAS_LIKE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _URL: TypeAdapter = TypeAdapter(Url)
 _GIT_URL: TypeAdapter = TypeAdapter(GitUrl)

@@ -128,8 +128,9 @@ Version = Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9 .+!:~_-]{0,127}",
 DebName = Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]{0,127}",
                                   "a Debian package name is lowercase letters, digits, '+', '.' and '-'")]
 #: a user or group name that cannot break /etc/passwd
-UserName = Annotated[str, _pattern(r"[a-z_][a-z0-9_-]{0,31}",
-                                   "a user or group name is 1-32 lowercase letters, digits, '_' and '-'")]
+UserName = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_-]{0,31}",
+                                   "a user or group name is 1-32 letters, digits, '_' and '-' (not starting with "
+                                   "a digit or '-')")]
 EnvName = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
                                   "an environment variable name is letters, digits and '_' "
                                   "(not starting with a digit)")]
