@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from enginefab.core.fields import (
-    Alias, DebName, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, Name,
+    Alias, DebName, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, Id, ImageName, ImagePath, Name,
     OciReference,
     OptionalImagePath, Script, Sha256Hex, Size, Strip, Text, Token, Url, UserName, Version,
 )
@@ -118,7 +118,7 @@ class GitSource(Strict):
 
     name: str
     version: str
-    url: GitUrl = Field(description="the repository: https://, http:// or file://")
+    url: Text = Field(description="the repository: https://, http:// or file://")
     commit: GitSha = Field(description="40-hex commit id (a tag's commit: `git rev-parse TAG^{commit}`)")
     tree: GitSha = Field(description="40-hex tree id of that commit (`git rev-parse COMMIT^{tree}`)")
     prefix: str = Field(default="", description="top directory of the archive (e.g. KungFu-0.2.2); empty: none")
