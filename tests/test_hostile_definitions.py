@@ -547,3 +547,17 @@ def test_a_framework_version_that_is_no_version_is_refused(engines_copy):
     err = refused_here(engines_copy)
     assert err["error"].startswith("horovod.toml: field framework_version: ") and "'aarch64'" in err["error"], err
     assert err["image"].startswith("horovod-tensorflow-cuda10.1") and err["fix"], err
+
+
+@pytest.mark.parametrize("pin,field,rule", [
+    ('sha256 = "../../../../etc/shadow"', "files.EulerOS-2.8-aarch64.tar.xz.sha256", "64 lowercase hex"),
+    (f'sha256 = "{"a" * 64}"\nsize = "big"', "files.EulerOS-2.8-aarch64.tar.xz.size", "0…2**50"),
+    (f'sha256 = "{"a" * 64}"\nsize = -5', "files.EulerOS-2.8-aarch64.tar.xz.size", "0…2**50"),
+], ids=["sha256 that is a path", "size not a number", "negative size"])
+def test_a_hostile_manual_pin_is_refused(engines_copy, pin, field, rule):
+    """engines/manual-pins.toml (hashes recorded on first use) is validated like the rest of
+    engines/: before, a path as sha256 went into the definition and a size of "big" raised ValueError."""
+    (engines_copy / "engines" / "manual-pins.toml").write_text(f'[files."EulerOS-2.8-aarch64.tar.xz"]\n{pin}\n')
+    err = refused_here(engines_copy)
+    assert err["error"].startswith(f"manual-pins.toml: field {field}: ") and rule in err["error"], err
+    assert "manual-pins.toml" in err["fix"]

@@ -388,6 +388,21 @@ class EngineFile(Strict):
     image: list[ImageDef] = Field(default_factory=list)
 
 
+class ManualPin(Strict):
+    """A hash recorded by `enginefab lock --add-file` for a manual file upstream publishes none for."""
+
+    sha256: Sha256Hex
+    size: Size = 0
+    added: Text = ""
+    note: Text = ""
+
+
+class ManualPinsFile(Strict):
+    """engines/manual-pins.toml."""
+
+    files: dict[FileName, ManualPin] = Field(default_factory=dict)
+
+
 class PypiSettings(Strict):
     index: Url = "https://pypi.org/simple"
     #: resolve as of this time (uv --exclude-newer): a re-lock gives the same closure

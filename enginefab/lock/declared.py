@@ -10,21 +10,36 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from enginefab.core import canonical
 from enginefab.core.definition import Input
+from enginefab.core.errors import MatrixError
+from enginefab.core.fields import rule_of
 from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
-from enginefab.engines.model import AptRepo, GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+from enginefab.engines.model import AptRepo, GitSource, ManualFile, ManualPinsFile, OciRef, RunStep, UrlFile, VendorWheel
 
 
 # -- the part of engines/ a definition depends on -----------------------------------------
 
 
 def manual_pins(root: Path) -> dict[str, dict[str, Any]]:
-    """User-recorded hashes of manual files upstream published none for (engines/manual-pins.toml)."""
+    """User-recorded hashes of manual files upstream published none for (engines/manual-pins.toml),
+    validated like the rest of engines/ (each as written: no defaults added)."""
     p = root / "engines" / MANUAL_PINS
     if not p.is_file():
         return {}
-    return tomllib.loads(p.read_text()).get("files", {})
+    fix = f"correct engines/{MANUAL_PINS}, or restore it from git"
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        pins = ManualPinsFile.model_validate(data)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise MatrixError(f"{MANUAL_PINS}: not valid TOML: {e}", fix=fix) from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise MatrixError(f"{MANUAL_PINS}: field {where}: {rule_of(first)}", fix=fix) from None
+    return {name: pin.model_dump(mode="json", exclude_unset=True) for name, pin in pins.files.items()}
 
 
 def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
