@@ -134,7 +134,7 @@ def _load(path: Path, model: type[BaseModel]):
         return model()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise MatrixError(f"{path.name}: not valid TOML: {e}", fix=f"correct the syntax in {path}") from None
     try:
         return model.model_validate(data)
