@@ -122,8 +122,9 @@ OciName = Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9._/:@ -]{0,299}",
 FileName = Annotated[str, _pattern(r"[A-Za-z0-9_][A-Za-z0-9._+~%=,-]{0,254}",
                                    "a file name is one path component of 1-255 letters, digits and . _ + ~ % = , -, "
                                    "starting with a letter, digit or '_'")]
-Version = Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9 .+!:~_-]{0,127}",
-                                  "a version is 1-128 letters, digits, spaces and . + ! : ~ _ -")]
+Version = Annotated[str, _pattern(r"\*|[A-Za-z0-9][A-Za-z0-9 .+!:~_-]{0,127}",
+                                  "a version is 1-128 letters, digits, spaces and . + ! : ~ _ -, or * (a package "
+                                  "not pinned yet: the newest at lock time)")]
 #: a Debian package name (Debian policy 5.6.1) or architecture
 DebName = Annotated[str, _pattern(r"[a-z0-9][a-z0-9+.-]{0,127}",
                                   "a Debian package name is lowercase letters, digits, '+', '.' and '-'")]

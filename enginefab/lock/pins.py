@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 
 from enginefab.core.definition import Definition, Input
 from enginefab.engines.matrix import Image, Matrix
+from enginefab.lock.declared import stack_repos
 from enginefab.lock.derive import index_pins_of
 
 FIX = "restore the file from git and re-run `enginefab lock {alias}`"
@@ -68,9 +69,9 @@ def _wheel_problems(i: Input, hosts: set[str]) -> Iterator[str]:
         yield f"its file {i.filename} is {name} {version}, not {i.name} {i.version}"
 
 
-def _deb_problems(i: Input, repo: str | None) -> Iterator[str]:
-    if repo is None or not (i.url or "").startswith(repo.rstrip("/") + "/"):
-        yield f"its URL {i.url} is not under the OS's apt repository {repo}"
+def _deb_problems(i: Input, repos: list[str]) -> Iterator[str]:
+    if not any((i.url or "").startswith(r.rstrip("/") + "/") for r in repos):
+        yield f"its URL {i.url} is not under the image's apt repositories ({', '.join(repos) or 'none'})"
     if not (i.url or "").endswith(".deb"):
         yield f"its URL {i.url} is not a .deb"
     c = i.control or {}
@@ -81,16 +82,18 @@ def _deb_problems(i: Input, repo: str | None) -> Iterator[str]:
 
 def _self_problems(defn: Definition, img: Image, m: Matrix) -> Iterator[tuple[Input, str]]:
     pins = index_pins_of(defn, img)
-    apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
+    repos = [r.url for _, r in stack_repos(img, m)] + ([m.platforms.apt[img.os.apt].url] if img.os.apt else [])
     hosts = _index_hosts(m.platforms.pypi.index)
     for i in pins.wheels + pins.sdists:
         for p in _wheel_problems(i, hosts):
             yield i, p
-    for i in pins.os + pins.python + pins.debs:
+    for i in pins.os + pins.python + pins.stack + pins.debs:
         if i.kind != "deb":
             yield i, f"an index pin of kind {i.kind} where the planner puts Debian packages"
             continue
-        for p in _deb_problems(i, apt.url if apt else None):
+        if i.url is None:  # not pinned yet (its repository was not reachable at lock time): lock --check warns
+            continue
+        for p in _deb_problems(i, repos):
             yield i, p
     for i in pins.base:
         if i.kind != "oci" or not (i.url or "").endswith(f"@sha256:{i.sha256}"):
