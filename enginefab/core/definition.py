@@ -292,18 +292,21 @@ def parse_definition(raw: bytes, file: str) -> Definition:
         raise LockError(f"{file}: {len(raw)} bytes, more than any definition ({MAX_BYTES})",
                         fix="restore it from git, or re-run `enginefab lock`")
     try:
+        data = json.loads(raw, parse_constant=_no_constant)  # NaN, Infinity: no canonical JSON has them
         return Definition.model_validate_json(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        msg, image, input_ = explain(first, data, file)
+        msg, image, input_ = explain(e.errors()[0], data, file)
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         rerun = f"`enginefab lock {image}`" if image else "`enginefab lock`"
         raise LockError(msg + more, image=image, input=input_,
                         fix=f"correct the value, or restore the file from git and re-run {rerun}") from None
+    except (ValueError, RecursionError) as e:  # not JSON (ValueError: also a byte that is not UTF-8)
+        raise LockError(f"{file}: not JSON: {str(e)[:120] or type(e).__name__}",
+                        fix="restore the file from git, or re-run `enginefab lock`") from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_definition(path: Path) -> Definition:
