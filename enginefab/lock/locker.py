@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 from enginefab.core import ui
-from enginefab.core.definition import Base, Compression
+from enginefab.core.definition import Base, Compression, Input
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.core.fsutil import write_atomic
 from enginefab.core.paths import definition_path
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.lock import deb, layering, oci, pypi, stackdebs
-from enginefab.lock.declared import base_ref, stack_repos
+from enginefab.lock.declared import base_ref, manual_input, run_input, stack_repos
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
 
 
@@ -60,11 +60,9 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
                         image=who, fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
 
     # accelerator stack: its packages (over the base); its files behind a login and run steps are engines/'s
-    if img.stack and img.stack.packages:
-        pins.stack = stackdebs.resolve(img, m, stack_repos(img, m), list(img.stack.packages), base=pins.base,
-                                       have=have, published=dict(img.stack.published),
-                                       what=f"stack {img.stack_id} packages", say=say)
-        have |= deb.provided_names([i for i in pins.stack if i.kind == "deb"])
+    if img.stack:
+        pins.stack = stack_debs(img, m, pins.base, have, say)
+        have |= deb.provided_names(pins.stack)
 
     # Python runtime
     py = img.python
@@ -92,6 +90,22 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
         pins.wheels = [f for f in files if f.kind == "wheel"]
         pins.sdists = [f for f in files if f.kind == "url"]
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
+
+
+def stack_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list[Input]:
+    """The stack's Debian packages (over the base), from its repositories and the OS's."""
+    assert img.stack is not None
+    if not img.stack.packages:
+        return []
+    return stackdebs.resolve(img, m, stack_repos(img, m), list(img.stack.packages), base=base, have=have,
+                             published=dict(img.stack.published), what=f"stack {img.stack_id} packages", say=say)
+
+
+def stack_inputs(img: Image, m: Matrix, base: list, have: set[str], pins: dict, say: Callable[[str], None]) -> list:
+    """The stack's inputs as the planner gets them: its packages, files behind a login, run steps."""
+    assert img.stack is not None
+    return (stack_debs(img, m, base, have, say) + [manual_input(f, pins) for f in img.stack.manual]
+            + [run_input(s) for s in img.stack.run])
 
 
 def extra_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list:
