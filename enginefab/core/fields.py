@@ -33,10 +33,14 @@ def show(v: object, limit: int = 60) -> str:
     return r if len(r) <= limit else f"{r[:limit]}…({len(str(v))} characters)"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _no_controls(v: str, what: str, *, newlines: bool = False) -> str:
-    bad = [c for c in v if (ord(c) < 32 and not (newlines and c in "\n\t")) or ord(c) == 127]
+    bad = (_CONTROL_BUT_NEWLINES if newlines else _CONTROL).search(v)
     if bad:
-        raise ValueError(f"{show(v)}: {what} holds a control character {bad[0]!r}")
+        raise ValueError(f"{show(v)}: {what} holds a control character {bad.group()!r}")
     return v
 
 
@@ -77,10 +81,13 @@ def _image_path(v: str) -> str:
     return v
 
 
+_URL_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def _url(v: str, schemes: tuple[str, ...] = URL_SCHEMES) -> str:
     if len(v) > 2048:
         raise ValueError(f"{show(v)}: a URL is at most 2048 characters")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
+    if _URL_BAD.search(v):
         raise ValueError(f"{show(v)}: a URL holds no whitespace or control characters")
     try:
         u = urllib.parse.urlsplit(v)
