@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from enginefab.core import canonical
 from enginefab.core.errors import LockError
 from enginefab.core.fields import (
-    Alias, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, LayerId, MediaType,
-    Mode, Name,
+    Alias, Digest, DownloadUrl, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, LayerId,
+    MediaType, Mode, Name,
     OciName, OciReference, Script, Sha256Hex, Size, Strip, Text, Token, Url, Version, rule_of, show,
 )
 
@@ -26,7 +26,7 @@ SCHEMA = "enginefab.definition/v1"
 
 _USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 _ALIAS_LIKE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_URL: TypeAdapter = TypeAdapter(Url)
+_URL: TypeAdapter = TypeAdapter(DownloadUrl)
 _GIT_URL: TypeAdapter = TypeAdapter(GitUrl)
 _OCI_REF: TypeAdapter = TypeAdapter(OciReference)
 _NAME: TypeAdapter = TypeAdapter(Name)
@@ -46,8 +46,8 @@ class Input(Model):
     kind: InputKind
     name: str
     version: Version
-    url: str | None = Field(description="download URL (http, https), registry reference (oci), repository (git, "
-                            "https), or null (manual, run)")
+    url: str | None = Field(description="download URL (https, http, file), registry reference (oci), repository "
+                            "(git), or null (manual, run)")
     sha256: Sha256Hex | None = Field(
         description="of the exact bytes (manual/url/wheel/deb/oci blob, git: the archive enginefab makes of the tree), "
         "or of the step (run); null only for a manual input whose upstream publishes no hash, until a user adds the "
@@ -95,7 +95,7 @@ class Input(Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
-        """oci: a registry reference; git: a repository (http(s), file); the downloads: an http(s) URL."""
+        """oci: a registry reference; git: a repository; the downloads: an https, http or file URL."""
         if v is None:
             return v
         adapter = {"oci": _OCI_REF, "git": _GIT_URL}.get(info.data.get("kind"), _URL)  # type: ignore[arg-type]

@@ -154,6 +154,9 @@ ImagePath = Annotated[str, AfterValidator(_image_path)]
 Url = Annotated[str, AfterValidator(_url)]
 #: a git repository: also file:// (git reads a local repository; the pinned tree is verified)
 GitUrl = Annotated[str, AfterValidator(lambda v: _url(v, ("https", "http", "file")))]
+#: a download in a definition: also file:// (what mirrors and tests serve; the pinned sha256
+#: decides what lands in a layer). engines/ itself names only http(s) URLs.
+DownloadUrl = Annotated[str, AfterValidator(lambda v: _url(v, ("https", "http", "file")))]
 #: a shell script or file content: bounded, no NUL
 Script = Annotated[str, _bounded_text(1 << 20, "a script or file content")]
 #: prose: descriptions, sources, where to download, comments
