@@ -177,33 +177,39 @@ def check(m: Matrix, *, strict: bool = False, cache: Path | None = None) -> tupl
             mine += _derived_mismatches(defn, raw, img, m)
         problems += [f"{who}: {p}" for p in mine]
         defns[img.alias] = defn
-        for layer in defn.layers:
-            unpinned = unpinned_debs(layer)
-            if unpinned:
-                (problems if strict else warnings).append(f"{who}: layer {layer.id}: {unpinned}")
-            for i in layer.inputs:
-                where = f"{who}: layer {layer.id}: input {i.ref}"
-                if i.kind == "deb" and i.url is None:  # reported above, for the whole layer
-                    if i.sha256 is not None and not _HEX.match(i.sha256):
-                        problems.append(f"{where} has no valid sha256")
-                    continue
-                if i.sha256 is None and i.kind == "git":
-                    msg = (f"{where} is pinned by its tree {i.tree} alone (a SHA-1): `enginefab build {who}` where "
-                           f"{i.url} is reachable prints the archive's sha256; pin it as `sha256` in engines/")
-                    (problems if strict else warnings).append(msg)
-                elif i.sha256 is None:
-                    msg = f"{where} awaits a user-supplied file ({i.where or 'see engines/'}); add it with `enginefab lock --add-file`"
-                    (problems if strict else warnings).append(msg)
-                elif not _HEX.match(i.sha256):
-                    problems.append(f"{where} has no valid sha256")
-                if i.kind in ("wheel", "deb", "url", "git") and not i.url:
-                    problems.append(f"{where} has no URL")
-                if i.kind == "deb" and i.size <= 0:
-                    problems.append(f"{where} has no size")
-                if i.kind == "oci" and i.media_type is None and len(layer.inputs) == 1:
-                    warnings.append(f"{where}: base pinned by digest only; its layers were not resolved (registry unreachable at lock time)")
+        _pin_states(who, defn, strict, problems, warnings)
     problems += pins.incoherent(defns, m, cache)
     return problems, warnings
+
+
+def _pin_states(who: str, defn: Definition, strict: bool, problems: list[str], warnings: list[str]) -> None:
+    """Inputs not fully pinned yet (awaiting a file, a tree alone, packages not pinned, bases not
+    followed): warnings, or problems with --strict; pins without a URL or a size: problems."""
+    for layer in defn.layers:
+        unpinned = unpinned_debs(layer)
+        if unpinned:
+            (problems if strict else warnings).append(f"{who}: layer {layer.id}: {unpinned}")
+        for i in layer.inputs:
+            where = f"{who}: layer {layer.id}: input {i.ref}"
+            if i.kind == "deb" and i.url is None:  # reported above, for the whole layer
+                if i.sha256 is not None and not _HEX.match(i.sha256):
+                    problems.append(f"{where} has no valid sha256")
+                continue
+            if i.sha256 is None and i.kind == "git":
+                msg = (f"{where} is pinned by its tree {i.tree} alone (a SHA-1): `enginefab build {who}` where "
+                       f"{i.url} is reachable prints the archive's sha256; pin it as `sha256` in engines/")
+                (problems if strict else warnings).append(msg)
+            elif i.sha256 is None:
+                msg = f"{where} awaits a user-supplied file ({i.where or 'see engines/'}); add it with `enginefab lock --add-file`"
+                (problems if strict else warnings).append(msg)
+            elif not _HEX.match(i.sha256):
+                problems.append(f"{where} has no valid sha256")
+            if i.kind in ("wheel", "deb", "url", "git") and not i.url:
+                problems.append(f"{where} has no URL")
+            if i.kind == "deb" and i.size <= 0:
+                problems.append(f"{where} has no size")
+            if i.kind == "oci" and i.media_type is None and len(layer.inputs) == 1:
+                warnings.append(f"{where}: base pinned by digest only; its layers were not resolved (registry unreachable at lock time)")
 
 
 def _derived_mismatches(defn: Definition, raw: bytes, img, m: Matrix) -> list[str]:
