@@ -26,8 +26,9 @@ from enginefab.assemble.builder import default_fetcher
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.store import Store
 from enginefab.assemble.wheels import stage_wheel
+from enginefab.check.facts import Facts
 from enginefab.check.report import Result
-from enginefab.check.static import Facts, audit
+from enginefab.check.static import audit
 from enginefab.check.structure import Suite
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer

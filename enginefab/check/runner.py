@@ -19,6 +19,7 @@ from enginefab.assemble.image import Built
 from enginefab.assemble.pipeline import definition_for
 from enginefab.assemble.store import Store
 from enginefab.check import accelerator, cst, definition, podman, runtime, static, structure
+from enginefab.check.facts import Facts
 from enginefab.check.layers import audit_layers
 from enginefab.check.report import LEVELS, Report, Result
 from enginefab.core import ui
@@ -45,7 +46,7 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
         t0 = time.monotonic()
         root = rootfs.unpacked(store, built)
         ui.info(f"  unpacked in {time.monotonic() - t0:.1f} s; auditing files")
-        out += static.audit(root, static.Facts.of(defn, suite))
+        out += static.audit(root, Facts.of(defn, suite))
         out += structure.file_tests(root, suite) + structure.metadata_tests(defn, suite)
         if cross_check:
             out += cst.run(store, built, suite)
