@@ -38,6 +38,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from enginefab.assemble import seccomp
+from enginefab.core import tools
 from enginefab.core.errors import EnginefabError
 
 QEMU = {"aarch64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
@@ -103,9 +104,12 @@ def _escape(b: bytes) -> str:
 def binfmt_rule(arch: str) -> str:
     """The binfmt_misc registration of qemu-user for `arch` (P: argv[0] kept; F: qemu opened now).
     qemu must be static: it starts inside the sandbox's root, where no host library is."""
-    qemu = shutil.which(QEMU.get(arch, f"qemu-{arch}-static"))
+    if arch not in QEMU:
+        raise SandboxError(f"cannot run {arch} programs here: enginefab knows qemu-user only for {', '.join(QEMU)}",
+                           fix=f"build and check this image on an {arch} machine")
+    qemu = tools.which(QEMU[arch])
     if not qemu:
-        raise SandboxError(f"cannot run {arch} programs here: {QEMU.get(arch, f'qemu-{arch}-static')} is missing",
+        raise SandboxError(f"cannot run {arch} programs here: {QEMU[arch]} is missing",
                            fix="apt-get install qemu-user-static")
     if not is_static(Path(qemu)):
         raise SandboxError(f"{qemu} is linked dynamically: it cannot start inside a sandbox that shows none of the "
@@ -148,7 +152,7 @@ def _id_maps() -> dict[str, str]:
 
 
 def _bwrap_args(sb: Sandbox, new_root: Path, seccomp_fd: int) -> list[str]:
-    bwrap = shutil.which("bwrap")
+    bwrap = tools.which("bwrap")
     if not bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed", fix="apt-get install bubblewrap")
     args = [bwrap, "--bind", str(new_root), "/", "--dev", "/dev", "--proc", "/proc"]
@@ -257,10 +261,10 @@ def run(sb: Sandbox, argv: list[str], *, timeout: float = 600) -> Result:
 def available(arch: str | None = None) -> list[str]:
     """What is missing to run sandboxes (for `arch`) here: empty when everything is present."""
     missing = []
-    if not shutil.which("bwrap"):
+    if not tools.which("bwrap"):
         missing.append("bubblewrap")
     foreign = [a for a in ([arch] if arch else QEMU) if a != host_arch()]
-    if any(not shutil.which(QEMU[a]) for a in foreign if a in QEMU):
+    if any(not tools.which(QEMU[a]) for a in foreign if a in QEMU):
         missing.append("qemu-user-static")
     return missing
 

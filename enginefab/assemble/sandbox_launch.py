@@ -80,7 +80,7 @@ def child(spec, argv, ready_w, go_r, parent):
     libc.prctl(PR_SET_PDEATHSIG, 9)  # after the namespace change, which clears it
     if os.getppid() != parent:  # the launcher is gone already
         os._exit(SETUP_FAILED)
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # runs: bwrap (sandbox.execute puts it first)
 
 
 def main():

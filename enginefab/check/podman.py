@@ -26,6 +26,7 @@ from enginefab.assemble.store import Store
 from enginefab.check import container, runtime
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
+from enginefab.core import tools
 from enginefab.core.definition import Definition
 
 CONTAINERS_CONF = """[containers]
@@ -40,9 +41,9 @@ POLICY = '{"default": [{"type": "insecureAcceptAnything"}]}'
 
 def missing(arch: str) -> str | None:
     """Why podman cannot run an `arch` image here, or None."""
-    for tool, pkg in (("podman", "podman"), ("runc", "runc")):
-        if not shutil.which(tool):
-            return f"{tool} is not installed (apt-get install {pkg})"
+    for name in ("podman", "runc"):
+        if not tools.which(name):  # runs: podman, runc
+            return f"{name} is not installed ({tools.known(name).install})"
     if arch != host_arch():
         return f"podman runs {host_arch()} images here, not {arch} (there is no binfmt_misc for it on this host)"
     return None

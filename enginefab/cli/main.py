@@ -699,6 +699,27 @@ def store_gc(
                      f"kept {res['kept']} (roots: {', '.join(res['roots'])})")
 
 
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Every external program enginefab runs: found or missing, its package, what needs it.
+
+    Exits 1 when a required one is missing (./dev setup runs this)."""
+    from enginefab.cli import doctor as report
+    from enginefab.core import tools
+
+    statuses = tools.survey()
+    line, ok = report.summary(statuses)
+    if as_json:
+        _emit(report.as_json(statuses))
+    else:
+        print("\n".join(report.table(statuses)))
+    ui.err.print(line, soft_wrap=True, markup=False)
+    raise typer.Exit(0 if ok else 1)
+
+
 # -- registry ---------------------------------------------------------------------------------
 
 

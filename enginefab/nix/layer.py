@@ -22,6 +22,7 @@ from enginefab.assemble.builder import Builder, Fetcher
 from enginefab.assemble.keys import layer_key
 from enginefab.assemble.store import Store
 from enginefab.core import canonical
+from enginefab.core import tools
 from enginefab.core.definition import Compression, Definition, ImageIdentity, Input, Layer
 from enginefab.core.errors import BuildError
 from enginefab.nix.parts import BLOB, DESCRIPTOR, Part
@@ -92,7 +93,7 @@ def build_layer(job: LayerJob, out: Path) -> dict:
     if job.layer.kind == "base":
         raise BuildError(f"{job.layer.id} is a base layer: its blobs are fixed-output fetches, not built",
                          fix="build through the flake (nix/image.nix)")
-    if job.layer.kind == "run" and shutil.which("bwrap") is None:
+    if job.layer.kind == "run" and tools.which("bwrap") is None:
         raise BuildError(f"the run step {job.layer.id} executes in bubblewrap, and there is no bwrap on PATH",
                          image=job.label, fix="build through the flake, whose run-step derivations put "
                          "nix/run-tools.nix on PATH")
