@@ -9,7 +9,7 @@ from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.paths import cache_root, default_store, project_root
 from enginefab.engines.matrix import load
-from enginefab.publish.server import Registry, running
+from enginefab.publish import registries
 from enginefab.release.pipeline import Options, release
 
 
@@ -38,12 +38,9 @@ def _kind(artifact_type: str) -> str:
 def run_demo(*, port: int, out: Path, store: Path | None) -> int:
     t0 = time.monotonic()
     m = load(project_root())
-    state = cache_root() / "registry"
-    reg = running(state)
-    if reg is None:
-        reg = Registry(root=state, port=port).start()
-        reg.proc = None  # keep it running for the user
-    ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; stop: {_cli()} registry stop)")
+    reg, _ = registries.start(cache_root() / "registry", port)  # kept running for the user
+    ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; "
+            f"stop: {_cli()} registry stop --port {reg.port})")
     notes = out.parent / "release"
     rel = release(m, m.demos, Store(store or default_store()), out, f"{reg.host}/enginefab",
                   Options(plain_http=True, notes_dir=notes))

@@ -62,6 +62,8 @@ def test_demo_images_pass_every_level_here(demo_reports, demo_build):
             assert res[name]["status"] == "pass", (alias, res[name])
         assert res["import-pytorch"]["data"]["version"] == "1.8.0"
         assert "numpy bridge ok" not in res["import-pytorch"]["detail"]  # stdout stays out of the report detail
+        assert res["import-pytorch"]["detail"].endswith(": matmul ok 22.0")  # but for what the smoke computed
+        assert res["compat-known"]["status"] == "pass" and rep["counts"]["warn"] == 0
         assert res["import-pytorch"]["data"]["output"].startswith("matmul ok 22.0\n")  # ... and is in its data
         assert res["writable-dirs"]["status"] == "pass", res["writable-dirs"]
         assert res["writable-dirs"]["detail"] == "wrote to tmp /tmp, shm /dev/shm, home /home/ma-user as uid 1000"
@@ -69,6 +71,16 @@ def test_demo_images_pass_every_level_here(demo_reports, demo_build):
         accel = [r for r in rep["results"] if r["level"] == "accelerator"]
         assert accel and all(r["status"] == "skip" and r["detail"] for r in accel)
         assert rep["checks"]["engines/checks/pytorch.yaml"] and rep["checks"]["engines/checks/known-broken.toml"]
+
+
+def test_an_engine_without_its_own_checks_file_is_a_warning(demo_build, engines_copy):
+    (engines_copy / "engines" / "checks" / "pytorch.yaml").unlink()
+    defn = load_definition(ROOT / "build" / f"{AARCH64}.json")
+    store = Store(demo_build["store"])
+    res = runner.check_built(defn, store, Builder(store).image(defn), engines_copy, levels=["static"])
+    (warn,) = [r for r in res if r.name == "checks-file"]
+    assert warn.status == "warn" and "engines/checks/pytorch.yaml does not exist" in warn.detail
+    assert "only common.yaml's checks ran" in warn.detail
 
 
 def test_the_engine_reports_the_cuda_it_was_built_for(demo_reports):

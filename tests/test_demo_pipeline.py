@@ -34,8 +34,7 @@ def test_rebuild_elsewhere_gives_the_same_digests(demo_build, demo_aliases, tmp_
 
 def test_layout_is_valid_oci_and_read_by_skopeo_and_umoci(demo_build, matrix, tmp_path):
     layout = demo_build["layout"]
-    if OCI_SCHEMAS.is_dir():
-        assert ocischema.validate_layout(layout, OCI_SCHEMAS) >= 6
+    assert ocischema.validate_layout(layout, OCI_SCHEMAS) >= 6
     for alias, digest in demo_build["digests"].items():
         img = matrix.get(alias)
         out = subprocess.run(["skopeo", "inspect", f"oci:{layout}:{alias}"], capture_output=True, text=True, check=True)

@@ -184,8 +184,7 @@ def test_pull_of_an_index_takes_every_platform_or_the_one_asked_for(registry, tm
 
     res = pull(ours, ref, tmp_path / "all")
     assert res.digest == canonical.digest(iraw) and res.blobs == 4 and len(res.manifests) == 3
-    if OCI_SCHEMAS.is_dir():
-        ocischema.validate_layout(tmp_path / "all", OCI_SCHEMAS)
+    ocischema.validate_layout(tmp_path / "all", OCI_SCHEMAS)
     res = pull(ours, ref, tmp_path / "arm", platform="linux/aarch64")
     assert res.digest == members[1]["digest"] and res.blobs == 2
     again = pull(ours, ref, tmp_path / "arm", platform="linux/arm64")

@@ -57,8 +57,7 @@ def test_build_writes_the_index_into_the_layout_and_it_resolves_per_platform(dem
     entries = {m["annotations"]["org.opencontainers.image.ref.name"]: m
                for m in json.loads((layout / "index.json").read_text())["manifests"]}
     assert entries[plan.tag]["digest"] == plan.digest and ARM in entries and X86 in entries
-    if OCI_SCHEMAS.is_dir():
-        ocischema.validate_layout(layout, OCI_SCHEMAS)
+    ocischema.validate_layout(layout, OCI_SCHEMAS)
     for arch, alias in (("arm64", ARM), ("amd64", X86)):
         out = subprocess.run(["skopeo", "inspect", "--override-arch", arch, f"oci:{layout}:{plan.tag}"],
                              capture_output=True, text=True, check=True)

@@ -30,6 +30,8 @@ class PlannedLayer:
     size: int
     size_source: str  # built | pinned | estimate | unknown
     images: list[str] = field(default_factory=list)
+    #: the definition's layer this row belongs to (a base layer has one row per blob)
+    layer: str = ""
 
     @property
     def saves(self) -> int:
@@ -37,7 +39,7 @@ class PlannedLayer:
 
     def as_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "key": self.key, "size": self.size, "size_source": self.size_source,
-                "images": sorted(self.images), "saves": self.saves}
+                "images": sorted(self.images), "saves": self.saves, "layer": self.layer or self.id}
 
 
 def _estimate(layer: Layer) -> tuple[int, str]:
@@ -62,7 +64,8 @@ def plan(defns: list[Definition], store: Store | None = None) -> dict:
                     mine.append(pl)
                 for i in blobs:
                     k = "sha256:" + (i.sha256 or "")
-                    mine.append(layers.setdefault(k, PlannedLayer(f"{layer.id} {i.name}", "base", k, i.size, "pinned")))
+                    mine.append(layers.setdefault(k, PlannedLayer(f"{layer.id} {i.name}", "base", k, i.size, "pinned",
+                                                                 layer=layer.id)))
                 continue
             hit = store.action_get(key) if store is not None else None
             if key not in layers:
@@ -87,6 +90,22 @@ def plan(defns: list[Definition], store: Store | None = None) -> dict:
                    "max_layers_per_image": max((i["layers"] for i in images), default=0), "budget": BUDGET,
                    "sizes": {s: sum(p.size_source == s for p in rows) for s in ("built", "pinned", "estimate", "unknown")}},
     }
+
+
+def per_layer(rows: list[dict]) -> list[dict]:
+    """The plan's rows with a base layer's blobs folded into one row per layer (`blobs`: how many;
+    size and saves summed, images: every image using any of them), in the plan's order."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        g = out.get(r["layer"])
+        if g is None:
+            out[r["layer"]] = {**r, "id": r["layer"], "blobs": 1, "images": list(r["images"])}
+            continue
+        g["blobs"] += 1
+        g["size"] += r["size"]
+        g["saves"] += r["saves"]
+        g["images"] = sorted(set(g["images"]) | set(r["images"]))
+    return list(out.values())
 
 
 def human(n: int) -> str:

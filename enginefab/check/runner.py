@@ -42,6 +42,12 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
     levels = _levels(levels)
     suite = structure.load(project, defn)
     out: list[Result] = []
+    own = f"engines/checks/{defn.image.engine}.yaml"
+    if own not in suite.sources and any(lv in levels for lv in ("static", "runtime")):
+        out.append(Result("static" if "static" in levels else "runtime", "checks-file", "warn",
+                          f"{own} does not exist: only common.yaml's checks ran for {defn.image.engine} (no file "
+                          "tests of its own, no builtFor, no accelerator tests); add it (engines/checks/pytorch.yaml "
+                          "is an example)"))
     if "static" in levels:
         t0 = time.monotonic()
         root = rootfs.unpacked(store, built)

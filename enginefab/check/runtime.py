@@ -76,11 +76,17 @@ if _norm(_got) != _norm({expect!r}):
     sys.exit(3)
 {built_for}
 {smoke}
+print("ENGINEFAB-SMOKE-DONE")
 {extra}
 print("ENGINEFAB-OK")
 '''
 
-BUILT_FOR = 'print("ENGINEFAB-BUILT-FOR {key} " + str({expr}))'
+BUILT_FOR = """try:
+    print("ENGINEFAB-BUILT-FOR {key} " + str({expr}))
+except Exception as _e:
+    print("ENGINEFAB-BUILT-FOR-ERROR {key} " + type(_e).__name__ + ": " + str(_e).replace("\\n", " "))"""
+#: what an image's accelerator kind means for each builtFor key the engines report
+DEVICE_TARGET = {"cpu": "CPU", "cuda": "GPU", "cann": "Ascend"}
 
 
 def probe_code(c: RuntimeCheck, suite: Suite | None = None) -> str:
@@ -92,9 +98,47 @@ def probe_code(c: RuntimeCheck, suite: Suite | None = None) -> str:
 
 
 def expected_built_for(defn: Definition) -> dict[str, str]:
-    """What the engine should report: the CUDA of the image's stack (None on CPU/CANN images)."""
+    """What the engine should report: the CUDA of the image's stack (None on CPU/CANN images),
+    MindSpore's device target (CPU, GPU, Ascend)."""
     im = defn.image
-    return {"cuda": im.accelerator_version if im.accelerator == "cuda" and im.accelerator_version else "None"}
+    return {"cuda": im.accelerator_version if im.accelerator == "cuda" and im.accelerator_version else "None",
+            "device_target": DEVICE_TARGET.get(im.accelerator, im.accelerator)}
+
+
+def built_for_result(engine: str, version: str | None, defn: Definition, stdout: str) -> Result | None:
+    """What the engine says it was built for against the image's accelerator. A "cpu" image whose
+    engine is a CUDA build is a warning (it computes on a CPU, carrying CUDA code it never uses);
+    any other difference is a failure, and so is a builtFor expression that fails on this release."""
+    built = dict(_pairs(stdout, "ENGINEFAB-BUILT-FOR "))
+    errors = dict(_pairs(stdout, "ENGINEFAB-BUILT-FOR-ERROR "))
+    name, want, im = f"built-for-{engine}", expected_built_for(defn), defn.image
+    if errors:
+        return Result("runtime", name, "fail", "; ".join(
+            f"the builtFor expression for {k} fails on {engine} {version}: {e}" for k, e in sorted(errors.items()))
+            + f" (fix engines/checks/{engine}.yaml)", data={"reported": built, "errors": errors})
+    if not built:
+        if version is None:
+            return None  # the probe stopped before: the import result says why
+        return Result("runtime", name, "warn", f"engines/checks/{engine}.yaml has no builtFor: what {engine} "
+                      "was built for is not checked against the image's accelerator", data={"expected": want})
+    data = {"reported": built, "expected": {k: v for k, v in want.items() if k in built}}
+    wrong = {k: v for k, v in sorted(built.items()) if k in want and v != want[k]}
+    if im.accelerator == "cpu" and set(wrong) == {"cuda"}:
+        return Result("runtime", name, "warn", f"the image says cpu, but {engine} {version} is a CUDA {wrong['cuda']} "
+                      "build: it computes on a CPU, carrying CUDA code it never uses; use the engine's CPU build "
+                      "(e.g. tensorflow-cpu) or give the image a CUDA accelerator", data=data)
+    if wrong:
+        stack = f"{im.accelerator} {im.accelerator_version or ''}".rstrip()
+        return Result("runtime", name, "fail", "; ".join(f"{engine} was built for {k} {v}, the image's accelerator is "
+                                                         f"{stack} ({k} {want[k]})" for k, v in wrong.items()), data=data)
+    return Result("runtime", name, "pass", ", ".join(f"{k} {v}" for k, v in sorted(built.items()))
+                  + " as the image's accelerator says", data=data)
+
+
+def _pairs(stdout: str, prefix: str):
+    for ln in stdout.splitlines():
+        if ln.startswith(prefix) and len(ln[len(prefix):].split(" ", 1)) == 2:
+            yield tuple(ln[len(prefix):].split(" ", 1))
 
 
 def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout: float = 900,
@@ -108,15 +152,17 @@ def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout
         r = run_probe(defn, rootfs, probe_code(c, suite), timeout=timeout)
         dt = time.monotonic() - t0
         version = marker(r.stdout, "ENGINEFAB-VERSION ")
-        built = {ln.split(" ", 2)[1]: ln.split(" ", 2)[2] for ln in r.stdout.splitlines()
-                 if ln.startswith("ENGINEFAB-BUILT-FOR ") and len(ln.split(" ", 2)) == 3}
+        built = dict(_pairs(r.stdout, "ENGINEFAB-BUILT-FOR "))
         data = {"version": version, "arch": defn.image.arch, "emulated": defn.image.arch != sandbox.host_arch(),
                 "built_for": built, "output": printed(r.stdout), "identity": marker(r.stdout, "ENGINEFAB-ID ")}
         name = f"import-{c.engine}"
         if r.returncode == 0 and "ENGINEFAB-OK" in r.stdout:
+            said = "; ".join(printed(r.stdout.split("ENGINEFAB-SMOKE-DONE")[0]).splitlines())
+            data["smoke"] = said
             out.append(Result("runtime", name, "pass",
                               f"{c.engine} {version} imported and computed as uid {user.uid}"
-                              + (" (under qemu-user)" if data["emulated"] else ""), dt, data))
+                              + (" (under qemu-user)" if data["emulated"] else "")
+                              + (f": {said[:300]}" if said else ""), dt, data))
         else:
             mismatch = marker(r.stderr, "ENGINEFAB-MISMATCH ")
             reason = diagnose(rootfs, defn.image.arch, r.stderr)
@@ -129,14 +175,9 @@ def check(defn: Definition, rootfs: Path, *, suite: Suite | None = None, timeout
                 data["diagnosis"] = reason
             out.append(Result("runtime", name, "fail", detail, dt, data))
         out.append(writable_result(r.stdout, user.uid))
-        if built:
-            want = expected_built_for(defn)
-            wrong = [f"{c.engine} was built for {k.upper()} {v}, the image's stack is "
-                     f"{defn.image.accelerator} {defn.image.accelerator_version or ''}".rstrip()
-                     for k, v in sorted(built.items()) if k in want and v != want[k]]
-            out.append(Result("runtime", f"built-for-{c.engine}", "fail" if wrong else "pass",
-                              "; ".join(wrong) or ", ".join(f"{k} {v}" for k, v in sorted(built.items()))
-                              + " as the image's stack says", data={"reported": built, "expected": want}))
+        bf = built_for_result(c.engine, version, defn, r.stdout)
+        if bf is not None:
+            out.append(bf)
     return out
 
 

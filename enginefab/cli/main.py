@@ -38,6 +38,15 @@ app.add_typer(nix_app, name="nix")
 render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(render_app, name="render")
 
+@app.callback()
+def _setup() -> None:
+    """Reproducible, matrix-planned OCI images for AI training engines."""
+    from enginefab.core import debuglog
+    from enginefab.core.paths import cache_root
+
+    debuglog.setup(cache_root() / "logs" / "debug.log")
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 NamesArg = Annotated[Optional[list[str]], typer.Argument(help="Image aliases or canonical names.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every image in the matrix.")]
@@ -55,6 +64,13 @@ CacheOpt = Annotated[Optional[str], typer.Option(
 
 def _emit(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when stdout is one; None (no cutting) for a file or a pipe."""
+    import shutil
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def _fail(e: EnginefabError, as_json: bool) -> None:
@@ -412,20 +428,9 @@ def plan(
     if as_json:
         _emit(rep)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from enginefab.cli import plantext
 
-    t = Table("layer", "kind", "images", "size", "saves", box=None)
-    for row in rep["layers"]:
-        size = human(row["size"]) + ("" if row["size_source"] in ("built", "pinned") else f" ({row['size_source']})")
-        t.add_row(row["id"], row["kind"], str(len(row["images"])), size, human(row["saves"]) if row["saves"] else "")
-    con = Console()
-    con.print(t)
-    it = Table("image", "layers", "size", box=None)
-    for img in rep["images"]:
-        it.add_row(img["alias"], f"{img['layers']}" + (" [red](over budget)[/]" if img["over_budget"] else ""),
-                   human(img["size"]) + (f" + {img['unknown_layers']} unknown" if img["unknown_layers"] else ""))
-    con.print(it)
+    print("\n".join(plantext.lines(rep, terminal_width())))
     tot = rep["totals"]
     print(f"{tot['images']} images, {tot['layers']} unique layers ({tot['shared_layers']} shared), "
           f"at most {tot['max_layers_per_image']} layers per image (budget {tot['budget']}); sum of image sizes "
@@ -534,9 +539,11 @@ def check(
         for r in reps:
             c = r.counts()
             colour = "green" if r.ok else "red"
-            ui.err.print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skip']} skipped")
+            ui.err.print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, "
+                         f"{c['error']} errors, {c['skip']} skipped")
             for res in r.results:
-                mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]", "error": "[red]![/]"}[res.status]
+                mark = {"pass": "[green]✓[/]", "warn": "[yellow]⚠[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]",
+                        "error": "[red]![/]"}[res.status]
                 from rich.markup import escape
 
                 ui.err.print(f"  {mark} {res.level:11} {escape(res.name)}: {escape(res.detail)}", soft_wrap=True)
@@ -729,38 +736,56 @@ def _registry_state() -> Path:
     return cache_root() / "registry"
 
 
+PortOpt = Annotated[Optional[int], typer.Option("--port", help="Port on 127.0.0.1.", show_default=False)]
+
+
 @registry_app.command("start")
 @run_guarded
 def registry_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, as_json: JsonOpt = False) -> None:
-    """Start docker-registry on 127.0.0.1:PORT in the background (idempotent)."""
-    from enginefab.publish.server import Registry, running
+    """Start docker-registry on 127.0.0.1:PORT in the background; prints HOST:PORT. Idempotent per
+    port; several ports run side by side. A port another program holds is an error naming it."""
+    from enginefab.publish import registries
 
-    state = _registry_state()
-    r = running(state)
-    if r is None:
-        r = Registry(root=state, port=port).start()
-        r.proc = None  # leave it running after we exit
+    r, started = registries.start(_registry_state(), port)
     if as_json:
-        _emit({"host": r.host, "root": str(state)})
+        _emit({**r.as_dict(), "started": started})
     else:
         print(r.host)
+        ui.info(f"{'started' if started else 'already running:'} docker-registry pid {r.pid}, data in {r.root}")
+
+
+@registry_app.command("list")
+@run_guarded
+def registry_list(as_json: JsonOpt = False) -> None:
+    """The registries `registry start` left running: host, pid, state directory."""
+    from enginefab.publish import registries
+
+    up = registries.running(_registry_state())
+    if as_json:
+        _emit([r.as_dict() for r in up])
+        return
+    for r in up:
+        print(f"{r.host}  pid {r.pid}  {r.root}")
+    if not up:
+        ui.info("no registry running")
 
 
 @registry_app.command("stop")
 @run_guarded
-def registry_stop() -> None:
-    """Stop the registry `registry start` left running."""
-    import signal
+def registry_stop(port: PortOpt = None,
+                  all_: Annotated[bool, typer.Option("--all", help="Every registry `registry start` left running.")] = False,
+                  as_json: JsonOpt = False) -> None:
+    """Stop a registry `registry start` left running (the only one, --port N, or --all); data is kept."""
+    from enginefab.publish import registries
 
-    from enginefab.publish.server import running
-
-    r = running(_registry_state())
-    if r is None:
-        ui.err.print("no registry running")
-        return
-    os.killpg(int((r.root / "pid").read_text()), signal.SIGTERM)
-    (r.root / "pid").unlink()
-    ui.err.print(f"stopped the registry on {r.host}")
+    chosen = registries.choose(_registry_state(), port, all_)
+    for r in chosen:
+        registries.stop(r)
+        ui.info(f"stopped the registry on {r.host}")
+    if as_json:
+        _emit([r.as_dict() for r in chosen])
+    elif not chosen:
+        ui.info("no registry running")
 
 
 # -- render -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Validate what we write against the official OCI JSON schemas (image-spec), and check layouts.
 
-The schemas are not vendored: they are read from $ENGINEFAB_OCI_SCHEMAS, or from
-../shared/oci-image-spec beside the checkout. `validate_layout` walks an OCI image layout: the
+The schemas ship in the package (oci_schemas/, the image-spec's own files, Apache-2.0), so
+`validate` works wherever enginefab is installed; $ENGINEFAB_OCI_SCHEMAS points at another copy. `validate_layout` walks an OCI image layout: the
 oci-layout file, index.json, every manifest, index and config it reaches, and every blob's
 digest and size.
 """
@@ -15,7 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from enginefab.core.errors import EnginefabError
-from enginefab.core.paths import project_root
+
+#: the schemas installed with the package
+PACKAGED = Path(__file__).resolve().parent / "oci_schemas"
 
 SCHEMA_OF = {
     "application/vnd.oci.image.manifest.v1+json": "image-manifest-schema.json",
@@ -26,10 +28,8 @@ SCHEMA_OF = {
 
 def schema_dir() -> Path | None:
     env = os.environ.get("ENGINEFAB_OCI_SCHEMAS")
-    if env:
-        return Path(env)
-    d = project_root().parent / "shared" / "oci-image-spec"
-    return d if d.is_dir() else None
+    d = Path(env) if env else PACKAGED
+    return d if (d / "image-manifest-schema.json").is_file() else None
 
 
 @lru_cache(maxsize=4)
@@ -53,8 +53,10 @@ def _validator(name: str, directory: str):
 def validate(doc: dict, schema_file: str, directory: Path | None = None) -> None:
     d = directory or schema_dir()
     if d is None:
-        raise EnginefabError("the OCI JSON schemas are not available",
-                             fix="set ENGINEFAB_OCI_SCHEMAS to a directory with the image-spec schemas")
+        where = os.environ.get("ENGINEFAB_OCI_SCHEMAS") or PACKAGED
+        raise EnginefabError(f"the OCI JSON schemas are not in {where}",
+                             fix="reinstall enginefab (they ship in the package), or set ENGINEFAB_OCI_SCHEMAS "
+                             "to a directory with the image-spec schemas")
     import jsonschema
 
     try:
@@ -66,13 +68,18 @@ def validate(doc: dict, schema_file: str, directory: Path | None = None) -> None
 
 def validate_layout(layout: Path, directory: Path | None = None) -> int:
     """Validate a whole OCI layout; returns the number of documents checked."""
-    lay = json.loads((layout / "oci-layout").read_text())
+    if not (layout / "oci-layout").is_file():
+        raise EnginefabError(f"{layout} is not an OCI image layout: it has no oci-layout file",
+                             input=str(layout), fix="give the directory `enginefab build --out` or `pull --out` wrote")
+    lay = _json(layout / "oci-layout")
     validate(lay, "image-layout-schema.json", directory)
     count = 1
     seen: set[str] = set()
 
     def blob(digest: str, size: int) -> bytes:
         p = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+        if not p.is_file():
+            raise EnginefabError(f"blob {digest} is missing from {layout}", input=str(p))
         data = p.read_bytes()
         if len(data) != size or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise EnginefabError(f"blob {digest} does not match its descriptor")
@@ -89,7 +96,10 @@ def validate_layout(layout: Path, directory: Path | None = None) -> int:
             if not p.is_file() or p.stat().st_size != desc["size"]:
                 raise EnginefabError(f"blob {desc['digest']} is missing or has the wrong size")
             return
-        doc = json.loads(blob(desc["digest"], desc["size"]))
+        try:
+            doc = json.loads(blob(desc["digest"], desc["size"]))
+        except ValueError as e:
+            raise EnginefabError(f"blob {desc['digest']} ({mt}) is not JSON: {e}", input=str(layout)) from None
         validate(doc, SCHEMA_OF[mt], directory)
         count += 1
         if mt.endswith("index.v1+json"):
@@ -100,9 +110,18 @@ def validate_layout(layout: Path, directory: Path | None = None) -> int:
             for layer in doc["layers"]:
                 visit(layer)
 
-    index = json.loads((layout / "index.json").read_text())
+    index = _json(layout / "index.json")
     validate(index, "image-index-schema.json", directory)
     count += 1
     for m in index["manifests"]:
         visit(m)
     return count
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EnginefabError(f"{path} is missing", input=str(path)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EnginefabError(f"{path} is not JSON: {e}", input=str(path)) from None

@@ -134,14 +134,3 @@ def self_signed(dir_: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )
     return cert, key
-
-
-def running(state: Path) -> Registry | None:
-    """The registry a previous `enginefab registry start` left running, if it still runs."""
-    try:
-        pid = int((state / "pid").read_text())
-        port = int((state / "port").read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
-    return Registry(root=state, port=port)

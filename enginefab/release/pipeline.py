@@ -167,7 +167,8 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts
             (opts.reports_dir / f"{r.image}.json").write_bytes(r.to_json())
     for r in reports:
         c = r.counts()
-        ui.info(f"  {r.image}: {c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skip']} skipped")
+        ui.info(f"  {r.image}: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, {c['error']} errors, "
+                f"{c['skip']} skipped")
     rel.problems = _failures(reports)
     if rel.problems:
         return _done(rel, opts)
