@@ -22,7 +22,8 @@ EXEC_CALLS = {("subprocess", f) for f in ("run", "Popen", "call", "check_call", 
     ("os", f) for f in ("execv", "execve", "execvp", "execvpe", "execl", "execlp", "spawnv", "spawnvp")}
 #: `# runs: NAME` on a call's lines names the program a call starts when the code cannot show it;
 #: `# runs: image` says it is a program inside the image (the sandbox's own exec), not a host tool
-#: `# runs: TOOLS` a lookup of every entry of the registry itself
+#: `# runs: TOOLS` a lookup of every entry of the registry itself; `# runs: self` enginefab's own
+#: Python (or a virtualenv made from it)
 MARK = re.compile(r"#\s*runs:\s*([A-Za-z0-9_.*, -]+)")
 
 
@@ -144,7 +145,7 @@ def started_programs() -> tuple[dict[str, list[str]], list[str]]:
                 progs = set(marks) if marks else res.programs(node.args[0] if node.args else None, node)
                 if not progs:
                     unknown.append(where)
-                for prog in progs - {"image", "TOOLS", SELF, "enginefab"}:
+                for prog in progs - {"image", "TOOLS", "self", SELF, "enginefab"}:
                     found.setdefault(prog, []).append(where)
     return found, unknown
 

@@ -33,11 +33,11 @@ def test_validate_works_after_pip_install_without_shared(demo_build, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGINEFAB_", "VIRTUAL_ENV", "PYTHON"))}
-    p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "."], cwd=clone, env=env, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "."], cwd=clone, env=env,  # runs: self
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     shutil.rmtree(clone)  # nothing may be read from the checkout it was installed from
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import enginefab; print(enginefab.__file__)"],
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import enginefab; print(enginefab.__file__)"],  # runs: self
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(venv))
 
