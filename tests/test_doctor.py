@@ -34,8 +34,15 @@ def _scopes(tree: ast.AST):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names = {}
             for sub in ast.walk(node):
-                if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
-                    names.setdefault(sub.targets[0].id, sub.value)
+                if not (isinstance(sub, ast.Assign) and len(sub.targets) == 1):
+                    continue
+                target = sub.targets[0]
+                if isinstance(target, ast.Name):
+                    names.setdefault(target.id, sub.value)
+                elif isinstance(target, ast.Tuple) and isinstance(sub.value, ast.Tuple):  # a, b = x, y
+                    for t, v in zip(target.elts, sub.value.elts):
+                        if isinstance(t, ast.Name):
+                            names.setdefault(t.id, v)
             out[node] = names
     return out
 

@@ -26,6 +26,7 @@ def _copy_checkout(dest):
 
 
 @pytest.mark.slow
+@pytest.mark.network  # pip may ask PyPI for the dependencies
 def test_validate_works_after_pip_install_without_shared(demo_build, tmp_path):
     clone = tmp_path / "work" / "enginefab"
     _copy_checkout(clone)

@@ -13,6 +13,8 @@ import requests
 from enginefab.publish.server import free_port
 from tests.conftest import enginefab
 
+pytestmark = pytest.mark.integration  # starts docker-registry servers
+
 
 @pytest.fixture
 def cache(tmp_path):
