@@ -46,6 +46,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool("proot", "proot", ("nix: run-step layers of a foreign arch (the host's proot is bound into the build)",)),
     Tool("uv", "pypi:uv", ("lock: resolve Python requirements",)),
     Tool("gpgv", "gpgv", ("lock: verify the Debian archive's InRelease signature (debian-archive-keyring)",)),
+    Tool("gpg", "gpg", ("tests: a signing key of their own for apt repositories they serve",)),
+    Tool("gpgconf", "gpgconf", ("tests: stop the gpg-agent of that key's home",)),
     Tool("cp", "coreutils", ("build: hard-link the base root of a run step",)),
     Tool("ldconfig", "libc-bin", ("check: accelerator level (host driver libraries)",)),
     Tool("umount", "mount", ("check --cross-check: podman's leftover mounts",)),

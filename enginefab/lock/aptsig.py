@@ -19,13 +19,13 @@ from __future__ import annotations
 import base64
 import email.utils
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from enginefab.core import tools
 from enginefab.core.errors import LockError
 from enginefab.engines.model import AptRepo
 
@@ -102,7 +102,7 @@ def verify_signed(repo: AptRepo, keyring: bytes, data: bytes, *, what: str, sign
     Release with its detached `signature`). `keyring`: the repository's keys (armoured or not).
     Raises LockError otherwise."""
     where = f"apt:{repo.label}"
-    gpgv = shutil.which("gpgv")
+    gpgv = tools.which("gpgv")
     if gpgv is None:
         raise LockError(f"cannot check the signature of {what}: gpgv is not installed", input=where, fix=GPGV_FIX)
     if signature is None and not _one_clearsigned(data):
