@@ -48,6 +48,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("gpgv", "gpgv", ("lock: verify the Debian archive's InRelease signature (debian-archive-keyring)",)),
     Tool("gpg", "gpg", ("tests: a signing key of their own for apt repositories they serve",)),
     Tool("gpgconf", "gpgconf", ("tests: stop the gpg-agent of that key's home",)),
+    Tool("chromium", "chromium", ("tests: the release page rendered in a headless browser",)),
     Tool("unshare", "util-linux", ("tests: a full or read-only store, staged in a namespace of their own",)),
     Tool("cp", "coreutils", ("build: hard-link the base root of a run step",)),
     Tool("ldconfig", "libc-bin", ("check: accelerator level (host driver libraries)",)),
