@@ -118,12 +118,9 @@ def test_horovod_over_a_framework_not_built_for_the_stack(engines_copy):
     assert "TensorFlow 2.1.0 (under Horovod) was not built for cuda 10.2" in msg
 
 
-def _violations(proj: Path, rule_id: str, monkeypatch) -> list[rules.Violation]:
+def _violations(proj: Path, rule_id: str, monkeypatch) -> list:
     """The violations of one rule in a matrix that does not load (collected, not raised)."""
-    real_check = rules.check_matrix
-    seen: list[rules.Violation] = []
-    monkeypatch.setattr(rules, "check_matrix", lambda m: seen.extend(real_check(m)) or [])
-    load(proj)
+    seen = load(proj, strict=False).problems
     hits = [v for v in seen if v.rule == rule_id]
     assert hits, f"rule {rule_id} did not fire: {[v.rule for v in seen]}"
     return hits

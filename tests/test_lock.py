@@ -76,7 +76,7 @@ def test_lock_check_names_image_and_input_after_a_pin_is_edited(engines_copy):
     assert p.returncode == 1 and not res["ok"]
     assert len(res["problems"]) == 1, res["problems"]
     problem = res["problems"][0]
-    assert problem.startswith("horovod-pytorch-cuda10.2: engines/ changed since the lock")
+    assert problem.startswith("horovod-pytorch-cuda10.2: stale: engines/ changed since it was locked")
     assert f'image.files[horovod].sha256: "{old}" → "{"0" * 64}"' in problem
     assert "`enginefab lock horovod-pytorch-cuda10.2`" in problem
 

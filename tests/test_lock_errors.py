@@ -145,3 +145,16 @@ def test_when_the_second_image_fails_the_first_is_not_written(engines_copy):
     stale = {x.split(":", 1)[0] for x in res["problems"]}
     assert stale == {"demo-pytorch-x86_64", "demo-pytorch-aarch64"}
     assert any("image.description" in x for x in res["problems"] if x.startswith("demo-pytorch-x86_64"))
+
+
+def test_every_image_that_fails_is_named_at_once(engines_copy):
+    before = snapshot(engines_copy)
+    edit_image(engines_copy, "pytorch.toml", "demo-pytorch-x86_64", '"torch==1.8.0"', '"torch==1.8.7"')
+    edit_image(engines_copy, "pytorch.toml", "demo-pytorch-aarch64", 'requirements = ["torch==1.8.0"]',
+               'requirements = ["enginefab-no-such-package==1.0", "torch==1.8.0"]')
+    err = lock_json(engines_copy, "demo-pytorch-x86_64", "demo-pytorch-aarch64")
+    assert err["error"].startswith("2 images could not be locked (nothing was written)")
+    first, second = err["error"].split("\n  2. ")
+    assert "image demo-pytorch-x86_64" in first and "torch has no version matching ==1.8.7" in first
+    assert "image demo-pytorch-aarch64" in second and "no project 'enginefab-no-such-package'" in second
+    assert snapshot(engines_copy) == before

@@ -84,10 +84,11 @@ def _fail(e: EnginefabError, as_json: bool) -> None:
 
 
 def _matrix():
+    """The matrix, its broken images and files kept aside: a command fails only for those it touches."""
     from enginefab.engines.matrix import load
     from enginefab.core.paths import project_root
 
-    return load(project_root())
+    return load(project_root(), strict=False)
 
 
 def _pick(m, names, all_, demo):
@@ -186,12 +187,16 @@ def run_guarded(fn):
 @app.command("list")
 @run_guarded
 def list_(as_json: JsonOpt = False) -> None:
-    """List every image of the matrix (name, alias, engine, accelerator, Python, OS, arch)."""
+    """List every image of the matrix (name, alias, engine, accelerator, Python, OS, arch).
+
+    An image or file of engines/ that does not load is listed as invalid, with the reason
+    (exit 1); the others are listed as usual."""
     m = _matrix()
-    rows = [i.summary() for i in m.images]
+    rows = [i.summary() | {"valid": True} for i in m.images]
     if as_json:
-        _emit(rows)
-        return
+        _emit(rows + [b.as_dict() for b in m.broken])
+        raise typer.Exit(1 if m.broken else 0)
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table("alias", "canonical name", "engine", "accelerator", "py", "os", "arch", box=None)
@@ -202,7 +207,15 @@ def list_(as_json: JsonOpt = False) -> None:
     from rich.console import Console
 
     # piped into grep or a file: never cut a name short to fit 80 columns
-    Console(width=None if sys.stdout.isatty() else 400).print(t)
+    con = Console(width=None if sys.stdout.isatty() else 400)
+    con.print(t)
+    for b in m.broken:
+        who = f"{b.alias} ({b.name})" if b.alias else f"engines/{b.file} (its images)"
+        con.print(f" [red]invalid[/] {escape(who)}: {escape(b.reason())}", soft_wrap=True)
+    if m.broken:
+        ui.err.print(f"[red]{len(m.broken)} invalid[/] (`enginefab show ALIAS` or `enginefab lock --check` "
+                     "lists every problem with its fix)")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -283,7 +296,8 @@ def lock(
     all_: AllOpt = False,
     demo: DemoOpt = False,
     check: Annotated[bool, typer.Option("--check", help="Offline: fail if engines/ and build/ disagree or a pin is missing.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on manual inputs awaiting a file and packages not pinned yet.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --check: also fail on images never locked, manual "
+                                         "inputs awaiting a file and packages not pinned yet.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Online: re-resolve the index pins (PyPI, apt, registries) "
                                          "and report where upstream differs from build/; writes nothing.")] = False,
     add_file: Annotated[Optional[list[Path]], typer.Option("--add-file", help="Add a user-downloaded file (manual input) to the store.")] = None,
@@ -307,14 +321,17 @@ def lock(
     if check:
         from enginefab.core.paths import downloads_dir
 
-        problems, warnings = lock_check.check(m, strict=strict, cache=downloads_dir())
+        rep = lock_check.report(m, strict=strict, cache=downloads_dir())
+        problems, warnings = rep.problems, rep.warnings
         if as_json:
-            _emit({"ok": not problems, "problems": problems, "warnings": warnings})
+            _emit(rep.as_dict())
         else:
             for w in warnings:
                 ui.err.print(f"[yellow]warning:[/] {w}")
+            from rich.markup import escape
+
             for p in problems:
-                ui.err.print(f"[red]stale:[/] {p}")
+                ui.err.print(f"[red]problem:[/] {escape(p)}", soft_wrap=True)
             if not problems:
                 ui.err.print(f"[green]lock is current[/] ({len(m.images)} images)")
         raise typer.Exit(1 if problems else 0)

@@ -15,7 +15,6 @@ matrix loader (which reads ``engines/*.toml`` as engine files) never mistakes th
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from enginefab.core.errors import MatrixError
+from enginefab.engines import problems
 
 CHECKS_DIR = Path("engines") / "checks"
 COMPAT = "compat.toml"
@@ -132,18 +131,14 @@ def version_in(version: str, spec: str) -> bool:
 def _load(path: Path, model: type[BaseModel]):
     if not path.is_file():
         return model()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MatrixError(f"{path.name}: not valid TOML: {e}", fix=f"correct the syntax in {path}") from None
+    file = f"{path.parent.name}/{path.name}"  # checks/compat.toml, as under engines/
+    text, data = problems.read_toml(path, file)
+    if isinstance(data, problems.Problem):
+        raise problems.MatrixProblems([data])
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        errs = e.errors()
-        first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])  # a typo says more
-        where = ".".join(str(x) for x in first["loc"])
-        msg = f"unknown key {first['loc'][-1]!r}" if first["type"] == "extra_forbidden" else first["msg"]
-        raise MatrixError(f"{path.name}: field {where}: {msg}", fix=f"correct {path}") from None
+        raise problems.MatrixProblems(problems.from_validation(file, text, e, data, model)) from None
 
 
 @lru_cache(maxsize=8)

@@ -13,9 +13,11 @@ Every model forbids unknown keys, so a typo in a TOML file is an error naming th
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from enginefab.core import instants
 
 from enginefab.core.fields import (
     Alias, DebName, Digest, EnvName, EnvValue, Epoch, FileName, GitSha, Id, ImageName, ImagePath, Name,
@@ -38,6 +40,11 @@ _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 Trust = Literal["vendor-published", "third-party", "recorded-on-first-use"]
 TRUST_HELP = ("vendor-published (the vendor lists this hash or digest), third-party (another project pins it; "
               "the vendor publishes none), recorded-on-first-use (no published hash: the first file supplied is trusted)")
+
+
+#: a day (YYYY-MM-DD), or a day or an RFC 3339 UTC instant, as engines/ writes them
+Day = Annotated[str, AfterValidator(lambda v: instants.checked(v, day_only=True))]
+Instant = Annotated[str, AfterValidator(instants.checked)]
 
 
 class Strict(BaseModel):
@@ -342,6 +349,8 @@ class EngineRelease(Strict):
     #: for engines layered over a framework (horovod, kungfu): framework → version specifier
     frameworks: dict[Token, Text] = Field(default_factory=dict)
     source: Text = ""
+    #: the day upstream published it (YYYY-MM-DD): its images resolve PyPI as of then + the grace
+    published: Day | None = None
 
 
 class EngineDef(Strict):
@@ -351,6 +360,10 @@ class EngineDef(Strict):
     import_name: Name
     version_expr: Text
     smoke: Script = ""
+    #: how image names may spell the engine besides `name` (historical spellings), and its
+    #: KungFu-style abbreviation (KF-0.2.2-TF-1.13.1-python3.6): the name grammar reads them
+    spellings: list[Token] = Field(default_factory=list)
+    abbreviation: str | None = Field(default=None, pattern=r"^[A-Z]+$")
     releases: list[EngineRelease]
 
 
@@ -379,6 +392,8 @@ class ImageDef(Strict):
     base: OciRef | None = None
     demo: bool = False
     description: Text = ""
+    #: resolve PyPI as of this day or RFC 3339 UTC instant (default: the release's `published` + grace)
+    as_of: Instant | None = None
 
 
 class EngineFile(Strict):
@@ -406,7 +421,10 @@ class ManualPinsFile(Strict):
 class PypiSettings(Strict):
     index: Url = "https://pypi.org/simple"
     #: resolve as of this time (uv --exclude-newer): a re-lock gives the same closure
-    exclude_newer: Text | None = None
+    exclude_newer: Instant | None = None
+    #: an image whose engine release says when it was published resolves as of that day plus
+    #: this many days (the newest a closure may be), unless the image sets `as_of`
+    release_grace_days: int = Field(default=90, ge=0)
 
 
 class CompressionSettings(Strict):

@@ -13,29 +13,47 @@ Two spellings exist in the wild and both must survive a round trip:
 * KungFu style, tokens joined by ``-``: ``KF-0.2.2-TF-1.13.1-python3.6``.
 
 The parser returns what the name says and nothing more (a KungFu-style name does not say the
-OS); ``ImageName.format()`` gives back the exact input, spelling included.
+OS); ``ImageName.format()`` gives back the exact input, spelling included. Which words are
+engines is data: a ``Grammar`` read from the [engine] tables of engines/*.toml.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 ARCHES = ("x86_64", "aarch64")
 ACCELERATORS = ("cpu", "cuda", "cann")
 
-#: engine/framework names as spelled in ModelArts names → our canonical engine id
-ENGINE_SPELLINGS = {
-    "pytorch": "pytorch",
-    "tensorflow": "tensorflow",
-    "mindspore": "mindspore",
-    "horovod": "horovod",
-    "kungfu": "kungfu",
-    "mpi": "mpi",
-}
-#: KungFu-style abbreviations
-SHORT_SPELLINGS = {"KF": "kungfu", "TF": "tensorflow", "PT": "pytorch", "MS": "mindspore", "HVD": "horovod"}
-SHORT_OF = {v: k for k, v in SHORT_SPELLINGS.items()}
+
+class Grammar:
+    """The engine names a name may start with, read from engines/ (never a list in the code).
+
+    Each engines/<family>.toml says its id (``name``), other spellings seen in image names
+    (``spellings``) and its KungFu-style abbreviation (``abbreviation``, e.g. ``TF``): a new
+    family needs nothing but its file."""
+
+    def __init__(self, spellings: dict[str, str], short: dict[str, str]) -> None:
+        self.spellings = dict(spellings)  # as spelled in ModelArts names → engine id
+        self.short = dict(short)  # KungFu-style abbreviation → engine id
+
+    @classmethod
+    def of(cls, engines: Iterable[tuple[str, Iterable[str], str | None]]) -> "Grammar":
+        """From (engine id, other spellings, abbreviation) of every family."""
+        spellings: dict[str, str] = {}
+        short: dict[str, str] = {}
+        for name, others, abbrev in engines:
+            for token in (name, *others):
+                spellings[token] = name
+            if abbrev:
+                short[abbrev] = name
+        return cls(spellings, short)
+
+    def parse(self, text: str) -> "ImageName":
+        return parse(text, self)
+
 
 #: OS names as spelled in image names → our canonical OS name
 OS_SPELLINGS = {"ubuntu": "ubuntu", "debian": "debian", "euler": "euleros", "euleros": "euleros"}
@@ -59,6 +77,8 @@ class Spelling:
     os_token: str | None = None  # "euler" for euleros, None = the canonical OS name
     os_version_compact: bool = False  # ubuntu_1804
     engine_token: str | None = None  # as spelled, when it differs from the engine id
+    framework_token: str | None = None
+    short: tuple[str, str] = ("", "")  # KungFu style: the engine's and the framework's abbreviation
 
 
 @dataclass(frozen=True)
@@ -76,21 +96,14 @@ class ImageName:
     spelling: Spelling = field(default_factory=Spelling, compare=False)
 
     # -- the two directions -------------------------------------------------------------
-    @classmethod
-    def parse(cls, text: str) -> "ImageName":
-        return parse(text)
-
     def format(self) -> str:
         sp = self.spelling
         if sp.style == "kungfu":
-            fw = self.framework or self.engine
             fwv = self.framework_version or self.engine_version
-            return (
-                f"{SHORT_OF[self.engine]}-{self.engine_version}-{SHORT_OF[fw]}-{fwv}-python{self.python}"
-            )
+            return f"{sp.short[0]}-{self.engine_version}-{sp.short[1]}-{fwv}-python{self.python}"
         parts = [f"{sp.engine_token or self.engine}_{self.engine_version}"]
         if self.framework and self.framework != self.engine:
-            parts.append(f"{self.framework}_{self.framework_version}")
+            parts.append(f"{sp.framework_token or self.framework}_{self.framework_version}")
         if self.accelerator:
             parts.append(
                 self.accelerator
@@ -121,62 +134,37 @@ class ImageName:
         return self.framework_version or self.engine_version
 
 
-def parse(text: str) -> ImageName:
+def parse(text: str, grammar: Grammar) -> ImageName:
     """Parse a canonical name in either spelling; raise NameError_ naming the bad part."""
     text = text.strip()
     m = _KF.match(text)
     if m:
-        e, f = m["e"], m["f"]
-        for tok in (e, f):
-            if tok not in SHORT_SPELLINGS:
-                raise NameError_(
-                    f"{text!r}: unknown engine abbreviation {tok!r} (known: {', '.join(sorted(SHORT_SPELLINGS))})"
-                )
-        return ImageName(
-            engine=SHORT_SPELLINGS[e],
-            engine_version=m["ev"],
-            framework=SHORT_SPELLINGS[f],
-            framework_version=m["fv"],
-            python=m["py"],
-            spelling=Spelling(style="kungfu"),
-        )
-
+        return _parse_kungfu_style(text, m, grammar)
     tokens = text.split("-")
     # the arch is last and may itself contain "_" (x86_64), so take it first
-    arch = None
-    if tokens and tokens[-1] in ARCHES:
-        arch = tokens.pop()
+    arch = tokens.pop() if tokens and tokens[-1] in ARCHES else None
     if not tokens:
         raise NameError_(f"{text!r}: no engine component")
-
-    comps: list[tuple[str, str | None, str]] = []  # (key, version, raw)
-    for tok in tokens:
-        if tok in ACCELERATORS:
-            comps.append((tok, None, tok))
-            continue
-        cm = _COMPONENT.match(tok)
-        if not cm:
-            raise NameError_(
-                f"{text!r}: component {tok!r} is not of the form name_version "
-                "(for example pytorch_1.8.0, cuda_10.2, py_3.7, ubuntu_18.04)"
-            )
-        comps.append((cm["key"], cm["ver"], tok))
-
+    comps = [_component(text, tok) for tok in tokens]
     key, ver, raw = comps[0]
-    if key not in ENGINE_SPELLINGS or ver is None:
+    if key not in grammar.spellings or ver is None:
+        known = sorted(grammar.spellings)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         raise NameError_(
             f"{text!r}: the first component {raw!r} must be an engine with its version "
-            f"(one of {', '.join(sorted(ENGINE_SPELLINGS))})"
+            f"(engines/ has {', '.join(known) or 'no engine family'}"
+            + (f"; did you mean {close[0]!r}?)" if close else "; a new family is one engines/<family>.toml)")
         )
-    fields: dict[str, str | None] = {"engine": ENGINE_SPELLINGS[key], "engine_version": ver}
-    engine_token = key if key != ENGINE_SPELLINGS[key] else None
+    fields: dict[str, str | None] = {"engine": grammar.spellings[key], "engine_version": ver}
+    tokens_as_spelled = {"engine": key if key != grammar.spellings[key] else None, "framework": None}
     os_token = None
     compact = False
     seen: set[str] = set()
     for key, ver, raw in comps[1:]:
-        if key in ENGINE_SPELLINGS:
+        if key in grammar.spellings:
             slot = "framework"
-            fields["framework"], fields["framework_version"] = ENGINE_SPELLINGS[key], ver
+            fields["framework"], fields["framework_version"] = grammar.spellings[key], ver
+            tokens_as_spelled["framework"] = key if key != grammar.spellings[key] else None
         elif key in ACCELERATORS:
             slot = "accelerator"
             fields["accelerator"], fields["accelerator_version"] = key, ver
@@ -200,5 +188,35 @@ def parse(text: str) -> ImageName:
     fields["arch"] = arch
     return ImageName(
         **fields,  # type: ignore[arg-type]
-        spelling=Spelling(os_token=os_token, os_version_compact=compact, engine_token=engine_token),
+        spelling=Spelling(os_token=os_token, os_version_compact=compact, engine_token=tokens_as_spelled["engine"],
+                          framework_token=tokens_as_spelled["framework"]),
+    )
+
+
+def _component(text: str, tok: str) -> tuple[str, str | None, str]:
+    """(key, version, as written) of one `-`-separated part: `cuda_10.2`, or a bare `cpu`."""
+    if tok in ACCELERATORS:
+        return tok, None, tok
+    cm = _COMPONENT.match(tok)
+    if not cm:
+        raise NameError_(f"{text!r}: component {tok!r} is not of the form name_version "
+                         "(for example pytorch_1.8.0, cuda_10.2, py_3.7, ubuntu_18.04)")
+    return cm["key"], cm["ver"], tok
+
+
+def _parse_kungfu_style(text: str, m: re.Match[str], grammar: Grammar) -> ImageName:
+    e, f = m["e"], m["f"]
+    for tok in (e, f):
+        if tok not in grammar.short:
+            raise NameError_(
+                f"{text!r}: unknown engine abbreviation {tok!r} (engines/ has {', '.join(sorted(grammar.short)) or 'none'}; "
+                "an engine's is `abbreviation` in its [engine] table)"
+            )
+    return ImageName(
+        engine=grammar.short[e],
+        engine_version=m["ev"],
+        framework=grammar.short[f],
+        framework_version=m["fv"],
+        python=m["py"],
+        spelling=Spelling(style="kungfu", short=(e, f)),
     )

@@ -24,7 +24,7 @@ from enginefab.core.pytarget import Target
 from enginefab.core.versions import same_version
 from enginefab.engines import compat as compat_mod
 from enginefab.engines.model import EngineDef
-from enginefab.engines.names import NameError_, parse
+from enginefab.engines.names import NameError_
 
 if TYPE_CHECKING:  # annotations only: matrix imports the rules; a definition is read, never built here
     from enginefab.core.definition import Definition
@@ -110,9 +110,10 @@ def _majmin(s: str) -> str:
 @rule("name-matches-fields", "the canonical name says what the fields say", "ModelArts naming")
 def _name(img: "Image", ctx: Context):
     try:
-        n = parse(img.name)
+        n = img.parsed_name
     except NameError_ as e:
-        yield (f"field name: {e}", "write the name as engine_ver[-framework_ver]-accel[_ver]-py_X.Y-os_ver-arch")
+        yield (f"field name: {e}", "write the name as engine_ver[-framework_ver]-accel[_ver]-py_X.Y-os_ver-arch, "
+               "starting with an engine of engines/")
         return
     checks = [
         ("engine", n.engine, img.engine.name, False),
@@ -120,21 +121,35 @@ def _name(img: "Image", ctx: Context):
         ("framework", n.effective_framework, img.framework, False),
         ("framework_version", n.effective_framework_version, img.framework_version, True),
         ("accelerator", n.accelerator, img.accelerator, False),
-        ("accelerator_version", n.accelerator_version, img.accelerator_version, True),
         ("python", n.python, img.d.python, False),
         ("os", n.os, img.os.name, False),
         ("os_version", n.os_version, img.os.version, True),
         ("arch", n.arch, img.arch, False),
     ]
+    if n.accelerator == img.accelerator:  # the version of another kind is no second contradiction
+        checks.insert(5, ("accelerator_version", n.accelerator_version, img.accelerator_version, True))
     for fieldname, said, actual, is_version in checks:
         if said is None:  # the spelling does not say it (KungFu style, "cpu")
             continue
-        ok = same_version(said, actual) if is_version else said == actual
+        ok = actual is not None and (same_version(said, actual) if is_version else said == actual)
         if not ok:
+            setting = _SET_BY.get(fieldname, fieldname)
             yield (
-                f"field {fieldname}: the canonical name {img.name!r} says {said!r} but the field is {actual!r}",
-                f"make the name and the {fieldname} field agree",
+                f"field {setting}: the name contradicts the fields: {img.name!r} says {fieldname} {said!r}, "
+                f"but the image's {fieldname} is {actual!r}" + (f" (from {setting} = {_raw(img, setting)!r})"
+                                                                  if setting in ("os", "accelerator") else ""),
+                f"make the name say {fieldname} {actual!r}, or "
+                + (f"move the image to engines/{said}.toml" if fieldname == "engine" else
+                   f"set the {setting} field to match the name"),
             )
+
+
+#: fields of an image that are derived: the field of [[image]] that sets them
+_SET_BY = {"accelerator_version": "accelerator", "os_version": "os"}
+
+
+def _raw(img: "Image", fieldname: str) -> object:
+    return getattr(img.d, fieldname, None)
 
 
 @rule("python-published", "the engine release publishes builds for the image's Python", "upstream release files")
@@ -554,36 +569,6 @@ def check_image(img: "Image", ctx: Context | None = None) -> list[Violation]:
     for r in RULES:
         for message, fix in r.fn(img, ctx):
             out.append(Violation(r.id, img.label(), message, fix, r.source))
-    return out
-
-
-def check_matrix(m: "Matrix") -> list[Violation]:
-    ctx = Context.of(m)
-    out: list[Violation] = []
-    seen_alias: dict[str, str] = {}
-    seen_name: dict[str, str] = {}
-    for img in m.images:
-        if img.alias in seen_alias:
-            out.append(
-                Violation(
-                    "unique-alias",
-                    img.label(),
-                    f"field alias: alias {img.alias!r} is used twice ({seen_alias[img.alias]} and {img.file})",
-                    "give each image an alias unique in the matrix",
-                )
-            )
-        seen_alias.setdefault(img.alias, img.file)
-        if img.name in seen_name:
-            out.append(
-                Violation(
-                    "unique-name",
-                    img.label(),
-                    f"field name: canonical name {img.name!r} is used twice",
-                    "two images cannot share a canonical name",
-                )
-            )
-        seen_name.setdefault(img.name, img.file)
-        out.extend(check_image(img, ctx))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,43 +144,76 @@ def unpinned_debs(layer) -> str | None:
             f"checked when pinned); they come from {waiting[0].where}")
 
 
+@dataclass
+class Report:
+    """What `lock --check` found. Problems make it fail; the lists name the images by kind."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # images (or files) of engines/ that do not load
+    never_locked: list[str] = field(default_factory=list)  # no build/<alias>.json yet
+    stale: list[str] = field(default_factory=list)  # locked, then engines/ was edited
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": not self.problems, "problems": self.problems, "warnings": self.warnings,
+                "invalid": self.invalid, "never_locked": self.never_locked, "stale": self.stale}
+
+
 def check(m: Matrix, *, strict: bool = False, cache: Path | None = None) -> tuple[list[str], list[str]]:
-    """(problems, warnings). Problems make `lock --check` fail."""
-    problems: list[str] = []
-    warnings: list[str] = []
+    """(problems, warnings) of `report`."""
+    r = report(m, strict=strict, cache=cache)
+    return r.problems, r.warnings
+
+
+def report(m: Matrix, *, strict: bool = False, cache: Path | None = None) -> Report:
+    """An image of engines/ that does not load is a problem (with its own); one never locked (no
+    build/<alias>.json yet) is a warning, a problem with `strict`; one locked and then edited
+    is stale, a problem."""
+    r = Report(problems=[p.render() for p in m.problems], invalid=[b.alias or f"engines/{b.file}" for b in m.broken])
     defns: dict[str, Definition] = {}
-    expected = {definition_path(m.root, i.alias) for i in m.images}
-    for path in sorted((m.root / "build").glob("*.json")):
-        if path not in expected:
-            problems.append(f"build/{path.name} belongs to no image of the matrix (remove it)")
+    expected = {definition_path(m.root, a) for a in [i.alias for i in m.images] + [b.alias for b in m.broken] if a}
+    if not any(b.alias is None for b in m.broken):  # an unreadable file may hold any alias
+        for path in sorted((m.root / "build").glob("*.json")):
+            if path not in expected:
+                r.problems.append(f"build/{path.name} belongs to no image of the matrix (remove it)")
     for img in m.images:
-        path = definition_path(m.root, img.alias)
-        who = img.alias
-        if not path.is_file():
-            problems.append(f"{who}: build/{img.alias}.json is missing (run `enginefab lock {img.alias}`)")
-            continue
-        raw = read_capped(path)
-        defn = parse_definition(raw, f"build/{path.name}")  # absurd values: LockError, exit 2
-        if defn.image.alias != img.alias:
-            problems.append(f"{who}: build/{path.name} is the definition of {defn.image.alias}, not of {who} "
-                            f"(re-run `enginefab lock {who}`)")
-            continue
-        if defn.to_json() != raw:
-            problems.append(f"{who}: build/{path.name} is not in canonical form (edited by hand?); re-run `enginefab lock`")
-        stale = diff(defn.matrix, matrix_entry(img, m))
-        for line in stale:
-            problems.append(f"{who}: engines/ changed since the lock (`enginefab lock {who}`): {line}")
-        mine: list[str] = []
-        if not stale:  # same engines/: the pins it declares must be in build/ as declared
-            mine += _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)
-        mine += _planned_mismatches(defn)
-        if not stale and not mine:  # the last word: what `lock` writes from these index pins, byte for byte
-            mine += _derived_mismatches(defn, raw, img, m)
-        problems += [f"{who}: {p}" for p in mine]
-        defns[img.alias] = defn
-        _pin_states(who, defn, strict, problems, warnings)
-    problems += pins.incoherent(defns, m, cache)
-    return problems, warnings
+        defn = _check_image(img, m, r, strict)
+        if defn is not None:
+            defns[img.alias] = defn
+    r.problems += pins.incoherent(defns, m, cache)
+    return r
+
+
+def _check_image(img, m: Matrix, r: Report, strict: bool) -> Definition | None:
+    path = definition_path(m.root, img.alias)
+    who = img.alias
+    if not path.is_file():
+        r.never_locked.append(who)
+        (r.problems if strict else r.warnings).append(
+            f"{who}: never locked: build/{img.alias}.json does not exist yet (run `enginefab lock {img.alias}`)")
+        return None
+    raw = read_capped(path)
+    defn = parse_definition(raw, f"build/{path.name}")  # absurd values: LockError, exit 2
+    if defn.image.alias != img.alias:
+        r.problems.append(f"{who}: build/{path.name} is the definition of {defn.image.alias}, not of {who} "
+                          f"(re-run `enginefab lock {who}`)")
+        return None
+    if defn.to_json() != raw:
+        r.problems.append(f"{who}: build/{path.name} is not in canonical form (edited by hand?); re-run `enginefab lock`")
+    stale = diff(defn.matrix, matrix_entry(img, m))
+    if stale:
+        r.stale.append(who)
+    for line in stale:
+        r.problems.append(f"{who}: stale: engines/ changed since it was locked (`enginefab lock {who}`): {line}")
+    mine: list[str] = []
+    if not stale:  # same engines/: the pins it declares must be in build/ as declared
+        mine += _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)
+    mine += _planned_mismatches(defn)
+    if not stale and not mine:  # the last word: what `lock` writes from these index pins, byte for byte
+        mine += _derived_mismatches(defn, raw, img, m)
+    r.problems += [f"{who}: {p}" for p in mine]
+    _pin_states(who, defn, strict, r.problems, r.warnings)
+    return defn
 
 
 def _pin_states(who: str, defn: Definition, strict: bool, problems: list[str], warnings: list[str]) -> None:

@@ -23,6 +23,7 @@ from debian.debian_support import Version
 
 from enginefab.core.definition import Input
 from enginefab.core.errors import LockError
+from enginefab.engines.locate import similar
 from enginefab.engines.model import DEB_ARCH, AptRepo
 from enginefab.lock.aptindex import Index, load_index, safe_filename
 
@@ -121,7 +122,7 @@ def _root(idx: Index, root: str, image: str | None) -> deb822.Packages:
     alts = idx.provides.get(name)
     if alts:
         return idx.packages[sorted(alts)[0]]
-    close = sorted(n for n in idx.packages if n.startswith(name[:4]))[:5]
+    close = similar(name, idx.packages, n=5)  # only names that look alike, best first
     raise LockError(f"no package {name!r} in {idx.label} ({idx.arch})", image=image, input=f"deb:{name}",
                     fix="check the package name" + (f" (similar: {', '.join(close)})" if close else ""))
 

@@ -6,7 +6,6 @@ steps) and the base reference. `lock --check` needs only this, offline; `locker`
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ from pydantic import ValidationError
 
 from enginefab.core import canonical
 from enginefab.core.definition import Input
-from enginefab.core.errors import MatrixError
-from enginefab.core.fields import rule_of
 from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
 from enginefab.engines.model import AptRepo, GitSource, ManualFile, ManualPinsFile, OciRef, RunStep, UrlFile, VendorWheel
+from enginefab.engines.problems import MatrixProblems, Problem, from_validation, read_toml
+from enginefab.lock.asof import as_of
 
 
 # -- the part of engines/ a definition depends on -----------------------------------------
@@ -29,16 +28,13 @@ def manual_pins(root: Path) -> dict[str, dict[str, Any]]:
     p = root / "engines" / MANUAL_PINS
     if not p.is_file():
         return {}
-    fix = f"correct engines/{MANUAL_PINS}, or restore it from git"
+    text, data = read_toml(p)
+    if isinstance(data, Problem):
+        raise MatrixProblems([data])
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
         pins = ManualPinsFile.model_validate(data)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MatrixError(f"{MANUAL_PINS}: not valid TOML: {e}", fix=fix) from None
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise MatrixError(f"{MANUAL_PINS}: field {where}: {rule_of(first)}", fix=fix) from None
+        raise MatrixProblems(from_validation(MANUAL_PINS, text, e, data, ManualPinsFile)) from None
     return {name: pin.model_dump(mode="json", exclude_unset=True) for name, pin in pins.files.items()}
 
 
@@ -50,24 +46,32 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
     pins = manual_pins(m.root)
     names = [f.name for f in manual_files(img)]
     entry = {
-        # an image without git inputs keeps the entry it had before they existed (the demos' locks)
-        "image": img.d.model_dump(mode="json", exclude=set() if img.d.git else {"git"}),
-        "engine": img.engine.model_dump(mode="json", exclude={"releases"}) | {"release": img.release.model_dump(mode="json")},
-        "framework": fw.model_dump(mode="json", exclude={"releases"}) if fw else None,
+        # an image without git inputs (or as_of) keeps the entry it had before they existed (the demos' locks)
+        "image": img.d.model_dump(mode="json", exclude=(set() if img.d.git else {"git"}) | _unset(img.d, "as_of")),
+        "engine": img.engine.model_dump(mode="json", exclude={"releases", *_NAMING})
+        | {"release": img.release.model_dump(mode="json", exclude=_unset(img.release, "published"))},
+        "framework": fw.model_dump(mode="json", exclude={"releases", *_NAMING}) if fw else None,
         "os": {"id": img.os_id, **img.os.model_dump(mode="json")},
         "apt": apt.model_dump(mode="json") if apt else None,
         "stack": {"id": img.stack_id, **_stack_dump(img)} if img.stack else None,
         "python": {"id": img.python_id, **img.python.model_dump(mode="json")},
         "conventions": img.conventions.model_dump(mode="json"),
         "source_date_epoch": p.source_date_epoch,
-        "pypi": p.pypi.model_dump(mode="json"),
+        "pypi": p.pypi.model_dump(mode="json", exclude={"release_grace_days"}),
         "compression": p.compression.model_dump(mode="json"),
         "manual_pins": {n: pins[n] for n in sorted(names) if n in pins},
     }
     repos = stack_repos(img, m)
     if repos:
         entry["stack_apt"] = {rid: r.model_dump(mode="json") for rid, r in repos}
+    when = as_of(img, p.pypi)
+    if when.recorded:  # else the instant used is pypi.exclude_newer, recorded above
+        entry["as_of"] = when.record() | {"release_grace_days": p.pypi.release_grace_days}
     return canonical_copy(entry)
+
+
+#: how image names spell an engine: read by the name grammar, no part of any definition
+_NAMING = ("spellings", "abbreviation")
 
 
 def _unset(model: Any, *fields: str) -> set[str]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from rich.markup import escape
+
 from enginefab.core import ui
 from enginefab.core.definition import Base, Compression, Input
 from enginefab.core.errors import EnginefabError, LockError
@@ -20,6 +22,7 @@ from enginefab.core.paths import definition_path
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.lock import deb, layering, oci, pypi, stackdebs
+from enginefab.lock.asof import as_of
 from enginefab.lock.declared import base_ref, manual_input, run_input, stack_repos
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
 
@@ -81,8 +84,10 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     # Python packages: uv for versions, the index for files
     if img.d.requirements:
         say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
+        when = as_of(img, p.pypi)
+        say(escape(f"  {img.alias}: PyPI as of {when.instant or 'now'} ({when.why})"))
         pins_ = pypi.resolve_versions(list(img.d.requirements), list(img.d.constraints), target, image=who,
-                                      exclude_newer=p.pypi.exclude_newer)
+                                      exclude_newer=when.instant)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=8) as pool:  # one index page per package: fetch them together
@@ -133,6 +138,7 @@ def lock(m: Matrix, images: list[Image], contract: Compression, *,
     (`assemble.compress.contract`, measured by the caller): the lock records it."""
     wanted = {i.alias for i in images}
     out: dict[Path, bytes] = {}
+    failed: list[EnginefabError] = []
     for img in m.images:
         if img.alias not in wanted:
             continue
@@ -140,11 +146,17 @@ def lock(m: Matrix, images: list[Image], contract: Compression, *,
         try:
             r = resolve(img, m, say=say)
         except EnginefabError as e:  # shared indexes fail without knowing for which image
-            if e.image:
-                raise
-            raise type(e)(e.message, image=img.label(), input=e.input, fix=e.fix) from None
+            failed.append(e if e.image else type(e)(e.message, image=img.label(), input=e.input, fix=e.fix))
+            continue  # the others are resolved too, so that every failure is told at once
         defn = make_definition(img, m, r.base, layering.plan_image(r.parts), contract)
         out[definition_path(m.root, img.alias)] = defn.to_json()
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        first = failed[0]
+        raise LockError(f"{len(failed)} images could not be locked (nothing was written):\n"
+                        + "\n".join(f"  {n}. " + str(e).replace("\n", "\n     ") for n, e in enumerate(failed, 1)),
+                        image=first.image, input=first.input, fix=first.fix)
     written, unchanged = [], []
     for path, data in out.items():
         if path.is_file() and path.read_bytes() == data:

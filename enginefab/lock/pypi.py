@@ -93,14 +93,7 @@ def resolve_versions(
         env.pop("PIP_CONSTRAINT", None)
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
-        _explain_missing(proc.stderr, requirements + constraints, image=image)
-        raise LockError(
-            "cannot resolve Python requirements for "
-            f"Python {target.python} on {target.uv_platform()}:\n    " + _uv_reason(proc.stderr),
-            image=image,
-            input=", ".join(requirements),
-            fix="check the package names and versions in engines/ (requirements, constraints)",
-        )
+        raise _unresolvable(proc.stderr, requirements, constraints, target, image=image)
     pins = []
     for line in proc.stdout.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -111,6 +104,44 @@ def resolve_versions(
             raise LockError(f"unexpected line from uv: {line!r}", image=image)
         pins.append(Pin(str(canonicalize_name(m[1])), m[2]))
     return sorted(pins, key=lambda p: p.name)
+
+
+def _unresolvable(stderr: str, requirements: list[str], constraints: list[str], target: Target, *,
+                  image: str) -> LockError:
+    """Why uv found no closure: a package or version that does not exist (raised from here), or a
+    conflict, naming the engines/ entries it involves."""
+    _explain_missing(stderr, requirements + constraints, image=image)
+    culprits = conflicting_entries(stderr, requirements, constraints)
+    named = "; ".join(f"{kind} entry {entry!r}" for kind, entry in culprits)
+    if culprits and culprits[0][0] == "constraints":
+        fix = f"loosen or remove the constraints entry {culprits[0][1]!r} in engines/ (the image's constraints)"
+    elif culprits:
+        fix = "change the requirements entries named above so that one version can satisfy them"
+    else:
+        fix = "check the package names and versions in engines/ (requirements, constraints)"
+    return LockError(
+        f"cannot resolve Python requirements for Python {target.python} on {target.uv_platform()}"
+        + (f": the conflict involves {named}" if named else "") + ":\n    " + _uv_reason(stderr),
+        image=image, input=", ".join(entry for _, entry in culprits) or ", ".join(requirements), fix=fix)
+
+
+_MENTION = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(?:==|>=|<=|!=|~=|<|>)")
+
+
+def conflicting_entries(stderr: str, requirements: list[str], constraints: list[str]) -> list[tuple[str, str]]:
+    """The entries of engines/ (("constraints", "urllib3<1.21"), ("requirements", …)) whose
+    packages uv's explanation names: constraints first, they are what a resolver is told to obey."""
+    said = {str(canonicalize_name(m[1])) for m in _MENTION.finditer(stderr)}
+    out = []
+    for kind, entries in (("constraints", constraints), ("requirements", requirements)):
+        for entry in entries:
+            try:
+                name = _requirement_name(entry)
+            except ValueError:
+                continue
+            if name in said:
+                out.append((kind, entry))
+    return out
 
 
 def _requirement_name(req: str) -> str:
