@@ -245,11 +245,10 @@ def test_a_json_syntax_error_in_a_definition_gives_file_line_and_column(engines_
     f.write_text("\n".join(lines) + "\n")
     p = cli(engines_copy, "show", "pytorch-cuda10.2")
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "build/pytorch-cuda10.2.json" in p.stderr and "at line 3 column" in p.stderr
+    assert "build/pytorch-cuda10.2.json" in p.stderr and "line 3 column" in p.stderr
     assert cli(engines_copy, "show", "demo-pytorch-aarch64").returncode == 0
-    check = json.loads(cli(engines_copy, "lock", "--check", "--json").stdout)
-    assert any(x.startswith("pytorch-cuda10.2: build/pytorch-cuda10.2.json is not a valid definition")
-               and "line 3 column" in x for x in check["problems"])
+    check = cli(engines_copy, "lock", "--check")  # a definition that does not read is an error (exit 2)
+    assert check.returncode == 2 and "build/pytorch-cuda10.2.json" in check.stderr and "line 3 column" in check.stderr
 
 
 def test_an_unknown_image_suggests_only_similar_aliases():
