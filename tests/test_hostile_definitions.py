@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import pytest
 
+from enginefab.engines.locate import TomlText
+
 from enginefab.core import canonical
 from tests.conftest import ROOT, enginefab
 
@@ -74,6 +76,18 @@ def check_here(proj: Path, cache: Path | None = None) -> tuple[int, Any]:
     except EnginefabError as e:
         return 2, e.as_dict()
     return (1 if problems else 0), problems
+
+
+def as_written(field: str) -> str:
+    """A pydantic location as the matrix errors say it: the image named apart, indexes 1-based
+    (image.0.files.0.sha256 → files[1].sha256)."""
+    parts = field.split(".")
+    if parts[:1] == ["image"] and len(parts) > 2 and parts[1].isdigit():
+        parts = parts[2:]
+    out = ""
+    for p in parts:
+        out += f"[{int(p) + 1}]" if p.isdigit() else (f".{p}" if out else p)
+    return out
 
 
 def refused_here(proj: Path) -> dict:
@@ -363,7 +377,7 @@ def test_an_absurd_matrix_value_is_refused_at_load(engines_copy, case, file, old
         text = text.replace(old, new, 1)
     path.write_text(text)
     err = refused_here(engines_copy)
-    assert err["error"].startswith(f"{file}: field ") and field in err["error"], err
+    assert err["error"].startswith(f"engines/{file}:") and as_written(field) in err["error"], err
     assert rule in err["error"] and rule in err["fix"], err
     assert len(err["error"]) < 600
     if file != "platforms.toml" and "alias" not in field:
@@ -376,12 +390,16 @@ def test_the_issues_matrix_cases_through_the_cli(engines_copy):
     toml = engines_copy / "engines" / "platforms.toml"
     toml.write_text(toml.read_text().replace("uid = 1000", "uid = -1", 1))
     err = refused(enginefab("list", "--json", cwd=engines_copy, timeout=120))
-    assert err["error"] == "platforms.toml: field conventions.uid: -1: uid is an integer in 0…2147483647", err
+    assert err["error"].startswith("engines/platforms.toml:"), err  # then the line, 1-based
+    assert "field conventions.uid: -1: uid is an integer in 0…2147483647" in err["error"], err
     toml.write_text(toml.read_text().replace("uid = -1", "uid = 1000", 1))
     kf = engines_copy / "engines" / "kungfu.toml"
     kf.write_text(kf.read_text().replace('alias = "kungfu-tf1.13"', 'alias = "' + "k" * 10_000 + '"'))
-    err = refused(lock_check(engines_copy))
-    assert err["error"].startswith("kungfu.toml: field image.0.alias: 'kkkk") and "1-63 characters" in err["error"]
+    p = enginefab("lock", "--check", "--json", cwd=engines_copy, timeout=120)
+    res = json.loads(p.stdout)  # a broken image fails the check and is listed, the others checked
+    assert p.returncode == 1 and "Traceback" not in p.stderr and res["invalid"] == ["k" * 10_000], p.stderr
+    (problem,) = [x for x in res["problems"] if x.startswith("engines/kungfu.toml:")]
+    assert "field alias: 'kkkk" in problem and "1-63 characters" in problem and len(problem) < 600
 
 
 def test_a_matrix_file_that_is_not_utf8_is_refused(engines_copy):
@@ -526,7 +544,7 @@ def test_no_traceback_for_any_value_in_any_matrix_field(monkeypatch):
                 parent[at[-1]] = v
             except (KeyError, IndexError, TypeError):
                 continue
-        monkeypatch.setattr(matrix_mod, "_read_toml", lambda path: data[path.name])
+        monkeypatch.setattr(matrix_mod, "read_toml", lambda path, file=None: (TomlText(""), data[path.name]))
         try:
             check.check(matrix_mod.load(ROOT))
             outcomes["accepted"] += 1
@@ -546,7 +564,8 @@ def test_a_framework_version_that_is_no_version_is_refused(engines_copy):
     end = text.index("\n", at)
     path.write_text(text[:at] + 'framework_version = "aarch64"' + text[end:])
     err = refused_here(engines_copy)
-    assert err["error"].startswith("horovod.toml: field framework_version: ") and "'aarch64'" in err["error"], err
+    assert "engines/horovod.toml:" in err["error"] and "field framework_version: " in err["error"], err
+    assert "'aarch64'" in err["error"], err
     assert err["image"].startswith("horovod-tensorflow-cuda10.1") and err["fix"], err
 
 
@@ -560,7 +579,8 @@ def test_a_hostile_manual_pin_is_refused(engines_copy, pin, field, rule):
     engines/: before, a path as sha256 went into the definition and a size of "big" raised ValueError."""
     (engines_copy / "engines" / "manual-pins.toml").write_text(f'[files."EulerOS-2.8-aarch64.tar.xz"]\n{pin}\n')
     err = refused_here(engines_copy)
-    assert err["error"].startswith(f"manual-pins.toml: field {field}: ") and rule in err["error"], err
+    assert err["error"].startswith("engines/manual-pins.toml:") and rule in err["error"], err
+    assert f"field {field.replace('EulerOS-2.8-aarch64.tar.xz', chr(34) + 'EulerOS-2.8-aarch64.tar.xz' + chr(34))}: " in err["error"]
     assert "manual-pins.toml" in err["fix"]
 
 

@@ -246,5 +246,5 @@ def from_validation(file: str, text: TomlText, e: ValidationError, data: dict[st
         else:
             msg = rule_of(er)  # our validators' own words; a number out of range says the range
             out.append(Problem(file, text.line_of(loc), where, f"field {field}: {msg}",
-                               "see `enginefab schema` for what the field takes", KEYS))
+                               f"correct {field} in engines/{file} (the rule: {msg.split(': ', 1)[-1]})", KEYS))
     return out
