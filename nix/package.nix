@@ -45,6 +45,7 @@ ps.buildPythonApplication {
     ps.uv
     ps.filelock
     ps.pyyaml
+    ps.jsonschema
   ];
   # pyproject's lower bounds were set against PyPI releases; nixpkgs' own versions are accepted
   # (a missing package is not relaxed: the runtime-dependency check still fails the build)
