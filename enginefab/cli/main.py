@@ -33,7 +33,7 @@ store_app = typer.Typer(help="The content-addressed store: verify, garbage-colle
 registry_app = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(store_app, name="store")
 app.add_typer(registry_app, name="registry")
-nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; README, Nix).", no_args_is_help=True, rich_markup_mode=None)
+nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; docs/nix.md).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(nix_app, name="nix")
 render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(render_app, name="render")
@@ -255,7 +255,7 @@ def show(name: Annotated[str, typer.Argument(help="Alias or canonical name.")], 
     unpinned = sum(1 for i in defn.inputs() if i.kind == "deb" and not i.url)
     if unpinned:
         print(f"  {unpinned} packages are not pinned yet: run `enginefab lock {img.alias}` on a machine that reaches "
-              "their repositories (README, Presets)")
+              "their repositories (docs/presets.md)")
 
 
 def _deb_origin(i, repos: list[tuple[str, str]]) -> str:
