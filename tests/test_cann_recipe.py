@@ -23,7 +23,7 @@ from enginefab.engines.matrix import load
 from enginefab.lock.declared import declared_inputs
 
 from .conftest import ROOT, enginefab
-from .test_check_definition import PLATFORMS, edit_section, refusal
+from .test_check_definition import refusal_of, set_field, tables
 
 NNAE = "Ascend-cann-nnae_5.0.2.1_linux-aarch64.run"
 TFPLUGIN = "Ascend-cann-tfplugin_5.0.2.alpha003_linux-aarch64.run"
@@ -143,22 +143,22 @@ def test_ma_user_keeps_uid_1000_and_hwhiaiuser_is_moved_explicitly(tmp_path):
     assert group["HwHiAiUser"][2] == "1000" and "ma-user" in group["HwHiAiUser"][3].split(",")
 
 
-def test_the_cann_definition_rules_know_its_driver_and_python(engines_copy):
-    edit_section(engines_copy / PLATFORMS, '[stack."cann-5.0.2"]', 'driver = "1.0.11.SCP001"', 'driver = "1.0.9"')
-    msg = refusal(engines_copy)
+def test_the_cann_definition_rules_know_its_driver_and_python():
+    t = tables()
+    set_field(t, "platforms.toml/stack/cann-5.0.2/driver", "1.0.11.SCP001", "1.0.9")
+    msg = refusal_of(t)
     assert "declares driver 1.0.9, but CANN 5.0.2 needs 1.0.11.SCP001 or later" in msg and "MindSpore 1.3.0" in msg
 
 
-def test_the_cann_rules_refuse_a_python_its_adapters_do_not_support(engines_copy):
-    ms = engines_copy / "engines" / "mindspore.toml"
-    text = ms.read_text()
-    text += ('\n[[image]]\nalias = "ms-cann-py39"\nname = "mindspore_1.3.0-cann_5.0.2-py_3.9-euler_2.8.3-aarch64"\n'
-             'engine_version = "1.3.0"\npython = "3.9"\nos = "euleros-2.8"\naccelerator = "cann-5.0.2"\narch = "aarch64"\n')
-    ms.write_text(text)
-    plat = engines_copy / PLATFORMS
-    plat.write_text(plat.read_text() + '\n[python."3.9-euleros-2.8"]\nversion = "3.9"\nos = "euleros-2.8"\nsource = "url"\n'
-                    'interpreter = "/opt/conda/bin/python3.9"\nsite_packages = "/opt/conda/lib/python3.9/site-packages"\n')
-    msg = refusal(engines_copy)
+def test_the_cann_rules_refuse_a_python_its_adapters_do_not_support():
+    t = tables()
+    t["mindspore.toml"]["image"].append({
+        "alias": "ms-cann-py39", "name": "mindspore_1.3.0-cann_5.0.2-py_3.9-euler_2.8.3-aarch64",
+        "engine_version": "1.3.0", "python": "3.9", "os": "euleros-2.8", "accelerator": "cann-5.0.2", "arch": "aarch64"})
+    t["platforms.toml"]["python"]["3.9-euleros-2.8"] = {
+        "version": "3.9", "os": "euleros-2.8", "source": "url", "interpreter": "/opt/conda/bin/python3.9",
+        "site_packages": "/opt/conda/lib/python3.9/site-packages"}
+    msg = refusal_of(t)
     assert "ms-cann-py39" in msg and "CANN 5.0.2 supports Python ==3.7.*, not 3.9" in msg
 
 

@@ -1,7 +1,8 @@
 """Definition level: realistic wrong combinations are rejected with a message that names the
 image, the field and the source of the fact.
 
-Image rules are tested by breaking a copy of engines/ (loading the matrix refuses it); locked
+Image rules are tested by breaking engines/ (its parsed tables given to `Matrix.from_data`, or a
+copy of the tree where an image is added as text; loading the matrix refuses it); locked
 rules by changing one pin in a copy of a real definition from build/ (as a resolver or a human
 could) and checking it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,20 +19,9 @@ import pytest
 from enginefab.core.definition import Definition
 from enginefab.core.errors import MatrixError
 from enginefab.engines import rules
-from enginefab.engines.matrix import load
+from enginefab.engines.matrix import Matrix, load
 
 from .conftest import ROOT, enginefab
-
-
-def edit_section(path: Path, header: str, old: str, new: str) -> None:
-    """Replace `old` once, inside the TOML section that starts at `header`."""
-    text = path.read_text()
-    start = text.index(header)
-    end = text.find("\n[", start + len(header))
-    end = len(text) if end < 0 else end
-    section = text[start:end]
-    assert section.count(old) == 1, f"{old!r} not once in {header}"
-    path.write_text(text[:start] + section.replace(old, new) + text[end:])
 
 
 def refusal(proj: Path) -> str:
@@ -39,53 +30,78 @@ def refusal(proj: Path) -> str:
     return str(e.value)
 
 
-PLATFORMS = "engines/platforms.toml"
 
 
 # -- image rules: the matrix refuses these -------------------------------------------------------
+# (platforms.toml edited as parsed tables, handed to Matrix.from_data: no copy of the tree)
 
-def test_cuda_stack_declaring_too_old_a_driver(engines_copy):
-    edit_section(engines_copy / PLATFORMS, '[stack."cuda-10.2"]', 'min_driver = "440.33"', 'min_driver = "418.39"')
-    msg = refusal(engines_copy)
+def tables() -> dict[str, dict]:
+    """The parsed tables of engines/*.toml, by file name (a fresh copy to edit)."""
+    return {p.name: tomllib.loads(p.read_text()) for p in sorted((ROOT / "engines").glob("*.toml"))}
+
+
+def set_field(t: dict, path: str, old: str, new: str) -> None:
+    """Set the value at `path` (keys joined by '/') in the tables to `new`, after checking it is `old`."""
+    *parents, key = path.split("/")
+    for k in parents:
+        t = t[k]
+    assert t[key] == old, f"{path} is {t[key]!r}, not {old!r}"
+    t[key] = new
+
+
+def refusal_of(t: dict) -> str:
+    with pytest.raises(MatrixError) as e:
+        Matrix.from_data(ROOT, t)
+    return str(e.value)
+
+
+def test_cuda_stack_declaring_too_old_a_driver():
+    t = tables()
+    set_field(t, "platforms.toml/stack/cuda-10.2/min_driver", "440.33", "418.39")
+    msg = refusal_of(t)
     assert "driver >= 418.39" in msg and "CUDA 10.2 needs driver >= 440.33" in msg and "release notes" in msg
 
 
-def test_nvidia_require_cuda_for_another_toolkit(engines_copy):
-    edit_section(engines_copy / PLATFORMS, '[stack."cuda-10.1".env]', 'NVIDIA_REQUIRE_CUDA = "cuda>=10.1',
-                 'NVIDIA_REQUIRE_CUDA = "cuda>=10.0')
-    msg = refusal(engines_copy)
+def test_nvidia_require_cuda_for_another_toolkit():
+    t = tables()
+    env = t["platforms.toml"]["stack"]["cuda-10.1"]["env"]
+    assert env["NVIDIA_REQUIRE_CUDA"].startswith("cuda>=10.1 ")
+    env["NVIDIA_REQUIRE_CUDA"] = env["NVIDIA_REQUIRE_CUDA"].replace("cuda>=10.1", "cuda>=10.0", 1)
+    msg = refusal_of(t)
     assert "NVIDIA_REQUIRE_CUDA" in msg and "cuda>=10.1" in msg
 
 
-def test_cudnn_release_without_a_build_for_the_cuda(engines_copy):
-    edit_section(engines_copy / PLATFORMS, '[stack."cuda-10.2"]', 'cudnn = "7.6.5.32"', 'cudnn = "7.4.2.24"')
-    msg = refusal(engines_copy)
+def test_cudnn_release_without_a_build_for_the_cuda():
+    t = tables()
+    set_field(t, "platforms.toml/stack/cuda-10.2/cudnn", "7.6.5.32", "7.4.2.24")
+    msg = refusal_of(t)
     assert "cuDNN 7.4.2.24 has no build for CUDA 10.2" in msg and "cuDNN archive" in msg
 
 
-def test_nccl_older_than_the_cuda(engines_copy):
-    edit_section(engines_copy / PLATFORMS, '[stack."cuda-10.2"]', 'nccl = "2.8.4"', 'nccl = "2.4.8"')
-    msg = refusal(engines_copy)
+def test_nccl_older_than_the_cuda():
+    t = tables()
+    set_field(t, "platforms.toml/stack/cuda-10.2/nccl", "2.8.4", "2.4.8")
+    msg = refusal_of(t)
     assert "NCCL 2.4.8 predates CUDA 10.2" in msg and "2.5.6" in msg
 
 
-def test_cudnn8_under_engines_built_against_cudnn7(engines_copy, monkeypatch):
+def test_cudnn8_under_engines_built_against_cudnn7():
     # cuDNN 8.0 does have CUDA 10.1 builds, but TensorFlow 2.1 and MindSpore 1.3 load libcudnn.so.7
     # (TensorFlow uses the runtime stack, MindSpore the devel one)
-    for stack in ('[stack."cuda-10.1"]', '[stack."cuda-10.1-devel"]'):
-        edit_section(engines_copy / PLATFORMS, stack, 'cudnn = "7.6.5.32"', 'cudnn = "8.0.5.39"')
-    with pytest.raises(MatrixError):
-        load(engines_copy)
-    problems = _violations(engines_copy, "engine-cudnn", monkeypatch)
-    text = " ".join(v.message for v in problems)
+    t = tables()
+    for stack in ("cuda-10.1", "cuda-10.1-devel"):
+        set_field(t, f"platforms.toml/stack/{stack}/cudnn", "7.6.5.32", "8.0.5.39")
+    refusal_of(t)
+    text = " ".join(v.message for v in _violations(t, "engine-cudnn"))
     assert "tensorflow 2.1.0 for CUDA 10.1 was built against cuDNN >=7.6,<8 (libcudnn.so.7)" in text
     assert "mindspore 1.3.0" in text and "tested build configurations" in text
 
 
-def test_os_glibc_older_than_the_engines_need(engines_copy, monkeypatch):
-    edit_section(engines_copy / PLATFORMS, '[os."ubuntu-18.04"]', 'glibc = "2.27"', 'glibc = "2.12"')
-    refusal(engines_copy)
-    text = " ".join(v.message for v in _violations(engines_copy, "os-glibc", monkeypatch))
+def test_os_glibc_older_than_the_engines_need():
+    t = tables()
+    set_field(t, "platforms.toml/os/ubuntu-18.04/glibc", "2.27", "2.12")
+    refusal_of(t)
+    text = " ".join(v.message for v in _violations(t, "os-glibc"))
     assert "mindspore 1.3.0 needs glibc >= 2.17, but ubuntu-18.04 has glibc 2.12" in text
     assert "pytorch 1.8.0 needs glibc >= 2.17" in text
 
@@ -118,9 +134,9 @@ def test_horovod_over_a_framework_not_built_for_the_stack(engines_copy):
     assert "TensorFlow 2.1.0 (under Horovod) was not built for cuda 10.2" in msg
 
 
-def _violations(proj: Path, rule_id: str, monkeypatch) -> list:
+def _violations(t: dict, rule_id: str) -> list[rules.Violation]:
     """The violations of one rule in a matrix that does not load (collected, not raised)."""
-    seen = load(proj, strict=False).problems
+    seen = Matrix.from_data(ROOT, t, strict=False).validate()
     hits = [v for v in seen if v.rule == rule_id]
     assert hits, f"rule {rule_id} did not fire: {[v.rule for v in seen]}"
     return hits

@@ -6,139 +6,40 @@ reference, a broken compatibility rule — each named by file:line, image alias,
 (the CLI's) keeps them with the image or file they belong to: the images that are fine stay
 usable, and a command that touches a broken one fails with its problems (``Matrix.get``,
 ``Matrix.select``), so one bad file does not stop `list` or `show` of the others.
+
+``load(root)`` reads engines/ (files.py); ``Matrix.from_data(root, tables)`` takes the parsed
+tables instead (tests, tools), and ``Matrix.validate()`` lists every problem as a Violation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
-
-from pydantic import ValidationError
+from typing import Any, Iterable, Mapping
 
 from enginefab.core.errors import MatrixError
-from enginefab.core.versions import same_version
 from enginefab.engines import rules
-from enginefab.engines.locate import TomlText, did_you_mean, similar
-from enginefab.engines.model import (
-    OCI_ARCH,
-    Conventions,
-    EngineDef,
-    EngineFile,
-    EngineRelease,
-    ImageDef,
-    OSDef,
-    PlatformsFile,
-    PythonDef,
-    StackDef,
-)
-from enginefab.engines.names import Grammar, ImageName, NameError_
+from enginefab.engines.files import MANUAL_PINS, PLATFORMS, Read, engine_file, platforms_file, read_engines_dir
+from enginefab.engines.image import Image
+from enginefab.engines.locate import TomlText, similar
+from enginefab.engines.model import EngineDef, EngineFile, PlatformsFile
+from enginefab.engines.names import Grammar, NameError_
 from enginefab.engines.problems import (
     KEYS,
     REFERENCE,
     RULE,
+    SYNTAX,
     UNIQUE,
     Broken,
     MatrixProblems,
     Problem,
-    from_validation,
     ordered,
     raw_naming,
     raw_str,
-    read_toml,
 )
+from enginefab.engines.references import resolve
 
-PLATFORMS = "platforms.toml"
-#: hashes of manual inputs recorded by `enginefab lock --add-file` (not an engine file)
-MANUAL_PINS = "manual-pins.toml"
-
-
-@dataclass(frozen=True)
-class Image:
-    """One image of the matrix, with every reference resolved."""
-
-    d: ImageDef
-    engine: EngineDef
-    release: EngineRelease
-    os_id: str
-    os: OSDef
-    stack_id: str | None
-    stack: StackDef | None
-    python_id: str
-    python: PythonDef
-    conventions: Conventions
-    source_date_epoch: int
-    file: str
-    #: position among the file's [[image]] tables (0-based) and the name grammar of the matrix
-    index: int = 0
-    grammar: Grammar = field(default_factory=lambda: Grammar({}, {}), compare=False, repr=False)
-
-    @property
-    def alias(self) -> str:
-        return self.d.alias
-
-    @property
-    def name(self) -> str:
-        return self.d.name
-
-    @property
-    def arch(self) -> str:
-        return self.d.arch
-
-    @property
-    def accelerator(self) -> str:
-        return self.stack.kind if self.stack else "cpu"
-
-    @property
-    def accelerator_version(self) -> str | None:
-        return self.stack.version if self.stack else None
-
-    @property
-    def framework(self) -> str:
-        return self.d.framework or self.engine.name
-
-    @property
-    def framework_version(self) -> str:
-        return self.d.framework_version or self.d.engine_version
-
-    @property
-    def oci_platform(self) -> dict[str, str]:
-        p = {"os": "linux", "architecture": OCI_ARCH[self.arch]}
-        if self.arch == "aarch64":
-            p["variant"] = "v8"
-        return p
-
-    @cached_property
-    def parsed_name(self) -> ImageName:
-        return self.grammar.parse(self.d.name)
-
-    def label(self) -> str:
-        return f"{self.alias} ({self.name})"
-
-    def summary(self) -> dict[str, Any]:
-        """The `enginefab list --json` record: a stable contract."""
-        s = self.stack
-        return {
-            "name": self.name,
-            "alias": self.alias,
-            "engine": self.engine.name,
-            "engine_version": self.d.engine_version,
-            "framework": self.framework,
-            "framework_version": self.framework_version,
-            "accelerator": self.accelerator,
-            "accelerator_version": self.accelerator_version,
-            "cudnn": s.cudnn if s else None,
-            "nccl": s.nccl if s else None,
-            "min_driver": s.min_driver if s else None,
-            "python": self.d.python,
-            "os": self.os.name,
-            "os_version": self.os.version,
-            "arch": self.arch,
-            "user": f"{self.conventions.user}:{self.conventions.uid}:{self.conventions.gid}",
-            "home": self.conventions.home,
-            "demo": self.d.demo,
-        }
+__all__ = ["MANUAL_PINS", "PLATFORMS", "Image", "Matrix", "json_schema", "load"]
 
 
 @dataclass
@@ -206,57 +107,29 @@ class Matrix:
     def demos(self) -> list[Image]:
         return [i for i in self.images if i.d.demo]
 
+    @classmethod
+    def from_data(cls, root: Path, tables: Mapping[str, dict[str, Any]], *, strict: bool = True) -> "Matrix":
+        """The matrix of already-parsed engines/ tables (file name → its TOML tables, platforms.toml
+        among them), as `load` makes it of the files; problems have no line (there is no text).
+        `root` still holds engines/checks/ (the compatibility facts) and build/."""
+        if PLATFORMS not in tables:
+            raise MatrixError(f"no {PLATFORMS} among the tables given", fix=f"pass the tables of engines/{PLATFORMS}")
+        reads: dict[str, Read] = {PLATFORMS: (TomlText(""), tables[PLATFORMS])}
+        reads |= {name: (TomlText(""), data) for name, data in sorted(tables.items())
+                  if name not in (PLATFORMS, MANUAL_PINS)}
+        return _build(root, reads, strict=strict)
+
+    def validate(self) -> list[rules.Violation]:
+        """Every problem of the matrix (references, rules, duplicates, unreadable files) as a
+        Violation, root cause first; [] when every image is valid."""
+        source = {r.id: r.source for r in rules.RULES}
+        return [rules.Violation(p.rule or _KIND[p.rank], p.image, p.message, p.fix, source.get(p.rule, p.where))
+                for p in self.problems]
 
 
+#: the rule id of a problem no rule found (a rule's problem carries its own id)
+_KIND = {SYNTAX: "syntax", KEYS: "schema", REFERENCE: "reference", RULE: "rule", UNIQUE: "unique"}
 
-def _platforms(edir: Path) -> PlatformsFile:
-    """platforms.toml, which every image depends on: any problem in it stops the load."""
-    path = edir / PLATFORMS
-    if not path.is_file():
-        raise MatrixError(f"{path} not found", fix="run enginefab from the project checkout")
-    text, data = read_toml(path)
-    if isinstance(data, Problem):
-        raise MatrixProblems([data])
-    try:
-        return PlatformsFile.model_validate(data)
-    except ValidationError as e:
-        raise MatrixProblems(from_validation(path.name, text, e, data, PlatformsFile)) from None
-
-
-@dataclass
-class _File:
-    """One engine file as read: its engine (None when the [engine] table is broken) and images."""
-
-    path: Path
-    text: TomlText
-    data: dict[str, Any]
-    engine: EngineDef | None
-    images: list[tuple[int, ImageDef | None, list[Problem]]]
-
-
-def _engine_file(path: Path, broken: list[Broken]) -> _File | None:
-    text, data = read_toml(path)
-    if isinstance(data, Problem):
-        broken.append(Broken(path.name, None, None, None, (data,)))
-        return None
-    raw_images = data.get("image", [])
-    try:  # the file minus its images: [engine] and unknown top-level keys
-        head = EngineFile.model_validate({k: v for k, v in data.items() if k != "image"} | {"image": []})
-    except ValidationError as e:
-        broken.append(Broken(path.name, None, None, None, tuple(from_validation(path.name, text, e, data, EngineFile))))
-        return _File(path, text, data, None, [])  # its engine's names still read the other families' names
-    if not isinstance(raw_images, list):
-        broken.append(Broken(path.name, None, None, None, (Problem(
-            path.name, text.line_of(["image"]), None, "`image` must be an array of tables ([[image]])",
-            "write each image as an [[image]] table", KEYS),)))
-        return None
-    images: list[tuple[int, ImageDef | None, list[Problem]]] = []
-    for n, raw in enumerate(raw_images):
-        try:
-            images.append((n, ImageDef.model_validate(raw), []))
-        except ValidationError as e:
-            images.append((n, None, from_validation(path.name, text, e, data, EngineFile, prefix=("image", n))))
-    return _File(path, text, data, head.engine, images)
 
 
 def load(root: Path, *, strict: bool = True) -> Matrix:
@@ -265,10 +138,17 @@ def load(root: Path, *, strict: bool = True) -> Matrix:
     strict: raise every problem (root cause first). Otherwise keep them in ``Matrix.broken``
     with the image or file they belong to; a problem in platforms.toml always raises."""
     edir = root / "engines"
-    platforms = _platforms(edir)
+    if not (edir / PLATFORMS).is_file():
+        raise MatrixError(f"{edir / PLATFORMS} not found", fix="run enginefab from the project checkout")
+    return _build(root, read_engines_dir(edir), strict=strict)
+
+
+def _build(root: Path, reads: dict[str, Read], *, strict: bool) -> Matrix:
+    """The matrix of the files as read: models, references, then the rules."""
+    platforms = platforms_file(PLATFORMS, reads[PLATFORMS])
     broken: list[Broken] = []
-    files = [f for path in sorted(edir.glob("*.toml")) if path.name not in (PLATFORMS, MANUAL_PINS)
-             if (f := _engine_file(path, broken)) is not None]
+    files = [f for name, read in reads.items() if name != PLATFORMS
+             if (f := engine_file(name, read, broken)) is not None]
     engines: dict[str, EngineDef] = {}
     for f in files:
         if f.engine is not None and f.engine.name in engines:
@@ -287,7 +167,7 @@ def load(root: Path, *, strict: bool = True) -> Matrix:
     for f in files:
         for n, d, problems in f.images if f.engine else []:
             if d is not None:
-                img_or_problems = _resolve(f.path, f.text, n, d, f.engine, platforms, grammar, known)
+                img_or_problems = resolve(f.path, f.text, n, d, f.engine, platforms, grammar, known)
                 if isinstance(img_or_problems, Image):
                     images.append(img_or_problems)
                     continue
@@ -334,64 +214,6 @@ def _line(text: TomlText, img: Image, message: str) -> int:
     """The line of the field a rule's message names ("field python: …"), else the image's table."""
     fieldname = message.split(":", 1)[0].removeprefix("field ").split(".")[0] if message.startswith("field ") else ""
     return text.line_of(["image", img.index] + ([fieldname] if fieldname else []))
-
-
-def _resolve(path: Path, text: TomlText, index: int, d: ImageDef, engine: EngineDef, p: PlatformsFile,
-             grammar: Grammar, families: dict[str, str]) -> Image | list[Problem]:
-    """The image with every reference resolved, or every reference that dangles. `families`:
-    engine name → "" when loaded, else the file that does not load."""
-    who = f"{d.alias} ({d.name})"
-    problems: list[Problem] = []
-
-    def fail(fieldname: str, msg: str, fix: str) -> None:
-        problems.append(Problem(path.name, text.line_of(["image", index, fieldname]), who, f"field {fieldname}: {msg}",
-                                fix, REFERENCE, "reference"))
-
-    if d.framework and d.framework != engine.name and families.get(d.framework) != "":
-        broken_file = families.get(d.framework)
-        hint = did_you_mean(d.framework, [k for k, v in families.items() if v == ""])
-        fail("framework", f"engines/{broken_file} (the {d.framework} family) does not load" if broken_file else
-             f"no engine family {d.framework!r} in engines/" + (f" ({hint})" if hint else ""),
-             f"fix engines/{broken_file} first" if broken_file else f"add engines/{d.framework}.toml, or name a "
-             f"family of engines/ ({', '.join(sorted(k for k, v in families.items() if v == ''))})")
-    release = next((r for r in engine.releases if same_version(r.version, d.engine_version)), None)
-    if release is None:
-        known = ", ".join(r.version for r in engine.releases)
-        fail("engine_version", f"{engine.display} has no release {d.engine_version} in {path.name} (it has: {known})",
-             f"use one of {known}, or add an [[engine.releases]] entry for {d.engine_version} with the builds "
-             "upstream publishes")
-    if d.os not in p.os:
-        hint = did_you_mean(d.os, p.os)
-        fail("os", f"unknown OS {d.os!r}" + (f" ({hint})" if hint else ""),
-             f"use one of {', '.join(sorted(p.os))}, or add [os.\"{d.os}\"] to platforms.toml")
-    stack = stack_id = None
-    if d.accelerator != "cpu" and d.accelerator not in p.stack:
-        hint = did_you_mean(d.accelerator, list(p.stack) + ["cpu"])
-        fail("accelerator", f"unknown accelerator stack {d.accelerator!r}" + (f" ({hint})" if hint else ""),
-             f'use "cpu" or one of {", ".join(sorted(p.stack))}')
-    elif d.accelerator != "cpu":
-        stack_id, stack = d.accelerator, p.stack[d.accelerator]
-        for rid in stack.apt:
-            if rid not in p.apt:
-                raise fail("accelerator", f"stack {stack_id} takes packages from apt repository {rid!r}, which "
-                           "platforms.toml does not define", f"add [apt.{rid}] or use one of {', '.join(sorted(p.apt))}")
-    pys = [(k, v) for k, v in p.python.items() if v.version == d.python and v.os == d.os]
-    if release is not None and d.python not in release.python:
-        # the right fix is a Python the engine publishes, never "add a runtime" for one it does not
-        fail("python", f"{engine.display} {release.version} publishes no build for Python {d.python} "
-             f"(builds exist for {', '.join(release.python)})",
-             f"use one of Python {', '.join(release.python)}, or another {engine.display} version")
-    elif not pys and d.os in p.os:
-        have = sorted(v.version for v in p.python.values() if v.os == d.os)
-        fail("python", f"no Python {d.python} runtime is defined for OS {d.os} (it has: {', '.join(have) or 'none'})",
-             f'add a [python."{d.python}-{d.os}"] entry to platforms.toml' + (
-                 f", or use Python {' or '.join(have)}" if have else ""))
-    if problems or release is None:
-        return problems
-    python_id, python = pys[0]
-    return Image(d=d, engine=engine, release=release, os_id=d.os, os=p.os[d.os], stack_id=stack_id, stack=stack,
-                 python_id=python_id, python=python, conventions=p.conventions,
-                 source_date_epoch=p.source_date_epoch, file=path.name, index=index, grammar=grammar)
 
 
 def json_schema() -> dict[str, Any]:
