@@ -50,8 +50,8 @@ def resolve(path: Path, text: TomlText, index: int, d: ImageDef, engine: EngineD
         stack_id, stack = d.accelerator, p.stack[d.accelerator]
         for rid in stack.apt:
             if rid not in p.apt:
-                raise fail("accelerator", f"stack {stack_id} takes packages from apt repository {rid!r}, which "
-                           "platforms.toml does not define", f"add [apt.{rid}] or use one of {', '.join(sorted(p.apt))}")
+                fail("accelerator", f"stack {stack_id} takes packages from apt repository {rid!r}, which "
+                     "platforms.toml does not define", f"add [apt.{rid}] or use one of {', '.join(sorted(p.apt))}")
     pys = [(k, v) for k, v in p.python.items() if v.version == d.python and v.os == d.os]
     if release is not None and d.python not in release.python:
         # the right fix is a Python the engine publishes, never "add a runtime" for one it does not
