@@ -2,12 +2,13 @@
 
 import json
 import re
+import tomllib
 
 import pytest
 
 from enginefab.core.errors import MatrixError
-from enginefab.engines.matrix import load
-from tests.conftest import enginefab
+from enginefab.engines.matrix import Matrix, load
+from tests.conftest import ROOT, enginefab
 
 PRESETS = {
     "tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64",
@@ -150,3 +151,43 @@ def test_json_schema_export(tmp_path):
     enginefab("schema", "--out", str(tmp_path), check=True)
     schema = json.loads((tmp_path / "engine.schema.json").read_text())
     assert "image" in schema["properties"]
+
+
+# -- Matrix.from_data and validate(): the matrix of parsed tables, its problems as a list ----------
+
+def _tables() -> dict[str, dict]:
+    return {p.name: tomllib.loads(p.read_text()) for p in sorted((ROOT / "engines").glob("*.toml"))}
+
+
+def test_the_matrix_of_the_parsed_tables_is_the_loaded_one():
+    m = Matrix.from_data(ROOT, _tables())
+    loaded = load(ROOT)
+    assert [i.summary() for i in m.images] == [i.summary() for i in loaded.images]
+    assert len(m.images) >= 10 and m.validate() == []
+
+
+def test_validate_lists_every_problem_with_its_rule_and_image():
+    t = _tables()
+    tf = next(i for i in t["tensorflow.toml"]["image"] if i["alias"] == "tensorflow-cuda10.1")
+    tf["os"] = "ubuntu-1804"  # a dangling reference
+    t["platforms.toml"]["stack"]["cuda-10.2"]["nccl"] = "2.4.8"  # a rule: NCCL older than its CUDA
+    with pytest.raises(MatrixError) as e:
+        Matrix.from_data(ROOT, t)
+    assert "tensorflow-cuda10.1" in str(e.value) and "NCCL 2.4.8 predates CUDA 10.2" in str(e.value)
+    found = Matrix.from_data(ROOT, t, strict=False).validate()
+    by_rule = {v.rule: v for v in found}
+    assert by_rule["reference"].image.startswith("tensorflow-cuda10.1 ") and "ubuntu-1804" in by_rule["reference"].message
+    assert "ubuntu-18.04" in by_rule["reference"].fix
+    assert by_rule["nccl-for-cuda"].image.startswith("pytorch-cuda10.2 ")
+    assert "NCCL downloads" in by_rule["nccl-for-cuda"].source and by_rule["nccl-for-cuda"].fix == "use NCCL >= 2.5.6"
+    assert found[0].rule == "reference", "root cause first"
+
+
+def test_a_stack_naming_an_apt_repository_nobody_defines_is_refused_not_a_traceback():
+    t = _tables()
+    t["platforms.toml"]["stack"]["cuda-10.1"]["apt"] = ["nvidia-nowhere", "nvidia-ml-ubuntu1804"]
+    with pytest.raises(MatrixError) as e:
+        Matrix.from_data(ROOT, t)
+    msg = str(e.value)
+    assert "stack cuda-10.1 takes packages from apt repository 'nvidia-nowhere'" in msg, msg
+    assert "add [apt.nvidia-nowhere]" in msg and "tensorflow-cuda10.1" in msg

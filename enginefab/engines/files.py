@@ -21,6 +21,16 @@ PLATFORMS = "platforms.toml"
 #: hashes of manual inputs recorded by `enginefab lock --add-file` (not an engine file)
 MANUAL_PINS = "manual-pins.toml"
 
+class NoText(TomlText):
+    """Tables handed in without their text: no line is known (problems name the file alone)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def line_of(self, loc) -> None:  # type: ignore[override]
+        return None
+
+
 #: one file as read: its text (for lines) and its tables, or the problem that stops reading it
 Read = tuple[TomlText, dict[str, Any] | Problem]
 

@@ -19,7 +19,15 @@ from typing import Any, Iterable, Mapping
 
 from enginefab.core.errors import MatrixError
 from enginefab.engines import rules
-from enginefab.engines.files import MANUAL_PINS, PLATFORMS, Read, engine_file, platforms_file, read_engines_dir
+from enginefab.engines.files import (
+    MANUAL_PINS,
+    PLATFORMS,
+    NoText,
+    Read,
+    engine_file,
+    platforms_file,
+    read_engines_dir,
+)
 from enginefab.engines.image import Image
 from enginefab.engines.locate import TomlText, similar
 from enginefab.engines.model import EngineDef, EngineFile, PlatformsFile
@@ -114,8 +122,8 @@ class Matrix:
         `root` still holds engines/checks/ (the compatibility facts) and build/."""
         if PLATFORMS not in tables:
             raise MatrixError(f"no {PLATFORMS} among the tables given", fix=f"pass the tables of engines/{PLATFORMS}")
-        reads: dict[str, Read] = {PLATFORMS: (TomlText(""), tables[PLATFORMS])}
-        reads |= {name: (TomlText(""), data) for name, data in sorted(tables.items())
+        reads: dict[str, Read] = {PLATFORMS: (NoText(), tables[PLATFORMS])}
+        reads |= {name: (NoText(), data) for name, data in sorted(tables.items())
                   if name not in (PLATFORMS, MANUAL_PINS)}
         return _build(root, reads, strict=strict)
 
@@ -198,8 +206,8 @@ def _apply_rules(m: Matrix, texts: dict[str, TomlText]) -> list[Image]:
                 for a, b in ((img, other), (other, img)):
                     per_image[id(a)].append(Problem(
                         a.file, _line(texts[a.file], a, f"field {key}"), a.label(),
-                        f"field {key}: {what!r} is used twice (also by the image in engines/{b.file}:"
-                        f"{texts[b.file].line_of(['image', b.index])})", f"give each image a {key} of its own",
+                        f"field {key}: {what!r} is used twice (also by the image in {_place(texts, b)})",
+                        f"give each image a {key} of its own",
                         UNIQUE, f"unique-{key}"))
     keep = []
     for img in m.images:
@@ -210,7 +218,12 @@ def _apply_rules(m: Matrix, texts: dict[str, TomlText]) -> list[Image]:
     return keep
 
 
-def _line(text: TomlText, img: Image, message: str) -> int:
+def _place(texts: dict[str, TomlText], img: Image) -> str:
+    line = texts[img.file].line_of(["image", img.index])
+    return f"engines/{img.file}" + (f":{line}" if line else "")
+
+
+def _line(text: TomlText, img: Image, message: str) -> int | None:
     """The line of the field a rule's message names ("field python: …"), else the image's table."""
     fieldname = message.split(":", 1)[0].removeprefix("field ").split(".")[0] if message.startswith("field ") else ""
     return text.line_of(["image", img.index] + ([fieldname] if fieldname else []))
