@@ -3,6 +3,11 @@
 This is the static audit's only I/O: the walk, ELF parsing (`core.elf`), the few small files the
 checks look into (ld.so.conf.d, dist-info METADATA and WHEEL, /etc/passwd) and the evidence
 strings of dlopen declarations. The checks are pure functions of the Inventory and the Facts.
+
+The tree is the image's, so it is hostile: every file read by name goes through `Tree`, which
+resolves the image's symlinks inside the image (`core.beneath.open_in_root`, as under chroot) —
+an image whose ``/etc/passwd`` or an evidence file links to ``/etc/shadow`` or ``../../..`` is
+read as the image's own file or found missing, never read from the host.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from enginefab.core.beneath import Blocked, open_in_root
 from enginefab.core.elf import Elf, read_elf
+
+SMALL = 4 << 20  # the most read of a small file (passwd, METADATA, …)
 
 
 @dataclass(frozen=True)
@@ -72,15 +80,95 @@ def scan(root: Path, *, site_packages: str, home: str | None = None,
     t0 = time.monotonic()
     elves, names, setuid, old_pb2 = _walk_tree(root)
     seconds = time.monotonic() - t0
-    present = {n for e in elves for n in e.needed if "/" in n and (root / n.lstrip("/")).exists()}
-    return Inventory(
-        elves=tuple(elves), names_in_dir={d: frozenset(v) for d, v in names.items()}, setuid=tuple(setuid),
-        old_pb2=tuple(old_pb2), ld_conf_dirs=tuple(_ld_conf_dirs(root)), present=frozenset(present),
-        dists=_dists(root / site_packages.lstrip("/")),
-        passwd=_passwd(root) if home is not None else (), home=_home(root, home) if home is not None else None,
-        evidence=frozenset((p, s) for p, s in evidence if _file_contains(root / p.lstrip("/"), s.encode())),
-        seconds=seconds,
-    )
+    with Tree(root) as tree:
+        present = {n for e in elves for n in e.needed if "/" in n and tree.exists(n)}
+        return Inventory(
+            elves=tuple(elves), names_in_dir={d: frozenset(v) for d, v in names.items()}, setuid=tuple(setuid),
+            old_pb2=tuple(old_pb2), ld_conf_dirs=tuple(_ld_conf_dirs(tree)), present=frozenset(present),
+            dists=_dists(tree, site_packages),
+            passwd=_passwd(tree) if home is not None else (), home=_home(tree, home) if home is not None else None,
+            evidence=frozenset((p, s) for p, s in evidence if tree.contains(p, s.encode())),
+            seconds=seconds,
+        )
+
+
+class Tree:
+    """Reads of an image's tree by container path, its symlinks resolved inside the tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def __enter__(self) -> Tree:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+    def _open(self, cpath: str, flags: int = os.O_RDONLY) -> int | None:
+        try:
+            return open_in_root(self.fd, cpath, flags | os.O_CLOEXEC)
+        except (Blocked, OSError):
+            return None
+
+    def stat(self, cpath: str) -> os.stat_result | None:
+        fd = self._open(cpath, os.O_PATH)
+        if fd is None:
+            return None
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def exists(self, cpath: str) -> bool:
+        return self.stat(cpath) is not None
+
+    def is_dir(self, cpath: str) -> bool:
+        st = self.stat(cpath)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def listdir(self, cpath: str) -> list[str]:
+        fd = self._open(cpath, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:
+            return []
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def chunks(self, cpath: str, chunk: int = 1 << 24):
+        """The bytes of a regular file, in chunks (nothing for anything else)."""
+        fd = self._open(cpath)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return
+            while block := f.read(chunk):
+                yield block
+
+    def text(self, cpath: str, limit: int = SMALL) -> str | None:
+        """A small regular file's text (its first `limit` bytes), or None."""
+        out, size = [], 0
+        for block in self.chunks(cpath, min(limit, 1 << 20)):
+            out.append(block)
+            size += len(block)
+            if size >= limit:
+                break
+        if not out and not self.is_file(cpath):
+            return None
+        return b"".join(out)[:limit].decode("utf-8", "replace")
+
+    def is_file(self, cpath: str) -> bool:
+        st = self.stat(cpath)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def contains(self, cpath: str, needle: bytes) -> bool:
+        tail = b""
+        for block in self.chunks(cpath):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle):]
+        return False
 
 
 def _walk(root: Path):
@@ -116,15 +204,15 @@ def _walk_tree(root: Path) -> tuple[list[Elf], dict[str, set[str]], list[str], l
     return elves, names_in_dir, setuid, old_pb2
 
 
-def _ld_conf_dirs(root: Path) -> list[str]:
+def _ld_conf_dirs(tree: Tree) -> list[str]:
     out = []
-    d = root / "etc" / "ld.so.conf.d"
-    if d.is_dir():
-        for conf in sorted(d.glob("*.conf")):
-            for line in conf.read_text(errors="replace").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line.startswith("/"):
-                    out.append(line)
+    for name in tree.listdir("/etc/ld.so.conf.d"):
+        if not name.endswith(".conf"):
+            continue
+        for line in (tree.text(f"/etc/ld.so.conf.d/{name}") or "").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("/"):
+                out.append(line)
     return out
 
 
@@ -138,57 +226,38 @@ def _old_protoc(path: Path) -> bool:
     return b"_descriptor.FieldDescriptor(" in head and b"_internal_create_key" not in head
 
 
-def _dists(sp: Path) -> tuple[Dist, ...] | None:
-    if not sp.is_dir():
+def _dists(tree: Tree, site_packages: str) -> tuple[Dist, ...] | None:
+    if not tree.is_dir(site_packages):
         return None
-    return tuple(_dist(di) for di in sorted(sp.glob("*.dist-info")))
+    sp = site_packages.rstrip("/")
+    return tuple(_dist(tree, f"{sp}/{n}", n) for n in tree.listdir(sp) if n.endswith(".dist-info"))
 
 
-def _dist(di: Path) -> Dist:
-    meta = di / "METADATA"
+def _dist(tree: Tree, di: str, dirname: str) -> Dist:
     name = version = None
-    if meta.is_file():
-        for line in meta.read_text(errors="replace").splitlines():
-            if line.startswith("Name:"):
-                name = str(canonicalize_name(line[5:].strip()))
-            elif line.startswith("Version:"):
-                version = line[8:].strip()
-            elif not line.strip():
-                break
-    wheel = di / "WHEEL"
+    for line in (tree.text(f"{di}/METADATA") or "").splitlines():
+        if line.startswith("Name:"):
+            name = str(canonicalize_name(line[5:].strip()))
+        elif line.startswith("Version:"):
+            version = line[8:].strip()
+        elif not line.strip():
+            break
+    wheel = tree.text(f"{di}/WHEEL")
     tags = None
-    if wheel.is_file():
-        tags = tuple(ln[4:].strip() for ln in wheel.read_text(errors="replace").splitlines() if ln.startswith("Tag:"))
-    return Dist(di.name, name, version, tags)
+    if wheel is not None:
+        tags = tuple(ln[4:].strip() for ln in wheel.splitlines() if ln.startswith("Tag:"))
+    return Dist(dirname, name, version, tags)
 
 
-def _passwd(root: Path) -> tuple[tuple[str, ...], ...]:
-    passwd = root / "etc" / "passwd"
-    if not passwd.is_file():
-        return ()
-    return tuple(tuple(line.split(":")) for line in passwd.read_text(errors="replace").splitlines())
+def _passwd(tree: Tree) -> tuple[tuple[str, ...], ...]:
+    text = tree.text("/etc/passwd")
+    return () if text is None else tuple(tuple(line.split(":")) for line in text.splitlines())
 
 
-def _home(root: Path, home: str) -> Home:
-    h = root / home.lstrip("/")
-    if not h.is_dir():
+def _home(tree: Tree, home: str) -> Home:
+    st = tree.stat(home)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         return Home(home, False)
     if os.geteuid() != 0:
         return Home(home, True)
-    st = h.stat()
     return Home(home, True, (st.st_uid, st.st_gid))
-
-
-def _file_contains(path: Path, needle: bytes, chunk: int = 1 << 24) -> bool:
-    try:
-        with open(path, "rb") as f:
-            tail = b""
-            while True:
-                block = f.read(chunk)
-                if not block:
-                    return False
-                if needle in tail + block:
-                    return True
-                tail = block[-len(needle):]
-    except OSError:
-        return False

@@ -20,6 +20,8 @@ RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+MAX_LINKS = 40  # the kernel's own limit on symlinks followed in one lookup
 SYS_OPENAT2 = 437  # the same number on x86_64 and aarch64 (asm-generic)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -36,8 +38,9 @@ class Blocked(Exception):
         super().__init__(f"{at} is a {kind}" if kind != "missing" else f"{at} does not exist")
 
 
-def _openat2(root_fd: int, rel: str, flags: int) -> int:
-    how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+def _openat2(root_fd: int, rel: str, flags: int,
+             resolve: int = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) -> int:
+    how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, resolve)
     buf = ctypes.create_string_buffer(how, len(how))
     fd = _libc.syscall(SYS_OPENAT2, root_fd, os.fsencode(rel), buf, len(how))
     if fd < 0:
@@ -132,3 +135,75 @@ def openat2_available() -> bool:
         raise
     finally:
         os.close(fd)
+
+
+def resolve_in_root(root_fd: int, path: str) -> str:
+    """`path` (a container path) resolved as the image itself would see it: symlinks are followed,
+    but an absolute target starts again at the root and '..' stops at it, as under chroot — so
+    an image's ``/lib -> usr/lib`` works and ``passwd -> /etc/passwd`` names the image's file,
+    never the host's. Returns the resolved relative path ('' for the root itself); raises
+    Blocked(…, "missing") for a dangling path, (…, "loop") past MAX_LINKS symlinks."""
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    todo.reverse()
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        rel = "/".join([*done, part])
+        try:
+            st = os.lstat(rel, dir_fd=root_fd) if _beneath_ok(root_fd, done) else None
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            raise Blocked(rel, "missing")
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > MAX_LINKS:
+                raise Blocked(rel, "loop")
+            target = os.readlink(rel, dir_fd=root_fd)
+            if target.startswith("/"):
+                done = []
+            todo.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            raise Blocked(rel, "file")
+        done.append(part)
+    return "/".join(done)
+
+
+def _beneath_ok(root_fd: int, done: list[str]) -> bool:
+    """The components resolved so far are real directories beneath the root (checked again at
+    each step, so a component swapped for a symlink meanwhile cannot lead out)."""
+    if not done:
+        return True
+    try:
+        os.close(walk(root_fd, done))
+        return True
+    except Blocked:
+        return False
+
+
+_BLOCKED = {errno.ENOENT: "missing", errno.ELOOP: "loop", errno.ENOTDIR: "file"}
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY) -> int:
+    """An fd for the container path `path` of the tree at root_fd, its symlinks resolved inside
+    the tree (`resolve_in_root`): openat2(RESOLVE_IN_ROOT) where the kernel has it, else the
+    user-space resolution followed by `open_beneath` of the result (which refuses any symlink,
+    so nothing swapped in between leads out). Raises Blocked or OSError."""
+    rel = path.lstrip("/") or "."
+    if _have_openat2[0]:
+        try:
+            return _openat2(root_fd, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        except OSError as e:
+            if e.errno == errno.ENOSYS:
+                _have_openat2[0] = False
+            elif e.errno in _BLOCKED:
+                raise Blocked(rel, _BLOCKED[e.errno]) from None
+            else:
+                raise
+    return open_beneath(root_fd, resolve_in_root(root_fd, path), flags, use_openat2=False)
