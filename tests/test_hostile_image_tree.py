@@ -85,3 +85,18 @@ def test_symlinks_inside_the_image_are_followed(tmp_path, resolver):
         os.close(beneath.open_in_root(fd, "/lib/ld.so"))
     finally:
         os.close(fd)
+
+
+def test_a_revision_shaped_like_an_option_never_reaches_git_as_one(tmp_path):
+    import subprocess
+
+    from enginefab.assemble.churn import read_lock
+    from enginefab.core.errors import BuildError
+
+    subprocess.run(["git", "init", "-q", str(tmp_path / "p")], check=True)
+    victim = tmp_path / "written-by-git"
+    for rev in (f"--output={victim}", "-h", ""):
+        with pytest.raises(BuildError) as e:
+            read_lock("@" + rev, tmp_path / "p")
+        assert "revision" in str(e.value) or "rev-parse" in str(e.value)
+    assert not victim.exists()

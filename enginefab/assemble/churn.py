@@ -52,8 +52,12 @@ def _read_git(rev: str, project: Path) -> dict[str, Definition]:
                              fix="give a revision of this checkout (a commit, branch or tag) as @REV")
         return p.stdout
 
-    names = [n for n in git("ls-tree", "-z", "--name-only", f"{rev}:build").decode().split("\0") if n.endswith(".json")]
-    return {n[:-5]: Definition.model_validate_json(git("show", f"{rev}:build/{n}")) for n in names}
+    if not rev or rev.startswith("-"):  # never an option to git (`@--output=/tmp/x`)
+        raise BuildError(f"@{rev}: not a revision", fix="give a commit, branch or tag of this checkout as @REV")
+    # the revision resolved to a commit id first, so nothing in it reaches git as an option or a path
+    commit = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}").decode().strip()
+    names = [n for n in git("ls-tree", "-z", "--name-only", f"{commit}:build").decode().split("\0") if n.endswith(".json")]
+    return {n[:-5]: Definition.model_validate_json(git("show", f"{commit}:build/{n}")) for n in names}
 
 
 # -- comparing -------------------------------------------------------------------------------------
