@@ -98,5 +98,8 @@ def test_a_revision_shaped_like_an_option_never_reaches_git_as_one(tmp_path):
     for rev in (f"--output={victim}", "-h", ""):
         with pytest.raises(BuildError) as e:
             read_lock("@" + rev, tmp_path / "p")
-        assert "revision" in str(e.value) or "rev-parse" in str(e.value)
+        assert "not a revision" in str(e.value)
     assert not victim.exists()
+    with pytest.raises(BuildError) as e:  # a well-formed revision that is not there
+        read_lock("@no-such-branch", tmp_path / "p")
+    assert "rev-parse" in str(e.value)
