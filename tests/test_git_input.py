@@ -270,3 +270,28 @@ def test_a_mirror_serves_the_repository_under_its_upstream_url(repo, tmp_path, m
     upstream = git.GitPin(url="https://github.com/lsds/KungFu", commit=commit, tree=tree, prefix="KungFu-0.2.2")
     direct = git.archive(pin(path, commit, tree), cache=tmp_path / "direct")
     assert git.archive(upstream, cache=tmp_path / "mirrored").sha256 == direct.sha256
+
+
+def test_a_fetch_killed_midway_leaves_nothing_in_the_cache_once_the_next_one_runs(repo, tmp_path):
+    import sys
+
+    path, commit, tree = repo
+    cache = tmp_path / "cache"
+    child = f"""
+import os, signal
+from pathlib import Path
+from enginefab.transport import git
+real = git.fetch_commit
+def fetch_then_die(pin, repo):
+    real(pin, repo)  # the objects are on disk: now the process is killed, as by the OOM killer
+    os.kill(os.getpid(), signal.SIGKILL)
+git.fetch_commit = fetch_then_die
+git.archive(git.GitPin(url={f"file://{path}"!r}, commit={commit!r}, tree={tree!r}, prefix="p", label="x"),
+            cache=Path({str(cache)!r}))
+"""
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True)
+    assert p.returncode == -9, p.stderr.decode()
+    left = [c for c in cache.iterdir() if c.name != "sha256"]
+    assert left and all(c.is_dir() for c in left)  # what the killed fetch left behind
+    git.archive(pin(path, commit, tree), cache=cache)
+    assert sorted(c.name for c in cache.iterdir()) == ["sha256"]

@@ -20,7 +20,6 @@ import posixpath
 import re
 import subprocess
 import tarfile
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Iterator
 from enginefab.core.errors import FetchError, UnsafeArchiveError
 from enginefab.core.paths import downloads_dir
 from enginefab.transport import mirrors as mirrors_mod
-from enginefab.transport.landing import landing
+from enginefab.transport.landing import landing, scratch_dir
 
 #: bump when the archive bytes made from the same tree would change
 ARCHIVE_FORMAT = "enginefab-git-tar/1"
@@ -300,8 +299,8 @@ def archive(pin: GitPin, sha256: str | None = None, *, cache: Path | None = None
         p = root / sha256
         return Archive(p, sha256, p.stat().st_size)
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="git-", dir=root.parent) as tmp:
-        repo = Path(tmp) / "repo.git"
+    with scratch_dir(root.parent, "git") as tmp:
+        repo = tmp / "repo.git"
         repo.mkdir()
         fetch_commit(pin, repo)
         with landing(root, mode=0o444) as out:

@@ -14,6 +14,9 @@ import contextlib
 import errno
 import itertools
 import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -103,3 +106,48 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def scratch_dir(directory: Path, prefix: str) -> Iterator[Path]:
+    """A private working directory `directory/.<prefix>-<pid>-<n>.tmp`, removed on leaving; the
+    ones of processes that no longer run (killed mid-work) are swept first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sweep_dirs(directory, prefix)
+    path = Path(tempfile.mkdtemp(prefix=f".{prefix}-{os.getpid()}-{next(_serial)}-", suffix=".tmp", dir=directory))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_dirs(directory: Path, prefix: str) -> int:
+    """Remove the `scratch_dir`s (and the older `<prefix>-*` temporary directories) of processes
+    that no longer run; how many went."""
+    n = 0
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        name = p.name
+        if name.startswith(f".{prefix}-") and name.endswith(".tmp"):
+            pid = name[len(prefix) + 2:].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+        elif name.startswith(f"{prefix}-") and p.is_dir() and not p.is_symlink():
+            # tempfile.TemporaryDirectory of releases before this one: no pid, so only when stale
+            with contextlib.suppress(OSError):
+                if _age(p) < 24 * 3600:
+                    continue
+        else:
+            continue
+        if p.is_symlink() or not p.is_dir():
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += not p.exists()
+    return n
+
+
+def _age(p: Path) -> float:
+    return time.time() - p.lstat().st_mtime
