@@ -505,3 +505,17 @@ def test_a_deb_whose_md5sums_is_a_bomb_is_refused(tmp_path):
                      "data.tar.gz": tar_bytes([member("./usr/share/doc/evil/README", b"hi")], "gz")})
     with pytest.raises(UnsafeArchiveError, match="md5sums claims 67108864 bytes"):
         stage(tmp_path, "deb", data, "evil_1_amd64.deb")
+
+
+def test_a_compressed_tar_past_the_entry_limit_is_refused_and_the_builder_leaves_nothing(tmp_path):
+    """A compressed tar is counted while it streams (one decompression): the refusal comes at the
+    first entry past the limit, and the builder removes what was staged before it. (The limit is
+    lowered to 5000 so the test writes 5000 files, not 50000.)"""
+    src = tmp_path / "many.tar.gz"
+    src.write_bytes(gzip.compress(_many_entries_tar(10_000), 1))
+    store = Store(tmp_path / "store")
+    builder = Builder(store, lambda inp, image: src, limits=ArchiveLimits(max_entries=5000))
+    with pytest.raises(UnsafeArchiveError, match="more than 5000 entries"):
+        builder.pack_layer(demo_definition(), _archive_layer(src, "many.tar.gz"), "k-many", [])
+    assert list((store.root / "tmp").iterdir()) == []
+    assert not [p for p in store.root.rglob("*") if p.is_file() and p.name.startswith("f")]
