@@ -320,3 +320,35 @@ def test_a_sha256_that_is_a_path_never_reads_or_deletes_a_host_file(tmp_path, ki
     assert secret.read_bytes() == before  # neither deleted nor changed
     for f in (tmp_path / "store").rglob("*"):
         assert not f.is_file() or before not in f.read_bytes(), f
+
+
+def _unpack_in_child(store_root: str, built: Built, start, results) -> None:
+    start.wait()
+    try:
+        root = rootfs.unpacked(Store(Path(store_root)), built)
+        results.put(("ok", len(list((root / "opt" / "many").iterdir()))))
+    except BaseException as e:  # noqa: BLE001 - the parent reports what each child met
+        results.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_concurrent_checks_of_one_image_unpack_it_once_and_all_see_it_whole(tmp_path, monkeypatch):
+    """Two `check`s of one image at the same time (two CI jobs, a user and a hook): before, the
+    second removed the first's half-unpacked tree as 'interrupted'."""
+    monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    n = 3000
+    (src / "many.tar").write_bytes(tar_bytes([member(f"many/f{i}", os.urandom(64)) for i in range(n)]))
+    defn = demo_definition().model_copy(update={"layers": [
+        Layer(id="archives/many", kind="archives", inputs=[_input(src / "many.tar", "/opt", True)])]})
+    store = Store(tmp_path / "store")
+    built, _ = build(store, defn, tmp_path / "out")
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_unpack_in_child, args=(str(store.root), built, start, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert got == [("ok", n)] * 4

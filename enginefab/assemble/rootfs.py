@@ -10,6 +10,7 @@ manifest digest under the store's rootfs/.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -164,6 +165,20 @@ def unpacked(store: Store, built: Built) -> Path:
     done = root.with_name(root.name + ".complete")
     if done.exists() and root.is_dir():
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one unpacker per image at a time (two `check`s of one image at once): the second waits,
+    # then finds the tree complete; a killed unpacker releases the kernel's lock
+    fd = os.open(root.with_name(root.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if done.exists() and root.is_dir():
+            return root
+        return _unpack_image(store, built, root, done)
+    finally:
+        os.close(fd)
+
+
+def _unpack_image(store: Store, built: Built, root: Path, done: Path) -> Path:
     if root.exists():  # an interrupted unpack
         shutil.rmtree(root)
     descs = json.loads(built.manifest)["layers"]
