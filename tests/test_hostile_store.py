@@ -27,7 +27,7 @@ from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.store import CorruptBlob, Store
 from enginefab.core.definition import Input, Layer
-from enginefab.core.errors import RegistryError
+from enginefab.core.errors import BuildError, RegistryError
 from enginefab.publish.push import store_blobs
 from enginefab.transport import download
 from tests.conftest import ROOT, definition_file, demo_definition, enginefab
@@ -352,3 +352,25 @@ def test_concurrent_checks_of_one_image_unpack_it_once_and_all_see_it_whole(tmp_
     for p in procs:
         p.join(timeout=60)
     assert got == [("ok", n)] * 4
+
+
+def test_a_staging_directory_removed_mid_build_is_a_build_error_naming_it(tmp_path, inputs):
+    """A tmp cleaner (or a user's rm) deletes the layer's staging directory while the builder
+    fetches the layer's second input: an error naming the directory and the fix, not a traceback."""
+    store = Store(tmp_path / "store")
+    layer = Layer(id="archives/both", kind="archives", inputs=[_input(inputs / "tool.sh", "/usr/local/bin/tool", False),
+                                                              _input(inputs / "data.tar", "/opt", True)])
+    defn = demo_definition().model_copy(update={"layers": [layer]})
+    fetched = []
+
+    def fetcher(inp, image):
+        fetched.append(inp.name)
+        if len(fetched) == 2:
+            for d in (store.root / "tmp").glob("stage-*"):
+                shutil.rmtree(d)
+        return inputs / inp.name
+
+    with pytest.raises(BuildError) as ei:
+        Builder(store, fetcher).pack_layer(defn, layer, "k-both", [])
+    assert "staging directory" in ei.value.message and "was removed" in ei.value.message
+    assert ei.value.image == defn.image.alias and "tmp cleaner" in (ei.value.fix or "")

@@ -282,6 +282,13 @@ class Builder:
             with self.store.writer() as (out, commit):
                 packed = pack(staging, defn.compression, defn.source_date_epoch, out, on_bytes=self.progress.advance)
                 commit(packed.digest)
+        except OSError as e:
+            if stage_root.is_dir():
+                raise
+            raise BuildError(f"layer {layer.id}: its staging directory {stage_root} was removed while the layer was "
+                             f"being built ({e.strerror or e})", image=defn.image.alias,
+                             fix="something outside enginefab deleted files under the store's tmp/ (a tmp cleaner, "
+                             "`rm`, another tool): keep the store out of its reach and build again") from None
         finally:
             shutil.rmtree(stage_root, ignore_errors=True)
         self.stats.seconds_packing += time.monotonic() - t0
