@@ -122,7 +122,7 @@ def test_library_warnings_go_to_the_debug_log_not_the_terminal(tmp_path):
     script = f"""
 import sys
 from pathlib import Path
-from enginefab.cli.main import _setup
+from enginefab.cli.app import _setup
 from tests.test_build_safety import stage, wheel_bytes
 _setup()
 st = stage(Path({str(tmp_path)!r}), "wheel", wheel_bytes({{"evil/__init__.py": b"", "evil/__pycache__/x.pyc": b"x"}}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from enginefab.core import canonical
@@ -80,3 +81,10 @@ def junit(reports: list[Report]) -> bytes:
             elif r.status == "warn":  # JUnit has no warning: a passed case that says so
                 ET.SubElement(tc, "system-out").text = f"warning: {r.detail}"
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+def write_reports(reports: list[Report], directory: Path) -> None:
+    """Each image's JSON report (the bytes a push attaches) as `directory/<image>.json`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for r in reports:
+        (directory / f"{r.image}.json").write_bytes(r.to_json())

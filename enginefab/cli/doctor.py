@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typer
+
+from enginefab.cli import present
+from enginefab.cli.app import JsonOpt
 from enginefab.core import tools
 
 
-def as_json(statuses: list[tools.Status]) -> dict:
+def as_dict(statuses: list[tools.Status]) -> dict:
     rows = [{"program": s.tool.name, "path": s.path, "package": s.tool.package, "install": s.tool.install,
              "required": s.tool.required, "features": list(s.tool.features), "not_needed": s.not_needed, "ok": s.ok}
             for s in statuses]
@@ -36,3 +40,17 @@ def summary(statuses: list[tools.Status]) -> tuple[str, bool]:
     fixes = ([f"apt-get install {' '.join(debs)}"] if debs else []) + ([f"pip install {' '.join(pips)}"] if pips else [])
     return (f"missing required programs: {', '.join(t.name for t in missing)}\n"
             f"fix: {' and '.join(fixes)} (./dev setup installs them all)"), False
+
+
+def doctor(as_json: JsonOpt = False) -> None:
+    """Every external program enginefab runs: found or missing, its package, what needs it.
+
+    Exits 1 when a required one is missing (./dev setup runs this)."""
+    statuses = tools.survey()
+    line, ok = summary(statuses)
+    if as_json:
+        present.emit(as_dict(statuses))
+    else:
+        print("\n".join(table(statuses)))
+    present.plain(line)
+    raise typer.Exit(0 if ok else 1)

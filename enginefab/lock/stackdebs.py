@@ -15,6 +15,7 @@ naming the repository; a build refuses them, saying which lock to run where.
 from __future__ import annotations
 
 import gzip
+import re
 import tarfile
 from typing import Callable
 
@@ -36,6 +37,15 @@ def pending_where(img: Image, repos: list[tuple[str, AptRepo]]) -> str:
     names = "; ".join(f"apt {rid} {r.url}{' /' if r.flat else ' ' + r.suite} (key {r.fingerprints[0][-8:]})"
                       for rid, r in repos)
     return f"{names}; not reachable when locked: run `enginefab lock {img.alias}` where it is"
+
+
+def deb_origin(i: Input, apt: dict[str, AptRepo]) -> list[str]:
+    """Where a deb input comes from: the id of the apt repository of `apt` its URL lies in (or the
+    URL itself) when pinned; while unpinned, the ids `pending_where` wrote, any of which may serve it."""
+    if i.url:
+        repos = sorted(((r.url + "/", rid) for rid, r in apt.items()), reverse=True)  # longest prefix first
+        return [next((rid for prefix, rid in repos if i.url.startswith(prefix)), i.url)]
+    return re.findall(r"(?:^|; )apt (\S+) ", i.where or "")
 
 
 def pending_inputs(img: Image, repos: list[tuple[str, AptRepo]], roots: list[str],

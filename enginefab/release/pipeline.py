@@ -25,6 +25,7 @@ from enginefab.assemble.index import Member, index_tag, plan_indexes
 from enginefab.assemble.pipeline import build_images, definition_for
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
+from enginefab.check.report import write_reports
 from enginefab.check.runner import run_checks
 from enginefab.core import ui
 from enginefab.core.definition import Definition
@@ -162,9 +163,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts
     lap("check")
     rel.checks = {r.image: r.counts() for r in reports}
     if opts.reports_dir is not None:
-        opts.reports_dir.mkdir(parents=True, exist_ok=True)
-        for r in reports:
-            (opts.reports_dir / f"{r.image}.json").write_bytes(r.to_json())
+        write_reports(reports, opts.reports_dir)
     for r in reports:
         c = r.counts()
         ui.info(f"  {r.image}: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, {c['error']} errors, "
