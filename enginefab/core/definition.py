@@ -207,6 +207,29 @@ class ImageConfig(Model):
         return v
 
 
+class Parent(Model):
+    """What a derived image starts from: another image, whose layers are its lower layers byte
+    for byte. Everything here is an index pin (read from the parent, not stated in engines/)."""
+
+    #: a matrix image (its build/<alias>.json), or a registry image by digest
+    alias: Alias | None = None
+    reference: OciReference | None = None
+    #: the parent's (platform) manifest digest: its layers and config are the child's base
+    manifest: Digest
+    #: a matrix parent: sha256 of its definition (build/<alias>.json) when the child was locked
+    definition: Digest | None = None
+    #: the parent's image config, which the child inherits and extends
+    config: ImageConfig
+    #: the parent's Python distributions (name → version): constraints for the child, never reinstalled
+    distributions: dict[Name, Version] = Field(default_factory=dict)
+    #: the parent's Debian packages (names, virtual ones included): not fetched again
+    debs: list[Name] = Field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.alias or self.reference or self.manifest
+
+
 class RuntimeCheck(Model):
     """One import-version-compute probe run by the image's own Python."""
 
@@ -229,6 +252,8 @@ class Definition(Model):
     schema_: Literal["enginefab.definition/v1"] = Field(default=SCHEMA, alias="schema")
     image: ImageIdentity
     base: Base | None = None
+    #: a derived image (`from` in engines/): the image it starts from
+    parent: Parent | None = None
     python: PythonTarget
     compression: Compression
     source_date_epoch: Epoch

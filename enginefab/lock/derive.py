@@ -23,6 +23,7 @@ from enginefab.core.definition import (
     ImageIdentity,
     Input,
     Layer,
+    Parent,
     PythonTarget,
     RuntimeCheck,
 )
@@ -58,27 +59,45 @@ class IndexPins:
     debs: list[Input] = field(default_factory=list)
     wheels: list[Input] = field(default_factory=list)  # from the package index (not vendor wheels)
     sdists: list[Input] = field(default_factory=list)
+    #: a derived image: the image it starts from (its layers are `base`)
+    parent: Parent | None = None
 
 
 def parts_for(img: Image, m: Matrix, pins: IndexPins) -> layering.Parts:
-    """The resolved inputs of `img`, grouped for the planner: `pins` and what engines/ declares."""
+    """The resolved inputs of `img`, grouped for the planner: `pins` and what engines/ declares.
+    A derived image has only the parent's layers (`base`) below its own: no OS, stack, Python
+    runtime or users of its own (the parent's are inherited)."""
     py = img.python
     parts = layering.Parts(alias=img.alias, os_id=img.os_id, stack_id=img.stack_id or "", python_id=img.python_id,
                            scheme=scheme_for(py.site_packages, py.scripts, img.d.python),
                            interpreter=py.interpreter, arch=img.arch)
     pins_ = manual_pins(m.root)
     parts.base = list(pins.base)
-    if img.os.source == "debs":
+    derived = img.derived
+    if img.os.source == "debs" and not derived:
         parts.os = list(pins.os)
-    elif img.os.source == "manual" and img.arch in img.os.archive:
+    elif img.os.source == "manual" and img.arch in img.os.archive and not derived:
         parts.os = [manual_input(img.os.archive[img.arch], pins_)]  # type: ignore[index]
-    if img.stack:
+    if img.stack and not derived:
         parts.stack = (list(pins.stack) + [manual_input(f, pins_) for f in img.stack.manual]
                        + [run_input(s) for s in img.stack.run])
-    if py.source == "debs":
+    if py.source == "debs" and not derived:
         parts.python = list(pins.python)
-    elif py.source == "url":
+    elif py.source == "url" and not derived:
         parts.python = [url_input(f) for f in py.files] + [run_input(s) for s in py.run]
+    _own_parts(img, pins, parts, pins_)
+    if derived:  # the parent's users, group and home
+        return parts
+    if img.os.source == "debs":
+        parts.config = users_files(img)
+    else:
+        parts.config_run = [run_input(RunStep(name="ma-user", script=user_script(img)))]
+    return parts
+
+
+def _own_parts(img: Image, pins: IndexPins, parts: layering.Parts, pins_: dict) -> None:
+    """The image's own packages, wheels, builds, files and run steps."""
+    py = img.python
     parts.debs = list(pins.debs)
     parts.wheels = list(pins.wheels)
     if pins.sdists:
@@ -95,11 +114,6 @@ def parts_for(img: Image, m: Matrix, pins: IndexPins) -> layering.Parts:
     if parts.run and parts.archives:  # run steps see the image's own files
         parts.run = parts.archives + parts.run
         parts.archives = []
-    if img.os.source == "debs":
-        parts.config = users_files(img)
-    else:
-        parts.config_run = [run_input(RunStep(name="ma-user", script=user_script(img)))]
-    return parts
 
 
 def user_script(img: Image) -> str:
@@ -151,19 +165,40 @@ def users_files(img: Image) -> list[FileEntry]:
 
 
 
-def make_definition(img: Image, m: Matrix, base: Base | None, layers: list[Layer], contract: Compression) -> Definition:
-    """The definition of `img`: its layers and everything else engines/ says about it."""
+def make_definition(img: Image, m: Matrix, base: Base | None, layers: list[Layer], contract: Compression,
+                    parent: Parent | None = None) -> Definition:
+    """The definition of `img`: its layers and everything else engines/ says about it (a derived
+    image: its parent's config, inherited and extended)."""
     s = img.summary()
     target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
-    c = img.conventions
-    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
-    env.update(c.env)
-    if img.stack:
-        env.update(img.stack.env)
-    env.update(img.d.env)
-    # the image's Python scripts stay reachable whatever PATH a stack or the image sets
-    if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
-        env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
+    runtime = [_runtime_check(img.engine, img.d.engine_version)]
+    fw = m.engines.get(img.framework)
+    if fw is not None and fw is not img.engine:
+        runtime.append(_runtime_check(fw, img.framework_version))
+    return Definition(
+        image=ImageIdentity(
+            name=s["name"], alias=s["alias"], engine=s["engine"], engine_version=s["engine_version"],
+            framework=s["framework"], framework_version=s["framework_version"], accelerator=s["accelerator"],
+            accelerator_version=s["accelerator_version"], cudnn=s["cudnn"], nccl=s["nccl"], min_driver=s["min_driver"],
+            python=s["python"], os=s["os"], os_version=s["os_version"], glibc=img.os.glibc, arch=s["arch"],
+            platform=img.oci_platform,
+        ),
+        base=base,
+        parent=parent,
+        python=PythonTarget(version=img.d.python, interpreter=img.python.interpreter,
+                            site_packages=img.python.site_packages, scripts=img.python.scripts, abi=target.abi,
+                            platforms=target.platforms()),
+        compression=contract,
+        source_date_epoch=img.source_date_epoch,
+        layers=layers,
+        config=image_config(img, parent),
+        checks=Checks(runtime=runtime, accelerator_provides=list(img.stack.provides) if img.stack else [],
+                      host_provides=list(img.stack.host) if img.stack else []),
+        matrix=matrix_entry(img, m),
+    )
+
+
+def _labels(img: Image) -> dict[str, str]:
     labels = {
         "org.opencontainers.image.title": img.name,
         "org.opencontainers.image.version": img.d.engine_version,
@@ -179,31 +214,33 @@ def make_definition(img: Image, m: Matrix, base: Base | None, layers: list[Layer
             val = getattr(img.stack, key)
             if val:
                 labels[f"io.enginefab.{img.stack.kind}.{key.replace('_', '-')}"] = val
-    runtime = [_runtime_check(img.engine, img.d.engine_version)]
-    fw = m.engines.get(img.framework)
-    if fw is not None and fw is not img.engine:
-        runtime.append(_runtime_check(fw, img.framework_version))
-    return Definition(
-        image=ImageIdentity(
-            name=s["name"], alias=s["alias"], engine=s["engine"], engine_version=s["engine_version"],
-            framework=s["framework"], framework_version=s["framework_version"], accelerator=s["accelerator"],
-            accelerator_version=s["accelerator_version"], cudnn=s["cudnn"], nccl=s["nccl"], min_driver=s["min_driver"],
-            python=s["python"], os=s["os"], os_version=s["os_version"], glibc=img.os.glibc, arch=s["arch"],
-            platform=img.oci_platform,
-        ),
-        base=base,
-        python=PythonTarget(version=img.d.python, interpreter=img.python.interpreter,
-                            site_packages=img.python.site_packages, scripts=img.python.scripts, abi=target.abi,
-                            platforms=target.platforms()),
-        compression=contract,
-        source_date_epoch=img.source_date_epoch,
-        layers=layers,
-        config=ImageConfig(user=f"{c.uid}:{c.gid}", workdir=c.home, env=env, cmd=[img.python.interpreter],
-                           labels=labels),
-        checks=Checks(runtime=runtime, accelerator_provides=list(img.stack.provides) if img.stack else [],
-                      host_provides=list(img.stack.host) if img.stack else []),
-        matrix=matrix_entry(img, m),
-    )
+    return labels
+
+
+def image_config(img: Image, parent: Parent | None) -> ImageConfig:
+    """The image config: the conventions, the stack's and the image's environment; a derived
+    image's is its parent's (user, working directory, command, labels) with its own env and
+    labels over it."""
+    if parent is not None:
+        pc = parent.config
+        env = dict(pc.env)
+        env.update(img.d.env)
+        labels = dict(pc.labels)
+        labels.update(_labels(img))
+        labels["io.enginefab.parent"] = f"{parent.label}@{parent.manifest}" if parent.alias else parent.label
+        return ImageConfig(user=pc.user, workdir=pc.workdir, env=env, entrypoint=pc.entrypoint, cmd=pc.cmd,
+                           labels=labels)
+    c = img.conventions
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
+    env.update(c.env)
+    if img.stack:
+        env.update(img.stack.env)
+    env.update(img.d.env)
+    # the image's Python scripts stay reachable whatever PATH a stack or the image sets
+    if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
+        env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
+    return ImageConfig(user=f"{c.uid}:{c.gid}", workdir=c.home, env=env, cmd=[img.python.interpreter],
+                       labels=_labels(img))
 
 
 def _runtime_check(engine, version: str) -> RuntimeCheck:
@@ -214,7 +251,7 @@ def _runtime_check(engine, version: str) -> RuntimeCheck:
 def index_pins_of(defn: Definition, img: Image) -> IndexPins:
     """The index pins a committed definition holds, read by where the planner puts them. Inputs
     anywhere else are not pins: `expected` rebuilds those slots from engines/."""
-    pins = IndexPins(manifest=defn.base.manifest if defn.base else None)
+    pins = IndexPins(manifest=defn.base.manifest if defn.base else None, parent=defn.parent)
     vendor = {w.name for w in img.d.wheels}
     for layer in defn.layers:
         prefix = layer.id.partition("/")[0]
@@ -239,4 +276,5 @@ def expected(defn: Definition, img: Image, m: Matrix) -> Definition:
     """What `enginefab lock` writes for `img` if the index still answers what `defn` pinned."""
     pins = index_pins_of(defn, img)
     parts = parts_for(img, m, pins)
-    return make_definition(img, m, base_of(img, pins.manifest), layering.plan_image(parts), defn.compression)
+    return make_definition(img, m, base_of(img, pins.manifest), layering.plan_image(parts), defn.compression,
+                           parent=pins.parent)
