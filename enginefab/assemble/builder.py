@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -26,6 +24,7 @@ from enginefab import __version__
 from enginefab.assemble import compress
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
+from enginefab.assemble.fetching import Fetcher, InputUnreachable, default_fetcher
 from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
@@ -39,15 +38,8 @@ from enginefab.assemble.wheels import stage_wheel
 from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
-from enginefab.transport import download, git
-from enginefab.transport.blobs import fetch_base_blob
-from enginefab.transport.mirrors import current as current_mirrors
 
-__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "layer_key"]
-
-
-class InputUnreachable(BuildError):
-    """An input cannot be fetched here (host unreachable, manual file not added, base not resolved)."""
+__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "default_fetcher", "layer_key"]
 
 
 @dataclass
@@ -111,86 +103,16 @@ def is_config_media(mt: str | None) -> bool:
     return mt in ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 
-Fetcher = Callable[[Input, str], Path]
-
-_hosts: dict[str, str | None] = {}  # host → None (reachable) or why not, for this process
-
-
-def _unreachable_host(url: str) -> str | None:
-    """Why the host of `url` cannot be reached (DNS, connect), checked once per process, so
-    that a matrix whose inputs sit on unreachable hosts fails fast instead of retrying each."""
-    parsed = urllib.parse.urlparse(current_mirrors().url(url))
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return None
-    host = parsed.hostname
-    if host not in _hosts:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        try:
-            socket.create_connection((host, port), timeout=10).close()
-            _hosts[host] = None
-        except OSError as e:
-            _hosts[host] = f"{host} is unreachable from here ({e.strerror or e})"
-    return _hosts[host]
-
-
-def default_fetcher(inp: Input, image: str) -> Path:
-    """The verified local file of an input (download cache, user-added manual files)."""
-    if inp.kind == "manual":
-        p = download.cached(inp.sha256) if inp.sha256 else None
-        if p is None:
-            raise InputUnreachable(
-                f"{inp.name} ({inp.version}) must be downloaded by hand: {inp.where or 'see its vendor'}",
-                image=image,
-                input=inp.ref,
-                fix="download it, then run `enginefab lock --add-file PATH`"
-                + (f" (expects sha256 {inp.sha256})" if inp.sha256 else ""),
-            )
-        return p
-    if inp.kind == "oci":
-        return fetch_base_blob(inp, image=image)
-    if inp.kind == "git":
-        return _git_archive(inp, image)
-    if inp.kind == "deb" and not inp.url:  # recorded by a lock that could not reach its repository
-        raise InputUnreachable(
-            f"{inp.name} {inp.version} is not pinned yet: its repository was not reachable when {image} was locked "
-            f"(from {inp.where})",
-            image=image,
-            input=inp.ref,
-            fix=f"on a machine that reaches the repository, run `enginefab lock {image}` and commit "
-            f"build/{image}.json (it pins every package by the signed index); then build again here",
-        )
-    if not inp.url:
-        raise BuildError(f"{inp.ref} has no URL", image=image, input=inp.ref)
-    if inp.sha256 and download.cached(inp.sha256) is None:
-        why = _unreachable_host(inp.url)
-        if why:
-            raise InputUnreachable(f"cannot download {inp.url}: {why}", image=image, input=inp.ref,
-                                   fix="build where the host is reachable, or point registry/mirrors.toml at a mirror")
-    return download.fetch(download.Want(url=inp.url, sha256=inp.sha256, size=inp.size or None, label=inp.ref, image=image))
-
-
-def _git_archive(inp: Input, image: str) -> Path:
-    """The archive enginefab makes of a git input's tree (transport/git.py), from the download
-    cache when it holds the pinned sha256."""
-    if inp.sha256 and download.cached(inp.sha256):
-        return download.cached(inp.sha256)  # type: ignore[return-value]
-    why = _unreachable_host(inp.url or "")
-    if why:
-        raise InputUnreachable(f"cannot fetch {inp.url}: {why}", image=image, input=inp.ref,
-                               fix="build where the host is reachable, or point registry/mirrors.toml at a mirror of the repository")
-    pin = git.GitPin(url=inp.url or "", commit=inp.commit or "", tree=inp.tree or "", prefix=inp.prefix or "",
-                     label=inp.ref, image=image)
-    made = git.archive(pin, inp.sha256)
-    if not inp.sha256:  # pinned by its tree alone: say what to pin (lock --check warns until then)
-        ui.info(f"{image}: {inp.ref}: the archive of tree {inp.tree} has sha256 {made.sha256} ({made.size} bytes); "
-                f'pin it in engines/ ([[image.git]] {inp.name}): sha256 = "{made.sha256}", size = {made.size}')
-    return made.path
+#: a derived image's matrix parent by alias → its current definition (built first when needed)
+Parents = Callable[[str], Definition]
 
 
 class Builder:
     def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None,
-                 shared: SharedCache | None = None, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
+                 shared: SharedCache | None = None, limits: ArchiveLimits = DEFAULT_LIMITS,
+                 parents: Parents | None = None) -> None:
         self.store = store
+        self.parents = parents
         self.shared = shared
         self.limits = limits
         self.fetch = fetcher
@@ -335,9 +257,14 @@ class Builder:
             raise BuildError(f"unknown layer kind {layer.kind}", image=image)
 
     def _base(self, defn: Definition, layer: Layer) -> tuple[list[LayerDesc], str]:
-        """Base image layers: the registry's blobs, byte for byte (verified, never recompressed)."""
+        """Base image layers: the registry's blobs, byte for byte (verified, never recompressed);
+        a derived image's matrix parent is built first when its blobs are not in the store."""
         out = []
         status = "cached"
+        if defn.parent and defn.parent.alias and not all(
+                self.store.intact("sha256:" + (i.sha256 or ""), i.size) for i in layer.inputs
+                if is_layer_media(i.media_type) or is_config_media(i.media_type)):
+            self._build_parent(defn)
         for inp in layer.inputs:
             if not is_layer_media(inp.media_type):  # the base's index, manifest or config
                 continue
@@ -370,7 +297,7 @@ class Builder:
     def assemble(self, defn: Definition, layers: list[LayerDesc]) -> Built:
         """Config and manifest of an image whose layers are in the store."""
         base_config = None
-        if defn.base and defn.layers and defn.layers[0].kind == "base":
+        if (defn.base or defn.parent) and defn.layers and defn.layers[0].kind == "base":
             base_config = self._base_config(defn)
         config = config_json(defn, layers, base_config)
         cfg = self.store.put_bytes(config)
@@ -387,8 +314,25 @@ class Builder:
     def _base_config(self, defn: Definition) -> dict | None:
         for inp in defn.layers[0].inputs:
             if is_config_media(inp.media_type):
+                digest = "sha256:" + (inp.sha256 or "")
+                if self.store.intact(digest, inp.size):  # a matrix parent's, built here
+                    return json.loads(self.store.read(digest))
                 return json.loads(self.fetch_input(inp, defn.image.alias).read_bytes())
         return None
+
+    def _build_parent(self, defn: Definition) -> None:
+        """Build a derived image's matrix parent into the store; it must be the parent it was locked over."""
+        assert defn.parent is not None and defn.parent.alias
+        alias, child = defn.parent.alias, defn.image.alias
+        if self.parents is None:
+            raise InputUnreachable(f"the layers of its parent {alias} are not in this store", image=child,
+                                   input=f"from = {alias}", fix=f"run `enginefab build {alias}` first")
+        ui.info(f"  {child}: building its parent {alias} first")
+        built = self.image(self.parents(alias))
+        if built.digest != defn.parent.manifest:
+            raise BuildError(f"its parent {alias} changed since it was locked (locked {defn.parent.manifest}, "
+                             f"now {built.digest})", image=child, input=f"from = {alias}",
+                             fix=f"run `enginefab lock {child}`")
 
 
 def report(stats: Stats) -> None:

@@ -27,6 +27,8 @@ TITLE = "org.opencontainers.image.title"
 
 def index_tag(img: Image) -> str:
     """The multi-arch tag of an image: its canonical name without accelerator and arch."""
+    if img.derived:  # a custom image's name is its own: its tag
+        return img.name
     n = img.parsed_name
     return dataclasses.replace(n, accelerator=None, accelerator_version=None, arch=None).format()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enginefab.assemble import compress
-from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, QuietProgress, report
+from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, Parents, QuietProgress, report
 from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
@@ -64,6 +64,12 @@ def definition_for(m: Matrix, img: Image) -> Definition:
             fix=f"run `enginefab lock {img.alias}` (and review the diff), or `enginefab lock --check` for details",
         )
     return defn
+
+
+def matrix_parents(m: Matrix):
+    """A derived image's matrix parent by alias → its current definition (the builder builds it
+    first when its layers are not in the store)."""
+    return lambda alias: definition_for(m, m.get(alias))
 
 
 def is_definition_file(name: str) -> bool:
@@ -137,7 +143,7 @@ def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reach
     `shared`, layers missing from the store are pulled from the shared cache when it has them,
     and the layers packed here are written to it."""
     results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only,
-                                shared=shared, limits=limits)
+                                shared=shared, limits=limits, parents=matrix_parents(m))
     if (out / "index.json").is_file():
         write_indexes(m, out)
     return results
@@ -155,11 +161,11 @@ def write_indexes(m: Matrix, out: Path) -> None:
 
 def build_definitions(defns: list[Definition], store: Store, out: Path, *,
                       reachable_only: bool = False, shared: SharedCache | None = None,
-                      limits: ArchiveLimits = DEFAULT_LIMITS) -> list[BuildResult]:
+                      limits: ArchiveLimits = DEFAULT_LIMITS, parents: Parents | None = None) -> list[BuildResult]:
     total = sum(len(d.layers) for d in defns)
     tty = not ui.quiet() and sys.stderr.isatty()
     bars = _Bars(total) if tty else None
-    builder = Builder(store, progress=bars or _Lines(), shared=shared, limits=limits)
+    builder = Builder(store, progress=bars or _Lines(), shared=shared, limits=limits, parents=parents)
     results: list[BuildResult] = []
     with store.using():
         if bars is not None:

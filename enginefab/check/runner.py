@@ -16,7 +16,7 @@ from pathlib import Path
 from enginefab.assemble import rootfs, sandbox
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built
-from enginefab.assemble.pipeline import definition_for
+from enginefab.assemble.pipeline import definition_for, matrix_parents
 from enginefab.assemble.store import Store
 from enginefab.check import accelerator, cst, definition, podman, runtime, static, structure
 from enginefab.check.facts import Facts
@@ -80,7 +80,7 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
                cross_check: bool = False) -> list[Report]:
     levels = _levels(levels)
     reports = []
-    builder = Builder(store)
+    builder = Builder(store, parents=matrix_parents(m))
     for img in imgs:
         ui.info(f"[bold]check[/] {img.label()}")
         rep = Report(image=img.alias, name=img.name, digest=None)

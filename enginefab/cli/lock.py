@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from enginefab.cli import args, present
-from enginefab.cli.app import AllOpt, DemoOpt, JsonOpt, NamesArg, run_guarded
+from enginefab.cli.app import AllOpt, DemoOpt, JsonOpt, NamesArg, StoreOpt, run_guarded
 
 
 @run_guarded
@@ -23,9 +23,12 @@ def lock(
     verify: Annotated[bool, typer.Option("--verify", help="Online: re-resolve the index pins (PyPI, apt, registries) "
                                          "and report where upstream differs from build/; writes nothing.")] = False,
     add_file: Annotated[Optional[list[Path]], typer.Option("--add-file", help="Add a user-downloaded file (manual input) to the store.")] = None,
+    store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve every input to exact bytes and write build/<alias>.json (all or nothing)."""
+    """Resolve every input to exact bytes and write build/<alias>.json (all or nothing).
+
+    A derived image's matrix parent is built into the store (--store) to pin its manifest."""
     if add_file:
         _add_files(add_file, as_json)
         if not (names or all_ or demo or check):
@@ -36,11 +39,14 @@ def lock(
     if verify:
         _verify(m, args.pick(m, names, all_ or not (names or demo), demo), as_json)
     from enginefab.assemble import compress
+    from enginefab.assemble.parents import parent_source
+    from enginefab.assemble.pipeline import matrix_parents
     from enginefab.lock.locker import lock as do_lock  # the resolvers: not needed by --check
 
     imgs = args.pick(m, names, all_ or not (names or demo), demo)
     settings = m.platforms.compression
-    res = do_lock(m, imgs, compress.contract(settings.algorithm, settings.level))
+    res = do_lock(m, imgs, compress.contract(settings.algorithm, settings.level),
+                  parents=parent_source(args.store(store), matrix_parents(m)))
     if as_json:
         present.emit({"written": res.written, "unchanged": res.unchanged})
     else:

@@ -48,6 +48,24 @@ class Image:
         return self.d.name
 
     @property
+    def derived(self) -> bool:
+        """Starts from another image (`from`): its layers and config are that image's."""
+        return self.d.from_ is not None
+
+    @property
+    def parent_reference(self) -> tuple[str, str] | None:
+        """(reference, digest) of a registry parent; None for a matrix parent or none."""
+        if self.d.from_ is None or "@sha256:" not in self.d.from_:
+            return None
+        ref, _, digest = self.d.from_.rpartition("@")
+        return ref, digest
+
+    @property
+    def parent_alias(self) -> str | None:
+        """The alias or name of a matrix parent (None: a registry parent, or none)."""
+        return self.d.from_ if self.d.from_ is not None and "@" not in self.d.from_ else None
+
+    @property
     def arch(self) -> str:
         return self.d.arch
 

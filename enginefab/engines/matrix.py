@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from enginefab.core.errors import MatrixError
-from enginefab.engines import rules
+from enginefab.engines import derived, rules
 from enginefab.engines.files import (
     MANUAL_PINS,
     PLATFORMS,
@@ -82,7 +82,7 @@ class Matrix:
             wanted = None
         if wanted is not None:
             for img in self.images:
-                if img.parsed_name == wanted:
+                if not img.derived and img.parsed_name == wanted:
                     return img
         close = similar(key, [i.alias for i in self.images] + [i.name for i in self.images], n=4)
         unread = [b for b in self.broken if b.alias is None]
@@ -155,6 +155,8 @@ def _build(root: Path, reads: dict[str, Read], *, strict: bool) -> Matrix:
     """The matrix of the files as read: models, references, then the rules."""
     platforms = platforms_file(PLATFORMS, reads[PLATFORMS])
     broken: list[Broken] = []
+    tables, derived_problems = derived.expand({k: v for k, v in reads.items() if k != PLATFORMS})
+    reads = {k: (text, tables.get(k, data)) for k, (text, data) in reads.items()}
     files = [f for name, read in reads.items() if name != PLATFORMS
              if (f := engine_file(name, read, broken)) is not None]
     engines: dict[str, EngineDef] = {}
@@ -174,6 +176,8 @@ def _build(root: Path, reads: dict[str, Read], *, strict: bool) -> Matrix:
     images: list[Image] = []
     for f in files:
         for n, d, problems in f.images if f.engine else []:
+            if (f.path.name, n) in derived_problems:  # a parent missing, a cycle: said once, as such
+                d, problems = None, derived_problems[(f.path.name, n)]
             if d is not None:
                 img_or_problems = resolve(f.path, f.text, n, d, f.engine, platforms, grammar, known)
                 if isinstance(img_or_problems, Image):
@@ -185,6 +189,7 @@ def _build(root: Path, reads: dict[str, Read], *, strict: bool) -> Matrix:
                                  tuple(problems)))
     texts = {f.path.name: f.text for f in files}
     images = _apply_rules(Matrix(root, platforms, engines, images, broken, grammar), texts)
+    images = _orphans(images, broken, texts)
     m = Matrix(root=root, platforms=platforms, engines=engines, images=images, broken=broken, grammar=grammar)
     if strict:
         m.require_valid()
@@ -216,6 +221,21 @@ def _apply_rules(m: Matrix, texts: dict[str, TomlText]) -> list[Image]:
         else:
             keep.append(img)
     return keep
+
+
+def _orphans(images: list[Image], broken: list[Broken], texts: dict[str, TomlText]) -> list[Image]:
+    """Derived images whose matrix parent does not load (a rule broke it) go to `broken` too."""
+    while True:
+        keys = {k for i in images for k in (i.alias, i.name)}
+        lost = [i for i in images if i.parent_alias is not None and i.parent_alias not in keys]
+        if not lost:
+            return images
+        for i in lost:
+            broken.append(Broken(i.file, i.alias, i.name, i.d.demo, (Problem(
+                i.file, texts[i.file].line_of(["image", i.index, "from"]), i.label(),
+                f"field from: the parent {i.parent_alias!r} does not load", f"fix the parent {i.parent_alias!r} first",
+                REFERENCE, "from"),)))
+        images = [i for i in images if i not in lost]
 
 
 def _place(texts: dict[str, TomlText], img: Image) -> str:

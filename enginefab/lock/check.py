@@ -205,7 +205,9 @@ def _check_image(img, m: Matrix, r: Report, strict: bool) -> Definition | None:
         r.stale.append(who)
     for line in stale:
         r.problems.append(f"{who}: stale: engines/ changed since it was locked (`enginefab lock {who}`): {line}")
-    mine: list[str] = []
+    mine: list[str] = parent_changes(defn, img, m)
+    if mine and who not in r.stale:
+        r.stale.append(who)
     if not stale:  # same engines/: the pins it declares must be in build/ as declared
         mine += _declared_mismatches(defn, img, m) + _package_mismatches(defn, img)
     mine += _planned_mismatches(defn)
@@ -214,6 +216,37 @@ def _check_image(img, m: Matrix, r: Report, strict: bool) -> Definition | None:
     r.problems += [f"{who}: {p}" for p in mine]
     _pin_states(who, defn, strict, r.problems, r.warnings)
     return defn
+
+
+def parent_changes(defn: Definition, img, m: Matrix) -> list[str]:
+    """A derived image whose parent is no longer the one it was locked over: the registry digest
+    engines/ names, or a matrix parent's definition as engines/ and build/ make it now."""
+    if not img.derived:
+        return []
+    fix = f"run `enginefab lock {img.alias}`"
+    if defn.parent is None:
+        return [f"build/{img.alias}.json records no parent, but engines/ derives it from {img.d.from_}; {fix}"]
+    reg = img.parent_reference
+    if reg is not None:
+        now = f"{reg[0]}@{reg[1]}"
+        locked = defn.parent.reference or ""
+        if locked != now:
+            return [f"parent {reg[0]} changed (locked {locked.rpartition('@')[2] or 'none'} now {reg[1]}); {fix}"]
+        return []
+    parent = m.get(img.parent_alias or "")
+    path = definition_path(m.root, parent.alias)
+    if not path.is_file():
+        return [f"its parent {parent.alias} is not locked (no build/{parent.alias}.json); "
+                f"run `enginefab lock {parent.alias} {img.alias}`"]
+    raw = read_capped(path)
+    pdefn = parse_definition(raw, f"build/{path.name}")
+    if pdefn.matrix != matrix_entry(parent, m):  # the parent's own entry moved on: what lock would make of it now
+        raw = derive.expected(pdefn, parent, m).to_json()
+        fix = f"run `enginefab lock {parent.alias} {img.alias}`"
+    now = "sha256:" + canonical.sha256_hex(raw)
+    if now != defn.parent.definition:
+        return [f"parent {parent.alias} changed (locked {defn.parent.definition} now {now}); {fix}"]
+    return []
 
 
 def _pin_states(who: str, defn: Definition, strict: bool, problems: list[str], warnings: list[str]) -> None:

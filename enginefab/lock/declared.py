@@ -47,7 +47,7 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
     names = [f.name for f in manual_files(img)]
     entry = {
         # an image without git inputs (or as_of) keeps the entry it had before they existed (the demos' locks)
-        "image": img.d.model_dump(mode="json", exclude=(set() if img.d.git else {"git"}) | _unset(img.d, "as_of")),
+        "image": img.d.model_dump(mode="json", exclude=(set() if img.d.git else {"git"}) | _unset(img.d, "as_of", "from_")),
         "engine": img.engine.model_dump(mode="json", exclude={"releases", *_NAMING})
         | {"release": img.release.model_dump(mode="json", exclude=_unset(img.release, "published"))},
         "framework": fw.model_dump(mode="json", exclude={"releases", *_NAMING}) if fw else None,
@@ -148,7 +148,10 @@ def vendor_wheel_input(w: VendorWheel) -> Input:
 
 
 def base_ref(img: Image) -> OciRef | None:
-    """The base image: the image's own, else its CUDA stack's for its OS, else the OS's."""
+    """The base image: the image's own, else its CUDA stack's for its OS, else the OS's (a
+    derived image has none: its parent's layers are its base)."""
+    if img.derived:
+        return None
     ref = img.d.base or (img.stack.base.get(img.os_id) if img.stack and not img.stack.bundled else None)
     if ref is None and img.os.source == "oci":
         ref = img.os.base.get(img.arch)  # type: ignore[arg-type]
@@ -160,11 +163,12 @@ def declared_inputs(img: Image, m: Matrix) -> list[Input]:
     run steps. `lock --check` compares them with build/ offline."""
     pins = manual_pins(m.root)
     out: list[Input] = []
-    if img.os.source == "manual" and img.arch in img.os.archive:
+    platform = not img.derived  # a derived image's OS, stack and Python are its parent's layers
+    if platform and img.os.source == "manual" and img.arch in img.os.archive:
         out.append(manual_input(img.os.archive[img.arch], pins))  # type: ignore[index]
-    if img.stack:
+    if platform and img.stack:
         out += [manual_input(f, pins) for f in img.stack.manual] + [run_input(r) for r in img.stack.run]
-    if img.python.source == "url":
+    if platform and img.python.source == "url":
         out += [url_input(f) for f in img.python.files] + [run_input(r) for r in img.python.run]
     out += [vendor_wheel_input(w) for w in img.d.wheels]
     out += [url_input(f) for f in img.d.files] + [git_input(g) for g in img.d.git]

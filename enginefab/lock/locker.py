@@ -8,6 +8,7 @@ images not requested cannot have changed: their definitions are neither read nor
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,22 +16,28 @@ from typing import Callable
 from rich.markup import escape
 
 from enginefab.core import ui
-from enginefab.core.definition import Base, Compression, Input
+from enginefab.core.definition import Base, Compression, Definition, Input, Parent, parse_definition
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.core.fsutil import write_atomic
 from enginefab.core.paths import definition_path
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.lock import deb, layering, oci, pypi, stackdebs
+from enginefab.lock import deb, layering, oci, parent as parents_, pypi, stackdebs
 from enginefab.lock.asof import as_of
-from enginefab.lock.declared import base_ref, manual_input, run_input, stack_repos
+from enginefab.lock.declared import base_ref, manual_input, matrix_entry, run_input, stack_repos
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
+from enginefab.lock.parent import ParentPins
 
 
 @dataclass
 class Resolved:
     parts: layering.Parts
     base: Base | None
+    parent: Parent | None = None
+
+
+#: a matrix parent, built: (its image, its definition) → its manifest and config as the child's base
+ParentSource = Callable[[Image, Definition, bytes], ParentPins]
 
 
 def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
@@ -83,18 +90,43 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
 
     # Python packages: uv for versions, the index for files
     if img.d.requirements:
-        say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
-        when = as_of(img, p.pypi)
-        say(escape(f"  {img.alias}: PyPI as of {when.instant or 'now'} ({when.why})"))
-        pins_ = pypi.resolve_versions(list(img.d.requirements), list(img.d.constraints), target, image=who,
-                                      exclude_newer=when.instant)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=8) as pool:  # one index page per package: fetch them together
-            files = list(pool.map(lambda pin: pypi.select_file(pin, target, image=who), pins_))
-        pins.wheels = [f for f in files if f.kind == "wheel"]
-        pins.sdists = [f for f in files if f.kind == "url"]
+        pins.wheels, pins.sdists = python_closure(img, m, target, say)
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
+
+
+def python_closure(img: Image, m: Matrix, target: Target, say: Callable[[str], None],
+                   parent: Parent | None = None) -> tuple[list[Input], list[Input]]:
+    """(wheels, sdists) of the image's requirements: uv for the versions, the index for the files.
+    Over a parent, the parent's distributions are constraints and are not installed again."""
+    who = img.label()
+    say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
+    when = as_of(img, m.platforms.pypi)
+    say(escape(f"  {img.alias}: PyPI as of {when.instant or 'now'} ({when.why})"))
+    have = dict(parent.distributions) if parent else {}
+    constraints = list(img.d.constraints) + [f"{n}=={v}" for n, v in have.items()]
+    pins_ = [p for p in pypi.resolve_versions(list(img.d.requirements), constraints, target, image=who,
+                                              exclude_newer=when.instant) if p.name not in have]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one index page per package: fetch them together
+        files = list(pool.map(lambda pin: pypi.select_file(pin, target, image=who), pins_))
+    return [f for f in files if f.kind == "wheel"], [f for f in files if f.kind == "url"]
+
+
+def resolve_derived(img: Image, m: Matrix, parent: ParentPins, say: Callable[[str], None]) -> Resolved:
+    """A derived image: the parent's layers as its base, then its own packages, wheels, files and
+    steps; what the parent has installed is neither fetched nor installed again."""
+    who = img.label()
+    pins = IndexPins(base=list(parent.base), parent=parent.parent)
+    if img.d.debs:
+        apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
+        if apt is None:
+            raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
+                            fix="install them with a run step, or use an OS with an apt repository")
+        say(f"  {img.alias}: extra OS packages over {parent.parent.label}")
+        pins.debs = deb.resolve([apt], img.arch, list(img.d.debs), set(parent.parent.debs), image=who, root=m.root)
+    if img.d.requirements:
+        target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
+        pins.wheels, pins.sdists = python_closure(img, m, target, say, parent.parent)
+    return Resolved(parts=parts_for(img, m, pins), base=None, parent=parent.parent)
 
 
 def stack_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list[Input]:
@@ -131,24 +163,27 @@ class LockResult:
 
 
 def lock(m: Matrix, images: list[Image], contract: Compression, *,
-         say: Callable[[str], None] = ui.info) -> LockResult:
+         say: Callable[[str], None] = ui.info, parents: ParentSource | None = None) -> LockResult:
     """Resolve and plan `images`, write each definition that changed; touch no other file.
 
     `contract` is what this machine's compressor fulfils for platforms.toml's compression
-    (`assemble.compress.contract`, measured by the caller): the lock records it."""
+    (`assemble.compress.contract`, measured by the caller): the lock records it. `parents`
+    builds a matrix parent of a derived image (the caller's builder) into its manifest and
+    config; a parent locked in the same run is built from its new definition."""
     wanted = {i.alias for i in images}
     out: dict[Path, bytes] = {}
     failed: list[EnginefabError] = []
-    for img in m.images:
-        if img.alias not in wanted:
-            continue
+    for img in parents_first([i for i in m.images if i.alias in wanted], m):
         say(f"[bold]lock[/] {img.label()}")
         try:
-            r = resolve(img, m, say=say)
+            if img.derived:
+                r = resolve_derived(img, m, parent_pins(img, m, out, parents), say)
+            else:
+                r = resolve(img, m, say=say)
         except EnginefabError as e:  # shared indexes fail without knowing for which image
             failed.append(e if e.image else type(e)(e.message, image=img.label(), input=e.input, fix=e.fix))
             continue  # the others are resolved too, so that every failure is told at once
-        defn = make_definition(img, m, r.base, layering.plan_image(r.parts), contract)
+        defn = make_definition(img, m, r.base, layering.plan_image(r.parts), contract, parent=r.parent)
         out[definition_path(m.root, img.alias)] = defn.to_json()
     if len(failed) == 1:
         raise failed[0]
@@ -165,3 +200,48 @@ def lock(m: Matrix, images: list[Image], contract: Compression, *,
         write_atomic(path, data)
         written.append(path.stem)
     return LockResult(written=sorted(written), unchanged=sorted(unchanged))
+
+
+def parents_first(images: list[Image], m: Matrix) -> list[Image]:
+    """`images` with each matrix parent before the images derived from it (else in matrix order)."""
+    out: list[Image] = []
+
+    def place(img: Image) -> None:
+        if img in out:
+            return
+        if img.parent_alias is not None:
+            parent = m.get(img.parent_alias)
+            if parent in images:
+                place(parent)
+        out.append(img)
+
+    for img in images:
+        place(img)
+    return out
+
+
+def parent_pins(img: Image, m: Matrix, out: dict[Path, bytes], parents: ParentSource | None) -> ParentPins:
+    """The parent of a derived image, read as the child's base: from its registry by digest, or
+    (a matrix parent) its current definition built by `parents`."""
+    who = img.label()
+    reg = img.parent_reference
+    if reg is not None:
+        say_ref = f"{reg[0]}@{reg[1][:19]}…"
+        ui.info(f"  {img.alias}: parent {say_ref}")
+        return parents_.from_registry(reg[0], reg[1], img.oci_platform, image=who)
+    parent = m.get(img.parent_alias or "")
+    path = definition_path(m.root, parent.alias)
+    raw = out.get(path)
+    if raw is None:
+        if not path.is_file():
+            raise LockError(f"the parent {parent.alias} was never locked (no build/{parent.alias}.json)", image=who,
+                            fix=f"run `enginefab lock {parent.alias} {img.alias}`")
+        raw = path.read_bytes()
+    defn = parse_definition(raw, f"build/{path.name}")
+    if defn.matrix != matrix_entry(parent, m):
+        raise LockError(f"the parent {parent.alias} is stale: engines/ changed since build/{parent.alias}.json was "
+                        "locked", image=who, fix=f"run `enginefab lock {parent.alias} {img.alias}`")
+    if parents is None:
+        raise LockError(f"the parent {parent.alias} must be built to pin its manifest, and no builder was given",
+                        image=who, fix=f"run `enginefab lock {img.alias}` (the CLI builds the parent)")
+    return parents(parent, defn, raw)

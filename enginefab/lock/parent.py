@@ -19,6 +19,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from debian import deb822
 from packaging.utils import canonicalize_name
 
 from enginefab.core.canonical import sha256_hex
@@ -26,7 +27,7 @@ from enginefab.core.definition import Definition, ImageConfig, Input, Parent
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.lock import deb
 from enginefab.lock.oci import INDEX_TYPES, mirrored
-from enginefab.lock.stackdebs import installed_in_base
+from enginefab.lock.stackdebs import STATUS
 from enginefab.transport.blobs import fetch_base_blob
 from enginefab.transport.client import RegistryClient
 from enginefab.transport.options import DEFAULT
@@ -45,14 +46,15 @@ class ParentPins:
 
 
 def layer_inputs(name: str, version: str, head: str, manifest: bytes, media_type: str | None,
-                 config: bytes) -> list[Input]:
+                 config: bytes, head_size: int | None = None) -> list[Input]:
     """The `oci` inputs of a parent's manifest: the reference (`head`, the digest engines/ or the
     build names), the manifest, the config and each layer blob with its diff_id. Pure."""
     doc = json.loads(manifest)
     digest = "sha256:" + sha256_hex(manifest)
     cfg = doc["config"]
     diff_ids = json.loads(config).get("rootfs", {}).get("diff_ids", [])
-    out = [Input(kind="oci", name=name, version=version, url=f"{name}@{head}", sha256=head.split(":", 1)[1], size=0),
+    out = [Input(kind="oci", name=name, version=version, url=f"{name}@{head}", sha256=head.split(":", 1)[1],
+                 size=len(manifest) if head_size is None else head_size),
            Input(kind="oci", name=f"{name} manifest", version=version, url=f"{name}@{digest}",
                  sha256=digest.split(":", 1)[1], size=len(manifest), media_type=media_type or doc.get("mediaType")),
            Input(kind="oci", name=f"{name} config", version=version, url=f"{name}@{cfg['digest']}",
@@ -104,6 +106,7 @@ def from_registry(reference: str, digest: str, platform: dict[str, str], *, imag
         client = RegistryClient.for_reference(r, options=DEFAULT)
         raw, mt = client.get_manifest_raw(r.repository, digest)
         doc = json.loads(raw)
+        head_size = len(raw)
         if mt in INDEX_TYPES or "manifests" in doc:
             chosen = _platform_manifest(doc, platform)
             if chosen is None:
@@ -122,7 +125,7 @@ def from_registry(reference: str, digest: str, platform: dict[str, str], *, imag
                         fix="make the registry reachable (or mirror it in registry/mirrors.toml [registries]), "
                         "then lock again") from None
     tag = upstream.tag or "latest"
-    base = layer_inputs(name, tag, digest, raw, mt, config)
+    base = layer_inputs(name, tag, digest, raw, mt, config, head_size)
     dists, debs = contents(base, image=image)
     rec = Parent(reference=f"{name}@{digest}", manifest=manifest_digest, config=config_of(config, image=image),
                  distributions=dists, debs=debs)
@@ -138,8 +141,11 @@ def _platform_manifest(doc: dict, platform: dict[str, str]) -> str | None:
 
 
 def contents(base: list[Input], *, image: str) -> tuple[dict[str, str], list[str]]:
-    """(Python distributions, Debian package names) installed in a parent's layers."""
+    """(Python distributions, Debian package names) installed in a parent's layers: `.dist-info`
+    directories, and the dpkg status (`var/lib/dpkg/status`, or one file per package under
+    `status.d/` as enginefab and distroless write it), read in one pass over each layer."""
     dists: dict[str, str] = {}
+    status: dict[str, str] = {}  # path → text; an upper layer's file replaces a lower one's
     for inp in base:
         if not (inp.media_type and ".layer." in inp.media_type):
             continue
@@ -147,12 +153,18 @@ def contents(base: list[Input], *, image: str) -> tuple[dict[str, str], list[str
         opener = gzip.open if "gzip" in inp.media_type else open
         with opener(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tf:  # type: ignore[arg-type]
             for member in tf:
-                _note(member.name, dists)
-    try:
-        debs = sorted(installed_in_base(base, image=image))
-    except LockError:  # no dpkg: a parent without Debian packages (the child then adds none)
-        debs = []
-    return dict(sorted(dists.items())), debs
+                name = member.name.lstrip("./")
+                _note(name, dists)
+                if member.isreg() and (name == STATUS or name.startswith(STATUS + ".d/")) and member.size < (64 << 20):
+                    status[name] = tf.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+    debs: set[str] = set()
+    for text in status.values():
+        for para in deb822.Packages.iter_paragraphs(text):
+            if "Package" in para and para.get("Status", "install ok installed").endswith(" installed"):
+                debs.add(para["Package"])
+                for group in para.relations.get("provides", []):
+                    debs.update(alt["name"] for alt in group)
+    return dict(sorted(dists.items())), sorted(debs)
 
 
 def _note(name: str, dists: dict[str, str]) -> None:

@@ -3,6 +3,8 @@ read), and its images."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from enginefab.core.fields import (
@@ -10,6 +12,10 @@ from enginefab.core.fields import (
 )
 from enginefab.engines.model.base import AcceleratorKind, Arch, Day, Instant, Strict
 from enginefab.engines.model.inputs import GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+
+#: `from`: an alias or name of the matrix, or a registry reference pinned by digest
+ParentKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$", max_length=512)]
+
 
 class BuildAvail(Strict):
     """Builds an upstream release publishes: one accelerator kind, its versions, the arches."""
@@ -46,6 +52,9 @@ class EngineDef(Strict):
 
 class ImageDef(Strict):
     alias: Alias
+    #: a derived image: the alias or name of another image of the matrix, or a registry image by
+    #: digest (`registry/repository[:tag]@sha256:…`); its layers are the parent's, byte for byte
+    from_: ParentKey | None = Field(default=None, alias="from")
     name: ImageName
     engine_version: Version
     framework: Token | None = None

@@ -10,6 +10,8 @@ from enginefab.engines.rules.base import Context, rule
 
 @rule("name-matches-fields", "the canonical name says what the fields say", "ModelArts naming")
 def name_matches_fields(img: Image, ctx: Context):
+    if img.derived:  # a custom image's name is its own, not a preset's canonical name
+        return
     try:
         n = img.parsed_name
     except NameError_ as e:

@@ -1,0 +1,24 @@
+"""A derived image's matrix parent, built into the store for the lock: its manifest and config
+are what the child's base layer pins (lock/parent.py reads them)."""
+
+from __future__ import annotations
+
+from enginefab.assemble.builder import Builder, Parents
+from enginefab.assemble.store import Store
+from enginefab.core.definition import Definition
+from enginefab.engines.matrix import Image
+from enginefab.lock import parent
+from enginefab.lock.locker import ParentSource
+
+
+def parent_source(store: Store, parents: Parents) -> ParentSource:
+    """What `lock` calls for a matrix parent: build it here (cached layers cost a stat) and
+    read its manifest and config."""
+
+    def build(img: Image, defn: Definition, raw: bytes) -> parent.ParentPins:
+        with store.using():
+            built = Builder(store, parents=parents).image(defn)
+            config = store.read(built.blobs[0])
+        return parent.from_matrix(defn, raw, built.manifest, config)
+
+    return build
