@@ -26,6 +26,7 @@ from enginefab.core.definition import Definition, Layer, load_definition
 from enginefab.core.errors import BuildError
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Image, Matrix
+from enginefab.lock.check import parent_changes
 from enginefab.lock.declared import matrix_entry
 
 
@@ -63,6 +64,10 @@ def definition_for(m: Matrix, img: Image) -> Definition:
             image=img.alias,
             fix=f"run `enginefab lock {img.alias}` (and review the diff), or `enginefab lock --check` for details",
         )
+    changed = parent_changes(defn, img, m)
+    if changed:
+        what, _, fix = changed[0].rpartition("; ")
+        raise BuildError(f"build/{img.alias}.json is stale: its {what}", image=img.alias, fix=fix)
     return defn
 
 

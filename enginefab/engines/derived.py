@@ -90,12 +90,19 @@ def _fill(where: Where, raw: dict[Where, dict], by_key: dict[str, Where], tables
              + "name an alias or name of engines/, or a registry image by digest (registry/repository@sha256:…)")
         return None
     if parent_at in chain or parent_at == where:
-        cycle = " → ".join(str(raw[w].get("alias")) for w in [*chain, where, parent_at])
-        fail(f"derived images form a cycle ({cycle})", "make one of them start from an image without `from`")
+        members = [*chain[chain.index(parent_at):], where] if parent_at in chain else [where]
+        cycle = " → ".join(str(raw[w].get("alias")) for w in [*members, members[0]])
+        for w in members:  # every image of the cycle says so
+            t_w = raw[w]
+            problems.setdefault(w, []).append(Problem(
+                w[0], tables[w[0]][0].line_of(["image", w[1], "from"]),
+                f"{t_w.get('alias')} ({t_w.get('name') or t_w.get('alias')})", f"field from: derived images form a cycle ({cycle})", "make one of them start from an image without `from`",
+                REFERENCE, "from"))
         return None
     parent = _fill(parent_at, raw, by_key, tables, done, problems, [*chain, where])
     if parent is None:
-        fail(f"the parent {key!r} (engines/{parent_at[0]}) does not load", f"fix the parent {key!r} first")
+        if where not in problems:
+            fail(f"the parent {key!r} (engines/{parent_at[0]}) does not load", f"fix the parent {key!r} first")
         return None
     if parent_at[0] != file:
         fail(f"the parent {key!r} is an image of engines/{parent_at[0]}, another engine family",
