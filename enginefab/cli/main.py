@@ -8,7 +8,7 @@ This module registers them on the typer application (cli/app.py), in the order `
 
 from __future__ import annotations
 
-from enginefab.cli import build, check, doctor, inspect, lock, nix, publish, registry, release, render, store
+from enginefab.cli import build, check, doctor, inspect, lock, nix, project, publish, registry, release, render, store
 from enginefab.cli.app import app, nix_app, registry_app, render_app, store_app
 
 app.command("list")(inspect.list_)
@@ -25,6 +25,7 @@ app.command()(publish.pull)
 app.command("referrers")(publish.referrers)
 store_app.command("verify")(store.verify)
 store_app.command("gc")(store.gc)
+app.command()(project.init)
 app.command()(doctor.doctor)
 registry_app.command("start")(registry.start)
 registry_app.command("list")(registry.list_)

@@ -101,6 +101,9 @@ def definition(defn, apt: dict, alias: str) -> list[str]:
 
     out = [f"{defn.image.name}  ({defn.image.alias})",
            f"  platform  {defn.image.platform}   python {defn.python.version} ({defn.python.interpreter})"]
+    if defn.parent:
+        out.append(f"  from      {defn.parent.label} (manifest {defn.parent.manifest}; "
+                   f"{len(defn.parent.distributions)} Python distributions, {len(defn.parent.debs)} packages)")
     if defn.base:
         out.append(f"  base      {defn.base.reference}@{defn.base.digest}")
         if defn.base.trust:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The checkout holding engines/ and build/: $ENGINEFAB_ROOT, else the nearest parent of cwd."""
+    """The checkout holding engines/ and build/: $ENGINEFAB_ROOT, else the nearest parent of cwd
+    with engines/ (and a pyproject.toml or engines/platforms.toml)."""
     env = os.environ.get("ENGINEFAB_ROOT")
     if env:
         return Path(env).resolve()
     here = (start or Path.cwd()).resolve()
     for p in (here, *here.parents):
-        if (p / "engines").is_dir() and (p / "pyproject.toml").is_file():
-            return p
+        if (p / "engines").is_dir() and ((p / "pyproject.toml").is_file() or (p / "engines" / "platforms.toml").is_file()):
+            return p  # this checkout, or a project of its own (`enginefab init`)
     # fall back to the checkout this package was installed from (editable installs)
     pkg = Path(__file__).resolve().parents[2]
     if (pkg / "engines").is_dir():
