@@ -13,6 +13,7 @@ import pytest
 
 from enginefab.engines.matrix import load
 from enginefab.engines.problems import MatrixProblems
+from enginefab.publish.server import Registry, free_port
 from tests.conftest import ROOT, enginefab
 
 PARENT = "demo-pytorch-x86_64"
@@ -119,13 +120,23 @@ def test_editing_the_parent_makes_the_child_stale(derived, tmp_path):
     assert b.returncode == 2 and f"is stale: its parent {PARENT} changed" in b.stderr, b.stderr
 
 
+@pytest.fixture(scope="module")
+def pushed(demo_build, tmp_path_factory):
+    """The x86_64 demo pushed to a registry on 127.0.0.1: (registry host, reference by digest)."""
+    reg = Registry(root=tmp_path_factory.mktemp("derived-registry"), port=free_port()).start()
+    try:
+        enginefab("push", PARENT, "--to", f"{reg.host}/enginefab", "--plain-http", "--store",
+                  str(demo_build["store"]), check=True)
+        yield reg.host, f"{reg.host}/enginefab/pytorch@{demo_build['digests'][PARENT]}"
+    finally:
+        reg.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.network
-def test_a_registry_parent_by_digest_works_the_same(demo_build, registry, tmp_path):
+def test_a_registry_parent_by_digest_works_the_same(demo_build, pushed, tmp_path):
     parent = demo_build["digests"][PARENT]
-    enginefab("push", PARENT, "--to", f"{registry.host}/enginefab", "--plain-http", "--store",
-              str(demo_build["store"]), check=True)
-    ref = f"{registry.host}/enginefab/pytorch@{parent}"
+    host, ref = pushed
     extra = DERIVED.replace(f'from = "{PARENT}"', f'from = "{ref}"\nengine_version = "1.8.0"\npython = "3.9"\n'
                             'os = "debian-11"\naccelerator = "cuda-10.2-wheel"\narch = "x86_64"')
     proj = project(tmp_path / "proj", extra)
@@ -139,12 +150,40 @@ def test_a_registry_parent_by_digest_works_the_same(demo_build, registry, tmp_pa
     # another digest in engines/: stale, saying which
     other = "sha256:" + "0" * 64
     toml = proj / "engines" / "pytorch.toml"
-    toml.write_text(toml.read_text().replace(ref, f"{registry.host}/enginefab/pytorch@{other}"))
+    toml.write_text(toml.read_text().replace(ref, f"{host}/enginefab/pytorch@{other}"))
     p = enginefab("lock", "--check", "--json", cwd=proj)
     said = [x for x in json.loads(p.stdout)["problems"] if x.startswith(f"{CHILD}: parent ")]
     assert p.returncode == 1 and said == [
-        f"{CHILD}: parent {registry.host}/enginefab/pytorch changed (locked {parent} now {other}); "
+        f"{CHILD}: parent {host}/enginefab/pytorch changed (locked {parent} now {other}); "
         f"run `enginefab lock {CHILD}`"]
+
+
+@pytest.mark.slow
+def test_init_writes_a_project_that_builds_from_a_pushed_demo(demo_build, pushed, tmp_path):
+    _host, ref = pushed
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    p = enginefab("init", str(mine), "--from", ref, "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    made = json.loads(p.stdout)
+    alias = made["image"]
+    assert alias == "pytorch-custom-x86_64" and made["preset"] == PARENT
+    assert {"engines/platforms.toml", "engines/pytorch.toml", "build/.gitkeep", "README.md", ".gitignore"} <= set(
+        made["files"])
+    assert not (mine / "pyproject.toml").exists()  # a project of its own, not a copy of this checkout
+    again = enginefab("init", str(mine), "--from", ref, cwd=tmp_path)
+    assert again.returncode == 2 and "is not empty" in again.stderr and "--force" in again.stderr
+    assert enginefab("init", str(mine), "--from", ref, "--force", cwd=tmp_path).returncode == 0
+    no_digest = enginefab("init", str(tmp_path / "other"), "--from", ref.split("@")[0] + ":latest", cwd=tmp_path)
+    assert no_digest.returncode == 2 and "does not name a digest" in no_digest.stderr
+    # the same commands, in the project
+    digest, report = lock_build_check(mine, alias, demo_build["store"])
+    assert enginefab("lock", "--check", cwd=mine).returncode == 0
+    assert json.loads((mine / "build" / f"{alias}.json").read_bytes())["parent"]["reference"] == ref
+    pm, cm = manifest(demo_build["store"], demo_build["digests"][PARENT]), manifest(demo_build["store"], digest)
+    assert cm["layers"] == pm["layers"]  # nothing added yet: the preset's layers, its config extended
+    assert not [r for r in report["results"] if r["status"] in ("fail", "error")]
+    assert config(demo_build["store"], digest)["config"]["Labels"]["io.enginefab.parent"] == ref
 
 
 def _problems(tmp_path: Path, extra: str) -> list[str]:
