@@ -196,7 +196,7 @@ def _problems(tmp_path: Path, extra: str) -> list[str]:
 def test_a_missing_parent_names_file_image_and_fix(tmp_path):
     out = _problems(tmp_path, DERIVED.replace(f'from = "{PARENT}"', 'from = "demo-pytorch-x86_65"'))
     assert len(out) == 1
-    assert out[0].startswith(f"engines/pytorch.toml:") and f"image {CHILD}" in out[0]
+    assert out[0].startswith("engines/pytorch.toml:") and f"image {CHILD}" in out[0]
     assert "field from: no image 'demo-pytorch-x86_65' in engines/ to derive from" in out[0]
     assert "did you mean demo-pytorch-x86_64?" in out[0]
 
