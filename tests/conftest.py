@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import netguard
+
 ROOT = Path(__file__).resolve().parent.parent
 OCI_SCHEMAS = ROOT / "enginefab" / "core" / "oci_schemas"  # package data: no test needs ../shared
 
@@ -166,6 +168,13 @@ def http_mirror(tmp_path):
     m.close()
 
 
+def examples(full: int, brief: int) -> list:
+    """Parameters for a property-based test: `full` examples (the test as specified; marked
+    integration, so the full suite runs it) and `brief` ones for the unit tier's inner loop."""
+    return [pytest.param(full, marks=pytest.mark.integration, id=f"{full}-examples"),
+            pytest.param(brief, id=f"{brief}-examples")]
+
+
 # -- definitions for builder tests (variants of the committed demo definitions) ----------------
 
 
@@ -218,3 +227,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         if not any(item.get_closest_marker(m) for m in _NOT_UNIT):
             item.add_marker(pytest.mark.unit)
+
+
+_GUARD = pytest.StashKey[netguard.Guard]()
+
+
+@pytest.fixture(autouse=True)
+def _network_cut_for_unit_tests(request, monkeypatch):
+    """A unit test that reaches past 127.0.0.1 fails (tests/netguard.py); others are left alone."""
+    if request.node.get_closest_marker("unit") is not None:
+        request.node.stash[_GUARD] = netguard.Guard(monkeypatch)
+    yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    guard = item.stash.get(_GUARD, None)
+    problem = guard.report() if guard else None
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return result
+
+
+def pytest_report_header(config):
+    cut = os.environ.get("ENGINEFAB_NETWORK_CUT")
+    return [f"network: {'cut for every process (' + cut + ')' if cut else 'not cut'}; "
+            "unit tests fail on any non-loopback connect (tests/netguard.py)"]

@@ -24,7 +24,7 @@ from bench import _reference_planner as reference_planner
 from enginefab.assemble.keys import layer_key
 from enginefab.core.definition import Input, load_definition
 from enginefab.lock import layering
-from tests.conftest import ROOT, enginefab
+from tests.conftest import ROOT, enginefab, examples
 
 DEFS = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
 COMMITTED = [layering.parts_of(d) for d in DEFS.values()]
@@ -107,10 +107,14 @@ def violations(planner, edits: list[tuple]) -> list[str]:
     return out
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(Edit, min_size=1, max_size=8))
-def test_no_edit_changes_a_layer_of_an_image_whose_inputs_did_not_change(edits):
-    assert violations(layering.plan, edits) == []
+@pytest.mark.parametrize("n_examples", examples(80, 20))
+def test_no_edit_changes_a_layer_of_an_image_whose_inputs_did_not_change(n_examples):
+    @settings(max_examples=n_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(Edit, min_size=1, max_size=8))
+    def run(edits):
+        assert violations(layering.plan, edits) == []
+
+    run()
 
 
 def test_todays_planner_fails_the_same_property():
@@ -121,19 +125,24 @@ def test_todays_planner_fails_the_same_property():
     assert violations(reference_planner.plan, found)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(Edit, min_size=1, max_size=6))
-def test_every_edited_image_keeps_each_wheel_once_within_the_budget(edits):
-    images = list(COMMITTED)
-    for n, e in enumerate(edits):
-        images = apply(images, e, n)
-    for p in images:
-        layers = layering.plan_image(p)
-        installed = sorted(i.sha256 for la in layers if la.kind == "wheels" for i in la.inputs)
-        assert installed == sorted(w.sha256 for w in p.wheels)
-        blobs = sum(layering._base_blobs(la.inputs) if la.kind == "base" else 1 for la in layers)
-        assert blobs <= layering.BUDGET
-        assert all(len(la.inputs) == 1 for la in layers if la.kind == "wheels" and la.inputs[0].size >= layering.BIG)
+@pytest.mark.parametrize("n_examples", examples(40, 10))
+def test_every_edited_image_keeps_each_wheel_once_within_the_budget(n_examples):
+    @settings(max_examples=n_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(Edit, min_size=1, max_size=6))
+    def run(edits):
+        images = list(COMMITTED)
+        for n, e in enumerate(edits):
+            images = apply(images, e, n)
+        for p in images:
+            layers = layering.plan_image(p)
+            installed = sorted(i.sha256 for la in layers if la.kind == "wheels" for i in la.inputs)
+            assert installed == sorted(w.sha256 for w in p.wheels)
+            blobs = sum(layering._base_blobs(la.inputs) if la.kind == "base" else 1 for la in layers)
+            assert blobs <= layering.BUDGET
+            assert all(len(la.inputs) == 1 for la in layers
+                       if la.kind == "wheels" and la.inputs[0].size >= layering.BIG)
+
+    run()
 
 
 def test_a_layer_id_names_its_bytes_and_another_python_gets_another_layer():
