@@ -33,6 +33,45 @@ def enginefab(*args: str, env: dict | None = None, check: bool = False, cwd: Pat
     return p
 
 
+_APP = []  # the click command behind `enginefab`, made once
+
+
+def cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path = ROOT,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`enginefab ARGS` run in this process: what `enginefab()` returns (exit code, stdout, stderr;
+    an exception the CLI lets escape is in stderr as the traceback Python prints), with the same
+    environment (ENGINEFAB_QUIET=1 and `env`) and working directory, without a Python start-up per
+    call. For tests of what a command prints and exits with; `enginefab()` runs the real entry
+    point (`python -m enginefab`) and keeps the tests of it honest. `timeout` is accepted for the
+    same signature; nothing here can stop a call that hangs."""
+    import traceback
+    import warnings
+
+    import typer
+    from click.testing import CliRunner
+
+    from enginefab.cli.main import app
+    from enginefab.core import ui
+
+    if not _APP:
+        _APP.append(typer.main.get_command(app))
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with warnings.catch_warnings():  # the CLI routes warnings to its debug log; keep pytest's own
+            r = CliRunner().invoke(_APP[0], list(args), prog_name="enginefab", env={"ENGINEFAB_QUIET": "1", **(env or {})})
+    finally:
+        os.chdir(before)
+        ui.set_quiet(False)  # as a new process starts
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(r.exception))
+    p = subprocess.CompletedProcess(["enginefab", *args], r.exit_code, r.stdout, stderr)
+    if check and p.returncode != 0:
+        raise AssertionError(f"enginefab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -26,7 +26,7 @@ from enginefab.assemble.debs import STATUS_D
 from enginefab.core.errors import LockError
 from enginefab.engines.model import AptRepo
 from enginefab.lock import aptindex, deb
-from tests.conftest import HttpMirror, definition_file, demo_definition, enginefab
+from tests.conftest import HttpMirror, cli, definition_file, demo_definition, enginefab
 
 #: the .debs come from the Debian archive (or the download cache); the repositories are served here
 served_repo = [pytest.mark.network, pytest.mark.integration]
@@ -351,7 +351,7 @@ def test_unreachable_repositories_leave_the_stack_recorded_but_unpinned(served, 
 
 
 def test_the_committed_cuda_presets_say_what_is_unpinned_and_where_it_comes_from(root):
-    p = enginefab("lock", "--check", "--json")
+    p = cli("lock", "--check", "--json")
     assert p.returncode == 0, p.stdout + p.stderr
     warnings = " ".join(json.loads(p.stdout)["warnings"])
     for alias in ("pytorch-cuda10.2", "tensorflow-cuda10.1", "horovod-tensorflow-cuda10.1", "horovod-pytorch-cuda10.2",
@@ -359,7 +359,7 @@ def test_the_committed_cuda_presets_say_what_is_unpinned_and_where_it_comes_from
         assert f"{alias}: layer stack/cuda-" in warnings, alias
     assert "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu1804/x86_64 /" in warnings
     assert "4 with a sha256 upstream published" in warnings  # cuDNN 7.6.5 and NCCL 2.8.3 for CUDA 10.1 (devel)
-    shown = enginefab("show", "tensorflow-cuda10.1", check=True).stdout
+    shown = cli("show", "tensorflow-cuda10.1", check=True).stdout
     assert "base      docker.io/library/ubuntu:18.04@sha256:152dc042452c496007f07ca9127571cb9c29697f42acbfad72324b2bb2e43c98" in shown
     assert "deb    libcudnn7 7.6.5.32-1+cuda10.1  07d73672d038" in shown
     assert "deb    cuda-cudart-10-1 10.1.243-1  unpinned  0  from one of nvidia-cuda-ubuntu1804, nvidia-ml-ubuntu1804" in shown
@@ -376,7 +376,7 @@ def test_a_build_of_unpinned_packages_says_what_to_run_where(tmp_path):
     defn = demo_definition("demo-pytorch-aarch64")
     layers = plan_image(Parts(alias="demo-pytorch-aarch64", debs=[pending]))
     path = definition_file(defn.model_copy(update={"layers": layers}), tmp_path / "pending.json")
-    p = enginefab("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--json")
+    p = cli("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--json")
     assert p.returncode == 2, p.stdout + p.stderr
     out = p.stdout + p.stderr
     assert "cuda-cudart-10-2 10.2.89-1 is not pinned yet" in out and where in out
@@ -416,7 +416,7 @@ def test_lock_check_catches_a_stack_package_edited_in_build(engines_copy):
     cudnn["sha256"] = "0" * 64
     stack["inputs"] = [i for i in stack["inputs"] if i["name"] != "libnccl2"]
     path.write_text(json.dumps(d, indent=1, sort_keys=True) + "\n")
-    res = json.loads(enginefab("lock", "--check", "--json", cwd=engines_copy).stdout)
+    res = json.loads(cli("lock", "--check", "--json", cwd=engines_copy).stdout)
     problems = [p for p in res["problems"] if p.startswith("tensorflow-cuda10.1:")]
     assert any("lacks libnccl2=2.8.3-1+cuda10.1 that stack cuda-10.1 pins" in p for p in problems), problems
     assert any("deb:libcudnn7==7.6.5.32-1+cuda10.1: build/ has sha256 " + "0" * 64 in p

@@ -22,7 +22,7 @@ from enginefab.core.definition import Definition
 from enginefab.engines.matrix import load
 from enginefab.lock.declared import declared_inputs
 
-from .conftest import ROOT, enginefab
+from .conftest import ROOT, cli
 from .test_check_definition import refusal_of, set_field, tables
 
 NNAE = "Ascend-cann-nnae_5.0.2.1_linux-aarch64.run"
@@ -180,7 +180,7 @@ def test_every_pin_says_its_trust_and_show_prints_it():
             assert defn.base.trust in ("vendor-published", "third-party") and defn.base.source
     assert ("tensorflow", "third-party") in seen and ("mindspore-ascend", "vendor-published") in seen
     assert ("KungFu", "vendor-published") in seen and (NNAE, "recorded-on-first-use") in seen
-    out = " ".join(enginefab("show", "tensorflow-cann5.0.2", check=True).stdout.split())
+    out = " ".join(cli("show", "tensorflow-cann5.0.2", check=True).stdout.split())
     assert "tensorflow 1.15.0 c2d6df0930f6" in out and "trust third-party: URL: Ascend/ascend-docker-image README" in out
     assert f"{NNAE} 5.0.2.1 awaiting 0 trust recorded-on-first-use" in out
 

@@ -21,7 +21,7 @@ from enginefab.core.errors import MatrixError
 from enginefab.engines import rules
 from enginefab.engines.matrix import Matrix, load
 
-from .conftest import ROOT, enginefab
+from .conftest import ROOT, cli
 
 
 def refusal(proj: Path) -> str:
@@ -217,7 +217,7 @@ def test_check_command_reports_a_known_broken_lock(engines_copy):
     defn = _repin(json.loads(path.read_text()), "protobuf", "4.21.12", "protobuf-4.21.12-cp37-abi3-manylinux2014_x86_64.whl")
     path.write_bytes(defn.to_json())
     junit = engines_copy / "report.xml"
-    p = enginefab("check", "tensorflow-cuda10.1", "--level", "definition", "--json", "--junit", str(junit),
+    p = cli("check", "tensorflow-cuda10.1", "--level", "definition", "--json", "--junit", str(junit),
                   cwd=engines_copy)
     assert p.returncode == 1, p.stderr
     rep = json.loads(p.stdout)[0]

@@ -10,7 +10,7 @@ from enginefab.check import runtime
 from enginefab.check.report import Report, Result, junit
 from enginefab.core.definition import load_definition
 
-from .conftest import ROOT, enginefab
+from .conftest import ROOT, cli
 
 AARCH64, X86 = "demo-pytorch-aarch64", "demo-pytorch-x86_64"
 
@@ -82,19 +82,19 @@ def test_an_engine_compat_toml_does_not_know_is_a_warning_in_the_report(engines_
     text = compat.read_text()
     start = text.index('[[engine]]\nengine = "pytorch"')
     compat.write_text(text[:start])  # pytorch is the last entry
-    p = enginefab("check", AARCH64, "--level", "definition", "--json", cwd=engines_copy)
+    p = cli("check", AARCH64, "--level", "definition", "--json", cwd=engines_copy)
     assert p.returncode == 0, p.stderr
     res = {r["name"]: r for r in json.loads(p.stdout)[0]["results"]}
     assert res["compat-known"]["status"] == "warn"
     assert "no [[engine]] entry for pytorch 1.8.0 (cpu)" in res["compat-known"]["detail"]
     assert json.loads(p.stdout)[0]["counts"]["warn"] == 1
-    known = enginefab("check", AARCH64, "--level", "definition", "--json", check=True)
+    known = cli("check", AARCH64, "--level", "definition", "--json", check=True)
     assert {r["name"]: r for r in json.loads(known.stdout)[0]["results"]}["compat-known"]["status"] == "pass"
 
 
 def test_plan_to_a_pipe_prints_whole_names_one_row_per_layer():
-    rep = json.loads(enginefab("plan", "--json", check=True).stdout)
-    text = enginefab("plan", check=True).stdout  # stdout is a pipe here
+    rep = json.loads(cli("plan", "--json", check=True).stdout)
+    text = cli("plan", check=True).stdout  # stdout is a pipe here
     layer_rows = text.split("\n\n")[0].splitlines()[1:]
     names = [ln.split("  ")[0].split(" (")[0] for ln in layer_rows]
     assert "…" not in text

@@ -32,7 +32,7 @@ from enginefab.assemble.store import Store
 from enginefab.core import beneath
 from enginefab.core.definition import Input, Layer
 from enginefab.core.errors import BuildError, UnsafeArchiveError
-from tests.conftest import definition_file, demo_definition, enginefab
+from tests.conftest import cli, definition_file, demo_definition
 from tests.test_build_safety import deb_bytes, member, stage, tar_bytes, wheel_bytes, zip_bytes
 
 T = tarfile
@@ -455,16 +455,16 @@ def test_build_refuses_a_bomb_with_exit_2_and_the_variable_raises_the_limit(tmp_
     path = definition_file(defn, tmp_path / "d.json")
     env = {"ENGINEFAB_CACHE": str(tmp_path / "cache")}
     args = ("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"))
-    p = enginefab(*args, env=env)
+    p = cli(*args, env=env)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "input url:z.tar.gz==1" in p.stderr and "expands more than 100×" in p.stderr
     assert "ENGINEFAB_ARCHIVE_MAX_RATIO" in p.stderr
-    p = enginefab(*args, "--archive-max-bytes", "1000", env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="100000"))
+    p = cli(*args, "--archive-max-bytes", "1000", env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="100000"))
     assert p.returncode == 2 and "expands to more than 1000 B" in p.stderr, p.stderr
-    p = enginefab(*args, "--json", env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="100000"))
+    p = cli(*args, "--json", env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="100000"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)[0]["digest"].startswith("sha256:")
-    p = enginefab(*args, env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="lots"))
+    p = cli(*args, env=dict(env, ENGINEFAB_ARCHIVE_MAX_RATIO="lots"))
     assert p.returncode == 2 and "ENGINEFAB_ARCHIVE_MAX_RATIO='lots' is not a whole number" in p.stderr, p.stderr
     shutil.rmtree(tmp_path / "cache")
 

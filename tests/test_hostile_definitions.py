@@ -22,7 +22,7 @@ import pytest
 
 
 from enginefab.core import canonical
-from tests.conftest import ROOT, enginefab, examples
+from tests.conftest import ROOT, cli, enginefab, examples
 
 DEMO = "demo-pytorch-x86_64"
 KUNGFU = "kungfu-tf1.13"  # has a url input with dest/unpack/strip (go) and run steps
@@ -60,7 +60,7 @@ def refused(p) -> dict:
 
 
 def lock_check(proj: Path, env: dict | None = None):
-    return enginefab("lock", "--check", "--json", cwd=proj, env=env, timeout=120)
+    return cli("lock", "--check", "--json", cwd=proj, env=env, timeout=120)
 
 
 def check_here(proj: Path, cache: Path | None = None) -> tuple[int, Any]:
@@ -184,7 +184,7 @@ def test_a_sha256_that_is_a_path_builds_nothing_and_touches_no_store(tmp_path):
     path = tmp_path / "hostile.json"
     path.write_bytes(canonical.dumps_pretty(d))
     store, out = tmp_path / "store", tmp_path / "out"
-    err = refused(enginefab("build", str(path), "--store", str(store), "--out", str(out), "--json", timeout=120))
+    err = refused(cli("build", str(path), "--store", str(store), "--out", str(out), "--json", timeout=120))
     assert str(path) in err["error"] and "sha256" in err["error"] and err["input"] == "url:'go'"
     assert not out.exists()
     assert not [f for f in store.rglob("*") if not f.is_dir()], "something was fetched or built"
@@ -206,13 +206,13 @@ def test_the_cli_refuses_them_with_exit_2_and_no_traceback(engines_copy):
     home(d).update(mode=-1)
     write(engines_copy, d)
     for argv in (("lock", "--check", "--json"), ("show", DEMO, "--json")):
-        err = refused(enginefab(*argv, cwd=engines_copy, timeout=120))
+        err = refused(cli(*argv, cwd=engines_copy, timeout=120))
         assert "field layers." in err["error"] and ".mode: -1: mode is" in err["error"] and err["image"] == DEMO
         assert err["input"] == "file '/home/ma-user'"
     d = committed()
     d["image"]["alias"] = "a" * 10_000
     write(engines_copy, d)
-    p = enginefab("lock", "--check", cwd=engines_copy, timeout=120)  # the human-readable form
+    p = cli("lock", "--check", cwd=engines_copy, timeout=120)  # the human-readable form
     no_traceback(p)
     assert p.returncode == 2 and "image.alias" in p.stderr and "1-63 characters" in p.stderr
     assert len(p.stderr) < 1500 and "fix:" in p.stderr
@@ -388,13 +388,13 @@ def test_the_issues_matrix_cases_through_the_cli(engines_copy):
     `lock --check` (File name too long)."""
     toml = engines_copy / "engines" / "platforms.toml"
     toml.write_text(toml.read_text().replace("uid = 1000", "uid = -1", 1))
-    err = refused(enginefab("list", "--json", cwd=engines_copy, timeout=120))
+    err = refused(cli("list", "--json", cwd=engines_copy, timeout=120))
     assert err["error"].startswith("engines/platforms.toml:"), err  # then the line, 1-based
     assert "field conventions.uid: -1: uid is an integer in 0…2147483647" in err["error"], err
     toml.write_text(toml.read_text().replace("uid = -1", "uid = 1000", 1))
     kf = engines_copy / "engines" / "kungfu.toml"
     kf.write_text(kf.read_text().replace('alias = "kungfu-tf1.13"', 'alias = "' + "k" * 10_000 + '"'))
-    p = enginefab("lock", "--check", "--json", cwd=engines_copy, timeout=120)
+    p = cli("lock", "--check", "--json", cwd=engines_copy, timeout=120)
     res = json.loads(p.stdout)  # a broken image fails the check and is listed, the others checked
     assert p.returncode == 1 and "Traceback" not in p.stderr and res["invalid"] == ["k" * 10_000], p.stderr
     (problem,) = [x for x in res["problems"] if x.startswith("engines/kungfu.toml:")]

@@ -30,7 +30,7 @@ from enginefab.core.definition import Input, Layer
 from enginefab.core.errors import BuildError, RegistryError
 from enginefab.publish.push import store_blobs
 from enginefab.transport import download
-from tests.conftest import ROOT, definition_file, demo_definition, enginefab
+from tests.conftest import ROOT, cli, definition_file, demo_definition
 from tests.test_build_safety import member, tar_bytes
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -104,7 +104,7 @@ def test_a_damaged_layer_blob_is_rebuilt_never_used(tmp_path, inputs, damage):
     assert "sha256:" + _sha(blob) == layer_digests(first)[1]
     laid = out / "blobs/sha256" / blob.name  # the layout's copy was the same (damaged) inode: replaced
     assert _sha(laid) == blob.name
-    assert enginefab("validate", str(out)).returncode == 0
+    assert cli("validate", str(out)).returncode == 0
 
 
 def test_a_damaged_config_or_manifest_is_written_again(tmp_path, inputs):
@@ -173,7 +173,7 @@ def test_bit_rot_behind_an_unchanged_stat_is_found_by_store_verify(tmp_path, inp
     st = blob.stat()
     flip(blob)
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
-    p = enginefab("store", "verify", "--store", str(store.root), "--json")
+    p = cli("store", "verify", "--store", str(store.root), "--json")
     v = json.loads(p.stdout)
     assert not v["ok"] and any(blob.name in x for x in v["problems"]), v
 
@@ -201,7 +201,7 @@ def test_a_damaged_cache_entry_whose_source_is_gone_fails_and_is_never_used(tmp_
     flip(download.cache_path(tool.sha256), at=20)
     (inputs / "tool.sh").unlink()
     path = definition_file(defn, tmp_path / "d.json")
-    p = enginefab("build", str(path), "--store", str(tmp_path / "s2"), "--out", str(tmp_path / "o2"),
+    p = cli("build", str(path), "--store", str(tmp_path / "s2"), "--out", str(tmp_path / "o2"),
                   env={"ENGINEFAB_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "tool.sh" in p.stderr and "does not exist" in p.stderr, p.stderr
@@ -313,7 +313,7 @@ def test_a_sha256_that_is_a_path_never_reads_or_deletes_a_host_file(tmp_path, ki
     defn = demo_definition().model_copy(update={"layers": [layer]})
     path = tmp_path / "d.json"
     path.write_bytes(defn.to_json())
-    p = enginefab("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"),
+    p = cli("build", str(path), "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"),
                   env={"ENGINEFAB_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "sha256" in p.stderr and ("not a sha256" in p.stderr or "64" in p.stderr), p.stderr

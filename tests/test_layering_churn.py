@@ -24,7 +24,7 @@ from bench import _reference_planner as reference_planner
 from enginefab.assemble.keys import layer_key
 from enginefab.core.definition import Input, load_definition
 from enginefab.lock import layering
-from tests.conftest import ROOT, enginefab, examples
+from tests.conftest import ROOT, cli, enginefab, examples
 
 DEFS = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
 COMMITTED = [layering.parts_of(d) for d in DEFS.values()]
@@ -200,7 +200,7 @@ def test_diff_between_locks_names_the_changed_image_its_layers_and_why(engines_c
     layers = [joined if la is small[0] else la for la in v.layers if la is not small[1]]
     (engines_copy / "build" / f"{victim}.json").write_bytes(v.model_copy(update={"layers": layers}).to_json())
 
-    p_ = enginefab("diff", str(ROOT), str(engines_copy), "--json")
+    p_ = cli("diff", str(ROOT), str(engines_copy), "--json")
     assert p_.returncode == 1, p_.stderr
     res = json.loads(p_.stdout)
     rows = {r["alias"]: r for r in res["images"]}
@@ -218,7 +218,7 @@ def test_diff_between_locks_names_the_changed_image_its_layers_and_why(engines_c
     assert any(la["why"].startswith("regrouped") for la in rows[victim]["layers"]["added"])
     assert {a for a, r in rows.items() if r["status"] != "unchanged"} == {alias, victim}
     assert res["totals"]["churn"] == 1 and res["totals"]["digests_change"] == 2
-    text = enginefab("diff", str(ROOT), str(engines_copy)).stdout
+    text = cli("diff", str(ROOT), str(engines_copy)).stdout
     assert f"≠ {victim}: re-planned only: its inputs did not change  [churn]" in text
     assert "= demo-pytorch-aarch64: unchanged" in text
 
@@ -236,7 +236,7 @@ def test_lock_check_refuses_layers_another_planner_made(engines_copy):
     layers = [la.model_copy(update={"id": "bogus/" + la.id.partition("/")[2]}) if la.kind == "wheels" else la
               for la in odd.layers]
     (engines_copy / "build" / "demo-pytorch-x86_64.json").write_bytes(odd.model_copy(update={"layers": layers}).to_json())
-    p = enginefab("lock", "--check", "--json", cwd=engines_copy)
+    p = cli("lock", "--check", "--json", cwd=engines_copy)
     res = json.loads(p.stdout)
     assert p.returncode == 1 and len(res["problems"]) == 2, res["problems"]
     mine = next(x for x in res["problems"] if x.startswith(f"{victim}: "))

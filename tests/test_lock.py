@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.conftest import ROOT, enginefab
+from tests.conftest import ROOT, cli, enginefab
 
 HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -45,7 +45,7 @@ def test_locking_the_demos_twice_gives_identical_bytes(engines_copy, root, demo_
 
 
 def test_lock_check_passes_on_the_checkout():
-    p = enginefab("lock", "--check", "--json")
+    p = cli("lock", "--check", "--json")
     res = json.loads(p.stdout)
     assert p.returncode == 0 and res["ok"], res["problems"]
     # what is not pinned yet is said out loud: manual files awaiting a user, bases not followed
@@ -53,7 +53,7 @@ def test_lock_check_passes_on_the_checkout():
 
 
 def test_lock_check_with_strict_fails_on_awaiting_manual_inputs():
-    p = enginefab("lock", "--check", "--strict", "--json")
+    p = cli("lock", "--check", "--strict", "--json")
     res = json.loads(p.stdout)
     assert p.returncode == 1 and not res["ok"]
     awaiting = [x for x in res["problems"] if "awaits a user-supplied file" in x]
@@ -71,7 +71,7 @@ def test_lock_check_names_image_and_input_after_a_pin_is_edited(engines_copy):
     toml = engines_copy / "engines" / "horovod.toml"
     old = "c45bfcb9bd96852d79c62976eda12e9320b58b64f55bee3772877b3fc6243f2a"  # horovod-0.22.1.tar.gz
     toml.write_text(toml.read_text().replace(old, "0" * 64))
-    p = enginefab("lock", "--check", "--json", cwd=engines_copy)
+    p = cli("lock", "--check", "--json", cwd=engines_copy)
     res = json.loads(p.stdout)
     assert p.returncode == 1 and not res["ok"]
     assert len(res["problems"]) == 1, res["problems"]
@@ -85,7 +85,7 @@ def test_lock_check_names_every_image_a_shared_pin_reaches(engines_copy):
     toml = engines_copy / "engines" / "platforms.toml"
     old = "a1a7285dea0edc430b2bc7951d89bb30a2a1b32026d2a7b02aacaaa95cf69c7c"  # Miniconda py37 x86_64
     toml.write_text(toml.read_text().replace(old, "f" * 64))
-    res = json.loads(enginefab("lock", "--check", "--json", cwd=engines_copy).stdout)
+    res = json.loads(cli("lock", "--check", "--json", cwd=engines_copy).stdout)
     stale = {x.split(":", 1)[0] for x in res["problems"]}
     assert stale == {"tensorflow-cuda10.1", "pytorch-cuda10.2", "mindspore-cuda10.1", "horovod-tensorflow-cuda10.1",
                      "horovod-pytorch-cuda10.2"}
@@ -101,7 +101,7 @@ def test_lock_check_catches_a_pin_edited_in_build(engines_copy):
     (wheel,) = [i for layer in d["layers"] for i in layer["inputs"] if i["name"] == "mindspore-gpu"]
     wheel["sha256"] = "e" * 64  # Huawei's cuda-10.1 wheel is 7433bde8…
     path.write_bytes(canonical.dumps_pretty(d))
-    res = json.loads(enginefab("lock", "--check", "--json", cwd=engines_copy).stdout)
+    res = json.loads(cli("lock", "--check", "--json", cwd=engines_copy).stdout)
     assert not res["ok"]
     assert any(x.startswith("mindspore-cuda10.1: input wheel:mindspore-gpu==1.3.0: build/ differs from engines/: sha256")
                for x in res["problems"]), res["problems"]
@@ -129,20 +129,8 @@ def test_every_preset_is_covered():
 
 @pytest.fixture(scope="module")
 def shown():
-    """`enginefab show ALIAS --json` of every preset (run side by side)."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, ENGINEFAB_QUIET="1")
-    procs = {a: subprocess.Popen([sys.executable, "-m", "enginefab", "show", a, "--json"], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for a in ARTIFACTS}
-    out = {}
-    for a, p in procs.items():
-        stdout, stderr = p.communicate(timeout=120)
-        assert p.returncode == 0, stderr.decode()
-        out[a] = json.loads(stdout)
-    return out
+    """`enginefab show ALIAS --json` of every preset."""
+    return {a: json.loads(cli("show", a, "--json", check=True).stdout) for a in ARTIFACTS}
 
 
 @pytest.mark.parametrize("alias", sorted(ARTIFACTS))

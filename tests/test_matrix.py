@@ -8,7 +8,7 @@ import pytest
 
 from enginefab.core.errors import MatrixError
 from enginefab.engines.matrix import Matrix, load
-from tests.conftest import ROOT, enginefab
+from tests.conftest import ROOT, cli
 
 PRESETS = {
     "tensorflow_2.1.0-cuda_10.1-py_3.7-ubuntu_18.04-x86_64",
@@ -25,7 +25,7 @@ KEYS = {"name", "alias", "engine", "engine_version", "framework", "framework_ver
 
 
 def test_list_json_has_all_presets_and_demos():
-    rows = json.loads(enginefab("list", "--json", check=True).stdout)
+    rows = json.loads(cli("list", "--json", check=True).stdout)
     names = {r["name"] for r in rows}
     assert PRESETS <= names
     demos = [r for r in rows if r["demo"]]
@@ -46,13 +46,13 @@ def test_list_json_has_all_presets_and_demos():
 
 
 def test_list_piped_into_a_file_keeps_every_name_whole():
-    rows = json.loads(enginefab("list", "--json", check=True).stdout)
-    table = enginefab("list", check=True).stdout.splitlines()[1:]  # stdout is a pipe here, not a terminal
+    rows = json.loads(cli("list", "--json", check=True).stdout)
+    table = cli("list", check=True).stdout.splitlines()[1:]  # stdout is a pipe here, not a terminal
     assert [[t for t in line.split() if t != "(demo)"][:2] for line in table] == [[r["alias"], r["name"]] for r in rows]
 
 
 def test_show_json_lists_pinned_inputs(root):
-    out = enginefab("show", "demo-pytorch-aarch64", "--json", check=True)
+    out = cli("show", "demo-pytorch-aarch64", "--json", check=True)
     d = json.loads(out.stdout)
     inputs = [i for layer in d["layers"] for i in layer["inputs"]]
     assert {i["kind"] for i in inputs} >= {"deb", "wheel"}
@@ -60,12 +60,12 @@ def test_show_json_lists_pinned_inputs(root):
         assert {"kind", "name", "version", "url", "sha256", "size"} <= set(i)
         assert re.fullmatch(r"[0-9a-f]{64}", i["sha256"]) and i["size"] > 0
     # canonical name works as well as the alias
-    by_name = enginefab("show", "pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64", "--json", check=True)
+    by_name = cli("show", "pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64", "--json", check=True)
     assert by_name.stdout == out.stdout
 
 
 def test_unknown_image_is_a_clear_error():
-    p = enginefab("show", "pytorch-cuda99")
+    p = cli("show", "pytorch-cuda99")
     assert p.returncode == 2
     assert "no image named 'pytorch-cuda99'" in p.stderr and "did you mean" in p.stderr
 
@@ -143,12 +143,12 @@ def test_rejects_unknown_keys_naming_file_and_field(engines_copy):
 
 def test_cli_reports_matrix_errors_without_traceback(engines_copy):
     edit(engines_copy / "engines/mindspore.toml", 'alias = "mindspore-cuda10.1"', 'alias = "pytorch-cuda10.2"')
-    p = enginefab("show", "pytorch-cuda10.2", cwd=engines_copy, env={"ENGINEFAB_ROOT": str(engines_copy)})
+    p = cli("show", "pytorch-cuda10.2", cwd=engines_copy, env={"ENGINEFAB_ROOT": str(engines_copy)})
     assert p.returncode == 2 and "Traceback" not in p.stderr and "used twice" in p.stderr
 
 
 def test_json_schema_export(tmp_path):
-    enginefab("schema", "--out", str(tmp_path), check=True)
+    cli("schema", "--out", str(tmp_path), check=True)
     schema = json.loads((tmp_path / "engine.schema.json").read_text())
     assert "image" in schema["properties"]
 

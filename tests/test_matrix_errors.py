@@ -12,7 +12,7 @@ import pytest
 
 from enginefab.core.errors import MatrixError
 from enginefab.engines.matrix import load
-from tests.conftest import enginefab
+from tests.conftest import cli, enginefab
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -39,8 +39,8 @@ def refusal(proj: Path) -> MatrixError:
     return e.value
 
 
-def cli(proj: Path, *args: str):
-    return enginefab(*args, cwd=proj, env={"ENGINEFAB_ROOT": str(proj)})
+def in_project(proj: Path, *args: str):
+    return cli(*args, cwd=proj, env={"ENGINEFAB_ROOT": str(proj)})
 
 
 def test_an_unknown_key_says_did_you_mean_and_where(engines_copy):
@@ -135,22 +135,22 @@ def test_a_name_that_contradicts_the_arch_is_reported_as_such_before_the_duplica
 def test_a_broken_file_leaves_the_other_images_usable(engines_copy):
     edit(engines_copy / "engines/mindspore.toml", "[[image]]", "[[image]\n")
     edit(engines_copy / "engines/kungfu.toml", 'alias = "kungfu-tf1.13"', 'alias = "kungfu-tf1.13"\npyton = "3.6"')
-    p = cli(engines_copy, "list", "--json")
+    p = in_project(engines_copy, "list", "--json")
     rows = json.loads(p.stdout)
     assert p.returncode == 1
     valid = {r["alias"] for r in rows if r["valid"]}
     invalid = {r["alias"] or r["file"]: r["reason"] for r in rows if not r["valid"]}
     assert {"pytorch-cuda10.2", "demo-pytorch-x86_64", "tensorflow-cuda10.1"} <= valid
     assert "unknown key 'pyton'" in invalid["kungfu-tf1.13"] and "not valid TOML" in invalid["engines/mindspore.toml"]
-    human = cli(engines_copy, "list")
+    human = in_project(engines_copy, "list")
     assert "invalid" in human.stdout and "kungfu-tf1.13" in human.stdout and "pytorch-cuda10.2" in human.stdout
-    shown = cli(engines_copy, "show", "demo-pytorch-aarch64", "--json")
+    shown = in_project(engines_copy, "show", "demo-pytorch-aarch64", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["image"]["alias"] == "demo-pytorch-aarch64"
-    touched = cli(engines_copy, "show", "kungfu-tf1.13")
+    touched = in_project(engines_copy, "show", "kungfu-tf1.13")
     assert touched.returncode == 2 and "unknown key 'pyton'" in touched.stderr and "Traceback" not in touched.stderr
-    unread = cli(engines_copy, "show", "mindspore-cuda10.1")
+    unread = in_project(engines_copy, "show", "mindspore-cuda10.1")
     assert unread.returncode == 2 and "engines/mindspore.toml could not be read" in unread.stderr
-    everything = cli(engines_copy, "lock", "--check", "--json")
+    everything = in_project(engines_copy, "lock", "--check", "--json")
     res = json.loads(everything.stdout)
     assert everything.returncode == 1 and any("unknown key 'pyton'" in x for x in res["problems"])
     assert sorted(res["invalid"]) == ["engines/mindspore.toml", "kungfu-tf1.13"]
@@ -163,15 +163,15 @@ def test_lock_check_tells_never_locked_from_stale(engines_copy):
     f.write_text(text + "\n" + block.replace('alias = "demo-pytorch-aarch64"', 'alias = "new-pytorch-aarch64"')
                  .replace("demo = true", "demo = false")
                  .replace('"pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64"', '"pytorch_1.8-cpu-py_3.9-debian_11-aarch64"'))
-    res = json.loads(cli(engines_copy, "lock", "--check", "--json").stdout)
+    res = json.loads(in_project(engines_copy, "lock", "--check", "--json").stdout)
     assert res["ok"], res["problems"]
     assert any(w.startswith("new-pytorch-aarch64: never locked") for w in res["warnings"])
     assert res["never_locked"] == ["new-pytorch-aarch64"] and res["stale"] == [] and res["invalid"] == []
-    strict = cli(engines_copy, "lock", "--check", "--strict", "--json")
+    strict = in_project(engines_copy, "lock", "--check", "--strict", "--json")
     assert strict.returncode == 1
     assert any(x.startswith("new-pytorch-aarch64: never locked") for x in json.loads(strict.stdout)["problems"])
     edit(f, 'debs = ["libgomp1", "libstdc++6"]\ndemo = true', 'debs = ["libgomp1"]\ndemo = true')
-    stale = cli(engines_copy, "lock", "--check", "--json")
+    stale = in_project(engines_copy, "lock", "--check", "--json")
     problems = json.loads(stale.stdout)["problems"]
     assert stale.returncode == 1 and any(x.startswith("demo-pytorch-x86_64: stale: engines/ changed since it was locked")
                                          for x in problems)
@@ -209,7 +209,7 @@ def test_closure_date_defaults_to_the_release_day_plus_grace(engines_copy):
     entry = matrix_entry(m.get("demo-pytorch-aarch64"), m)
     assert entry["as_of"]["instant"] == "2021-06-02T00:00:00Z"  # + 90 days
     assert "published 2021-03-04; plus 90 days' grace" in entry["as_of"]["why"]
-    res = json.loads(cli(engines_copy, "lock", "--check", "--json").stdout)
+    res = json.loads(in_project(engines_copy, "lock", "--check", "--json").stdout)
     assert any(x.startswith("demo-pytorch-aarch64: stale:") and "as_of" in x for x in res["problems"])
 
 
@@ -243,19 +243,19 @@ def test_a_json_syntax_error_in_a_definition_gives_file_line_and_column(engines_
     lines = f.read_text().splitlines()
     lines[2] = lines[2].replace(":", "", 1)  # line 3 loses its colon
     f.write_text("\n".join(lines) + "\n")
-    p = cli(engines_copy, "show", "pytorch-cuda10.2")
+    p = in_project(engines_copy, "show", "pytorch-cuda10.2")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "build/pytorch-cuda10.2.json" in p.stderr and "line 3 column" in p.stderr
-    assert cli(engines_copy, "show", "demo-pytorch-aarch64").returncode == 0
-    check = cli(engines_copy, "lock", "--check")  # a definition that does not read is an error (exit 2)
+    assert in_project(engines_copy, "show", "demo-pytorch-aarch64").returncode == 0
+    check = in_project(engines_copy, "lock", "--check")  # a definition that does not read is an error (exit 2)
     assert check.returncode == 2 and "build/pytorch-cuda10.2.json" in check.stderr and "line 3 column" in check.stderr
 
 
 def test_an_unknown_image_suggests_only_similar_aliases():
-    p = enginefab("show", "pytorch-cuda99")
+    p = cli("show", "pytorch-cuda99")
     assert p.returncode == 2 and "did you mean pytorch-cuda10.2?" in p.stderr
     assert "horovod" not in p.stderr and "demo-" not in p.stderr
-    far = enginefab("show", "zzyzx")
+    far = cli("show", "zzyzx")
     assert far.returncode == 2 and "no image named 'zzyzx'" in far.stderr and "did you mean" not in far.stderr
 
 
@@ -354,7 +354,7 @@ def test_a_problem_points_at_the_line_that_sets_it(loc, marker):
 
 def test_a_broken_manual_pins_file_is_named_without_a_traceback(engines_copy):
     (engines_copy / "engines/manual-pins.toml").write_text('[files."KungFu-0.2.2.tar.gz"\nsha256 = "0"\n')
-    p = cli(engines_copy, "lock", "--check")
+    p = in_project(engines_copy, "lock", "--check")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "engines/manual-pins.toml:1: not valid TOML, column" in p.stderr
 

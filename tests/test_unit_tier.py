@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli, enginefab
 
 PROBE = r"""
 import json, os, socket, time
@@ -99,3 +99,26 @@ def test_a_unit_test_reaching_past_loopback_fails_naming_the_address_even_if_the
     assert "connect 192.0.2.1:443" in out
     assert "PASSED test_nested.py::test_loopback_is_fine" in out
     assert "PASSED test_nested.py::test_a_network_test_is_left_alone" in out
+
+
+def test_the_cli_in_process_answers_as_the_entry_point_does(engines_copy):
+    """`cli()` (the unit tier's way to run a command) gives what `python -m enginefab` gives:
+    exit code, stdout and stderr, for a success, a refusal and a broken project."""
+    (engines_copy / "build" / "demo-pytorch-aarch64.json").write_text("{not json")
+    env = {"ENGINEFAB_ROOT": str(engines_copy)}
+    for args, code in ((("list", "--json"), 0), (("show", "pytorch-cuda99"), 2), (("lock", "--check"), 2)):
+        real, here = enginefab(*args, env=env, cwd=engines_copy), cli(*args, env=env, cwd=engines_copy)
+        assert real.returncode == code, real.stderr
+        assert (here.returncode, here.stdout, here.stderr) == (real.returncode, real.stdout, real.stderr), args
+
+
+def test_an_exception_the_cli_lets_escape_reads_as_a_traceback(monkeypatch):
+    from enginefab.engines import matrix
+
+    def boom(*a, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(matrix, "load", boom)
+    p = cli("list")
+    assert p.returncode == 1
+    assert "Traceback (most recent call last)" in p.stderr and "RuntimeError: boom" in p.stderr
