@@ -251,7 +251,9 @@ def pypi_file(project: str, filename: str) -> dict:
 
 # Test tiers. `slow` and `network` are also set by hand; the hook adds what follows from a test's
 # fixtures (a test that uses a built image is slow by construction, one with a server is
-# integration), and marks everything else `unit`: `./dev test -m unit` is the inner loop.
+# integration), and `network` to every slow test (building an image downloads its wheels and debs
+# from PyPI and the Debian archive unless the cache has them); everything else is `unit`:
+# `./dev test --unit` is the inner loop (a unit test reaching the network fails: tests/netguard.py).
 _SLOW_FIXTURES = {"demo_build"}
 _INTEGRATION_FIXTURES = {"registry", "secure_registry", "http_mirror"}
 _NOT_UNIT = {"slow", "network", "integration", "gpu", "npu"}
@@ -262,6 +264,8 @@ def pytest_collection_modifyitems(config, items):
         used = set(getattr(item, "fixturenames", ()))
         if used & _SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("network"):
+            item.add_marker(pytest.mark.network)
         if used & _INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
         if not any(item.get_closest_marker(m) for m in _NOT_UNIT):

@@ -69,6 +69,7 @@ def test_a_preset_builds_every_reachable_layer_and_reports_the_others(tmp_path):
     assert built == {o["id"] for o in r["layer_results"] if o["status"] == "built"}
 
 
+@pytest.mark.network  # a real file of the PyPI index
 def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layers(tmp_path):
     """Reachable but wrong (the index served other bytes than the lock's sha256): that is a
     failure, never an 'unreachable' to skip, and nothing enters the download cache."""

@@ -138,7 +138,7 @@ def started_programs() -> tuple[dict[str, list[str]], list[str]]:
             src = path.read_text()
             tree = ast.parse(src)
             lines = src.splitlines()
-            res = Resolver(tree)
+            res = None  # made for the first call it must resolve: most files start nothing
             for node in ast.walk(tree):
                 if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                         and isinstance(node.func.value, ast.Name)):
@@ -149,6 +149,8 @@ def started_programs() -> tuple[dict[str, list[str]], list[str]]:
                 where = f"{path.relative_to(ROOT)}:{node.lineno}"
                 marks = [n.strip() for ln in lines[node.lineno - 1:node.end_lineno] for m in MARK.finditer(ln)
                          for n in m.group(1).split(",")]
+                if not marks and res is None:
+                    res = Resolver(tree)
                 progs = set(marks) if marks else res.programs(node.args[0] if node.args else None, node)
                 if not progs:
                     unknown.append(where)

@@ -441,11 +441,11 @@ def _validate_in_process(raw: bytes, alias: str, m) -> None:
         pins.incoherent({alias: defn}, m, None)
 
 
-@pytest.mark.parametrize("n_examples", examples(2000, 200))
+@pytest.mark.parametrize("n_examples", examples(2000, 100))
 def test_no_traceback_for_any_value_in_any_definition_field(matrix, n_examples):
     """Hypothesis replaces one, two or three fields of a committed definition with hostile values
     (or deletes them); validation ends in a documented error (EnginefabError) or succeeds.
-    (2000 examples in the full suite, 200 in the unit tier.)"""
+    (2000 examples in the full suite, 100 in the unit tier.)"""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -511,12 +511,12 @@ def test_lock_verify_names_a_pypi_pin_only_upstream_can_refute(engines_copy):
 
 
 
-@pytest.mark.parametrize("n_examples", examples(500, 100))
+@pytest.mark.parametrize("n_examples", examples(500, 50))
 def test_no_traceback_for_any_value_in_any_matrix_field(n_examples):
     """The same for engines/*.toml: one or two fields of the parsed TOML replaced; loading the
     matrix (models, then the rules) and `lock --check` end in a documented error or succeed.
     (The parsed tables go to `Matrix.from_data` in place of files: there is no TOML writer here,
-    and TOML syntax errors are tomllib's, tested above. 500 examples in the full suite, 100 in
+    and TOML syntax errors are tomllib's, tested above. 500 examples in the full suite, 50 in
     the unit tier.)"""
     import tomllib
 

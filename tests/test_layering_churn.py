@@ -107,7 +107,7 @@ def violations(planner, edits: list[tuple]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("n_examples", examples(80, 20))
+@pytest.mark.parametrize("n_examples", examples(80, 10))
 def test_no_edit_changes_a_layer_of_an_image_whose_inputs_did_not_change(n_examples):
     @settings(max_examples=n_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(Edit, min_size=1, max_size=8))

@@ -103,10 +103,10 @@ def test_a_unit_test_reaching_past_loopback_fails_naming_the_address_even_if_the
 
 def test_the_cli_in_process_answers_as_the_entry_point_does(engines_copy):
     """`cli()` (the unit tier's way to run a command) gives what `python -m enginefab` gives:
-    exit code, stdout and stderr, for a success, a refusal and a broken project."""
+    exit code, stdout and stderr, for a success and for a refusal (a definition that is not JSON)."""
     (engines_copy / "build" / "demo-pytorch-aarch64.json").write_text("{not json")
     env = {"ENGINEFAB_ROOT": str(engines_copy)}
-    for args, code in ((("list", "--json"), 0), (("show", "pytorch-cuda99"), 2), (("lock", "--check"), 2)):
+    for args, code in ((("list", "--json"), 0), (("lock", "--check"), 2)):
         real, here = enginefab(*args, env=env, cwd=engines_copy), cli(*args, env=env, cwd=engines_copy)
         assert real.returncode == code, real.stderr
         assert (here.returncode, here.stdout, here.stderr) == (real.returncode, real.stdout, real.stderr), args
