@@ -12,6 +12,11 @@ from enginefab.cli import args, present
 from enginefab.cli.app import AliasArg, run_guarded
 
 
+group = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.",
+                    no_args_is_help=True, rich_markup_mode=None, add_completion=False)
+
+
+@group.command("dockerfile")
 @run_guarded
 def dockerfile(name: AliasArg,
                out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")]) -> None:
@@ -28,6 +33,7 @@ def dockerfile(name: AliasArg,
     present.info(f"wrote {out / 'Dockerfile'} and {len(files) - 1} step scripts")
 
 
+@group.command("ci")
 @run_guarded
 def ci(
     github: Annotated[bool, typer.Option("--github", help="A GitHub Actions workflow (the default).")] = False,
