@@ -77,17 +77,20 @@ class LazyGroup(TyperGroup):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self.commands = LazyCommands(self.COMMANDS)
+        eager, self.commands = self.commands, LazyCommands(self.COMMANDS)
+        for name, cmd in eager.items():  # registered with app.command(): built already, listed after the table
+            self.commands[name] = cmd
 
     def list_commands(self, ctx) -> list[str]:
         return list(self.commands)  # names only: TyperGroup's reads every command
 
     def format_commands(self, ctx, formatter) -> None:
         """The root's command list, each with the short help of its docstring (nothing built)."""
-        table = self.commands.table  # type: ignore[attr-defined]
+        table, built = self.commands.table, self.commands.built  # type: ignore[attr-defined]
         if not table:
             return
         limit = formatter.width - 6 - max(len(name) for name in table)
-        rows = [(name, TyperCommand(name, help=help_of(spec)).get_short_help_str(limit)) for name, spec in table.items()]
+        rows = [(name, (built.get(name) or TyperCommand(name, help=help_of(spec))).get_short_help_str(limit))
+                for name, spec in table.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
