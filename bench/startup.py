@@ -42,7 +42,8 @@ def _cli() -> list[str]:
 
 def _run(cmd: list[str], env: dict) -> tuple[float, float, int]:
     c0, t0 = _children_cpu(), time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,  # runs: enginefab (or its own Python)
+                       stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0, _children_cpu() - c0, p.returncode
 
 

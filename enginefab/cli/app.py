@@ -26,8 +26,8 @@ class Root(LazyGroup):
         "list": "inspect:list_", "show": "inspect:show", "schema": "inspect:schema", "lock": "lock:lock",
         "build": "build:build", "plan": "inspect:plan", "diff": "inspect:diff", "validate": "inspect:validate",
         "check": "check:check", "push": "publish:push", "pull": "publish:pull", "referrers": "publish:referrers",
-        "init": "project:init",
-        "doctor": "doctor:doctor", "release": "release:release", "report": "release:report", "demo": "release:demo",
+        "init": "project:init", "doctor": "doctor:doctor", "release": "release:release", "report": "release:report",
+        "demo": "release:demo",
         "store": "store:group", "registry": "registry:group", "nix": "nix:group", "render": "render:group",
     }
 
