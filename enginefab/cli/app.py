@@ -1,11 +1,11 @@
-"""The typer application: the command groups, the options several commands share, and
+"""The typer application: its table of commands, the options several commands share, and
 `run_guarded`, which turns an error a user can act on into one paragraph and exit 2.
 
 Errors a user can act on print as one paragraph (what, which image and input, the fix) and exit
 2; failing checks exit 1. `--json` prints machine-readable results on stdout and keeps progress
 and messages on stderr. Start-up stays cheap: this module and the command modules import typer
 and the error type only; every stage (and rich, pydantic) is imported inside the command that
-needs it.
+needs it, and only the command that runs is built (cli/lazy.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,25 @@ from typing import Annotated, Optional
 
 import typer
 
+from enginefab.cli.lazy import LazyGroup
 from enginefab.core.errors import EnginefabError, storage_error
+
+class Root(LazyGroup):
+    #: every command, in the order --help lists them: "module:function" (a command) or
+    #: "module:group" (a typer.Typer of sub-commands) under enginefab.cli
+    COMMANDS = {
+        "list": "inspect:list_", "show": "inspect:show", "schema": "inspect:schema", "lock": "lock:lock",
+        "build": "build:build", "plan": "inspect:plan", "diff": "inspect:diff", "validate": "inspect:validate",
+        "check": "check:check", "push": "publish:push", "pull": "publish:pull", "referrers": "publish:referrers",
+        "init": "project:init", "doctor": "doctor:doctor", "release": "release:release", "report": "release:report",
+        "demo": "release:demo",
+        "store": "store:group", "registry": "registry:group", "nix": "nix:group", "render": "render:group",
+    }
+
 
 app = typer.Typer(
     name="enginefab",
+    cls=Root,
     help="Reproducible, matrix-planned OCI images for AI training engines.\n\n"
     "engines/ (typed matrix) → lock → build/ (pinned definitions) → build → check → push.",
     no_args_is_help=True,
@@ -27,14 +42,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts hold literal brackets ([:PORT], [/VARIANT]), not markup
     add_completion=False,
 )
-store_app = typer.Typer(help="The content-addressed store: verify, garbage-collect.", no_args_is_help=True, rich_markup_mode=None)
-registry_app = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(store_app, name="store")
-app.add_typer(registry_app, name="registry")
-nix_app = typer.Typer(help="What the flake's derivations run (flake.nix; docs/nix.md).", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(nix_app, name="nix")
-render_app = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(render_app, name="render")
 
 
 @app.callback()

@@ -11,6 +11,11 @@ import typer
 from enginefab.cli.app import run_guarded
 
 
+group = typer.Typer(help="What the flake's derivations run (flake.nix; docs/nix.md).",
+                    no_args_is_help=True, rich_markup_mode=None, add_completion=False)
+
+
+@group.command("build-layer")
 @run_guarded
 def build_layer(
     layer: Annotated[Path, typer.Option("--layer", envvar="layerPath", help="The layer object from the lock (JSON).")],
@@ -36,6 +41,7 @@ def build_layer(
     print(f"{job.layer.id} {entry['digest']}")
 
 
+@group.command("assemble")
 @run_guarded
 def assemble(
     definition: Annotated[Path, typer.Option("--definition", help="The image's build/<alias>.json.")],
@@ -55,6 +61,7 @@ def assemble(
     print(f"{defn.image.alias} {built.digest}")
 
 
+@group.command("missing-input")
 @run_guarded
 def missing_input(
     kind: Annotated[str, typer.Argument(help="manual, awaiting, unresolved or unpinned.")],
@@ -67,6 +74,7 @@ def missing_input(
     raise failure(kind, Input.model_validate_json(input_json))
 
 
+@group.command("flake-check")
 @run_guarded
 def flake_check(
     name: Annotated[str, typer.Argument(help="lock or definitions.")],
@@ -83,6 +91,7 @@ def flake_check(
         raise typer.Exit(1)
 
 
+@group.command("fetch-blob")
 @run_guarded
 def fetch_blob(
     reference: Annotated[str, typer.Argument(help="NAME@sha256:HEX, as the lock's oci inputs have it.")],

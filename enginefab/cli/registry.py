@@ -10,6 +10,11 @@ from enginefab.cli import args, present
 from enginefab.cli.app import JsonOpt, PortOpt, run_guarded
 
 
+group = typer.Typer(help="A local OCI registry (Debian's docker-registry) on 127.0.0.1.",
+                    no_args_is_help=True, rich_markup_mode=None, add_completion=False)
+
+
+@group.command("start")
 @run_guarded
 def start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, as_json: JsonOpt = False) -> None:
     """Start docker-registry on 127.0.0.1:PORT in the background; prints HOST:PORT. Idempotent per
@@ -24,6 +29,7 @@ def start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000, 
         present.info(f"{'started' if started else 'already running:'} docker-registry pid {r.pid}, data in {r.root}")
 
 
+@group.command("list")
 @run_guarded
 def list_(as_json: JsonOpt = False) -> None:
     """The registries `registry start` left running: host, pid, state directory."""
@@ -38,6 +44,7 @@ def list_(as_json: JsonOpt = False) -> None:
         present.info("no registry running")
 
 
+@group.command("stop")
 @run_guarded
 def stop(port: PortOpt = None,
          all_: Annotated[bool, typer.Option("--all", help="Every registry `registry start` left running.")] = False,

@@ -9,12 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from enginefab.cli import args, present
-from enginefab.cli.app import AliasArg, run_guarded
+from enginefab.cli.app import AliasArg, JsonOpt, run_guarded
 
 
+group = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinned definitions.",
+                    no_args_is_help=True, rich_markup_mode=None, add_completion=False)
+
+
+@group.command("dockerfile")
 @run_guarded
 def dockerfile(name: AliasArg,
-               out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")]) -> None:
+               out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")],
+               as_json: JsonOpt = False) -> None:
     """An equivalent Dockerfile build context (BuildKit, ADD --checksum) for an image with a base image."""
     from enginefab.core.definition import load_definition
     from enginefab.core.paths import definition_path
@@ -25,9 +31,12 @@ def dockerfile(name: AliasArg,
     for rel, text in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text(text)
+    if as_json:
+        present.emit({"dockerfile": str(out / "Dockerfile"), "files": sorted(files)})
     present.info(f"wrote {out / 'Dockerfile'} and {len(files) - 1} step scripts")
 
 
+@group.command("ci")
 @run_guarded
 def ci(
     github: Annotated[bool, typer.Option("--github", help="A GitHub Actions workflow (the default).")] = False,

@@ -11,6 +11,11 @@ from enginefab.cli import args, present
 from enginefab.cli.app import JsonOpt, StoreOpt, run_guarded
 
 
+group = typer.Typer(help="The content-addressed store: verify, garbage-collect.",
+                    no_args_is_help=True, rich_markup_mode=None, add_completion=False)
+
+
+@group.command("verify")
 @run_guarded
 def verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Re-hash every blob and check every action-cache entry (temporaries left by killed builds
@@ -25,6 +30,7 @@ def verify(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     raise typer.Exit(1 if problems else 0)
 
 
+@group.command("gc")
 @run_guarded
 def gc(
     store: StoreOpt = None,
