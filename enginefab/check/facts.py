@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from enginefab.check.modelarts import kind_of
 from enginefab.check.structure import Dlopen, Suite
 from enginefab.core.definition import Definition
 from enginefab.core.pytarget import Target
@@ -36,6 +37,11 @@ class Facts:
     optional: dict[str, str] = field(default_factory=dict)
     #: libraries the engine dlopens (engines/checks/<engine>.yaml dlopen), for this engine version
     dlopen: list[Dlopen] = field(default_factory=list)
+    #: "training" or "model" (ModelArts' two kinds of custom image)
+    kind: str = "training"
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    exposed_ports: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, d: Definition, suite: Suite | None = None) -> "Facts":
@@ -55,4 +61,6 @@ class Facts:
             dlopen=[x for x in ext.dlopen if version_in(
                 d.image.framework_version if x.engine == d.image.framework != d.image.engine else d.image.engine_version,
                 x.versions)] if ext else [],
+            kind=kind_of(d.image.kind), entrypoint=list(d.config.entrypoint or []), cmd=list(d.config.cmd or []),
+            exposed_ports=list(d.config.exposed_ports or []),
         )
