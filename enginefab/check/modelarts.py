@@ -58,6 +58,7 @@ SIGTERM = Rule("a model server stops on SIGTERM (graceful stop for a rolling upg
 MODEL_PORT = 8080
 #: the uid and gid ModelArts runs every custom image as (ma-user, ma-group)
 USER_IDS = (1000, 100)
+MA_HOME = "/home/ma-user"
 MODEL_HOME = "/home/mind"
 MODEL_DIR_PATH = "/home/mind/model"
 SIZE_LIMIT = {"training": (int(9.5 * GB), SIZE_TRAINING), "model": (10 * GB, SIZE_MODEL)}

@@ -1,0 +1,177 @@
+"""Training and model images checked against ModelArts' rules (enginefab/check/modelarts.py).
+
+Pure checks on hand-built Inventories first; then a real model image — the x86_64 demo with the
+demo model (engines/files/demo-model: a NumPy softmax regression behind the standard library's
+http.server) as one layer on top, built into the demo session store — served as the service
+serves it: in our sandbox (its own loopback-only network namespace) and under podman. A server
+on another port and an image that runs as root fail, citing the rule and its page.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from enginefab.assemble import rootfs
+from enginefab.assemble.builder import Builder
+from enginefab.assemble.store import Store
+from enginefab.check import container, conventions, modelarts, podman, serving, static
+from enginefab.check.facts import Facts
+from enginefab.check.inventory import Home, Inventory
+from enginefab.core.pytarget import Target
+
+from .conftest import enginefab
+from .modelimages import model_definition
+
+SP = "/usr/local/lib/python3.9/dist-packages"
+PASSWD = (("root", "x", "0", "0", "root", "/root", "/bin/bash"),
+          ("ma-user", "x", "1000", "100", "", "/home/ma-user", "/bin/bash"))
+GROUP = (("root", "x", "0", ""), ("users", "x", "100", ""))
+
+
+def _facts(**kw) -> Facts:
+    base = dict(arch="x86_64", glibc="2.31", env={"PYTHONUNBUFFERED": "1"}, accelerator="cpu", stack_provides=[],
+                host_provides=[], python=Target(python="3.9", arch="x86_64", glibc="2.31"), site_packages=SP,
+                pins={}, kind="model", cmd=["sh", "/home/mind/run.sh"], exposed_ports=["8080/tcp"])
+    return Facts(**{**base, **kw})
+
+
+def _inv(**kw) -> Inventory:
+    base = dict(elves=(), names_in_dir={}, passwd=PASSWD, group=GROUP, home=Home("/home/ma-user", True, (1000, 100)),
+                dirs={"/home/mind/model": Home("/home/mind/model", True, (0, 0), 0o755)},
+                exists=frozenset({"/bin/sh", "/home/mind/run.sh"}))
+    return Inventory(**{**base, **kw})
+
+
+def test_a_model_images_command_port_and_model_dir_pass_or_cite_their_rule():
+    ok = conventions.model(_inv(), _facts())
+    assert [(r.name, r.status) for r in ok] == [("modelarts-model-command", "pass"), ("modelarts-model-port", "pass"),
+                                               ("modelarts-model-dir", "pass")]
+    assert ok[0].detail == "sh /home/mind/run.sh: /bin/sh, /home/mind/run.sh in the image"
+    bad = conventions.model(_inv(exists=frozenset({"/bin/sh"}), dirs={}),
+                            _facts(exposed_ports=["8081/tcp"]))
+    cmd, port, mdir = (r.detail for r in bad)
+    assert all(r.status == "fail" for r in bad)
+    assert cmd == (f"sh /home/mind/run.sh: /home/mind/run.sh is not in the image [{modelarts.COMMAND.cite()}]")
+    assert port.startswith("ExposedPorts is 8081/tcp, not 8080/tcp [ModelArts: a model image serves on port 8080")
+    assert "specifications_for_custom_images_used_for_importing_models.html" in port
+    assert mdir == f"/home/mind/model does not exist [{modelarts.MODEL_DIR.cite()}]"
+    none = conventions.model(_inv(), _facts(cmd=[]))[0]
+    assert none.status == "fail" and none.detail.startswith("the image has no Entrypoint or Cmd [ModelArts:")
+    onpath = conventions.model(_inv(exists=frozenset({"/usr/bin/python3.9"})), _facts(cmd=["python3.9", "-m", "x"]))[0]
+    assert onpath.status == "pass" and onpath.detail == "python3.9 -m x: /usr/bin/python3.9 in the image"
+    private = {"/home/mind/model": Home("/home/mind/model", True, (0, 0), 0o700)}
+    (unreadable,) = [r for r in conventions.model(_inv(dirs=private), _facts()) if r.name == "modelarts-model-dir"]
+    assert unreadable.status == "fail" and unreadable.detail.startswith(
+        "/home/mind/model (mode 700, 0:0) cannot be listed by ma-user 1000:100 [ModelArts: the model package")
+    assert conventions.model(_inv(), _facts(kind="training")) == []
+
+
+def test_the_size_limit_is_the_kinds_training_9_5_gb_model_10_gb():
+    big = _inv(size=9_700_000_000)
+    training = conventions.size(big, _facts(kind="training"))
+    assert training.status == "fail"
+    assert training.detail == f"9.70 GB unpacked, over 9.5 GB [{modelarts.SIZE_TRAINING.cite()}]"
+    assert "specifications_for_custom_images_used_for_training_jobs.html" in training.detail
+    model = conventions.size(big, _facts())
+    assert (model.status, model.detail) == ("pass", "9.70 GB unpacked, within the model limit of 10 GB")
+    assert conventions.size(_inv(size=10_000_000_001), _facts()).status == "fail"
+
+
+def test_the_hwhiaiuser_clash_and_a_missing_gid_100_are_named_with_the_fix():
+    ascend = (("root", "x", "0", "0", "", "/root", "/bin/sh"),
+              ("HwHiAiUser", "x", "1000", "1000", "", "/home/HwHiAiUser", "/bin/sh"))
+    r = conventions.modelarts(_inv(passwd=ascend, group=(("root", "x", "0", ""),)), _facts())
+    assert r.status == "fail"
+    assert r.detail.startswith("uid 1000 is HwHiAiUser (gid 1000, home /home/HwHiAiUser), not ma-user gid 100 home "
+                               "/home/ma-user (Ascend bases create HwHiAiUser with uid 1000: rename it to ma-user or "
+                               "move it to another uid in a layer of the image), /etc/group has no group with gid 100 "
+                               "[ModelArts: the image's user is ma-user, uid 1000")
+
+
+def _seen(**kw) -> serving.Seen:
+    base = dict(listening=[("0.0.0.0", 8080)], status=200, body='{"health": "true"}', error=None, listen_seconds=1.0,
+                healthy_seconds=1.2, exited=None, ids=(1000, 100), sigterm=0.3)
+    return serving.Seen(**{**base, **kw})
+
+
+MA_USER = container.User(1000, 100, (100,), "/home/ma-user", "ma-user")
+
+
+def test_health_results_name_what_the_service_would_see():
+    user, ok = serving.results("1000:100", MA_USER, _seen())
+    assert (user.status, ok.status) == ("pass", "pass")
+    assert ok.detail == ('as 1000:100, listening on 0.0.0.0:8080 after 1 s, GET /health → 200 {"health": "true"} '
+                         "after 1.2 s; stopped 0.3 s after SIGTERM")
+    _, local = serving.results("1000:100", MA_USER, _seen(listening=[("127.0.0.1", 8080)]))
+    assert local.status == "fail" and local.detail.startswith("listens on 127.0.0.1:8080, not 0.0.0.0:8080")
+    _, sick = serving.results("1000:100", MA_USER, _seen(status=200, body='{"health": "false"}'))
+    assert sick.status == "fail" and "GET /health answered status 200, body '{\"health\": \"false\"}'" in sick.detail
+    assert modelarts.HEALTH.cite() in sick.detail
+    _, died = serving.results("1000:100", MA_USER, _seen(listening=[], listen_seconds=None, exited=1, sigterm=None),
+                              stderr="Traceback …\nModuleNotFoundError: No module named 'flask'")
+    assert died.detail.startswith("the server exited with status 1 before listening on 8080; its output ends: "
+                                  "Traceback …\nModuleNotFoundError: No module named 'flask' [ModelArts: a model image")
+    _, stubborn = serving.results("1000:100", MA_USER, _seen(sigterm=None))
+    assert stubborn.status == "warn" and "did not stop within 10 s of SIGTERM" in stubborn.detail
+    assert serving.Seen.parse("ENGINEFAB-SERVE {not json") is None
+
+
+@pytest.fixture(scope="module")
+def model_image(demo_build, tmp_path_factory):
+    """The demo model as a layer over the x86_64 demo, built into the demo session store."""
+    base = tmp_path_factory.mktemp("model")
+    defn = model_definition()
+    (base / "test-model.json").write_bytes(defn.to_json())
+    enginefab("build", str(base / "test-model.json"), "--store", str(demo_build["store"]), "--out", str(base / "out"),
+              check=True)
+    store = Store(demo_build["store"])
+    built = Builder(store).image(defn)
+    return {"defn": defn, "store": store, "built": built, "root": rootfs.unpacked(store, built)}
+
+
+def test_the_model_image_passes_the_static_rules_and_answers_health_in_the_sandbox(model_image):
+    defn, root = model_image["defn"], model_image["root"]
+    audit = {r.name: r for r in static.audit(root, Facts.of(defn))}
+    for name in ("modelarts-conventions", "modelarts-size", "modelarts-model-command", "modelarts-model-port",
+                 "modelarts-model-dir"):
+        assert audit[name].status == "pass", audit[name]
+    assert 1.5e9 < audit["modelarts-size"].data["bytes"] < 2.5e9
+    user, health = serving.check(defn, root, limit=30)
+    assert (user.status, health.status) == ("pass", "pass"), health
+    assert health.data["listening"] == ["0.0.0.0:8080"] and health.data["ids"] == (1000, 100)
+    assert health.data["status"] == 200 and json.loads(health.data["body"]) == {"health": "true"}
+    assert "GET /health HTTP/1.1\" 200" in health.data["server_output"]  # the server's log went to its stdout
+    assert health.data["sigterm_seconds"] is not None and health.data["sigterm_seconds"] < 10
+
+
+def test_a_server_on_another_port_and_an_image_running_as_root_fail_citing_the_rule(model_image):
+    root = model_image["root"]  # the same files; only the image config differs
+    _, elsewhere = serving.check(model_definition(env={"PORT": "8081"}), root, limit=6)
+    assert elsewhere.status == "fail"
+    assert elsewhere.detail.startswith("nothing listened on port 8080 within 6 s (listening: 0.0.0.0:8081)")
+    assert elsewhere.detail.endswith(f"[{modelarts.PORT.cite()}]")
+    as_root, health = serving.check(model_definition(user="0:0"), root, limit=30)
+    assert as_root.status == "fail" and health.status == "pass"  # served as 1000 it works; the image says root
+    assert as_root.detail.startswith("the image's User '0:0' runs its server as root (0:0) under docker or podman, "
+                                     "while ModelArts starts it as ma-user 1000:100: set the image's user to 1000:100")
+    assert as_root.detail.endswith(f"[{modelarts.USER.cite()}]")
+    static_root = {r.name: r for r in static.audit(root, Facts.of(model_definition(user="0:0")))}
+    assert static_root["modelarts-conventions"].detail.startswith("config User is '0:0', not 1000:100 [ModelArts:")
+
+
+@pytest.mark.slow
+def test_podman_serves_the_model_image_and_agrees_with_our_sandbox(model_image):
+    """podman (runc) starts the image's command as 1000:100 with --network=none; the health probe
+    runs inside the container (podman exec), so its traffic stays on the container's loopback."""
+    m = model_image
+    if podman.missing("x86_64"):
+        pytest.fail(f"podman is needed here: {podman.missing('x86_64')}")
+    (pod,) = podman.serve_cross_check(m["store"], m["built"], m["defn"], m["root"], limit=30)
+    assert pod.status == "pass", pod
+    assert pod.detail == ('podman (runc) agrees: listening on 0.0.0.0:8080, GET /health → status 200 '
+                          '{"health": "true"}, stopped by SIGTERM')
+    assert pod.data["podman"] == pod.data["ours"]
+    assert "GET /health HTTP/1.1\" 200" in pod.data["server_output"]  # podman logs: the server's stdout
+    assert not list((m["store"].root / "tmp").glob("enginefab-podman-*"))
