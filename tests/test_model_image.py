@@ -19,9 +19,12 @@ from enginefab.assemble.store import Store
 from enginefab.check import container, conventions, modelarts, podman, serving, static
 from enginefab.check.facts import Facts
 from enginefab.check.inventory import Home, Inventory
+from enginefab.core.errors import LockError, MatrixError
 from enginefab.core.pytarget import Target
+from enginefab.engines.matrix import Matrix, load
+from enginefab.lock import declared, layering
 
-from .conftest import enginefab
+from .conftest import ROOT, enginefab
 from .modelimages import model_definition
 
 SP = "/usr/local/lib/python3.9/dist-packages"
@@ -175,3 +178,57 @@ def test_podman_serves_the_model_image_and_agrees_with_our_sandbox(model_image):
     assert pod.data["podman"] == pod.data["ours"]
     assert "GET /health HTTP/1.1\" 200" in pod.data["server_output"]  # podman logs: the server's stdout
     assert not list((m["store"].root / "tmp").glob("enginefab-podman-*"))
+
+
+# -- the [[image]] fields: kind, cmd, ports, add ------------------------------------------------
+
+def _tables() -> dict[str, dict]:
+    import tomllib
+
+    return {p.name: tomllib.loads(p.read_text()) for p in sorted((ROOT / "engines").glob("*.toml"))}
+
+
+def _as_model(t: dict, add: list[dict]) -> dict:
+    (img,) = [i for i in t["pytorch.toml"]["image"] if i["alias"] == "demo-pytorch-x86_64"]
+    img.update(kind="model", cmd=["sh", "/home/mind/run.sh"], ports=["8080/tcp"], add=add)
+    return t
+
+
+DEMO_ADD = [{"path": "/bin/sh", "link": "bash"},
+            {"path": "/home/mind/run.sh", "source": "files/demo-model/run.sh", "mode": 0o755},
+            {"path": "/home/mind/model/model.json", "source": "files/demo-model/model.json"}]
+
+
+def test_add_puts_the_projects_files_in_one_layer_on_top():
+    m = Matrix.from_data(ROOT, _as_model(_tables(), DEMO_ADD))
+    img = m.get("demo-pytorch-x86_64")
+    files = declared.added_files(img, ROOT)
+    assert [(f.path, f.type, f.mode) for f in files] == [
+        ("/bin", "dir", 0o755), ("/bin/sh", "symlink", 0o777), ("/home", "dir", 0o755), ("/home/mind", "dir", 0o755),
+        ("/home/mind/model", "dir", 0o755), ("/home/mind/model/model.json", "file", 0o644),
+        ("/home/mind/run.sh", "file", 0o755)]
+    assert files[-1].content == (ROOT / "engines/files/demo-model/run.sh").read_text()
+    top = layering.plan_image(layering.Parts(alias="x", added=files))[-1]
+    assert top.kind == "files" and top.id.startswith("add/files-") and top.files == files
+    # the demos' matrix entries leave the new fields out at their defaults: their locks do not change
+    plain = declared.matrix_entry(load(ROOT).get("demo-pytorch-x86_64"), load(ROOT))["image"]
+    assert not {"kind", "cmd", "ports", "add"} & set(plain)
+    assert declared.matrix_entry(img, m)["image"]["kind"] == "model"
+
+
+def test_add_refuses_what_is_not_a_text_file_inside_engines(engines_copy):
+    (engines_copy / "engines/files/leak").symlink_to("/etc/hostname")
+    (engines_copy / "engines/files/blob").write_bytes(b"\xff\xfe\x00binary")
+    for source, said in (("files/leak", "engines/files/leak is not a file inside engines/"),
+                         ("files/blob", "not UTF-8 text"), ("files/none.py", "is not a file inside engines/")):
+        m = Matrix.from_data(engines_copy, _as_model(_tables(), [{"path": "/x", "source": source}]))
+        with pytest.raises(LockError) as e:
+            declared.added_files(m.get("demo-pytorch-x86_64"), engines_copy)
+        assert said in e.value.message and e.value.image == "demo-pytorch-x86_64" and e.value.fix
+    for bad, why in (({"path": "/x", "source": "../../etc/passwd"}, "field add[1].source: '../../etc/passwd' is not "
+                      "allowed: a file under engines/ is a relative path"),
+                     ({"path": "/x"}, "give either source"), ({"path": "/x", "link": "y", "source": "z"}, "give either"),
+                     ({"path": "x", "link": "y"}, "field add[1].path")):
+        with pytest.raises(MatrixError) as e:
+            Matrix.from_data(ROOT, _as_model(_tables(), [bad]))
+        assert why in str(e.value), str(e.value)

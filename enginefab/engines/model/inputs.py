@@ -9,7 +9,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from enginefab.core.fields import (
-    Digest, EnvName, EnvValue, FileName, GitSha, ImagePath, Mode, Name, OciReference, OptionalImagePath, Script,
+    Digest, EnvName, EnvValue, FileName, GitSha, ImagePath, Mode, Name, OciReference, OptionalImagePath, ProjectFile, Script,
     Sha256Hex, Size, Strip, Text, Url, Version,
 )
 from enginefab.engines.model.base import TRUST_HELP, Strict, Trust
@@ -134,16 +134,12 @@ class RunStep(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
-#: a file of the project, relative to engines/: components of letters, digits and ._+- (no "..")
-PROJECT_FILE = r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$"
-
-
 class AddFile(Strict):
     """A file of the project written into the image (its text inline in the lock), or a link."""
 
     path: ImagePath = Field(description="where it goes in the image (absolute, normalized)")
-    source: str | None = Field(default=None, pattern=PROJECT_FILE, max_length=512,
-                               description="a text file under engines/, e.g. files/demo-model/serve.py")
+    source: ProjectFile | None = Field(default=None, description="a text file under engines/, e.g. "
+                                       "files/demo-model/serve.py")
     link: Text | None = Field(default=None, description="instead of a source: a symbolic link to this target")
     mode: Mode = Field(default=0o644, description="permission bits (0o755 for a script run by path)")
 
