@@ -1,10 +1,11 @@
 """Training and model images checked against ModelArts' rules (enginefab/check/modelarts.py).
 
-Pure checks on hand-built Inventories first; then a real model image — the x86_64 demo with the
-demo model (engines/files/demo-model: a NumPy softmax regression behind the standard library's
-http.server) as one layer on top, built into the demo session store — served as the service
-serves it: in our sandbox (its own loopback-only network namespace) and under podman. A server
-on another port and an image that runs as root fail, citing the rule and its page.
+Pure checks on hand-built Inventories first; then the demo model image (demo-model-x86_64:
+derived from the x86_64 demo, plus one layer of its own from engines/files/demo-model — a NumPy
+softmax regression behind the standard library's http.server), built by the demo session
+fixture, served as the service serves it: in our sandbox (its own loopback-only network
+namespace) and under podman. A server on another port and an image that runs as root fail,
+citing the rule and its page (variants of its definition's config over the same files).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Matrix, load
 from enginefab.lock import declared, layering
 
-from .conftest import ROOT, enginefab
-from .modelimages import model_definition
+from enginefab.core.definition import Definition, load_definition
+
+from .conftest import ROOT
+
+MODEL = "demo-model-x86_64"
 
 SP = "/usr/local/lib/python3.9/dist-packages"
 PASSWD = (("root", "x", "0", "0", "root", "/root", "/bin/bash"),
@@ -121,16 +125,20 @@ def test_health_results_name_what_the_service_would_see():
     assert serving.Seen.parse("ENGINEFAB-SERVE {not json") is None
 
 
+def model_definition(*, user: str | None = None, env: dict | None = None) -> Definition:
+    """The demo model's committed definition, its config's user or environment changed."""
+    d = load_definition(ROOT / "build" / f"{MODEL}.json")
+    config = d.config.model_copy(update={"user": user or d.config.user, "env": {**d.config.env, **(env or {})}})
+    return d.model_copy(update={"config": config})
+
+
 @pytest.fixture(scope="module")
-def model_image(demo_build, tmp_path_factory):
-    """The demo model as a layer over the x86_64 demo, built into the demo session store."""
-    base = tmp_path_factory.mktemp("model")
+def model_image(demo_build):
+    """The demo model image, built by the demo session fixture (its store holds it)."""
     defn = model_definition()
-    (base / "test-model.json").write_bytes(defn.to_json())
-    enginefab("build", str(base / "test-model.json"), "--store", str(demo_build["store"]), "--out", str(base / "out"),
-              check=True)
     store = Store(demo_build["store"])
     built = Builder(store).image(defn)
+    assert built.digest == demo_build["digests"][MODEL]
     return {"defn": defn, "store": store, "built": built, "root": rootfs.unpacked(store, built)}
 
 
@@ -147,6 +155,26 @@ def test_the_model_image_passes_the_static_rules_and_answers_health_in_the_sandb
     assert health.data["status"] == 200 and json.loads(health.data["body"]) == {"health": "true"}
     assert "GET /health HTTP/1.1\" 200" in health.data["server_output"]  # the server's log went to its stdout
     assert health.data["sigterm_seconds"] is not None and health.data["sigterm_seconds"] < 10
+
+
+def test_the_demo_model_predicts(model_image):
+    """Its server answers POST /predict with the model's labels and scores (inside the sandbox)."""
+    script = (
+        "sh /home/mind/run.sh & /usr/bin/python3.9 - <<'PY'\n"
+        "import json, time, urllib.request\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        urllib.request.urlopen('http://127.0.0.1:8080/health'); break\n"
+        "    except OSError: time.sleep(0.1)\n"
+        "body = json.dumps({'instances': [[3, 0.5], [-1, -2], [-2, 1]]}).encode()\n"
+        "print(urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8080/predict', data=body)).read().decode())\n"
+        "PY\n"
+        "kill $!\n")
+    r = container.run(model_image["defn"], model_image["root"], ["bash", "-c", script], entrypoint=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout.splitlines()[-1])
+    assert [p["label"] for p in answer["predictions"]] == ["north-east", "south-west", "north-west"]
+    assert all(abs(sum(p["scores"]) - 1) < 1e-5 for p in answer["predictions"])
 
 
 def test_a_server_on_another_port_and_an_image_running_as_root_fail_citing_the_rule(model_image):
