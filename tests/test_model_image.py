@@ -21,13 +21,14 @@ from enginefab.check import container, conventions, modelarts, podman, serving, 
 from enginefab.check.facts import Facts
 from enginefab.check.inventory import Home, Inventory
 from enginefab.core.errors import LockError, MatrixError
+from enginefab.demo import demo_images
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Matrix, load
 from enginefab.lock import declared, layering
 
 from enginefab.core.definition import Definition, load_definition
 
-from .conftest import ROOT
+from .conftest import ROOT, enginefab
 
 MODEL = "demo-model-x86_64"
 
@@ -133,12 +134,18 @@ def model_definition(*, user: str | None = None, env: dict | None = None) -> Def
 
 
 @pytest.fixture(scope="module")
-def model_image(demo_build):
-    """The demo model image, built by the demo session fixture (its store holds it)."""
+def model_image(demo_build, tmp_path_factory):
+    """The demo model image, built over the session's x86_64 demo in its store: one layer."""
+    p = enginefab("build", MODEL, "--store", str(demo_build["store"]), "--out", str(tmp_path_factory.mktemp("model")),
+                  "--json", check=True)
+    (res,) = json.loads(p.stdout)
+    # the parent's layers are the session's, reused as they are: the model's own layer is the only one packed
+    base, own = res["layer_results"]
+    assert base["kind"] == "base" and base["status"] == "cached" and own["id"].startswith("add/"), res
     defn = model_definition()
     store = Store(demo_build["store"])
     built = Builder(store).image(defn)
-    assert built.digest == demo_build["digests"][MODEL]
+    assert built.digest == res["digest"]
     return {"defn": defn, "store": store, "built": built, "root": rootfs.unpacked(store, built)}
 
 
@@ -260,3 +267,17 @@ def test_add_refuses_what_is_not_a_text_file_inside_engines(engines_copy):
         with pytest.raises(MatrixError) as e:
             Matrix.from_data(ROOT, _as_model(_tables(), [bad]))
         assert why in str(e.value), str(e.value)
+
+
+def test_the_demo_model_is_part_of_dev_demo():
+    assert [i.alias for i in demo_images(load(ROOT))] == ["demo-pytorch-x86_64", "demo-pytorch-aarch64", MODEL]
+
+
+def test_plan_shows_the_model_sharing_every_layer_of_its_parent(model_image, demo_build):
+    rep = json.loads(enginefab("plan", "demo-pytorch-x86_64", MODEL, "--store", str(demo_build["store"]), "--json",
+                               check=True).stdout)
+    own = [la for la in rep["layers"] if la["images"] == [MODEL]]
+    assert [la["id"] for la in own] == [la.id for la in model_image["defn"].layers if la.id.startswith("add/")]
+    assert all(la["size_source"] == "built" for la in rep["layers"])
+    parent = next(i for i in rep["images"] if i["alias"] == "demo-pytorch-x86_64")
+    assert rep["totals"]["saved_by_sharing"] == parent["size"]  # a registry stores the parent's layers once
