@@ -11,6 +11,11 @@ citing the rule and its page (variants of its definition's config over the same 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +25,13 @@ from enginefab.assemble.store import Store
 from enginefab.check import container, conventions, modelarts, podman, serving, static
 from enginefab.check.facts import Facts
 from enginefab.check.inventory import Home, Inventory
-from enginefab.core.errors import LockError, MatrixError
+from enginefab.core.errors import EnginefabError, LockError, MatrixError
 from enginefab.demo import demo_images
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Matrix, load
 from enginefab.lock import declared, layering
+from enginefab.render import generate
+from enginefab.render.context import ContextFile, write_context
 
 from enginefab.core.definition import Definition, load_definition
 
@@ -281,3 +288,77 @@ def test_plan_shows_the_model_sharing_every_layer_of_its_parent(model_image, dem
     assert all(la["size_source"] == "built" for la in rep["layers"])
     parent = next(i for i in rep["images"] if i["alias"] == "demo-pytorch-x86_64")
     assert rep["totals"]["saved_by_sharing"] == parent["size"]  # a registry stores the parent's layers once
+
+
+# -- a rendered Dockerfile of the demo model, built by podman against a local registry -------------
+
+def _podman_config(podman_, image: str) -> dict:
+    p = podman_("image", "inspect", image, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)[0]["Config"]
+
+
+@pytest.mark.slow
+def test_a_rendered_dockerfile_of_the_model_builds_with_podman_and_passes_the_same_checks(model_image, demo_build,
+                                                                                        registry, tmp_path):
+    """The parent pushed to a registry on 127.0.0.1, `render dockerfile --parent` of the model, `podman
+    build` (FROM the parent by digest, pulled from that registry; COPY of the model's layer), then the
+    static rules on podman's image tree and the health check, in our sandbox and under podman itself."""
+    if podman.missing("x86_64"):
+        pytest.fail(f"podman is needed here: {podman.missing('x86_64')}")
+    pushed = json.loads(enginefab("push", "demo-pytorch-x86_64", "--to", f"{registry.host}/enginefab", "--plain-http",
+                                  "--store", str(demo_build["store"]), "--json", check=True).stdout)
+    repo = pushed["images"][0]["reference"].split("@")[0].rsplit(":", 1)[0]  # 127.0.0.1:PORT/enginefab/pytorch
+    ctx = tmp_path / "ctx"
+    enginefab("render", "dockerfile", MODEL, "--parent", repo, "--out", str(ctx), check=True)
+    text = (ctx / "Dockerfile").read_text()
+    assert f"FROM {repo}@{demo_build['digests']['demo-pytorch-x86_64']}" in text and "COPY files/0/ /" in text
+    store = model_image["store"]
+    base = Path(tempfile.mkdtemp(prefix="enginefab-podman-", dir=store.root / "tmp"))
+    run = Path(tempfile.mkdtemp(prefix="efpod-"))
+    try:
+        pod = podman.Podman(base, run)
+        built = pod("build", "--tls-verify=false", "--signature-policy", str(base / "policy.json"), "--layers=false",
+                    "-t", "localhost/model", str(ctx), timeout=1800)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        config = _podman_config(pod, "localhost/model")
+        assert config["User"] == "1000:100" and config["Cmd"] == ["sh", "/home/mind/run.sh"]
+        assert "8080/tcp" in config["ExposedPorts"] and config["WorkingDir"] == "/home/ma-user"
+        assert set(config["Env"]) == {f"{k}={v}" for k, v in model_image["defn"].config.env.items()}
+        mounted = pod("image", "mount", "localhost/model", timeout=300)
+        assert mounted.returncode == 0, mounted.stderr
+        tree = Path(mounted.stdout.strip())
+        theirs = model_image["defn"]  # podman's config (checked equal above) over podman's files
+        audit = {r.name: r for r in static.audit(tree, Facts.of(theirs))}
+        for name in ("modelarts-conventions", "modelarts-size", "modelarts-model-command", "modelarts-model-port",
+                     "modelarts-model-dir", "elf-arch", "dt-needed"):
+            assert audit[name].status == "pass", audit[name]
+        user, health = serving.check(theirs, tree, limit=30)
+        assert (user.status, health.status) == ("pass", "pass"), health
+        served = podman._serve_result(pod, "localhost/model", theirs, tree, limit=30, timeout=600)
+        assert served.status == "pass", served
+        pod("image", "unmount", "localhost/model", timeout=120)
+    finally:
+        for d in (run, base):
+            podman._unmount_below(d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_render_of_a_derived_image_starts_from_the_parent_by_digest_and_copies_its_layer(tmp_path):
+    d = model_definition()
+    with pytest.raises(EnginefabError) as e:
+        generate.dockerfile(d)
+    assert "derived from the matrix image demo-pytorch-x86_64" in e.value.message and "--parent" in e.value.fix
+    files = generate.dockerfile(d, "127.0.0.1:5000/enginefab/pytorch")
+    text = files["Dockerfile"].text
+    assert f"FROM 127.0.0.1:5000/enginefab/pytorch@{d.parent.manifest}\n" in text
+    assert "COPY files/0/ /\n" in text and "EXPOSE 8080/tcp\n" in text and 'CMD ["sh", "/home/mind/run.sh"]' in text
+    assert "RUN " not in text  # the parent has no /bin/sh: nothing may need one
+    write_context(files, tmp_path / "ctx")
+    ctx = tmp_path / "ctx" / "files" / "0"
+    assert os.readlink(ctx / "bin/sh") == "bash"
+    assert stat.S_IMODE((ctx / "home/mind/run.sh").stat().st_mode) == 0o755
+    assert (ctx / "home/mind/serve.py").read_text() == (ROOT / "engines/files/demo-model/serve.py").read_text()
+    with pytest.raises(EnginefabError):
+        write_context({"../escape": ContextFile("x")}, tmp_path / "ctx2")
+    assert not (tmp_path / "escape").exists()
