@@ -8,7 +8,7 @@ from pathlib import Path
 from enginefab.assemble.store import Store
 from enginefab.core import ui
 from enginefab.core.paths import cache_root, default_store, project_root
-from enginefab.engines.matrix import load
+from enginefab.engines.matrix import Image, Matrix, load
 from enginefab.publish import registries
 from enginefab.release.pipeline import Options, release
 
@@ -35,6 +35,13 @@ def _kind(artifact_type: str) -> str:
     return artifact_type
 
 
+def demo_images(m: Matrix) -> list[Image]:
+    """The demo images (`demo = true`), then the images derived from them (the demo model)."""
+    demos = m.demos
+    names = {i.alias for i in demos} | {i.name for i in demos}
+    return demos + [i for i in m.images if i not in demos and i.parent_alias in names]
+
+
 def run_demo(*, port: int, out: Path, store: Path | None) -> int:
     t0 = time.monotonic()
     m = load(project_root())
@@ -42,7 +49,7 @@ def run_demo(*, port: int, out: Path, store: Path | None) -> int:
     ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; "
             f"stop: {_cli()} registry stop --port {reg.port})")
     notes = out.parent / "release"
-    rel = release(m, m.demos, Store(store or default_store()), out, f"{reg.host}/enginefab",
+    rel = release(m, demo_images(m), Store(store or default_store()), out, f"{reg.host}/enginefab",
                   Options(plain_http=True, notes_dir=notes))
     if not rel.ok:
         ui.err.print(f"[red]stopped at {rel.stage}:[/]")

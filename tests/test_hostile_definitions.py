@@ -25,6 +25,7 @@ from enginefab.core import canonical
 from tests.conftest import ROOT, cli, enginefab, examples
 
 DEMO = "demo-pytorch-x86_64"
+MODEL = "demo-model-x86_64"  # derived from DEMO: stale whenever DEMO's definition changes
 KUNGFU = "kungfu-tf1.13"  # has a url input with dest/unpack/strip (go) and run steps
 
 
@@ -245,8 +246,9 @@ def test_swapped_layers_fail_lock_check(engines_copy):
     ws = [i for i, la in enumerate(d["layers"]) if la["kind"] == "wheels"]
     d["layers"][ws[0]], d["layers"][ws[1]] = d["layers"][ws[1]], d["layers"][ws[0]]
     write(engines_copy, d)
-    (p,) = problems(engines_copy)
+    p, child = problems(engines_copy)
     assert p.startswith(f"{DEMO}: ") and "out of the planner's order" in p and f"enginefab lock {DEMO}" in p
+    assert child.startswith(f"{MODEL}: parent {DEMO} changed")  # the image derived from it is stale
 
 
 def test_a_pypi_pin_replaced_in_one_definition_stands_out_against_the_other(engines_copy):
@@ -258,7 +260,8 @@ def test_a_pypi_pin_replaced_in_one_definition_stands_out_against_the_other(engi
     write(engines_copy, d, replan=True)
     found = problems(engines_copy)
     assert any("input wheel:typing-extensions==" in p and "ab" * 32 in p and old in p for p in found), found
-    assert all(p.startswith(("demo-pytorch-x86_64: ", "demo-pytorch-aarch64: ")) for p in found)
+    assert all(p.startswith(("demo-pytorch-x86_64: ", "demo-pytorch-aarch64: ", f"{MODEL}: parent {DEMO} changed"))
+               for p in found)
 
 
 @pytest.mark.network

@@ -238,7 +238,8 @@ def test_lock_check_refuses_layers_another_planner_made(engines_copy):
     (engines_copy / "build" / "demo-pytorch-x86_64.json").write_bytes(odd.model_copy(update={"layers": layers}).to_json())
     p = cli("lock", "--check", "--json", cwd=engines_copy)
     res = json.loads(p.stdout)
-    assert p.returncode == 1 and len(res["problems"]) == 2, res["problems"]
+    assert p.returncode == 1 and len(res["problems"]) == 3, res["problems"]
+    assert any(x.startswith("demo-model-x86_64: parent demo-pytorch-x86_64 changed") for x in res["problems"])
     mine = next(x for x in res["problems"] if x.startswith(f"{victim}: "))
     assert "not what this enginefab plans" in mine and f"`enginefab lock {victim}`" in mine
     bogus = next(x for x in res["problems"] if x.startswith("demo-pytorch-x86_64: "))

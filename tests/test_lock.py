@@ -20,7 +20,11 @@ HEX = re.compile(r"^[0-9a-f]{64}$")
 def _presets():
     from enginefab.engines.matrix import load
 
-    return [i.alias for i in load(ROOT).images if not i.d.demo]
+    from enginefab.demo import demo_images
+
+    m = load(ROOT)
+    demos = demo_images(m)  # the demos and the images derived from them (the demo model)
+    return [i.alias for i in m.images if i not in demos]
 
 
 @pytest.mark.network

@@ -52,6 +52,8 @@ def config_json(defn: Definition, layers: list[LayerDesc], base_config: dict | N
         cfg["Entrypoint"] = list(c.entrypoint)
     if c.cmd:
         cfg["Cmd"] = list(c.cmd)
+    if c.exposed_ports:
+        cfg["ExposedPorts"] = {p: {} for p in sorted(c.exposed_ports)}
     history = []
     if base_config:
         history.extend(base_config.get("history", []))

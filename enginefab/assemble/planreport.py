@@ -2,8 +2,10 @@
 it, its size, the bytes sharing saves; per image, its layer count and size; in total, the sum of
 image sizes against the unique bytes a registry stores.
 
-A layer is identified by its action-cache key (`keys.chain_keys`), so two images share a layer
-exactly when the builder would give them the same blob. Sizes, best source first:
+A layer is identified by its blob digest once built, else by its action-cache key
+(`keys.chain_keys`), so two images share a layer exactly when the builder would give them the
+same blob — and a derived image's parent layers (pinned by digest in its base layer) are the
+parent's own rows. Sizes, best source first:
 
 * ``built``: the compressed size recorded in the action cache of the store (exact);
 * ``pinned``: a base image's blob size from the lock (exact);
@@ -68,10 +70,17 @@ def plan(defns: list[Definition], store: Store | None = None) -> dict:
                                                                  layer=layer.id)))
                 continue
             hit = store.action_get(key) if store is not None else None
-            if key not in layers:
-                size, src = (hit["size"], "built") if hit else _estimate(layer)
+            if hit:  # by its blob: a derived image's parent layers (pinned by digest) are this very blob
+                key = hit["digest"]
+                pl = layers.get(key)
+                if pl is None or pl.size_source == "pinned":
+                    layers[key] = PlannedLayer(layer.id, layer.kind, key, hit["size"], "built",
+                                               pl.images if pl else [])
+            elif key not in layers:
+                size, src = _estimate(layer)
                 layers[key] = PlannedLayer(layer.id, layer.kind, key, size, src)
             mine.append(layers[key])
+        mine = [layers[p.key] for p in mine]  # a pinned row replaced by the built one
         for pl in mine:
             if alias not in pl.images:
                 pl.images.append(alias)

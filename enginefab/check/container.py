@@ -142,15 +142,19 @@ def argv_of(defn: Definition, argv: list[str], *, entrypoint: bool = True) -> li
 
 
 def run(defn: Definition, root: Path, argv: list[str], *, env: Mapping[str, str] | None = None,
-        entrypoint: bool = True, timeout: float = 600, extra: tuple[str, ...] = ()) -> sandbox.Result:
+        entrypoint: bool = True, timeout: float = 600, extra: tuple[str, ...] = (), as_user: User | None = None,
+        launcher: str = PRELUDE, launcher_args: tuple[str, ...] = ()) -> sandbox.Result:
     """Run `argv` in the image unpacked at `root` (see the module's docstring); `env` adds to
-    the image's, `entrypoint=False` runs `argv` itself (container-structure-test's command tests)."""
-    user = user_of(root, defn.config.user, image=defn.image.alias)
+    the image's, `entrypoint=False` runs `argv` itself (container-structure-test's command tests).
+    `as_user` replaces the config's user (the service's own, for a model image); `launcher` is
+    the program that drops to it (argv: uid gid groups cwd, `launcher_args`, then `argv`)."""
+    user = as_user or user_of(root, defn.config.user, image=defn.image.alias)
     sb = sandbox.Sandbox(root=root, arch=defn.image.arch, env=environment({**defn.config.env, **(env or {})}, user),
                          cwd="/", mode="image", caps=sandbox.DROP_CAPS if user.uid else sandbox.STEP_CAPS,
                          tmpfs=_tmpfs(root), extra=extra)
-    cmd = [defn.python.interpreter, "-I", "-S", "-c", PRELUDE, str(user.uid), str(user.gid),
-           ",".join(map(str, user.groups)), defn.config.workdir or "/", *argv_of(defn, argv, entrypoint=entrypoint)]
+    cmd = [defn.python.interpreter, "-I", "-S", "-c", launcher, str(user.uid), str(user.gid),
+           ",".join(map(str, user.groups)), defn.config.workdir or "/", *launcher_args,
+           *argv_of(defn, argv, entrypoint=entrypoint)]
     try:
         return sandbox.run(sb, cmd, timeout=timeout)
     except sandbox.SandboxError as e:

@@ -16,7 +16,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -43,6 +43,7 @@ class Home:
     is_dir: bool
     #: (uid, gid), only when scanning as root: otherwise the files are the unpacking user's
     owner: tuple[int, int] | None = None
+    mode: int | None = None  # permission bits
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,15 @@ class Inventory:
     dists: tuple[Dist, ...] | None = None
     #: /etc/passwd, split into fields (empty when not scanned or absent)
     passwd: tuple[tuple[str, ...], ...] = ()
+    #: /etc/group, split into fields (likewise)
+    group: tuple[tuple[str, ...], ...] = ()
     home: Home | None = None
+    #: more directories asked about (a model image's /home/mind/model), by container path
+    dirs: Mapping[str, Home] = field(default_factory=dict)
+    #: the container paths asked about (`scan(paths=…)`) that are files in the tree (links followed inside it)
+    exists: frozenset[str] = frozenset()
+    #: bytes of the regular files (each inode once): the unpacked image's size
+    size: int = 0
     #: the (path, string) evidence pairs of dlopen declarations that were found
     evidence: frozenset[tuple[str, str]] = frozenset()
     seconds: float = 0.0  # the walk
@@ -75,10 +84,11 @@ class Inventory:
 
 
 def scan(root: Path, *, site_packages: str, home: str | None = None,
-         evidence: Iterable[tuple[str, str]] = ()) -> Inventory:
-    """Walk `root` once; read site-packages' dist-infos, and /etc/passwd and `home` when given."""
+         evidence: Iterable[tuple[str, str]] = (), dirs: Iterable[str] = (), paths: Iterable[str] = ()) -> Inventory:
+    """Walk `root` once; read site-packages' dist-infos, /etc/passwd, /etc/group and `home` when
+    `home` is given, and stat `dirs`."""
     t0 = time.monotonic()
-    elves, names, setuid, old_pb2 = _walk_tree(root)
+    elves, names, setuid, old_pb2, size = _walk_tree(root)
     seconds = time.monotonic() - t0
     with Tree(root) as tree:
         present = {n for e in elves for n in e.needed if "/" in n and tree.exists(n)}
@@ -86,8 +96,11 @@ def scan(root: Path, *, site_packages: str, home: str | None = None,
             elves=tuple(elves), names_in_dir={d: frozenset(v) for d, v in names.items()}, setuid=tuple(setuid),
             old_pb2=tuple(old_pb2), ld_conf_dirs=tuple(_ld_conf_dirs(tree)), present=frozenset(present),
             dists=_dists(tree, site_packages),
-            passwd=_passwd(tree) if home is not None else (), home=_home(tree, home) if home is not None else None,
+            passwd=_passwd(tree) if home is not None else (),
+            group=_passwd(tree, "/etc/group") if home is not None else (),
+            home=_home(tree, home) if home is not None else None,
             evidence=frozenset((p, s) for p, s in evidence if tree.contains(p, s.encode())),
+            dirs={d: _home(tree, d) for d in dirs}, exists=frozenset(p for p in paths if tree.is_file(p)), size=size,
             seconds=seconds,
         )
 
@@ -179,8 +192,9 @@ def _walk(root: Path):
             yield host, "/" + str(host.relative_to(root))
 
 
-def _walk_tree(root: Path) -> tuple[list[Elf], dict[str, set[str]], list[str], list[str]]:
+def _walk_tree(root: Path) -> tuple[list[Elf], dict[str, set[str]], list[str], list[str], int]:
     elves: list[Elf] = []
+    inodes: dict[tuple[int, int], int] = {}
     names_in_dir: dict[str, set[str]] = {}
     setuid: list[str] = []
     old_pb2: list[str] = []
@@ -193,6 +207,7 @@ def _walk_tree(root: Path) -> tuple[list[Elf], dict[str, set[str]], list[str], l
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
+        inodes[(st.st_dev, st.st_ino)] = st.st_size
         if st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid == 0:
             setuid.append(cpath)
         if st.st_size > 64:
@@ -201,7 +216,7 @@ def _walk_tree(root: Path) -> tuple[list[Elf], dict[str, set[str]], list[str], l
                 elves.append(elf)
         if base.endswith("_pb2.py") and _old_protoc(host):
             old_pb2.append(cpath)
-    return elves, names_in_dir, setuid, old_pb2
+    return elves, names_in_dir, setuid, old_pb2, sum(inodes.values())
 
 
 def _ld_conf_dirs(tree: Tree) -> list[str]:
@@ -249,8 +264,8 @@ def _dist(tree: Tree, di: str, dirname: str) -> Dist:
     return Dist(dirname, name, version, tags)
 
 
-def _passwd(tree: Tree) -> tuple[tuple[str, ...], ...]:
-    text = tree.text("/etc/passwd")
+def _passwd(tree: Tree, cpath: str = "/etc/passwd") -> tuple[tuple[str, ...], ...]:
+    text = tree.text(cpath)
     return () if text is None else tuple(tuple(line.split(":")) for line in text.splitlines())
 
 
@@ -259,5 +274,5 @@ def _home(tree: Tree, home: str) -> Home:
     if st is None or not stat.S_ISDIR(st.st_mode):
         return Home(home, False)
     if os.geteuid() != 0:
-        return Home(home, True)
-    return Home(home, True, (st.st_uid, st.st_gid))
+        return Home(home, True, mode=stat.S_IMODE(st.st_mode))
+    return Home(home, True, (st.st_uid, st.st_gid), stat.S_IMODE(st.st_mode))

@@ -9,6 +9,11 @@ these machines need; crun refuses their cgroup setup, so runc). The container ru
 ``--network=none`` and podman's own user, environment, working directory and entrypoint
 handling. vfs copies the whole image on pull and again for the container: about 70 s and 18 s
 for the 1.7 GB x86_64 demo. podman runs images of the host's arch only (no binfmt_misc here).
+
+A model image is also served under podman from the same pull (`_serve_result`): its command
+started detached as 1000:100 with ``--network=none``, `serving.CLIENT` run inside the container
+with ``podman exec`` (so the health check's traffic stays on the container's loopback), then
+``podman stop`` (SIGTERM, SIGKILL after 10 s).
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from enginefab.assemble.image import Built, write_layout
 from enginefab.assemble.sandbox import host_arch
 from enginefab.assemble.store import Store
-from enginefab.check import container, runtime
+from enginefab.check import container, runtime, serving
+from enginefab.check import modelarts as ma
 from enginefab.check.report import Result
 from enginefab.check.structure import Suite
 from enginefab.core import tools
-from enginefab.core.definition import Definition
+from enginefab.core.definition import Definition, RuntimeCheck
 
 CONTAINERS_CONF = """[containers]
 default_ulimits = []
@@ -85,54 +93,138 @@ def _facts(stdout: str, uid: int) -> dict:
             "writable": {k: v["status"] for k, v in w.data.items()}, "ok": "ENGINEFAB-OK" in stdout}
 
 
-def cross_check(store: Store, built: Built, defn: Definition, rootfs: Path, suite: Suite | None, *,
-                timeout: float = 1800) -> list[Result]:
-    """Each engine probe under podman, compared with the same probe in our sandbox."""
-    names = [f"podman:import-{c.engine}" for c in defn.checks.runtime]
-    why = missing(defn.image.arch)
-    if why:
-        return [Result("runtime", n, "skip", f"cross-check skipped: {why}") for n in names]
-    out = []
-    t0 = time.monotonic()
+@contextmanager
+def pulled(store: Store, built: Built, *, timeout: float) -> Iterator[tuple[Podman, subprocess.CompletedProcess]]:
+    """A podman of its own that has pulled `built` (check the returncode); removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="enginefab-podman-", dir=store.root / "tmp"))
     run = Path(tempfile.mkdtemp(prefix="efpod-"))
     try:
         podman = Podman(base, run)
         layout = base / "layout"
         write_layout(layout, [built], store.blob_path)
-        pulled = podman("pull", "--quiet", "--signature-policy", str(base / "policy.json"),
-                        f"oci:{layout}:{built.alias}", timeout=timeout)
-        if pulled.returncode != 0:
-            return [Result("runtime", n, "error", f"podman could not pull the image: {runtime.tail(pulled.stderr, 5)}",
-                           time.monotonic() - t0) for n in names]
-        image_id = pulled.stdout.strip().splitlines()[-1]
-        pull_s = time.monotonic() - t0
-        env = [] if "PYTHONDONTWRITEBYTECODE" in defn.config.env else ["--env", "PYTHONDONTWRITEBYTECODE=1"]
-        for c, name in zip(defn.checks.runtime, names):
-            code = runtime.probe_code(c, suite)
-            t1 = time.monotonic()
-            theirs = podman("run", "--rm", "--network=none", "--pull=never", *env, image_id,
-                            defn.python.interpreter, "-c", code, timeout=timeout)
-            run_s = time.monotonic() - t1
-            ours = runtime.run_probe(defn, rootfs, code, timeout=timeout)
-            uid = container.user_of(rootfs, defn.config.user).uid
-            a, b = _facts(ours.stdout, uid), _facts(theirs.stdout, uid)
-            differ = [f"{k}: ours {a[k]!r}, podman's {b[k]!r}" for k in a if a[k] != b[k]]
-            data = {"podman": b, "ours": a, "pull_seconds": round(pull_s, 1), "run_seconds": round(run_s, 1)}
-            if theirs.returncode != 0 and not differ:
-                differ.append(f"podman exited {theirs.returncode}: {runtime.explain(theirs.stderr) or runtime.tail(theirs.stderr, 10)}")
-            if differ:
-                out.append(Result("runtime", name, "fail", "podman (runc) and our sandbox differ: " + "; ".join(differ),
-                                  time.monotonic() - t1, data))
-            else:
-                out.append(Result("runtime", name, "pass", f"podman (runc) agrees: {c.engine} {b['version']} as "
-                                  f"{b['identity']}, printed {b['output'].splitlines()[0] if b['output'] else 'nothing'!r}",
-                                  time.monotonic() - t1, data))
-        return out
+        # podman names the pulled image after the layout's path, which must then be a valid
+        # reference: no path component may start with a dot (~/.cache): pull through a link
+        (run / "layout").symlink_to(layout)
+        yield podman, podman("pull", "--quiet", "--signature-policy", str(base / "policy.json"),
+                             f"oci:{run / 'layout'}:{built.alias}", timeout=timeout)
     finally:
         for d in (run, base):
             _unmount_below(d)
             shutil.rmtree(d, ignore_errors=True)
+
+
+def cross_check(store: Store, built: Built, defn: Definition, rootfs: Path, suite: Suite | None, *,
+                timeout: float = 1800, serve_limit: float = 60.0) -> list[Result]:
+    """Each engine probe under podman, compared with the same probe in our sandbox; a model image
+    is also served and health-checked under podman (`_serve_result`), from the same pull."""
+    names = [f"podman:import-{c.engine}" for c in defn.checks.runtime]
+    if ma.kind_of(defn.image.kind) == "model":
+        names.append("podman:model-health")
+    why = missing(defn.image.arch)
+    if why:
+        return [Result("runtime", n, "skip", f"cross-check skipped: {why}") for n in names]
+    out = []
+    t0 = time.monotonic()
+    with pulled(store, built, timeout=timeout) as (podman, pull):
+        if pull.returncode != 0:
+            return [Result("runtime", n, "error", f"podman could not pull the image: {runtime.tail(pull.stderr, 5)}",
+                           time.monotonic() - t0) for n in names]
+        image_id = pull.stdout.strip().splitlines()[-1]
+        pull_s = time.monotonic() - t0
+        for c, name in zip(defn.checks.runtime, names[:len(defn.checks.runtime)]):
+            out.append(_probe(podman, image_id, defn, rootfs, c, suite, name, pull_s, timeout))
+        if ma.kind_of(defn.image.kind) == "model":
+            out.append(_serve_result(podman, image_id, defn, rootfs, limit=serve_limit, timeout=timeout))
+    return out
+
+
+def _probe(podman: Podman, image_id: str, defn: Definition, rootfs: Path, c: RuntimeCheck, suite: Suite | None,
+           name: str, pull_s: float, timeout: float) -> Result:
+    env = [] if "PYTHONDONTWRITEBYTECODE" in defn.config.env else ["--env", "PYTHONDONTWRITEBYTECODE=1"]
+    code = runtime.probe_code(c, suite)
+    t1 = time.monotonic()
+    theirs = podman("run", "--rm", "--network=none", "--pull=never", *env, image_id,
+                    defn.python.interpreter, "-c", code, timeout=timeout)
+    run_s = time.monotonic() - t1
+    ours = runtime.run_probe(defn, rootfs, code, timeout=timeout)
+    uid = container.user_of(rootfs, defn.config.user).uid
+    a, b = _facts(ours.stdout, uid), _facts(theirs.stdout, uid)
+    differ = [f"{k}: ours {a[k]!r}, podman's {b[k]!r}" for k in a if a[k] != b[k]]
+    data = {"podman": b, "ours": a, "pull_seconds": round(pull_s, 1), "run_seconds": round(run_s, 1)}
+    if theirs.returncode != 0 and not differ:
+        differ.append(f"podman exited {theirs.returncode}: {runtime.explain(theirs.stderr) or runtime.tail(theirs.stderr, 10)}")
+    if differ:
+        return Result("runtime", name, "fail", "podman (runc) and our sandbox differ: " + "; ".join(differ),
+                      time.monotonic() - t1, data)
+    return Result("runtime", name, "pass", f"podman (runc) agrees: {c.engine} {b['version']} as "
+                  f"{b['identity']}, printed {b['output'].splitlines()[0] if b['output'] else 'nothing'!r}",
+                  time.monotonic() - t1, data)
+
+
+def serve_cross_check(store: Store, built: Built, defn: Definition, rootfs: Path, *, limit: float = 60.0,
+                      timeout: float = 1800) -> list[Result]:
+    """A model image served under podman only (`_serve_result`), without the engine probes."""
+    if ma.kind_of(defn.image.kind) != "model":
+        return []
+    why = missing(defn.image.arch)
+    if why:
+        return [Result("runtime", "podman:model-health", "skip", f"cross-check skipped: {why}")]
+    with pulled(store, built, timeout=timeout) as (podman, pull):
+        if pull.returncode != 0:
+            return [Result("runtime", "podman:model-health", "error",
+                           f"podman could not pull the image: {runtime.tail(pull.stderr, 5)}")]
+        return [_serve_result(podman, pull.stdout.strip().splitlines()[-1], defn, rootfs, limit=limit, timeout=timeout)]
+
+
+def _serve_result(podman: Podman, image_id: str, defn: Definition, rootfs: Path, *, limit: float,
+                  timeout: float) -> Result:
+    """A model image served by podman (runc) as the service serves it — its command, as 1000:100,
+    in a container with ``--network=none`` (a network namespace of its own with only loopback) —
+    and probed from inside that namespace (``podman exec``): it must answer as it did in our
+    sandbox (ports listened on, /health's status and body, stopped by SIGTERM)."""
+    name = "podman:model-health"
+    t0 = time.monotonic()
+    theirs, stop, data = _serve(podman, image_id, defn, limit, timeout)
+    if theirs is None:
+        return Result("runtime", name, "fail", f"podman's probe reported nothing: {data.get('error', '')}"[:800],
+                      time.monotonic() - t0, data)
+    ours = serving.Seen.parse(serving.serve(defn, rootfs, limit=limit).stdout)
+    b = {**theirs.comparable(), "stopped_by_sigterm": stop}
+    a = {**ours.comparable(), "stopped_by_sigterm": ours.sigterm is not None} if ours else {}
+    data.update(ours=a, podman=b)
+    differ = [f"{k}: ours {a.get(k)!r}, podman's {b[k]!r}" for k in b if a.get(k) != b[k]]
+    if differ:
+        return Result("runtime", name, "fail", "podman (runc) and our sandbox differ: " + "; ".join(differ),
+                      time.monotonic() - t0, data)
+    got = f"status {b['status']} {theirs.body.strip()[:80]}" if b["status"] is not None else "no answer"
+    return Result("runtime", name, "pass", f"podman (runc) agrees: listening on "
+                  f"{', '.join(f'{x}:{p}' for x, p in theirs.listening) or 'nothing'}, GET /health → {got}, "
+                  f"{'stopped' if stop else 'not stopped'} by SIGTERM", time.monotonic() - t0, data)
+
+
+def _serve(podman: Podman, image_id: str, defn: Definition, limit: float,
+           timeout: float) -> tuple[serving.Seen | None, bool, dict]:
+    """Start the image's command under podman, probe it from inside, stop it with SIGTERM."""
+    t0 = time.monotonic()
+    uid, gid = ma.USER_IDS
+    started = podman("run", "-d", "--network=none", "--pull=never", "--user", f"{uid}:{gid}", image_id,
+                     timeout=timeout)
+    if started.returncode != 0:
+        return None, False, {"error": f"podman run failed: {runtime.tail(started.stderr, 5)}"}
+    cid = started.stdout.strip().splitlines()[-1]
+    try:
+        probe = podman("exec", cid, defn.python.interpreter, "-I", "-S", "-c", serving.PROBE_ONLY,
+                       str(ma.MODEL_PORT), str(limit), timeout=limit + 60)
+        t1 = time.monotonic()
+        podman("stop", "--time", "10", cid, timeout=60)
+        stop_s = time.monotonic() - t1
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", cid, timeout=60).stdout.strip()
+        logs = podman("logs", cid, timeout=60)
+    finally:
+        podman("rm", "--force", cid, timeout=60)
+    data = {"stop_seconds": round(stop_s, 2), "exit_code": code, "serve_seconds": round(time.monotonic() - t0, 1),
+            "server_output": (logs.stdout + logs.stderr).strip()[-2000:], "error": runtime.tail(probe.stderr, 5)}
+    return serving.Seen.parse(probe.stdout), stop_s < 10 and code != "137", data
 
 
 def _unmount_below(base: Path) -> None:

@@ -4,7 +4,8 @@
 * static: the built image's files and config (ELF, glibc, sonames, wheels, conventions), the
   per-engine file and metadata tests, and the real container-structure-test as a cross-check;
   an image that cannot be built here gets its reachable engine layers audited instead;
-* runtime: the engine probe and the per-engine command tests, in the sandbox;
+* runtime: the engine probe and the per-engine command tests, in the sandbox; a model image
+  served and health-checked as ModelArts would (`serving`);
 * accelerator: device tests where the hardware is, "skipped" with the reason elsewhere.
 """
 
@@ -18,7 +19,7 @@ from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built
 from enginefab.assemble.pipeline import definition_for, matrix_parents
 from enginefab.assemble.store import Store
-from enginefab.check import accelerator, cst, definition, podman, runtime, static, structure
+from enginefab.check import accelerator, cst, definition, podman, runtime, serving, static, structure
 from enginefab.check.facts import Facts
 from enginefab.check.layers import audit_layers
 from enginefab.check.report import LEVELS, Report, Result
@@ -65,6 +66,9 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
             ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
             out += runtime.check(defn, root, suite=suite, logs=store.root / "logs")
             out += structure.command_tests(root, defn, suite)
+            if defn.image.kind == "model":
+                ui.info("  serving the model as ModelArts would (uid 1000, port 8080, GET /health)")
+                out += serving.check(defn, root)
             if cross_check:
                 ui.info("  cross-checking the engine probe with podman (runc)")
                 out += podman.cross_check(store, built, defn, root, suite)

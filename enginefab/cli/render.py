@@ -20,20 +20,24 @@ group = typer.Typer(help="Generators: Dockerfiles and CI workflows from the pinn
 @run_guarded
 def dockerfile(name: AliasArg,
                out: Annotated[Path, typer.Option("--out", help="Directory to write the build context into.")],
+               parent: Annotated[Optional[str], typer.Option(
+                   "--parent", help="A derived image of a matrix image: the repository its parent was pushed to "
+                   "(REGISTRY/REPOSITORY); the Dockerfile starts FROM it by the locked digest.")] = None,
                as_json: JsonOpt = False) -> None:
-    """An equivalent Dockerfile build context (BuildKit, ADD --checksum) for an image with a base image."""
+    """An equivalent Dockerfile build context (BuildKit, ADD --checksum) for an image with a base
+    image, or derived from another (FROM the parent by digest, then its own layers)."""
     from enginefab.core.definition import load_definition
     from enginefab.core.paths import definition_path
+    from enginefab.render.context import write_context
     from enginefab.render.generate import dockerfile as generate
 
     m = args.matrix()
-    files = generate(load_definition(definition_path(m.root, m.get(name).alias)))
-    for rel, text in files.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(text)
+    files = generate(load_definition(definition_path(m.root, m.get(name).alias)), parent)
+    write_context(files, out)
     if as_json:
         present.emit({"dockerfile": str(out / "Dockerfile"), "files": sorted(files)})
-    present.info(f"wrote {out / 'Dockerfile'} and {len(files) - 1} step scripts")
+    steps = sum(rel.startswith("steps/") for rel in files)
+    present.info(f"wrote {out / 'Dockerfile'}, {steps} step scripts and {len(files) - 1 - steps} files of layers")
 
 
 @group.command("ci")

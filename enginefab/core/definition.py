@@ -18,7 +18,7 @@ from enginefab.core import canonical
 from enginefab.core.errors import LockError
 from enginefab.core.fields import (
     Alias, Digest, DownloadUrl, EnvName, EnvValue, Epoch, FileName, GitSha, GitUrl, Id, ImageName, ImagePath, LayerId,
-    MediaType, Mode, Name,
+    ImageKind, MediaType, Mode, Name, PortSpec,
     OciName, OciReference, Script, Sha256Hex, Size, Strip, Text, Token, Url, Version, rule_of, show,
 )
 
@@ -166,6 +166,8 @@ class ImageIdentity(Model):
     glibc: Version
     arch: Token
     platform: dict[Token, Token]
+    #: None: a training image (every definition before kinds existed reads as one)
+    kind: ImageKind | None = None
 
 
 class Base(Model):
@@ -194,6 +196,8 @@ class ImageConfig(Model):
     entrypoint: list[Script] | None = None
     cmd: list[Script] | None = None
     labels: dict[Name, Text] = Field(default_factory=dict)
+    #: the config's ExposedPorts (a model image: ["8080/tcp"]); None: the key is absent
+    exposed_ports: list[PortSpec] | None = None
 
     @field_validator("user")
     @classmethod

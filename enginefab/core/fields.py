@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -162,6 +162,14 @@ Script = Annotated[str, _bounded_text(1 << 20, "a script or file content")]
 #: prose: descriptions, sources, where to download, comments
 Text = Annotated[str, _bounded_text(8192, "this text")]
 #: a short token: an arch, a suite, a component, an OS or stack id
+#: an exposed port as an OCI image config names it: "8080/tcp" (protocol tcp or udp)
+PortSpec = Annotated[str, _pattern(r"[1-9][0-9]{0,4}/(tcp|udp)", "a port is NUMBER/tcp or NUMBER/udp, e.g. 8080/tcp")]
+#: a file of the project, relative to engines/ (an image's `add`)
+ProjectFile = Annotated[str, _pattern(r"[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*){0,15}",
+                                      "a file under engines/ is a relative path of names made of letters, digits and "
+                                      "._+- (no '..', no leading '/')")]
+#: what an image is for on the service (ModelArts): a training job, or a model served over HTTP
+ImageKind = Literal["training", "model"]
 Token = Annotated[str, _pattern(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}",
                                 "this is 1-64 letters, digits and . _ + -")]
 

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from enginefab.core import canonical
-from enginefab.core.definition import Input
+from enginefab.core.definition import FileEntry, Input
+from enginefab.core.errors import LockError
 from enginefab.engines.matrix import MANUAL_PINS, Image, Matrix
 from enginefab.engines.model import AptRepo, GitSource, ManualFile, ManualPinsFile, OciRef, RunStep, UrlFile, VendorWheel
 from enginefab.engines.problems import MatrixProblems, Problem, from_validation, read_toml
@@ -47,7 +48,8 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
     names = [f.name for f in manual_files(img)]
     entry = {
         # an image without git inputs (or as_of) keeps the entry it had before they existed (the demos' locks)
-        "image": img.d.model_dump(mode="json", exclude=(set() if img.d.git else {"git"}) | _unset(img.d, "as_of", "from_")),
+        "image": img.d.model_dump(mode="json", exclude=(set() if img.d.git else {"git"}) | _unset(img.d, "as_of", "from_")
+                                  | {f for f, default in _KIND_FIELDS.items() if getattr(img.d, f) == default}),
         "engine": img.engine.model_dump(mode="json", exclude={"releases", *_NAMING})
         | {"release": img.release.model_dump(mode="json", exclude=_unset(img.release, "published"))},
         "framework": fw.model_dump(mode="json", exclude={"releases", *_NAMING}) if fw else None,
@@ -72,6 +74,46 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
 
 #: how image names spell an engine: read by the name grammar, no part of any definition
 _NAMING = ("spellings", "abbreviation")
+
+
+#: image fields added with the image kinds, left out at their defaults (the demos' locks stay as they are)
+_KIND_FIELDS: dict[str, Any] = {"kind": "training", "cmd": None, "ports": [], "add": []}
+#: the largest text file `add` copies into an image from the project
+MAX_ADDED = 1 << 20
+
+
+def added_files(img: Image, root: Path) -> list[FileEntry]:
+    """The image's `add` entries as file entries, each file's text read from engines/ (a regular
+    file inside it, UTF-8, at most 1 MiB), with the directories above each path (0755, root)."""
+    engines = (root / "engines").resolve()
+    out: dict[str, FileEntry] = {}
+    for a in img.d.add:
+        parts = a.path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/" + "/".join(parts[:i])
+            out.setdefault(d, FileEntry(path=d, type="dir", mode=0o755))
+        if a.link is not None:
+            out[a.path] = FileEntry(path=a.path, type="symlink", target=a.link, mode=0o777)
+            continue
+        out[a.path] = FileEntry(path=a.path, content=_project_text(img, engines, a.source or ""), mode=a.mode)
+    return [out[p] for p in sorted(out)]
+
+
+def _project_text(img: Image, engines: Path, source: str) -> str:
+    where = f"engines/{img.file}: image {img.alias}: add {source}"
+    host = (engines / source).resolve()
+    if engines not in host.parents or not host.is_file():
+        raise LockError(f"{where}: engines/{source} is not a file inside engines/", image=img.alias,
+                        fix=f"write the file at engines/{source}, or correct `source`")
+    data = host.read_bytes()[: MAX_ADDED + 1]
+    if len(data) > MAX_ADDED:
+        raise LockError(f"{where}: more than {MAX_ADDED} bytes", image=img.alias,
+                        fix="add large files by URL (`files`, with their sha256) or in a run step")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise LockError(f"{where}: not UTF-8 text", image=img.alias,
+                        fix="add binary files by URL (`files`, with their sha256)") from None
 
 
 def _unset(model: Any, *fields: str) -> set[str]:

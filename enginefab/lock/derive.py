@@ -32,6 +32,7 @@ from enginefab.engines.matrix import Image, Matrix
 from enginefab.engines.model import RunStep
 from enginefab.lock import layering
 from enginefab.lock.declared import (
+    added_files,
     base_ref,
     git_input,
     manual_input,
@@ -86,6 +87,7 @@ def parts_for(img: Image, m: Matrix, pins: IndexPins) -> layering.Parts:
     elif py.source == "url" and not derived:
         parts.python = [url_input(f) for f in py.files] + [run_input(s) for s in py.run]
     _own_parts(img, pins, parts, pins_)
+    parts.added = added_files(img, m.root)
     if derived:  # the parent's users, group and home
         return parts
     if img.os.source == "debs":
@@ -181,7 +183,7 @@ def make_definition(img: Image, m: Matrix, base: Base | None, layers: list[Layer
             framework=s["framework"], framework_version=s["framework_version"], accelerator=s["accelerator"],
             accelerator_version=s["accelerator_version"], cudnn=s["cudnn"], nccl=s["nccl"], min_driver=s["min_driver"],
             python=s["python"], os=s["os"], os_version=s["os_version"], glibc=img.os.glibc, arch=s["arch"],
-            platform=img.oci_platform,
+            platform=img.oci_platform, kind="model" if img.d.kind == "model" else None,
         ),
         base=base,
         parent=parent,
@@ -228,8 +230,9 @@ def image_config(img: Image, parent: Parent | None) -> ImageConfig:
         labels = dict(pc.labels)
         labels.update(_labels(img))
         labels["io.enginefab.parent"] = f"{parent.label}@{parent.manifest}" if parent.alias else parent.label
-        return ImageConfig(user=pc.user, workdir=pc.workdir, env=env, entrypoint=pc.entrypoint, cmd=pc.cmd,
-                           labels=labels)
+        return ImageConfig(user=pc.user, workdir=pc.workdir, env=env, entrypoint=pc.entrypoint,
+                           cmd=img.d.cmd or pc.cmd, labels=labels,
+                           exposed_ports=sorted({*(pc.exposed_ports or []), *img.d.ports}) or None)
     c = img.conventions
     env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": c.home}
     env.update(c.env)
@@ -239,8 +242,8 @@ def image_config(img: Image, parent: Parent | None) -> ImageConfig:
     # the image's Python scripts stay reachable whatever PATH a stack or the image sets
     if img.python.source != "debs" and img.python.scripts not in env["PATH"].split(":"):
         env["PATH"] = f"{img.python.scripts}:{env['PATH']}"
-    return ImageConfig(user=f"{c.uid}:{c.gid}", workdir=c.home, env=env, cmd=[img.python.interpreter],
-                       labels=_labels(img))
+    return ImageConfig(user=f"{c.uid}:{c.gid}", workdir=c.home, env=env, cmd=img.d.cmd or [img.python.interpreter],
+                       labels=_labels(img), exposed_ports=list(img.d.ports) or None)
 
 
 def _runtime_check(engine, version: str) -> RuntimeCheck:

@@ -71,6 +71,8 @@ class Parts:
     run: list[Input] = field(default_factory=list)
     config: list[FileEntry] = field(default_factory=list)
     config_run: list[Input] = field(default_factory=list)
+    #: the image's own files from the project (`add`): the top layer
+    added: list[FileEntry] = field(default_factory=list)
     scheme: dict[str, str] = field(default_factory=dict)
     interpreter: str = ""
     arch: str = ""
@@ -188,6 +190,8 @@ def plan_image(p: Parts, *, budget: int = BUDGET, big: int = BIG, alone: int = A
     if p.config:
         top.append(_layer("files", "config/users", "ModelArts user, group and home",
                           files=sorted(p.config, key=lambda f: f.path)))  # the id must not depend on the order given
+    if p.added:
+        top.append(_layer("files", "add/files", "the image's own files", files=sorted(p.added, key=lambda f: f.path)))
 
     # a base counts with all its blobs: the budget is on the image's OCI layers
     room = budget - len(bottom) - len(top) - (_base_blobs(p.base) - 1 if p.base else 0)
@@ -231,6 +235,9 @@ def parts_of(defn: Definition) -> Parts:
                 p.config = list(layer.files)
             else:
                 p.config_run = list(layer.inputs)
+            continue
+        if prefix == "add":
+            p.added = list(layer.files)
             continue
         if prefix not in _SLOTS:
             raise LockError(f"build/{defn.image.alias}.json: layer {layer.id}: no planner makes a layer {prefix}/",

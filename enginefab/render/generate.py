@@ -11,9 +11,10 @@ from functools import lru_cache
 
 import jinja2
 
-from enginefab.core.definition import Definition, Input
+from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import EnginefabError
 from enginefab.engines.matrix import Matrix
+from enginefab.render.context import ContextFile
 
 RUNNERS = {"x86_64": "ubuntu-latest", "aarch64": "ubuntu-24.04-arm"}
 #: GitLab picks runners by tag: the hosted Linux runners of each arch
@@ -46,14 +47,11 @@ def step_file(i: Input) -> str:
     return f"{i.name}-{(i.sha256 or '')[:12]}.sh"
 
 
-def dockerfile(d: Definition) -> dict[str, str]:
-    """The build context: {"Dockerfile": …, "steps/<name>.sh": …}."""
-    if d.base is None:
-        raise EnginefabError(
-            "this image's root is made of Debian packages, not a base image: Docker cannot build it without one",
-            image=d.image.alias,
-            fix="build it with `enginefab build` (or `nix build`); Dockerfiles are rendered for images with a base",
-        )
+def dockerfile(d: Definition, parent: str | None = None) -> dict[str, ContextFile]:
+    """The build context: {"Dockerfile": …, "steps/<name>.sh": …, "files/<n>/…": …}. A derived
+    image starts FROM its parent by digest: a registry parent at its reference, a matrix parent
+    at `parent` (the repository it was pushed to, e.g. 127.0.0.1:5000/enginefab/pytorch)."""
+    base = _from(d, parent)
     layers = [layer for layer in d.layers if layer.kind != "base"]
     unpinned = [i for layer in layers for i in layer.inputs if i.kind == "deb" and not i.url]
     if unpinned:
@@ -64,12 +62,58 @@ def dockerfile(d: Definition) -> dict[str, str]:
             fix=f"run `enginefab lock {d.image.alias}` on a machine that reaches their repositories (`enginefab show "
             f"{d.image.alias}` lists them) and commit build/{d.image.alias}.json",
         )
-    files = {"Dockerfile": _env().get_template("Dockerfile.j2").render(d=d, layers=layers, step_file=step_file)}
+    trees = {layer.id: files_dir(n) for n, layer in enumerate(layers) if layer.kind == "files"}
+    text = _env().get_template("Dockerfile.j2").render(d=d, base=base, layers=layers, step_file=step_file, trees=trees)
+    files = {"Dockerfile": ContextFile(text)}
     for layer in layers:
         for i in layer.inputs:
             if i.kind == "run":
-                files[f"steps/{step_file(i)}"] = i.script or ""
+                files[f"steps/{step_file(i)}"] = ContextFile(i.script or "")
+        if layer.kind == "files":
+            files.update(layer_tree(layer, trees[layer.id]))
     return files
+
+
+def _from(d: Definition, parent: str | None) -> str:
+    """What the Dockerfile starts FROM: the base image, or the parent, by digest."""
+    if d.parent is not None:
+        ref = parent or d.parent.reference
+        if not ref:
+            raise EnginefabError(
+                f"{d.image.alias} is derived from the matrix image {d.parent.alias}: the Dockerfile starts FROM it in "
+                "a registry, and which one is not in the lock", image=d.image.alias,
+                fix=f"pass --parent REGISTRY/REPOSITORY where {d.parent.alias} was pushed (`enginefab push "
+                f"{d.parent.alias} --to …` prints it), e.g. --parent 127.0.0.1:5000/enginefab/pytorch")
+        return f"{ref.rpartition('@')[0] or ref}@{d.parent.manifest}"
+    if d.base is None:
+        raise EnginefabError(
+            "this image's root is made of Debian packages, not a base image: Docker cannot build it without one",
+            image=d.image.alias,
+            fix="build it with `enginefab build` (or `nix build`); Dockerfiles are rendered for images with a base "
+            "and for images derived from one (`from`)",
+        )
+    return f"{d.base.reference}@{d.base.digest}"
+
+
+def files_dir(n: int) -> str:
+    return f"files/{n}"
+
+
+def layer_tree(layer: Layer, where: str) -> dict[str, ContextFile]:
+    """A `files` layer's entries as a tree under `where` in the context (COPY takes it as it is)."""
+    out: dict[str, ContextFile] = {}
+    for f in layer.files:
+        if (f.uid, f.gid) != (0, 0):
+            raise EnginefabError(f"layer {layer.id}: {f.path} is owned by {f.uid}:{f.gid}; a rendered Dockerfile copies "
+                                 "a files layer as root's", fix="build this image with `enginefab build`")
+        rel = f"{where}/{f.path.strip('/')}"
+        if f.type == "symlink":
+            out[rel] = ContextFile(link=f.target or "")
+        elif f.type == "dir":
+            out[rel] = ContextFile(mode=f.mode, directory=True)
+        else:
+            out[rel] = ContextFile(f.content or "", f.mode)
+    return out
 
 
 def runner_flags(runners: dict[str, str], defaults: dict[str, str]) -> str:

@@ -18,6 +18,7 @@ from enginefab.engines.model.apt import AptRepo
 from enginefab.engines.model.base import DEB_ARCH, OCI_ARCH, TRUST_HELP, AcceleratorKind, Arch, Day, Instant, Strict, Trust
 from enginefab.engines.model.engine import BuildAvail, EngineDef, EngineFile, EngineRelease, ImageDef
 from enginefab.engines.model.inputs import (
+    AddFile,
     GitSource,
     ManualFile,
     ManualPin,
@@ -39,7 +40,7 @@ from enginefab.engines.model.platforms import (
 )
 
 __all__ = [
-    "DEB_ARCH", "OCI_ARCH", "TRUST_HELP", "AcceleratorKind", "AptRepo", "Arch", "BuildAvail", "CompressionSettings",
+    "DEB_ARCH", "OCI_ARCH", "TRUST_HELP", "AcceleratorKind", "AddFile", "AptRepo", "Arch", "BuildAvail", "CompressionSettings",
     "Conventions", "Day", "EngineDef", "EngineFile", "EngineRelease", "GitSource", "ImageDef", "Instant", "ManualFile",
     "ManualPin", "ManualPinsFile", "OSDef", "OciRef", "PlatformsFile", "PypiSettings", "PythonDef", "RunStep",
     "ServiceUser", "StackDef", "Strict", "Trust", "UrlFile", "VendorWheel",

@@ -8,10 +8,10 @@ from typing import Annotated
 from pydantic import Field
 
 from enginefab.core.fields import (
-    Alias, DebName, EnvName, EnvValue, ImageName, Name, Script, Text, Token, Version,
+    Alias, DebName, EnvName, EnvValue, ImageKind, ImageName, Name, PortSpec, Script, Text, Token, Version,
 )
 from enginefab.engines.model.base import AcceleratorKind, Arch, Day, Instant, Strict
-from enginefab.engines.model.inputs import GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
+from enginefab.engines.model.inputs import AddFile, GitSource, ManualFile, OciRef, RunStep, UrlFile, VendorWheel
 
 #: `from`: an alias or name of the matrix, or a registry reference pinned by digest
 ParentKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$", max_length=512)]
@@ -74,6 +74,15 @@ class ImageDef(Strict):
     manual: list[ManualFile] = Field(default_factory=list)
     run: list[RunStep] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    #: ModelArts' two kinds of custom image: for a training job, or for a model served over HTTP
+    #: (checked: port 8080, GET /health, /home/mind/model, a boot command)
+    kind: ImageKind = "training"
+    #: the boot command (the config's Cmd); default: the image's Python
+    cmd: list[Script] | None = None
+    #: ports the image serves on (the config's ExposedPorts): a model image has "8080/tcp"
+    ports: list[PortSpec] = Field(default_factory=list)
+    #: the image's own files from the project (text, under engines/) or links, in one layer on top
+    add: list[AddFile] = Field(default_factory=list)
     #: a base image of its own (e.g. a -devel CUDA image for images that compile)
     base: OciRef | None = None
     demo: bool = False

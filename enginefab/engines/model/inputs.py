@@ -9,8 +9,8 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from enginefab.core.fields import (
-    Digest, EnvName, EnvValue, FileName, GitSha, Name, OciReference, OptionalImagePath, Script, Sha256Hex, Size,
-    Strip, Text, Url, Version,
+    Digest, EnvName, EnvValue, FileName, GitSha, ImagePath, Mode, Name, OciReference, OptionalImagePath, ProjectFile, Script,
+    Sha256Hex, Size, Strip, Text, Url, Version,
 )
 from enginefab.engines.model.base import TRUST_HELP, Strict, Trust
 
@@ -132,6 +132,22 @@ class RunStep(Strict):
     name: Name
     script: Script
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+
+
+class AddFile(Strict):
+    """A file of the project written into the image (its text inline in the lock), or a link."""
+
+    path: ImagePath = Field(description="where it goes in the image (absolute, normalized)")
+    source: ProjectFile | None = Field(default=None, description="a text file under engines/, e.g. "
+                                       "files/demo-model/serve.py")
+    link: Text | None = Field(default=None, description="instead of a source: a symbolic link to this target")
+    mode: Mode = Field(default=0o644, description="permission bits (0o755 for a script run by path)")
+
+    @model_validator(mode="after")
+    def _one(self) -> "AddFile":
+        if (self.source is None) == (self.link is None):
+            raise ValueError(f"{self.path}: give either source (a file under engines/) or link (a link's target)")
+        return self
 
 
 class ManualPin(Strict):
