@@ -366,6 +366,26 @@ def test_the_committed_cuda_presets_say_what_is_unpinned_and_where_it_comes_from
     assert "nvidia/cuda" not in (root / "build" / "tensorflow-cuda10.1.json").read_text()
 
 
+def test_a_debs_origin_is_the_repository_its_url_lies_in_or_those_its_lock_named(root):
+    """What `show` prints after a deb: the apt repository of platforms.toml its URL is under (longest
+    URL first), the URL itself under none; while unpinned, the repositories the lock named."""
+    from enginefab.core.definition import Input, load_definition
+    from enginefab.engines.matrix import load
+    from enginefab.lock.stackdebs import deb_origin
+
+    m = load(root, strict=False)
+    apt = m.platforms.apt
+    debs = [i for i in load_definition(root / "build" / "demo-pytorch-x86_64.json").inputs() if i.kind == "deb"]
+    assert debs and {deb_origin(i, apt)[0] for i in debs} <= {"debian-bullseye", "debian-bookworm"}
+    elsewhere = debs[0].model_copy(update={"url": "https://example.org/pool/x.deb"})
+    assert deb_origin(elsewhere, apt) == ["https://example.org/pool/x.deb"]
+    unpinned = [i for i in load_definition(root / "build" / "tensorflow-cuda10.1.json").inputs()
+                if i.kind == "deb" and not i.url]
+    assert unpinned
+    assert deb_origin(unpinned[0], apt) == ["nvidia-cuda-ubuntu1804", "nvidia-ml-ubuntu1804", "ubuntu-bionic"]
+    assert deb_origin(Input(kind="deb", name="x", version="1", url=None, sha256=None, size=0, where=None), apt) == []
+
+
 def test_a_build_of_unpinned_packages_says_what_to_run_where(tmp_path):
     from enginefab.core.definition import Input
     from enginefab.lock.layering import Parts, plan_image

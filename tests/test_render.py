@@ -129,10 +129,7 @@ def test_pinned_packages_over_a_base_are_added_by_checksum_and_installed_with_dp
 def render_and_lint(d: dict, alias: str, cwd: Path, tmp_path: Path) -> int:
     """Render `alias` (the definition `d`) into tmp_path/alias, check every pin and step is in it, lint it."""
     ctx = tmp_path / alias
-    p = cli("render", "dockerfile", alias, "--out", str(ctx), "--json", check=True, cwd=cwd)
-    listed = json.loads(p.stdout)  # --json: the files written, each there
-    assert "Dockerfile" in listed["files"] and listed["dockerfile"] == str(ctx / "Dockerfile")
-    assert all((ctx / rel).is_file() for rel in listed["files"]), listed
+    cli("render", "dockerfile", alias, "--out", str(ctx), check=True, cwd=cwd)
     out = ctx / "Dockerfile"
     text = out.read_text()
     assert text.splitlines()[0] == "# syntax=docker/dockerfile:1.6"
