@@ -331,6 +331,7 @@ def _unpack_in_child(store_root: str, built: Built, start, results) -> None:
         results.put(("error", f"{type(e).__name__}: {e}"))
 
 
+@pytest.mark.integration  # four processes unpacking 3000 files: not the inner loop's
 def test_concurrent_checks_of_one_image_unpack_it_once_and_all_see_it_whole(tmp_path, monkeypatch):
     """Two `check`s of one image at the same time (two CI jobs, a user and a hook): before, the
     second removed the first's half-unpacked tree as 'interrupted'."""

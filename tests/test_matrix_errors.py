@@ -159,7 +159,9 @@ def test_a_broken_file_leaves_the_other_images_usable(engines_copy):
 def test_lock_check_tells_never_locked_from_stale(engines_copy):
     f = engines_copy / "engines/pytorch.toml"
     text = f.read_text()
-    block = text[text.rindex("[[image]]", 0, text.index('alias = "demo-pytorch-aarch64"')):]  # the last image
+    start = text.rindex("[[image]]", 0, text.index('alias = "demo-pytorch-aarch64"'))
+    end = text.find("[[image]]", start + 1)
+    block = text[start:end if end > 0 else len(text)]  # the aarch64 demo's entry
     f.write_text(text + "\n" + block.replace('alias = "demo-pytorch-aarch64"', 'alias = "new-pytorch-aarch64"')
                  .replace("demo = true", "demo = false")
                  .replace('"pytorch_1.8.0-cpu-py_3.9-debian_11-aarch64"', '"pytorch_1.8-cpu-py_3.9-debian_11-aarch64"'))

@@ -20,7 +20,8 @@ HISTORICAL = [
 
 def test_every_matrix_name_round_trips(matrix, parse):
     for img in matrix.images:
-        assert parse(img.name).format() == img.name
+        if not img.derived:  # a derived image's name is its own (docs/matrix.md), no grammar applies
+            assert parse(img.name).format() == img.name
 
 
 @pytest.mark.parametrize("name", HISTORICAL)
