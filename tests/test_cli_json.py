@@ -7,7 +7,7 @@ import json
 import typer
 
 from enginefab.cli.main import app
-from tests.conftest import enginefab
+from tests.conftest import cli
 
 #: commands whose result is not a report: the demo (a release, with its own output), the CI file
 #: (the file is the result) and what the flake's derivations run (they print what nix reads)
@@ -43,7 +43,7 @@ def test_render_dockerfile_json_names_every_file_it_wrote(engines_copy, tmp_path
             layer["inputs"] = debs
     path.write_text(json.dumps(d))
     ctx = tmp_path / "ctx"
-    p = enginefab("render", "dockerfile", "kungfu-tf1.13", "--out", str(ctx), "--json", check=True, cwd=engines_copy)
+    p = cli("render", "dockerfile", "kungfu-tf1.13", "--out", str(ctx), "--json", check=True, cwd=engines_copy)
     listed = json.loads(p.stdout)
     assert listed["dockerfile"] == str(ctx / "Dockerfile") and "Dockerfile" in listed["files"]
     written = sorted(str(f.relative_to(ctx)) for f in ctx.rglob("*") if f.is_file())
