@@ -178,7 +178,9 @@ def test_lock_check_tells_never_locked_from_stale(engines_copy):
     assert stale.returncode == 1 and any(x.startswith("demo-pytorch-x86_64: stale: engines/ changed since it was locked")
                                          for x in problems)
     assert not any(x.startswith("new-pytorch-aarch64") for x in problems)
-    assert json.loads(stale.stdout)["stale"] == ["demo-pytorch-x86_64"]
+    # the image derived from it is stale with it (issue 19), and says why
+    assert sorted(json.loads(stale.stdout)["stale"]) == ["demo-model-x86_64", "demo-pytorch-x86_64"]
+    assert any(x.startswith("demo-model-x86_64:") and "parent demo-pytorch-x86_64" in x for x in problems), problems
 
 
 def test_a_new_family_needs_only_its_file_for_its_names(engines_copy):
