@@ -1,0 +1,137 @@
+"""Settings are built once at the edge from options and the environment, then passed down: every
+ENGINEFAB_* variable the docs name still works, an option beats its variable, a malformed value
+is a message naming the variable (exit 2), and no module below the CLI reads the environment."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from enginefab.core.archivelimits import DEFAULT as DEFAULT_LIMITS
+from enginefab.core.errors import EnginefabError
+from enginefab.core.ocischema import PACKAGED
+from enginefab.core.reporter import Recording, plain
+from enginefab.core.settings import DEFAULT_BUILDER, VARIABLES, Settings
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "enginefab"
+
+
+def test_defaults_follow_the_cache_and_the_checkout(tmp_path):
+    proj = tmp_path / "proj"
+    (proj / "engines").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text("")
+    (proj / "sub").mkdir()
+    s = Settings.from_env({"HOME": str(tmp_path / "home")}, cwd=proj / "sub")
+    assert s.root == proj.resolve()
+    assert s.cache == tmp_path / "home" / ".cache" / "enginefab"
+    assert s.store == s.cache / "store" and s.downloads == s.cache / "downloads"
+    assert (s.mirrors, s.threads, s.run_timeout, s.quiet) == (None, None, 7200.0, False)
+    assert (s.archive, s.builder_id, s.oci_schemas) == (DEFAULT_LIMITS, DEFAULT_BUILDER, PACKAGED)
+    xdg = Settings.from_env({"XDG_CACHE_HOME": str(tmp_path / "xdg")}, cwd=proj)
+    assert xdg.cache == tmp_path / "xdg" / "enginefab"
+
+
+def test_every_variable_sets_its_field(tmp_path):
+    env = {"ENGINEFAB_ROOT": str(tmp_path / "root"), "ENGINEFAB_CACHE": str(tmp_path / "c"),
+           "ENGINEFAB_STORE": str(tmp_path / "st"), "ENGINEFAB_MIRRORS": str(tmp_path / "m.toml"),
+           "ENGINEFAB_THREADS": "3", "ENGINEFAB_RUN_TIMEOUT": "90.5", "ENGINEFAB_ARCHIVE_MAX_BYTES": "1000",
+           "ENGINEFAB_ARCHIVE_MAX_ENTRIES": "20", "ENGINEFAB_ARCHIVE_MAX_RATIO": "7", "ENGINEFAB_QUIET": "1",
+           "ENGINEFAB_BUILDER_ID": "https://ci.example/job/1", "ENGINEFAB_OCI_SCHEMAS": str(tmp_path / "schemas"),
+           "ENGINEFAB_REGISTRY_USER": "u"}
+    s = Settings.from_env(env)
+    assert s.root == (tmp_path / "root").resolve() and s.cache == tmp_path / "c" and s.store == tmp_path / "st"
+    assert s.mirrors == tmp_path / "m.toml" and s.threads == 3 and s.run_timeout == 90.5 and s.quiet
+    assert (s.archive.max_bytes, s.archive.max_entries, s.archive.max_ratio) == (1000, 20, 7)
+    assert s.builder_id == "https://ci.example/job/1" and s.oci_schemas == tmp_path / "schemas"
+    assert s.environ["ENGINEFAB_REGISTRY_USER"] == "u"  # credentials are read from here, below the edge
+    with pytest.raises(TypeError):
+        s.environ["X"] = "y"  # type: ignore[index]
+
+
+def test_an_option_beats_its_variable_and_empty_means_unset(tmp_path):
+    env = {"ENGINEFAB_CACHE": str(tmp_path / "c"), "ENGINEFAB_STORE": "", "ENGINEFAB_ARCHIVE_MAX_RATIO": "7",
+           "ENGINEFAB_THREADS": " "}
+    s = Settings.from_env(env, store=str(tmp_path / "flag"), archive_max_ratio=9, quiet=True, root=tmp_path)
+    assert s.store == tmp_path / "flag" and isinstance(s.store, Path)
+    assert s.archive.max_ratio == 9 and s.quiet and s.root == tmp_path.resolve() and s.threads is None
+    assert Settings.from_env(env, store=None).store == tmp_path / "c" / "store"  # None: the option was not given
+    assert Settings.from_env(env, cache=tmp_path / "other").store == tmp_path / "other" / "store"
+    with pytest.raises(TypeError, match="no field colour"):
+        Settings.from_env(env, colour="red")
+
+
+@pytest.mark.parametrize(("var", "value", "says"), [
+    ("ENGINEFAB_THREADS", "lots", "ENGINEFAB_THREADS='lots' is not a whole number"),
+    ("ENGINEFAB_RUN_TIMEOUT", "2h", "ENGINEFAB_RUN_TIMEOUT='2h' is not a positive number of seconds"),
+    ("ENGINEFAB_RUN_TIMEOUT", "-5", "is not a positive number of seconds"),
+    ("ENGINEFAB_ARCHIVE_MAX_RATIO", "lots", "ENGINEFAB_ARCHIVE_MAX_RATIO='lots' is not a whole number"),
+    ("ENGINEFAB_ARCHIVE_MAX_BYTES", "0", "an archive limit must be positive (got 0 for ENGINEFAB_ARCHIVE_MAX_BYTES)"),
+])
+def test_a_malformed_variable_is_named_with_its_fix(var, value, says):
+    with pytest.raises(EnginefabError) as ei:
+        Settings.from_env({var: value})
+    assert says in ei.value.message and ei.value.fix
+
+
+def test_the_docs_table_lists_every_variable():
+    text = (ROOT / "docs" / "usage.md").read_text()
+    for var, *_ in VARIABLES:
+        for name in var.split(", "):
+            assert f"`{name}`" in text, f"docs/usage.md's settings table lacks {name}"
+
+
+def test_a_recording_reporter_keeps_what_was_said():
+    r = Recording()
+    r.info("[bold]build[/] demo")
+    r.warn("[yellow]x[/] y")
+    with r.progress("wheel", 10) as bar:
+        bar.advance(4)
+        bar.advance(6)
+    assert (r.lines, r.warnings, r.progressed) == (["build demo"], ["x y"], {"wheel": 10})
+    assert plain("[red]✗[/] a[0] [bold]b[/bold]") == "✗ a[0] b"  # markup tags go, brackets of text stay
+
+
+# -- nothing below the CLI reads the environment --------------------------------------------------
+
+#: modules that build a child process's environment from ours (what a subprocess inherits: PATH,
+#: proxies, a CA bundle), never a setting of enginefab
+CHILD_ENV_BUILDERS = {
+    "enginefab/lock/pypi.py": "uv's environment (proxies, certificates) plus UV_* for a hermetic resolve",
+    "enginefab/check/podman.py": "podman's environment (XDG_RUNTIME_DIR, PATH) plus its own config",
+    "enginefab/check/cst.py": "container-structure-test's environment plus a private TMPDIR",
+    "enginefab/check/accelerator.py": "RANK_TABLE_FILE handed on to an Ascend collective probe",
+    "enginefab/transport/git.py": "git's PATH (the rest of git's environment is fixed)",
+}
+
+
+def environ_reads(path: Path, root: Path = ROOT) -> list[str]:
+    """`file:line` for every read of the environment: os.environ, os.getenv, os.environb."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv", "putenv", "unsetenv") \
+                and isinstance(node.value, ast.Name) and node.value.id == "os":
+            out.append(f"{path.relative_to(root)}:{node.lineno} os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" \
+                and any(a.name in ("environ", "environb", "getenv") for a in node.names):
+            out.append(f"{path.relative_to(root)}:{node.lineno} from os import …")
+    return out
+
+
+def test_no_module_below_the_cli_reads_the_environment():
+    found = [hit for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).parts[0] != "cli"
+             and str(p.relative_to(ROOT)) not in CHILD_ENV_BUILDERS for hit in environ_reads(p)]
+    assert found == [], "read it in core.settings.Settings.from_env and pass the value down:\n" + "\n".join(found)
+    assert all((ROOT / p).is_file() and environ_reads(ROOT / p) for p in CHILD_ENV_BUILDERS), \
+        "an allow-listed module no longer reads the environment: drop it from CHILD_ENV_BUILDERS"
+
+
+def test_the_environment_scan_finds_every_form(tmp_path):
+    (tmp_path / "enginefab").mkdir()
+    mod = tmp_path / "enginefab" / "m.py"
+    mod.write_text("import os\nfrom os import getenv\nA = os.environ.get('X')\nB = os.getenv('Y')\n"
+                   "os.environ['Z'] = '1'\nC = {'environ': 1}\n")
+    assert environ_reads(mod, tmp_path) == ["enginefab/m.py:2 from os import …", "enginefab/m.py:3 os.environ",
+                                            "enginefab/m.py:4 os.getenv", "enginefab/m.py:5 os.environ"]
