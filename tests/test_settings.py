@@ -99,7 +99,6 @@ def test_a_recording_reporter_keeps_what_was_said():
 #: modules that build a child process's environment from ours (what a subprocess inherits: PATH,
 #: proxies, a CA bundle), never a setting of enginefab
 CHILD_ENV_BUILDERS = {
-    "enginefab/lock/pypi.py": "uv's environment (proxies, certificates) plus UV_* for a hermetic resolve",
     "enginefab/check/podman.py": "podman's environment (XDG_RUNTIME_DIR, PATH) plus its own config",
     "enginefab/check/cst.py": "container-structure-test's environment plus a private TMPDIR",
     "enginefab/check/accelerator.py": "RANK_TABLE_FILE handed on to an Ascend collective probe",
@@ -109,15 +108,15 @@ CHILD_ENV_BUILDERS = {
 
 def environ_reads(path: Path, root: Path = ROOT) -> list[str]:
     """`file:line` for every read of the environment: os.environ, os.getenv, os.environb."""
-    out = []
+    out: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv", "putenv", "unsetenv") \
                 and isinstance(node.value, ast.Name) and node.value.id == "os":
-            out.append(f"{path.relative_to(root)}:{node.lineno} os.{node.attr}")
+            out.append((node.lineno, f"os.{node.attr}"))
         elif isinstance(node, ast.ImportFrom) and node.module == "os" \
                 and any(a.name in ("environ", "environb", "getenv") for a in node.names):
-            out.append(f"{path.relative_to(root)}:{node.lineno} from os import …")
-    return out
+            out.append((node.lineno, "from os import …"))
+    return [f"{path.relative_to(root)}:{line} {what}" for line, what in sorted(out)]
 
 
 def test_no_module_below_the_cli_reads_the_environment():

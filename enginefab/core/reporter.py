@@ -35,6 +35,8 @@ class Reporter(Protocol):
 
     def info(self, msg: str, *, soft_wrap: bool = False) -> None: ...
     def warn(self, msg: str) -> None: ...
+    #: said even when quiet (why a run stopped)
+    def error(self, msg: str) -> None: ...
     def debug(self, msg: str) -> None: ...
     def progress(self, description: str, total: int | None) -> ContextManager[Bytes]: ...
 
@@ -65,6 +67,7 @@ class Recording:
     quiet: bool = False
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     debugs: list[str] = field(default_factory=list)
     progressed: dict[str, int] = field(default_factory=dict)
 
@@ -73,6 +76,9 @@ class Recording:
 
     def warn(self, msg: str) -> None:
         self.warnings.append(plain(msg))
+
+    def error(self, msg: str) -> None:
+        self.errors.append(plain(msg))
 
     def debug(self, msg: str) -> None:
         self.debugs.append(plain(msg))
@@ -101,6 +107,9 @@ class Silent:
         pass
 
     def warn(self, msg: str) -> None:
+        pass
+
+    def error(self, msg: str) -> None:
         pass
 
     def debug(self, msg: str) -> None:

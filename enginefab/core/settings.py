@@ -31,7 +31,7 @@ RUN_TIMEOUT = 7200.0
 #: (variable, option, default, what it sets) — every environment variable enginefab reads
 VARIABLES: tuple[tuple[str, str, str, str], ...] = (
     ("ENGINEFAB_ROOT", "--root (nix flake-check)", "the nearest parent of the working directory holding "
-     "engines/ and pyproject.toml", "the matrix checkout (engines/, build/, registry/)"),
+     "engines/ (and pyproject.toml or engines/platforms.toml)", "the matrix checkout (engines/, build/, registry/)"),
     ("ENGINEFAB_CACHE", "", "$XDG_CACHE_HOME/enginefab, else ~/.cache/enginefab",
      "the download cache (downloads/), the default store, logs, local registries"),
     ("ENGINEFAB_STORE", "--store", "$ENGINEFAB_CACHE/store", "the content-addressed store"),
@@ -81,6 +81,11 @@ class Settings:
         return self.cache / "downloads"
 
     @property
+    def blob_homes(self) -> Path:
+        """Which repository of a registry holds a blob (push mounts it from there next time)."""
+        return self.cache / "blob-homes"
+
+    @property
     def debug_log(self) -> Path:
         return self.cache / "logs" / "debug.log"
 
@@ -116,12 +121,13 @@ class Settings:
 
 
 def find_root(start: Path) -> Path:
-    """The checkout holding engines/ and build/: the nearest parent of `start` with engines/ and
-    pyproject.toml, else the checkout this package was installed from (editable installs)."""
+    """The checkout holding engines/ and build/: the nearest parent of `start` with engines/ (and
+    a pyproject.toml or engines/platforms.toml), else the checkout this package was installed
+    from (editable installs)."""
     here = start.resolve()
     for p in (here, *here.parents):
-        if (p / "engines").is_dir() and (p / "pyproject.toml").is_file():
-            return p
+        if (p / "engines").is_dir() and ((p / "pyproject.toml").is_file() or (p / "engines" / "platforms.toml").is_file()):
+            return p  # this checkout, or a project of its own (`enginefab init`)
     pkg = Path(__file__).resolve().parents[2]
     if (pkg / "engines").is_dir():
         return pkg

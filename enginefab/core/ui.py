@@ -52,6 +52,9 @@ class RichReporter:
     def warn(self, msg: str) -> None:
         self.info(f"[yellow]note:[/] {msg}")
 
+    def error(self, msg: str) -> None:
+        self.console.print(msg, soft_wrap=True)
+
     def debug(self, msg: str) -> None:
         log_debug(msg)
 
