@@ -29,14 +29,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def _torch_wheel() -> tuple[Path, object, object]:
-    from enginefab.assemble.builder import default_fetcher
+    from enginefab.assemble.builder import fetch_input
     from enginefab.core.definition import load_definition
-    from enginefab.core.paths import project_root
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
 
-    defn = load_definition(project_root() / "build" / f"{ALIAS}.json")
+    settings = Settings.from_env(os.environ)
+    defn = load_definition(settings.root / "build" / f"{ALIAS}.json")
     layer = next(la for la in defn.layers if la.id.startswith("wheel/torch"))
     inp = layer.inputs[0]
-    return default_fetcher(inp, ALIAS), inp, layer
+    return fetch_input(inp, ALIAS, Session.of(settings)), inp, layer
 
 
 def stage_tree(work: Path) -> tuple[Path, float]:

@@ -97,11 +97,10 @@ class Recording:
         yield _Count()
 
 
-@dataclass
 class Silent:
     """Says nothing (a library caller that wants no output)."""
 
-    quiet: bool = True
+    quiet = True
 
     def info(self, msg: str, *, soft_wrap: bool = False) -> None:
         pass
