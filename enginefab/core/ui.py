@@ -75,27 +75,3 @@ class RichReporter:
         ) as p:
             yield _Task(p, p.add_task(description, total=total))
 
-
-# -- transitional: the module-level reporter the CLI still uses until it passes its own ----------
-_default = RichReporter()
-err = _default.console
-
-
-def set_quiet(q: bool) -> None:
-    _default.quiet = q
-
-
-def quiet() -> bool:
-    return _default.quiet
-
-
-def info(msg: str) -> None:
-    _default.info(msg)
-
-
-def bytes_progress(description: str, total: int | None):
-    return _default.progress(description, total)
-
-
-def reporter() -> RichReporter:
-    return _default
