@@ -134,3 +134,51 @@ def test_the_environment_scan_finds_every_form(tmp_path):
                    "os.environ['Z'] = '1'\nC = {'environ': 1}\n")
     assert environ_reads(mod, tmp_path) == ["enginefab/m.py:2 from os import …", "enginefab/m.py:3 os.environ",
                                             "enginefab/m.py:4 os.getenv", "enginefab/m.py:5 os.environ"]
+
+
+# -- what the edge passes down reaches the stage ---------------------------------------------------
+
+
+def test_the_creation_order_is_a_builder_parameter_and_never_reaches_the_layer(tmp_path):
+    """The determinism tests' reverse order (once an environment knob): the stager creates the
+    inputs in the other order, and the layer's digest is the same."""
+    from enginefab.assemble.builder import Builder
+    from enginefab.assemble.staging import in_reverse
+    from enginefab.assemble.store import Store
+    from enginefab.core.definition import Input, Layer
+    from tests.conftest import demo_definition
+
+    src = tmp_path / "src"
+    src.mkdir()
+    inputs = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (src / name).write_text(f"{name}\n")
+        inputs.append(Input(kind="url", name=name, version="1", url=(src / name).as_uri(), sha256="0" * 64, size=3,
+                            filename=name, dest=f"/opt/{name}", unpack=False))
+    layer = Layer(id="archives/three", kind="archives", inputs=inputs)
+    defn = demo_definition().model_copy(update={"layers": [layer]})
+    digests, orders = [], []
+    for n, order in enumerate((None, in_reverse)):
+        fetched: list[str] = []
+
+        def fetch(inp, image, fetched=fetched):
+            fetched.append(inp.name)
+            return src / inp.name
+
+        kw = {"creation_order": order} if order else {}
+        entry = Builder(Store(tmp_path / f"store{n}"), fetch, **kw).pack_layer(defn, layer, f"k{n}", [])
+        digests.append(entry["digest"])
+        orders.append(fetched)
+    assert orders == [["a.txt", "b.txt", "c.txt"], ["c.txt", "b.txt", "a.txt"]]
+    assert digests[0] == digests[1]
+
+
+def test_a_malformed_variable_stops_the_command_with_its_fix():
+    from tests.conftest import enginefab
+
+    p = enginefab("build", "--demo", "--out", "/nonexistent/never", env={"ENGINEFAB_RUN_TIMEOUT": "2h"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "ENGINEFAB_RUN_TIMEOUT='2h' is not a positive number of seconds" in p.stderr
+    assert "set ENGINEFAB_RUN_TIMEOUT to seconds" in p.stderr
+    p = enginefab("build", "--demo", "--out", "/nonexistent/never", "--creation-order", "sideways")
+    assert p.returncode == 2 and "given or reverse" in p.stderr
