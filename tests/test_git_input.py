@@ -283,8 +283,8 @@ import os, signal
 from pathlib import Path
 from enginefab.transport import git
 real = git.fetch_commit
-def fetch_then_die(pin, repo):
-    real(pin, repo)  # the objects are on disk: now the process is killed, as by the OOM killer
+def fetch_then_die(pin, repo, mirrors):
+    real(pin, repo, mirrors)  # the objects are on disk: now the process is killed, as by the OOM killer
     os.kill(os.getpid(), signal.SIGKILL)
 git.fetch_commit = fetch_then_die
 git.archive(git.GitPin(url={f"file://{path}"!r}, commit={commit!r}, tree={tree!r}, prefix="p", label="x"),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enginefab.assemble.builder import fetch_input
+from enginefab.assemble.fetching import fetch_input
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.store import Store
 from enginefab.assemble.wheels import stage_wheel

@@ -42,10 +42,18 @@ def settings(**overrides):
     return _made["settings"]
 
 
+def console():
+    """The command line's one stderr console: messages, verdicts, errors (rich imported only now)."""
+    if "console" not in _made:
+        from rich.console import Console
+
+        _made["console"] = Console(stderr=True, highlight=False)
+    return _made["console"]
+
+
 def reporter():
     """The rich reporter on the command line's console, quiet under --json or ENGINEFAB_QUIET=1."""
     if "reporter" not in _made:
-        from enginefab.cli.present import console
         from enginefab.core.ui import RichReporter
 
         _made["reporter"] = RichReporter(quiet=_quiet or settings().quiet, console=console())

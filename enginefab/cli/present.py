@@ -30,17 +30,11 @@ def terminal_width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
-_console = None
-
-
 def console():
     """The command line's one stderr console (the rich reporter writes to it too)."""
-    global _console
-    if _console is None:
-        from rich.console import Console
+    from enginefab.cli import args
 
-        _console = Console(stderr=True, highlight=False)
-    return _console
+    return args.console()
 
 
 def err(text: str) -> None:
