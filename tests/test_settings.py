@@ -182,3 +182,25 @@ def test_a_malformed_variable_stops_the_command_with_its_fix():
     assert "set ENGINEFAB_RUN_TIMEOUT to seconds" in p.stderr
     p = enginefab("build", "--demo", "--out", "/nonexistent/never", "--creation-order", "sideways")
     assert p.returncode == 2 and "given or reverse" in p.stderr
+
+
+def test_what_a_run_learns_belongs_to_its_session_not_the_process(tmp_path):
+    """Which hosts answer and the index pages read were process-wide caches: now two sessions
+    (two stores, a test's and the user's) never see each other's."""
+    import socket
+
+    from enginefab.transport.session import Session
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/simple/"
+    first = Session(downloads=tmp_path / "a")
+    assert first.unreachable_host(url) is None
+    listener.close()
+    assert first.unreachable_host(url) is None  # asked once per session
+    assert "127.0.0.1 is unreachable from here" in (Session(downloads=tmp_path / "b").unreachable_host(url) or "")
+    made = []
+    assert first.remember(("pypi", "x"), lambda: made.append(1) or ["page"]) == ["page"]
+    assert first.remember(("pypi", "x"), lambda: made.append(2) or ["other"]) == ["page"] and made == [1]
+    assert Session(downloads=tmp_path / "c").remember(("pypi", "x"), lambda: ["fresh"]) == ["fresh"]

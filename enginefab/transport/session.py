@@ -62,8 +62,7 @@ class Session:
                 return self._memo[key]  # type: ignore[return-value]
         value = make()
         with self._lock:
-            self._memo.setdefault(key, value)
-        return value
+            return self._memo.setdefault(key, value)  # type: ignore[return-value]
 
     def unreachable_host(self, url: str, *, timeout: float = 10) -> str | None:
         """Why the host of `url` (after mirrors) cannot be reached (DNS, connect), asked once per
