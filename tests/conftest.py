@@ -251,7 +251,8 @@ def verified_entries(inrelease: bytes, repo_id: str = "debian-bullseye") -> dict
     from enginefab.lock import aptindex, aptsig
 
     repo = load(ROOT).platforms.apt[repo_id]
-    text = aptsig.verify_signed(repo, aptindex.keyring_bytes(repo, ROOT), inrelease, what=f"{repo.label} InRelease")
+    text = aptsig.verify_signed(repo, aptindex.keyring_bytes(repo, ROOT, session_for()), inrelease,
+                                what=f"{repo.label} InRelease")
     return aptindex.release_entries(text)
 
 
