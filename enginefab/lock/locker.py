@@ -11,6 +11,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
 from rich.markup import escape
 
 from enginefab.core.definition import Base, Compression, Definition, Input, Parent, parse_definition
