@@ -68,7 +68,7 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
             out += runtime.check(defn, root, suite=suite, logs=store.root / "logs")
             out += structure.command_tests(root, defn, suite)
             if defn.image.kind == "model":
-                ui.info("  serving the model as ModelArts would (uid 1000, port 8080, GET /health)")
+                reporter.info("  serving the model as ModelArts would (uid 1000, port 8080, GET /health)")
                 out += serving.check(defn, root)
             if cross_check:
                 reporter.info("  cross-checking the engine probe with podman (runc)")
