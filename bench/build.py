@@ -40,6 +40,8 @@ def run(work: Path) -> dict:
     from enginefab.assemble.gc import project_definitions
     from enginefab.assemble.planreport import plan
     from enginefab.assemble.store import Store
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
 
     store_dir = work / "store"
     matrix_store = Path(os.environ.get("ENGINEFAB_BENCH_STORE") or store_dir)
@@ -56,7 +58,7 @@ def run(work: Path) -> dict:
     defns = [d for d in project_definitions(ROOT) if d.image.alias in res["cold_build"]["images"]]
 
     def in_process() -> float:
-        b = Builder(store)
+        b = Builder(store, session=Session.of(Settings.from_env(os.environ, root=ROOT)))
         t0 = time.monotonic()
         digests = {d.image.alias: b.image(d).digest for d in defns}
         took = time.monotonic() - t0

@@ -151,7 +151,7 @@ def _stopped_mid_push(work: Path) -> dict:
         try:
             if side == "ours":
                 try:
-                    push_blobs(RegistryClient(reg.host, plain_http=True), "t/x", blobs, PushStats(), BlobHome(None))
+                    push_blobs(RegistryClient(reg.host, plain_http=True, env=os.environ), "t/x", blobs, PushStats(), BlobHome(None))
                 except EnginefabError as e:
                     err = e.message
                 ended = time.monotonic()

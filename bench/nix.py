@@ -96,15 +96,17 @@ def _refs(index: Path) -> dict[str, str]:
 
 def run(work: Path) -> dict:
     from enginefab.core.definition import load_definition
-    from enginefab.core.paths import downloads_dir
+    from enginefab.core.settings import Settings
     from enginefab.transport import download
+    from enginefab.transport.session import Session
 
     defns = {p.stem: load_definition(p) for p in sorted((ROOT / "build").glob("*.json"))}
     demos = sorted(a for a in defns if a.startswith("demo-"))
     alias = next(a for a in demos if "x86_64" in a)
     repinned, pin = repin(defns, alias)
-    download.fetch(download.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref))
-    mirror = downloads_dir()
+    session = Session.of(Settings.from_env(os.environ, root=ROOT))
+    download.fetch(download.Want(url=pin.url or "", sha256=pin.sha256, size=pin.size or None, label=pin.ref), session)
+    mirror = session.downloads
     for d in demos:  # the same warm page cache for both
         for i in defns[d].inputs():
             if i.sha256 and (mirror / "sha256" / i.sha256).exists():

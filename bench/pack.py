@@ -29,14 +29,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def _torch_wheel() -> tuple[Path, object, object]:
-    from enginefab.assemble.builder import default_fetcher
+    from enginefab.assemble.builder import fetch_input
     from enginefab.core.definition import load_definition
-    from enginefab.core.paths import project_root
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
 
-    defn = load_definition(project_root() / "build" / f"{ALIAS}.json")
+    settings = Settings.from_env(os.environ)
+    defn = load_definition(settings.root / "build" / f"{ALIAS}.json")
     layer = next(la for la in defn.layers if la.id.startswith("wheel/torch"))
     inp = layer.inputs[0]
-    return default_fetcher(inp, ALIAS), inp, layer
+    return fetch_input(inp, ALIAS, Session.of(settings)), inp, layer
 
 
 def stage_tree(work: Path) -> tuple[Path, float]:
@@ -111,12 +113,13 @@ def free_cores() -> float:
 
 def run(work: Path) -> dict:
     from enginefab.assemble import compress
+    from enginefab.core.settings import Settings
 
     tree, staging_s = stage_tree(work)
     files = list(tree.rglob("*"))
     tar_bytes = sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
     res: dict = {"tree": {"entries": len(files), "file_bytes": tar_bytes, "staging_seconds": round(staging_s, 2)},
-                 "threads": compress._threads(), "cpus": os.cpu_count(), "free_cores_before": free_cores()}
+                 "threads": Settings.from_env(os.environ).threads or compress.cpus(), "cpus": os.cpu_count(), "free_cores_before": free_cores()}
     out = work / "out"
     rounds = int(os.environ.get("ENGINEFAB_BENCH_ROUNDS", "2"))
     for algo, peer_cmd in (("gzip", "pigz -6"), ("zstd", "zstd -q -3 -T0")):
@@ -151,13 +154,14 @@ def _pack_main(tree: str, algorithm: str, out: str) -> None:
     from enginefab.assemble import compress
     from enginefab.assemble.staging import Staging
     from enginefab.assemble.tarball import pack
+    from enginefab.core.settings import Settings
 
     # the builder verifies the contract once per machine (a marker in the store): no probe here
     contract = compress.Compression(algorithm=algorithm, level=6 if algorithm == "gzip" else 3,  # type: ignore[arg-type]
                                     implementation="", version="", fingerprint="",
                                     block_size=compress.GZIP_BLOCK if algorithm == "gzip" else 0)
     with open(out, "wb") as f:
-        packed = pack(Staging(Path(tree)), contract, 1, f)
+        packed = pack(Staging(Path(tree)), contract, 1, f, threads=Settings.from_env(os.environ).threads)
     hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({"size": packed.size, "tar_size": packed.tar_size, "digest": packed.digest,
                       "vm_hwm_mb": round(hwm / 1024, 1)}))

@@ -36,12 +36,12 @@ def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
 
 def run(work: Path) -> dict:
     from enginefab.engines.matrix import load
-    from enginefab.core.paths import default_store
+    from enginefab.core.settings import Settings
     from enginefab.publish.server import Registry, free_port
 
     m = load(ROOT)
     aliases = [i.alias for i in m.demos]
-    store = default_store()
+    store = Settings.from_env(os.environ, root=ROOT).store
     layout = work / "layout"
     enginefab = [sys.executable, "-m", "enginefab"]
     p = subprocess.run([*enginefab, "build", *aliases, "--store", str(store), "--out", str(layout), "--json"],

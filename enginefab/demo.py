@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 from enginefab.assemble.store import Store
-from enginefab.core import ui
-from enginefab.core.paths import cache_root, default_store, project_root
+from enginefab.core.settings import Settings
 from enginefab.engines.matrix import Image, Matrix, load
 from enginefab.publish import registries
 from enginefab.release.pipeline import Options, release
+from enginefab.transport.session import Session
 
 
 def _cli() -> str:
@@ -42,19 +42,19 @@ def demo_images(m: Matrix) -> list[Image]:
     return demos + [i for i in m.images if i not in demos and i.parent_alias in names]
 
 
-def run_demo(*, port: int, out: Path, store: Path | None) -> int:
+def run_demo(settings: Settings, session: Session, *, port: int, out: Path) -> int:
     t0 = time.monotonic()
-    m = load(project_root())
-    reg, _ = registries.start(cache_root() / "registry", port)  # kept running for the user
-    ui.info(f"local registry: {reg.host} (Debian's docker-registry, left running; "
-            f"stop: {_cli()} registry stop --port {reg.port})")
+    m = load(settings.root)
+    reg, _ = registries.start(settings.cache / "registry", port)  # kept running for the user
+    session.reporter.info(f"local registry: {reg.host} (Debian's docker-registry, left running; "
+                          f"stop: {_cli()} registry stop --port {reg.port})")
     notes = out.parent / "release"
-    rel = release(m, demo_images(m), Store(store or default_store()), out, f"{reg.host}/enginefab",
+    rel = release(m, demo_images(m), Store(settings.store), out, f"{reg.host}/enginefab", settings, session,
                   Options(plain_http=True, notes_dir=notes))
     if not rel.ok:
-        ui.err.print(f"[red]stopped at {rel.stage}:[/]")
+        session.reporter.error(f"[red]stopped at {rel.stage}:[/]")
         for p in rel.problems:
-            ui.err.print(f"  [red]✗[/] {p}", soft_wrap=True)
+            session.reporter.error(f"  [red]✗[/] {p}")
         return 1
     print()
     cli = _cli()

@@ -50,8 +50,8 @@ def cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path = RO
     import typer
     from click.testing import CliRunner
 
+    from enginefab.cli import args as cli_args
     from enginefab.cli.main import app
-    from enginefab.core import ui
 
     if not _APP:
         _APP.append(typer.main.get_command(app))
@@ -62,7 +62,7 @@ def cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path = RO
             r = CliRunner().invoke(_APP[0], list(args), prog_name="enginefab", env={"ENGINEFAB_QUIET": "1", **(env or {})})
     finally:
         os.chdir(before)
-        ui.set_quiet(False)  # as a new process starts
+        cli_args.begin()  # as a new process starts
     stderr = r.stderr
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         stderr += "".join(traceback.format_exception(r.exception))
@@ -70,6 +70,21 @@ def cli(*args: str, env: dict | None = None, check: bool = False, cwd: Path = RO
     if check and p.returncode != 0:
         raise AssertionError(f"enginefab {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def session_for(root: Path = ROOT, *, downloads: Path | None = None, mirrors: Path | None = None, reporter=None):
+    """A fetching session as the CLI makes one (tests stand at the edge): the shared download
+    cache (or `downloads`), the mirrors of `root` (or the file `mirrors`), the environment's
+    credentials; silent unless given a reporter."""
+    from enginefab.core.reporter import SILENT
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
+
+    settings = Settings.from_env(os.environ, root=root, mirrors=mirrors)
+    s = Session.of(settings, reporter or SILENT)
+    if downloads is not None:
+        s.downloads = downloads
+    return s
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +251,8 @@ def verified_entries(inrelease: bytes, repo_id: str = "debian-bullseye") -> dict
     from enginefab.lock import aptindex, aptsig
 
     repo = load(ROOT).platforms.apt[repo_id]
-    text = aptsig.verify_signed(repo, aptindex.keyring_bytes(repo, ROOT), inrelease, what=f"{repo.label} InRelease")
+    text = aptsig.verify_signed(repo, aptindex.keyring_bytes(repo, ROOT, session_for()), inrelease,
+                                what=f"{repo.label} InRelease")
     return aptindex.release_entries(text)
 
 
@@ -244,7 +260,7 @@ def pypi_file(project: str, filename: str) -> dict:
     """A real file of the PyPI index (url, sha256, size), read from its simple JSON API."""
     from enginefab.transport import download
 
-    idx = download.get_json(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    idx = download.get_json(f"https://pypi.org/simple/{project}/", session_for(), headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     f = next(f for f in idx["files"] if f["filename"] == filename)
     return {"url": f["url"], "sha256": f["hashes"]["sha256"], "size": f["size"], "filename": filename}
 

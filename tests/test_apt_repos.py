@@ -24,9 +24,10 @@ from debian import debfile
 
 from enginefab.assemble.debs import STATUS_D
 from enginefab.core.errors import LockError
+from enginefab.core.reporter import Recording
 from enginefab.engines.model import AptRepo
 from enginefab.lock import aptindex, deb
-from tests.conftest import HttpMirror, cli, definition_file, demo_definition, enginefab
+from tests.conftest import HttpMirror, cli, definition_file, demo_definition, enginefab, session_for
 
 #: the .debs come from the Debian archive (or the download cache); the repositories are served here
 served_repo = [pytest.mark.network, pytest.mark.integration]
@@ -84,7 +85,7 @@ def real_debs():
     out = {}
     for name in PACKAGES:
         i = inputs[name]
-        path = download.fetch(download.Want(url=i.url, sha256=i.sha256, size=i.size, label=i.ref))
+        path = download.fetch(download.Want(url=i.url, sha256=i.sha256, size=i.size, label=i.ref), session_for())
         control = debfile.DebFile(str(path)).debcontrol()
         out[name] = (control, path.read_bytes(), i.filename)
     return out
@@ -142,7 +143,8 @@ def repo_of(url: str, keys: Keys, tmp_path: Path, *, flat: bool, frozen: bool = 
 
 
 def resolve(repo: AptRepo, tmp_path: Path):
-    return deb.resolve([repo], "aarch64", ROOTS, {"libc6"}, image="apt-test", root=tmp_path)
+    return deb.resolve([repo], "aarch64", ROOTS, {"libc6"}, image="apt-test", root=tmp_path,
+                       session=session_for())
 
 
 @pytest.mark.parametrize("flat,detached", [(True, False), (False, False), (False, True)],
@@ -310,11 +312,10 @@ def test_a_stack_over_a_base_is_pinned_from_its_repositories_and_checked_against
 
     # what the registry would say: the base is resolved and has libc6 installed
     monkeypatch.setattr(stackdebs, "why_pending", lambda *a: None)
-    monkeypatch.setattr(stackdebs, "installed_in_base", lambda base, image: {"libc6"})
-    stackdebs._installed.clear()
+    monkeypatch.setattr(stackdebs, "installed_in_base", lambda base, image, session: {"libc6"})
     sha = hashlib.sha256(real_debs["libkeyutils1"][1]).hexdigest()
     m, img, flat = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": sha})
-    inputs = locker.stack_inputs(img, m, [], set(), {}, lambda s: None)
+    inputs = locker.stack_inputs(img, m, [], set(), {}, session_for())
     debs = [i for i in inputs if i.kind == "deb"]
     assert [(i.name, i.url.rsplit("/", 1)[0]) for i in debs] == [("libkeyutils1", flat.url), ("media-types", flat.url)]
     assert next(i for i in debs if i.name == "libkeyutils1").sha256 == sha
@@ -327,10 +328,9 @@ def test_a_stack_over_a_base_is_pinned_from_its_repositories_and_checked_against
     assert plan_image(parts_of(defn)) == layers
 
     # a published sha256 the index contradicts: refused, naming the package and the source
-    stackdebs._installed.clear()
     m, img, _ = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": "0" * 64})
     with pytest.raises(LockError) as e:
-        locker.stack_inputs(img, m, [], set(), {}, lambda s: None)
+        locker.stack_inputs(img, m, [], set(), {}, session_for())
     assert f"gives sha256 {sha}, but {'0' * 64} was published" in e.value.message
 
 
@@ -340,14 +340,14 @@ def test_unreachable_repositories_leave_the_stack_recorded_but_unpinned(served, 
     from enginefab.lock import locker
 
     m, img, flat = stack_case(served, keys, real_debs, tmp_path, {"libkeyutils1=1.6.1-2": "a" * 64})
-    said = []
-    inputs = locker.stack_inputs(img, m, [], set(), {}, said.append)  # no base layers: nothing is fetched
+    said = Recording()
+    inputs = locker.stack_inputs(img, m, [], set(), {}, session_for(reporter=said))  # no base layers: nothing is fetched
     debs = [i for i in inputs if i.kind == "deb"]
     assert [(i.name, i.version, i.url, i.sha256, i.size) for i in debs] == [
         ("libkeyutils1", "1.6.1-2", None, "a" * 64, 0), ("media-types", "*", None, None, 0)]
     assert f"apt nvidia-cuda-ubuntu1804 {flat.url} /" in debs[0].where
     assert "run `enginefab lock pytorch-cuda10.2` where it is" in debs[0].where
-    assert any("stay unpinned" in s for s in said)
+    assert any("stay unpinned" in s for s in said.lines)
 
 
 def test_the_committed_cuda_presets_say_what_is_unpinned_and_where_it_comes_from(root):

@@ -74,11 +74,13 @@ def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layer
     """Reachable but wrong (the index served other bytes than the lock's sha256): that is a
     failure, never an 'unreachable' to skip, and nothing enters the download cache."""
     from enginefab.transport import download
-    from tests.conftest import definition_file, demo_definition, pypi_file
+    from tests.conftest import definition_file, demo_definition, pypi_file, session_for
+
+    downloads = session_for().downloads
 
     defn = demo_definition("demo-pytorch-aarch64")
     other = pypi_file("typing-extensions", "typing_extensions-4.14.0-py3-none-any.whl")  # a real hash, another file
-    assert download.cached(other["sha256"]) is None
+    assert download.cached(other["sha256"], downloads) is None
     layers = [layer.model_copy(update={"inputs": [i.model_copy(update={"sha256": other["sha256"]})
                                                   for i in layer.inputs]})
               for layer in defn.layers if layer.id.startswith("wheel/typing-extensions-")]
@@ -88,4 +90,4 @@ def test_bytes_that_differ_from_the_pin_fail_the_layer_even_with_reachable_layer
     assert p.returncode == 2
     r = json.loads(p.stdout)[0]
     assert r["layer_results"][0]["status"] == "failed" and "the pin says" in r["layer_results"][0]["error"]
-    assert download.cached(other["sha256"]) is None
+    assert download.cached(other["sha256"], downloads) is None

@@ -121,7 +121,7 @@ def test_run_step_layer_is_reproducible_and_applies(run_build, tmp_path):
     old = os.umask(0o027)
     try:
         p = enginefab("build", str(run_build["path"]), "--store", str(run_build["other"]), "--out",
-                      str(tmp_path / "layout"), "--json", env={"ENGINEFAB_CREATE_ORDER": "reverse", "TZ": "Asia/Tokyo"})
+                      str(tmp_path / "layout"), "--json", "--creation-order", "reverse", env={"TZ": "Asia/Tokyo"})
     finally:
         os.umask(old)
     assert p.returncode == 0, p.stderr

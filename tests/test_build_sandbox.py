@@ -26,7 +26,7 @@ from enginefab.assemble import rootfs, sandbox, seccomp
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.rootfs import open_layer
 from enginefab.assemble.store import Store
-from tests.conftest import definition_file, demo_definition, enginefab
+from tests.conftest import definition_file, demo_definition, enginefab, session_for
 from tests.test_build_runstep import with_run_layer
 
 pytestmark = pytest.mark.slow
@@ -214,7 +214,7 @@ def test_a_program_past_its_timeout_is_killed_with_its_sandbox(demo_build):
     """A step that never ends: exit status 124 after the timeout, and no process of its sandbox
     left behind (the launcher, bubblewrap and the program all go)."""
     store = Store(demo_build["store"])
-    root = rootfs.unpacked(store, Builder(store).image(demo_definition(ARCHES["x86_64"])))
+    root = rootfs.unpacked(store, Builder(store, session=session_for()).image(demo_definition(ARCHES["x86_64"])))
     marker = f"sleep-{secrets.token_hex(6)}"
     sb = sandbox.Sandbox(root=root, arch="x86_64", env={"PATH": "/usr/bin:/bin"}, mode="image")
     t0 = time.monotonic()
@@ -230,7 +230,7 @@ def test_a_program_past_its_timeout_is_killed_with_its_sandbox(demo_build):
 def test_a_killed_build_takes_its_sandbox_with_it(demo_build):
     """kill -9 of the process that started a sandbox: nothing of the sandbox keeps running."""
     store = Store(demo_build["store"])
-    root = rootfs.unpacked(store, Builder(store).image(demo_definition(ARCHES["aarch64"])))
+    root = rootfs.unpacked(store, Builder(store, session=session_for()).image(demo_definition(ARCHES["aarch64"])))
     marker = f"sleep-{secrets.token_hex(6)}"
     code = ("from pathlib import Path\nfrom enginefab.assemble import sandbox\n"
             f"sb = sandbox.Sandbox(root=Path({str(root)!r}), arch='aarch64', env={{}}, mode='image')\n"

@@ -42,7 +42,7 @@ def test_noop_rebuild_of_the_demos_reads_no_layer_bytes(demo_build, demo_aliases
     is packed, and the digests are the first build's."""
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
-    from enginefab.core.paths import downloads_dir
+    from tests.conftest import session_for
 
     store = Store(demo_build["store"])
     layer_blobs = {str(store.blob_path(x)) for r in demo_build["results"] for o in r["layer_results"]
@@ -70,7 +70,7 @@ def test_noop_rebuild_of_the_demos_reads_no_layer_bytes(demo_build, demo_aliases
     assert builder.stats.layers_built == 0 and builder.stats.bytes_packed == 0
     assert builder.stats.layers_cached == sum(len(demo_definition(a).layers) for a in demo_aliases)
     read_layers = [p for p in opened if p in layer_blobs]
-    read_inputs = [p for p in opened if p.startswith(str(downloads_dir()))]
+    read_inputs = [p for p in opened if p.startswith(str(session_for().downloads))]
     assert read_layers == [] and read_inputs == [], (read_layers, read_inputs)
     print(f"no-op rebuild of {len(digests)} images in process: {took:.3f} s, {len(opened)} files opened")
 

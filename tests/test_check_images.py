@@ -22,7 +22,7 @@ from enginefab.check import container, runner
 from enginefab.check.report import Report, Result, junit
 from enginefab.core.definition import Definition, Input, Layer, load_definition
 
-from .conftest import ROOT, enginefab
+from .conftest import ROOT, enginefab, session_for
 
 AARCH64 = "demo-pytorch-aarch64"
 X86 = "demo-pytorch-x86_64"
@@ -77,7 +77,7 @@ def test_an_engine_without_its_own_checks_file_is_a_warning(demo_build, engines_
     (engines_copy / "engines" / "checks" / "pytorch.yaml").unlink()
     defn = load_definition(ROOT / "build" / f"{AARCH64}.json")
     store = Store(demo_build["store"])
-    res = runner.check_built(defn, store, Builder(store).image(defn), engines_copy, levels=["static"])
+    res = runner.check_built(defn, store, Builder(store, session=session_for()).image(defn), engines_copy, levels=["static"])
     (warn,) = [r for r in res if r.name == "checks-file"]
     assert warn.status == "warn" and "engines/checks/pytorch.yaml does not exist" in warn.detail
     assert "only common.yaml's checks ran" in warn.detail
@@ -160,7 +160,7 @@ def _variant(extra_layers: list[Layer] = (), drop: str | None = None, alias: str
 
 def _check(demo_build, defn: Definition, levels=("static", "runtime")) -> dict[str, Result]:
     store = Store(demo_build["store"])
-    built = Builder(store).image(defn)
+    built = Builder(store, session=session_for()).image(defn)
     assert built.digest not in demo_build["digests"].values()
     results = runner.check_built(defn, store, built, ROOT, levels=list(levels))
     return {r.name: r for r in results}
@@ -168,7 +168,7 @@ def _check(demo_build, defn: Definition, levels=("static", "runtime")) -> dict[s
 
 def _x86_libstdcxx(tmp_path: Path) -> Path:
     """libstdc++.so.6.0.28 from the x86_64 demo's own (cached) libstdc++6 deb."""
-    from enginefab.assemble.builder import default_fetcher
+    from enginefab.assemble.builder import fetch_input
     from enginefab.assemble.debs import stage_deb
     from enginefab.assemble.staging import Staging
 
@@ -176,7 +176,7 @@ def _x86_libstdcxx(tmp_path: Path) -> Path:
     deb = next(i for i in x86.inputs() if i.name == "libstdc++6")
     st = Staging(tmp_path / "deb")
     st.root.mkdir()
-    stage_deb(st, default_fetcher(deb, X86), deb)
+    stage_deb(st, fetch_input(deb, X86, session_for()), deb)
     return next((st.root / "usr/lib/x86_64-linux-gnu").glob("libstdc++.so.6.0.[0-9]*[0-9]"))
 
 
@@ -220,7 +220,7 @@ def test_engine_version_differing_from_the_pin_fails_with_both_versions(demo_bui
     # and torch imports natively (under qemu the import alone takes ~20 s)
     site = "/usr/local/lib/python3.9/dist-packages"
     store = Store(demo_build["store"])
-    demo = Builder(store).image(load_definition(ROOT / "build" / f"{X86}.json"))
+    demo = Builder(store, session=session_for()).image(load_definition(ROOT / "build" / f"{X86}.json"))
     assert demo.digest == demo_build["digests"][X86]
     original = (rootfs.unpacked(store, demo) / site.lstrip("/") / "torch/version.py").read_text()
     assert "__version__ = '1.8.0'" in original
@@ -266,7 +266,7 @@ def test_the_image_user_writes_tmp_shm_and_home(demo_build, alias):
     image, writable in a layer of the container's own; the unpacked image stays as it was."""
     store = Store(demo_build["store"])
     defn = load_definition(ROOT / "build" / f"{alias}.json")
-    root = rootfs.unpacked(store, Builder(store).image(defn))
+    root = rootfs.unpacked(store, Builder(store, session=session_for()).image(defn))
     code = ("import os, stat, tempfile\n"
             "for d in (tempfile.gettempdir(), '/dev/shm', os.path.expanduser('~'), '/var/tmp'):\n"
             "    with open(os.path.join(d, 'probe.txt'), 'w') as f:\n"

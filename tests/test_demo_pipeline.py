@@ -17,13 +17,13 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 def test_rebuild_elsewhere_gives_the_same_digests(demo_build, demo_aliases, tmp_path):
     """Different store, output dir, umask, TZ, locale, file-creation order (every stager creates
     its files in reverse) and CPU count (one CPU instead of all): same manifest digests."""
-    env = {"TZ": "Asia/Shanghai", "LANG": "zh_CN.UTF-8", "LC_ALL": "C", "ENGINEFAB_CREATE_ORDER": "reverse"}
+    env = {"TZ": "Asia/Shanghai", "LANG": "zh_CN.UTF-8", "LC_ALL": "C"}
     old = os.umask(0o077)
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})  # the build inherits it: one CPU, one deflate thread
     try:
         p = enginefab("build", *reversed(demo_aliases), "--out", str(tmp_path / "elsewhere"),
-                      "--store", str(tmp_path / "other-store"), "--json", env=env, check=True)
+                      "--store", str(tmp_path / "other-store"), "--json", "--creation-order", "reverse", env=env, check=True)
     finally:
         os.umask(old)
         os.sched_setaffinity(0, cpus)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from enginefab.assemble.builder import default_fetcher
+from enginefab.assemble.builder import fetch_input
 from enginefab.core.definition import Input
 from enginefab.core.errors import FetchError, UnsafeArchiveError
 from enginefab.engines.model import GitSource
 from enginefab.lock.declared import git_input
 from enginefab.transport import git
 
-from .conftest import enginefab
+from .conftest import enginefab, session_for
 
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_AUTHOR_DATE": "2020-03-30T12:00:00Z",
@@ -191,20 +191,21 @@ def test_only_https_http_and_file_urls(tmp_path):
                          "tree": "b" * 40, "source": "test", "trust": "vendor-published", field: value})
 
 
-def test_the_builder_fetches_a_git_input_into_the_download_cache(repo, tmp_path, monkeypatch):
+def test_the_builder_fetches_a_git_input_into_the_download_cache(repo, tmp_path):
     path, commit, tree = repo
-    monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))
+    session = session_for(downloads=tmp_path / "cache" / "downloads")
     g = GitSource(name="KungFu", version="0.2.2", url=f"file://{path}", commit=commit, tree=tree,
                   prefix="KungFu-0.2.2", source="test repository", trust="vendor-published")
     inp = git_input(g)
     assert (inp.kind, inp.filename, inp.sha256, inp.unpack) == ("git", "KungFu-0.2.2.tar", None, False)
-    got = default_fetcher(inp, "kungfu-test")
+    got = fetch_input(inp, "kungfu-test", session)
+    assert got.parent == tmp_path / "cache" / "downloads" / "sha256"
     sha = got.name
     pinned = Input(**{**inp.model_dump(), "sha256": sha})
-    assert default_fetcher(pinned, "kungfu-test") == got  # the cache answers, nothing is fetched
+    assert fetch_input(pinned, "kungfu-test", session) == got  # the cache answers, nothing is fetched
     wrong_tree = Input(**{**inp.model_dump(), "tree": "3" * 40})
     with pytest.raises(FetchError, match="the pin says " + "3" * 40):
-        default_fetcher(wrong_tree, "kungfu-test")
+        fetch_input(wrong_tree, "kungfu-test", session)
 
 
 def test_the_kungfu_preset_pins_the_tag_by_commit_and_tree(matrix):
@@ -233,7 +234,7 @@ def test_lock_check_warns_about_a_git_pin_without_its_archive_sha256(engines_cop
     assert r.returncode != 0
 
 
-def test_a_layer_unpacking_a_git_input_has_the_same_digest_from_two_empty_stores(repo, tmp_path, monkeypatch):
+def test_a_layer_unpacking_a_git_input_has_the_same_digest_from_two_empty_stores(repo, tmp_path):
     """What a user sees: the same layer blob from two machines with nothing cached, holding the tree."""
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
@@ -248,8 +249,8 @@ def test_a_layer_unpacking_a_git_input_has_the_same_digest_from_two_empty_stores
     defn = demo.model_copy(update={"layers": [Layer(id="src/kungfu", kind="archives", inputs=[git_input(g)])]})
     digests = []
     for n in (1, 2):
-        monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / f"cache{n}"))
-        (out,) = Builder(Store(tmp_path / f"store{n}")).build_layers(defn)
+        session = session_for(downloads=tmp_path / f"cache{n}" / "downloads")
+        (out,) = Builder(Store(tmp_path / f"store{n}"), session=session).build_layers(defn)
         assert out.status == "built", out.error
         digests.append(out.descs[0].digest)
         blob = tmp_path / f"store{n}" / "blobs" / "sha256" / out.descs[0].digest.split(":")[1]
@@ -259,17 +260,17 @@ def test_a_layer_unpacking_a_git_input_has_the_same_digest_from_two_empty_stores
     assert "opt/src/KungFu-0.2.2/setup.py" in names and "opt/src/KungFu-0.2.2/srcs/go/kungfu" in names
 
 
-def test_a_mirror_serves_the_repository_under_its_upstream_url(repo, tmp_path, monkeypatch):
+def test_a_mirror_serves_the_repository_under_its_upstream_url(repo, tmp_path):
     """registry/mirrors.toml rewrites a git input's URL like any download: the lock keeps the
     upstream URL, the bytes come from the mirror, the tree decides whether it served the right ones."""
     path, commit, tree = repo
     mirrors = tmp_path / "mirrors.toml"
     mirrors.write_text(f'[[rewrite]]\nfrom = "https://github.com/lsds/"\nto = "file://{path.parent}/"\n')
-    monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrors))
+    mirrored = session_for(mirrors=mirrors).mirrors
     (path.parent / "KungFu").symlink_to(path)
     upstream = git.GitPin(url="https://github.com/lsds/KungFu", commit=commit, tree=tree, prefix="KungFu-0.2.2")
     direct = git.archive(pin(path, commit, tree), cache=tmp_path / "direct")
-    assert git.archive(upstream, cache=tmp_path / "mirrored").sha256 == direct.sha256
+    assert git.archive(upstream, cache=tmp_path / "mirrored", mirrors=mirrored).sha256 == direct.sha256
 
 
 def test_a_fetch_killed_midway_leaves_nothing_in_the_cache_once_the_next_one_runs(repo, tmp_path):
@@ -282,8 +283,8 @@ import os, signal
 from pathlib import Path
 from enginefab.transport import git
 real = git.fetch_commit
-def fetch_then_die(pin, repo):
-    real(pin, repo)  # the objects are on disk: now the process is killed, as by the OOM killer
+def fetch_then_die(pin, repo, mirrors):
+    real(pin, repo, mirrors)  # the objects are on disk: now the process is killed, as by the OOM killer
     os.kill(os.getpid(), signal.SIGKILL)
 git.fetch_commit = fetch_then_die
 git.archive(git.GitPin(url={f"file://{path}"!r}, commit={commit!r}, tree={tree!r}, prefix="p", label="x"),

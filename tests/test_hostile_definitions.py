@@ -22,7 +22,7 @@ import pytest
 
 
 from enginefab.core import canonical
-from tests.conftest import ROOT, cli, enginefab, examples
+from tests.conftest import ROOT, cli, enginefab, examples, session_for
 
 DEMO = "demo-pytorch-x86_64"
 MODEL = "demo-model-x86_64"  # derived from DEMO: stale whenever DEMO's definition changes
@@ -274,7 +274,7 @@ def test_a_pypi_pin_swapped_for_another_cached_file_is_named(engines_copy, tmp_p
     d = committed()
     te = inp(d, "typing-extensions")
     cache = tmp_path / "downloads"
-    download.fetch(download.Want(url=te["url"], sha256=te["sha256"], size=te["size"]), cache=cache)
+    download.fetch(download.Want(url=te["url"], sha256=te["sha256"], size=te["size"]), session_for(downloads=cache))
 
     numpy = inp(d, "numpy")
     numpy["sha256"] = te["sha256"]  # the size still says numpy's

@@ -29,8 +29,9 @@ from enginefab.assemble.store import CorruptBlob, Store
 from enginefab.core.definition import Input, Layer
 from enginefab.core.errors import BuildError, RegistryError
 from enginefab.publish.push import store_blobs
+from enginefab.core.reporter import Recording
 from enginefab.transport import download
-from tests.conftest import ROOT, cli, definition_file, demo_definition
+from tests.conftest import ROOT, cli, definition_file, demo_definition, session_for
 from tests.test_build_safety import member, tar_bytes
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -75,7 +76,8 @@ def small_definition(src: Path):
 
 
 def build(store: Store, defn, out: Path) -> tuple[Built, Builder]:
-    b = Builder(store)
+    """Build into `store` (tmp_path/<name>), fetching into the test's own cache (tmp_path/cache)."""
+    b = Builder(store, session=session_for(downloads=store.root.parent / "cache" / "downloads"))
     built = b.image(defn)
     write_layout(out, [built], store.checked_path)
     return built, b
@@ -185,7 +187,7 @@ def test_a_damaged_cache_entry_of_a_placed_file_is_fetched_again(tmp_path, input
     defn = small_definition(inputs)
     tool = defn.layers[0].inputs[0]
     build(Store(tmp_path / "s1"), defn, tmp_path / "o1")
-    cached = download.cache_path(tool.sha256)
+    cached = download.cache_path(tool.sha256, tmp_path / "cache" / "downloads")
     flip(cached, at=20)
     built, _ = build(Store(tmp_path / "s2"), defn, tmp_path / "o2")  # a fresh store: the layer is packed again
     with tarfile.open(Store(tmp_path / "s2").blob_path(layer_digests(built)[0])) as tf:
@@ -198,7 +200,7 @@ def test_a_damaged_cache_entry_whose_source_is_gone_fails_and_is_never_used(tmp_
     defn = small_definition(inputs)
     tool = defn.layers[0].inputs[0]
     build(Store(tmp_path / "s1"), defn, tmp_path / "o1")
-    flip(download.cache_path(tool.sha256), at=20)
+    flip(download.cache_path(tool.sha256, tmp_path / "cache" / "downloads"), at=20)
     (inputs / "tool.sh").unlink()
     path = definition_file(defn, tmp_path / "d.json")
     p = cli("build", str(path), "--store", str(tmp_path / "s2"), "--out", str(tmp_path / "o2"),
@@ -208,17 +210,20 @@ def test_a_damaged_cache_entry_whose_source_is_gone_fails_and_is_never_used(tmp_
     assert not (tmp_path / "o2" / "index.json").exists()
 
 
-def test_a_manual_file_damaged_in_the_cache_is_reported_missing_not_used(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))
+def test_a_manual_file_damaged_in_the_cache_is_reported_missing_not_used(tmp_path):
+    downloads = tmp_path / "cache" / "downloads"
     data = os.urandom(5000)
     sha = hashlib.sha256(data).hexdigest()
-    p = download.cache_path(sha)
+    p = download.cache_path(sha, downloads)
     p.parent.mkdir(parents=True)
     p.write_bytes(data)
-    assert download.cached(sha) == p  # hashed once, then trusted by its marker
+    assert download.cached(sha, downloads) == p  # hashed once, then trusted by its marker
     assert (tmp_path / "cache/downloads/verified" / sha).is_file()
     flip(p)
-    assert download.cached(sha) is None and not p.exists()
+    said = Recording()
+    assert download.cached(sha, downloads, reporter=said) is None and not p.exists()
+    assert said.warnings == [f"the download cache's {p} is damaged (its bytes do not hash to its name): "
+                             "removed, fetched again"]
 
 
 # -- full and read-only filesystems -------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
-from tests.conftest import enginefab, verified_entries
+from tests.conftest import enginefab, session_for, verified_entries
 
 pytestmark = pytest.mark.network  # each case locks the demos, whose apt and PyPI parts resolve online
 
@@ -27,10 +27,11 @@ def bullseye():
     """The real InRelease of bullseye and its arm64 Packages.xz (from the download cache)."""
     from enginefab.transport import download
 
-    inrelease = download.get_bytes(f"{SUITE}/dists/bullseye/InRelease", label="bullseye InRelease")
+    session = session_for()
+    inrelease = download.get_bytes(f"{SUITE}/dists/bullseye/InRelease", session, label="bullseye InRelease")
     entries = verified_entries(inrelease)
     sha, size = entries[ARM64_INDEX]
-    path = download.fetch(download.Want(url=f"{SUITE}/dists/bullseye/{ARM64_INDEX}", sha256=sha, size=size))
+    path = download.fetch(download.Want(url=f"{SUITE}/dists/bullseye/{ARM64_INDEX}", sha256=sha, size=size), session)
     return {"inrelease": inrelease, "packages": path.read_bytes(), "sha256": sha, "size": size}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from enginefab.publish.server import free_port as closed_port  # released at once: nothing listens
-from tests.conftest import ROOT, enginefab, verified_entries
+from tests.conftest import ROOT, enginefab, session_for, verified_entries
 
 DEBIAN = "https://deb.debian.org/debian"
 FILES = "https://files.pythonhosted.org/"
@@ -35,7 +35,8 @@ def _upstream_only_through(mirror_url: str) -> dict[str, str]:
 def _wheel_metadata(inp: dict) -> bytes:
     from enginefab.transport import download
 
-    path = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"], label=inp["name"]))
+    path = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"], label=inp["name"]),
+                          session_for())
     with zipfile.ZipFile(path) as z:
         (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1]
         return z.read(name)
@@ -50,9 +51,10 @@ def mirrored_checkout(engines_copy, http_mirror):
     from enginefab.core.definition import load_definition
 
     defn = load_definition(ROOT / "build" / f"{ALIAS}.json")
+    session = session_for()
     wheels = {i.name: i.model_dump(mode="json") for i in defn.inputs() if i.kind == "wheel"}
     for name, inp in wheels.items():
-        page = download.get_json(f"https://pypi.org/simple/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        page = download.get_json(f"https://pypi.org/simple/{name}/", session, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         for f in page["files"]:
             f.pop("core-metadata", None), f.pop("data-dist-info-metadata", None)
             assert f["url"].startswith(FILES)
@@ -62,13 +64,13 @@ def mirrored_checkout(engines_copy, http_mirror):
                 http_mirror.put(f"files/{inp['url'][len(FILES):]}.metadata", meta)
                 f["core-metadata"] = {"sha256": hashlib.sha256(meta).hexdigest()}
         http_mirror.put(f"simple/{name}/index.json", json.dumps(page).encode())
-    inrelease = download.get_bytes(f"{DEBIAN}/dists/bullseye/InRelease")
+    inrelease = download.get_bytes(f"{DEBIAN}/dists/bullseye/InRelease", session)
     entries = verified_entries(inrelease)
     http_mirror.put("debian/dists/bullseye/InRelease", inrelease)
     rel = "main/binary-arm64/Packages.xz"
     sha, size = entries[rel]
     http_mirror.put(f"debian/dists/bullseye/{rel}", download.fetch(download.Want(url=f"{DEBIAN}/dists/bullseye/{rel}",
-                                                                          sha256=sha, size=size)).read_bytes())
+                                                                          sha256=sha, size=size), session).read_bytes())
     mirrors = engines_copy / "registry" / "mirrors.toml"
     mirrors.write_text(f'[pypi]\nindex = "{http_mirror.url}/simple"\n\n'
                        f'[[rewrite]]\nfrom = "{FILES}"\nto = "{http_mirror.url}/files/"\n\n'
@@ -99,12 +101,12 @@ def test_fetch_goes_through_a_url_prefix_mirror(mirrored_checkout, tmp_path, mon
 
     mirror, inp = mirrored_checkout["mirror"], mirrored_checkout["wheels"]["typing-extensions"]
     rel = inp["url"][len(FILES):]
-    real = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]))
+    real = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]), session_for())
     mirror.put(f"files/{rel}", real.read_bytes())
     for k, v in _upstream_only_through(mirror.url).items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrored_checkout["mirrors"]))
-    got = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]), cache=tmp_path / "cache")
+    session = session_for(mirrors=mirrored_checkout["mirrors"], downloads=tmp_path / "cache")  # as ENGINEFAB_MIRRORS sets it
+    got = download.fetch(download.Want(url=inp["url"], sha256=inp["sha256"], size=inp["size"]), session)
     assert got.read_bytes() == real.read_bytes()
     assert mirror.asked(f"/files/{rel}") == [f"/files/{rel}"]
 
@@ -119,7 +121,7 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0), raw.getvalue()
 
 
-def test_base_image_resolves_through_a_registry_mirror(registry, monkeypatch, tmp_path):
+def test_base_image_resolves_through_a_registry_mirror(registry, tmp_path):
     """docker.io/library/tiny:1@<index> is asked for on the mirror (127.0.0.1:PORT/hub), index →
     the arm64 manifest → config and layers, each pinned by digest, size and diff_id."""
     from enginefab.engines.model import OciRef
@@ -156,9 +158,9 @@ def test_base_image_resolves_through_a_registry_mirror(registry, monkeypatch, tm
 
     mirrors = tmp_path / "mirrors.toml"
     mirrors.write_text(f'[registries]\n"docker.io" = "{registry.host}/hub"\n')
-    monkeypatch.setenv("ENGINEFAB_MIRRORS", str(mirrors))
     ref = OciRef(reference="docker.io/library/tiny:1", digest=index_digest, source="this test", trust="third-party")
-    inputs, manifest_digest = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="t")
+    inputs, manifest_digest = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="t",
+                                          session=session_for(mirrors=mirrors))
     arm = manifests[1]
     assert manifest_digest == arm["digest"]
     head, man, cfg, lay = inputs

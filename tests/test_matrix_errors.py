@@ -12,7 +12,7 @@ import pytest
 
 from enginefab.core.errors import MatrixError
 from enginefab.engines.matrix import load
-from tests.conftest import cli, enginefab
+from tests.conftest import cli, enginefab, session_for
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -225,7 +225,7 @@ def test_a_resolver_conflict_names_the_constraints_entry():
 
     with pytest.raises(LockError) as e:
         pypi.resolve_versions(["requests==2.31.0"], ["urllib3<1.21", "idna<4"], Target(python="3.9", arch="x86_64",
-                              glibc="2.31"), image="demo", exclude_newer="2026-11-01T00:00:00Z")
+                              glibc="2.31"), image="demo", session=session_for(), exclude_newer="2026-11-01T00:00:00Z")
     err = e.value
     assert "the conflict involves constraints entry 'urllib3<1.21'; requirements entry 'requests==2.31.0'" in err.message
     assert "idna" not in err.input
@@ -301,7 +301,7 @@ def test_an_image_as_of_its_time_gets_the_dependencies_of_its_time(engines_copy)
         when = as_of(img, m.platforms.pypi)
         pins = pypi.resolve_versions(list(img.d.requirements), list(img.d.constraints),
                                      Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc),
-                                     image=img.alias, exclude_newer=when.instant)
+                                     image=img.alias, session=session_for(m.root), exclude_newer=when.instant)
         return {p.name: p.version for p in pins}
 
     committed = json.loads((engines_copy / "build/demo-pytorch-aarch64.json").read_text())

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from bench._nixenv import copy_checkout, environ, make_shim, repin, rmtree
-from tests.conftest import ROOT, enginefab, validate_oci
+from tests.conftest import ROOT, enginefab, session_for, validate_oci
 
 NIX = shutil.which("nix")
 pytestmark = [pytest.mark.skipif(NIX is None, reason="nix is not installed (./dev setup installs nix-bin)"),
@@ -118,7 +118,8 @@ class Nix:
         wanted = {i["sha256"]: i for layer in defn["layers"] for i in layer["inputs"] if _needed(i)}
         for sha, inp in wanted.items():
             if not (self.mirror / "sha256" / sha).exists():
-                download.fetch(download.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]))
+                download.fetch(download.Want(url=inp["url"], sha256=sha, size=inp["size"] or None, label=inp["name"]),
+                               session_for(downloads=self.mirror))
         return wanted
 
     def logs(self, log_dir: Path | None = None) -> dict[str, str]:
@@ -146,12 +147,10 @@ def _probe_sandbox(env: dict, base: Path) -> str:
 
 @pytest.fixture(scope="session")
 def nix(tmp_path_factory):
-    from enginefab.core.paths import downloads_dir
-
     base = tmp_path_factory.mktemp("nix")
     flake = copy_checkout(base / "flake")
     shim = make_shim(base / "shim")
-    mirror = downloads_dir()
+    mirror = session_for().downloads
     (mirror / "sha256").mkdir(parents=True, exist_ok=True)
     env = environ(base, mirror)
     why = _probe_sandbox(env, base)
@@ -514,7 +513,7 @@ def test_one_pin_change_builds_one_layer_and_the_assembly(nix, nix_demos, demo_b
     print(f"one-pin rebuild through nix: {time.monotonic() - t0:.1f} s")
     built = {_drv_name("/x/" + n) for n in set(nix.logs()) - before}
     assert built == planned
-    cli = Builder(Store(demo_build["store"])).image(defn)  # the CLI's store has every other layer
+    cli = Builder(Store(demo_build["store"]), session=session_for()).image(defn)  # the CLI's store has every other layer
     assert _layout_digest(out, alias) == cli.digest != demo_build["digests"][alias]
 
 
@@ -678,7 +677,7 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
                                            "digest": canonical.digest(config), "size": len(config)},
                                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                                             "digest": canonical.digest(layer), "size": len(layer)}]})
-    client = RegistryClient(registry.host, plain_http=True)
+    client = RegistryClient(registry.host, plain_http=True, env=os.environ)
     for blob in (layer, config):
         f = tmp_path / "blob"
         f.write_bytes(blob)
@@ -686,7 +685,8 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
     digest = client.put_manifest("test/base", "1", manifest, "application/vnd.oci.image.manifest.v1+json")
 
     ref = OciRef(reference=f"{registry.host}/test/base:1", digest=digest, source="this test", trust="third-party")
-    inputs, _ = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="nixtest-oci")
+    inputs, _ = oci.resolve(ref, {"os": "linux", "architecture": "arm64", "variant": "v8"}, image="nixtest-oci",
+                            session=session_for())
     defn = _small_definition("nixtest-oci", [Layer(id="base/test", kind="base", inputs=inputs)],
                              base=Base(reference=ref.reference, digest=digest))
     flake = _with_definition(nix, tmp_path, defn)
@@ -695,8 +695,8 @@ def test_oci_base_blobs_come_from_the_registry(nix, tmp_path, registry, monkeypa
     out = Path(built[0]["outputs"]["out"])
     nix_digest = _layout_digest(out, "nixtest-oci")
 
-    monkeypatch.setenv("ENGINEFAB_CACHE", str(tmp_path / "cache"))  # the CLI fetches the blobs afresh
-    cli = Builder(Store(tmp_path / "store")).image(defn)
+    # the CLI fetches the blobs afresh
+    cli = Builder(Store(tmp_path / "store"), session=session_for(downloads=tmp_path / "cache" / "downloads")).image(defn)
     assert nix_digest == cli.digest
     got = json.loads((out / "blobs" / "sha256" / nix_digest.split(":")[1]).read_bytes())
     assert got["layers"][0]["digest"] == canonical.digest(layer)  # the base layer, byte for byte
@@ -762,7 +762,7 @@ def test_run_step_through_nix_equals_the_cli(nix, tmp_path):
     built = nix.json("build", ".#nixtest-run", "--no-link", flake=flake)
     out = Path(built[0]["outputs"]["out"])
     nix_digest = _layout_digest(out, "nixtest-run")
-    cli = Builder(Store(tmp_path / "store")).image(defn)
+    cli = Builder(Store(tmp_path / "store"), session=session_for()).image(defn)
     assert nix_digest == cli.digest
 
     manifest = json.loads((out / "blobs" / "sha256" / nix_digest.split(":")[1]).read_bytes())

@@ -208,7 +208,7 @@ def test_credentials_from_a_docker_credential_helper(secure_registry, tmp_path, 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.delenv("ENGINEFAB_REGISTRY_USER", raising=False)
     monkeypatch.delenv("ENGINEFAB_REGISTRY_PASSWORD", raising=False)
-    client = RegistryClient(host, ca_cert=ca)
+    client = RegistryClient(host, ca_cert=ca, env=os.environ)  # the environment the edge passes in
     assert client.credentials == (SECURE_USER, SECURE_PASSWORD)
     client.check_login()
-    assert RegistryClient("127.0.0.1:1", ca_cert=ca).credentials is None  # the helper knows nothing of it
+    assert RegistryClient("127.0.0.1:1", ca_cert=ca, env=os.environ).credentials is None  # the helper knows nothing of it

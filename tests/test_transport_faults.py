@@ -29,7 +29,7 @@ from enginefab.transport.errors import ShortBody
 from enginefab.transport.http import Body, Http
 from enginefab.transport.options import HttpOptions
 from tests import hostile_http as hostile
-from tests.conftest import ROOT, enginefab
+from tests.conftest import ROOT, enginefab, session_for
 
 pytestmark = pytest.mark.integration  # real servers that stall, hang or stream on purpose: seconds each
 
@@ -91,7 +91,7 @@ def test_a_body_that_stops_moving_ends_on_the_stall_timeout(tmp_path):
     with hostile.HostileServer(hostile.stall_after(1000, 5000)) as srv:
         with pytest.raises(FetchError, match="stopped sending wheel: no progress for 2 s") as e:
             download.fetch(download.Want(url=f"{srv.url}/f.whl", sha256="0" * 64, size=5000, label="wheel"),
-                           cache=tmp_path / "cache", http=Http(QUICK))
+                           session_for(downloads=tmp_path / "cache"), http=Http(QUICK))
     assert e.value.input == "wheel" and not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
@@ -127,7 +127,7 @@ def test_a_retry_after_is_capped(tmp_path):
     with hostile.HostileServer(busy) as srv:
         t0 = time.monotonic()
         with pytest.raises(FetchError, match=f"HTTP 503 from {srv.host}"):
-            download.get_json(f"{srv.url}/simple/x/", label="x")
+            download.get_json(f"{srv.url}/simple/x/", session_for(), label="x")
         assert time.monotonic() - t0 < 10 and len(srv.seen) == 3
 
 

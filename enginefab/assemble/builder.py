@@ -18,28 +18,30 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence, TypeVar
 
 from enginefab import __version__
 from enginefab.assemble import compress
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.debs import stage_deb
-from enginefab.assemble.fetching import Fetcher, InputUnreachable, default_fetcher
+from enginefab.assemble.fetching import Fetcher, InputUnreachable, SessionFetcher, fetch_input
 from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
 from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.runstep import build_run_layer
-from enginefab.assemble.staging import Staging, creation_order
+from enginefab.assemble.staging import Staging, as_given
 from enginefab.assemble.store import Store
 from enginefab.assemble.tarball import pack
 from enginefab.assemble.wheels import stage_wheel
-from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
+from enginefab.core.reporter import SILENT, Reporter
+from enginefab.core.settings import RUN_TIMEOUT
+from enginefab.transport.session import Session
 
-__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "default_fetcher", "layer_key"]
+__all__ = ["BUILDER_VERSION", "Builder", "InputUnreachable", "LayerOutcome", "Stats", "fetch_input", "layer_key"]
 
 
 @dataclass
@@ -80,6 +82,9 @@ class LayerOutcome:
         return d
 
 
+T = TypeVar("T")
+
+
 class Progress(Protocol):
     def layer(self, image: str, layer: Layer, index: int, total: int) -> None: ...
     def advance(self, nbytes: int) -> None: ...
@@ -108,14 +113,28 @@ Parents = Callable[[str], Definition]
 
 
 class Builder:
-    def __init__(self, store: Store, fetcher: Fetcher = default_fetcher, *, progress: Progress | None = None,
+    def __init__(self, store: Store, fetcher: Fetcher | None = None, *, session: Session | None = None,
+                 progress: Progress | None = None,
                  shared: SharedCache | None = None, limits: ArchiveLimits = DEFAULT_LIMITS,
+                 threads: int | None = None, run_timeout: float = RUN_TIMEOUT,
+                 creation_order: Callable[[Sequence[T]], list[T]] = as_given,
                  parents: Parents | None = None) -> None:
+        """`threads`: compression threads per layer (None: the CPUs this process may use);
+        `run_timeout`: seconds a run step may take; `creation_order`: the order stagers create
+        files in (never reaching a layer; `staging.in_reverse` proves it). Inputs come from
+        `fetcher`, else through `session` (its download cache, mirrors); messages go to the
+        session's reporter."""
+        if fetcher is None and session is None:
+            raise TypeError("a Builder needs a fetcher or a session to fetch inputs through")
         self.store = store
         self.parents = parents
         self.shared = shared
         self.limits = limits
-        self.fetch = fetcher
+        self.threads = threads
+        self.run_timeout = run_timeout
+        self.order = creation_order
+        self.fetch = fetcher or SessionFetcher(session)  # type: ignore[arg-type]
+        self.reporter: Reporter = session.reporter if session else SILENT
         self.stats = Stats()
         self.progress: Progress = progress or QuietProgress()
 
@@ -202,7 +221,8 @@ class Builder:
         try:
             self._stage(defn, layer, staging, lower)
             with self.store.writer() as (out, commit):
-                packed = pack(staging, defn.compression, defn.source_date_epoch, out, on_bytes=self.progress.advance)
+                packed = pack(staging, defn.compression, defn.source_date_epoch, out, on_bytes=self.progress.advance,
+                              threads=self.threads)
                 commit(packed.digest)
         except OSError as e:
             if stage_root.is_dir():
@@ -230,19 +250,19 @@ class Builder:
     def _stage(self, defn: Definition, layer: Layer, staging: Staging, lower: list[LayerDesc]) -> None:
         image = defn.image.alias
         if layer.kind == "debs":
-            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+            for inp in self.order(sorted(layer.inputs, key=lambda i: i.name)):
                 stage_deb(staging, self.fetch_input(inp, image), inp)
         elif layer.kind == "wheels":
             if not layer.scheme or not layer.interpreter:
                 raise BuildError(f"wheel layer {layer.id} has no scheme", image=image)
-            for inp in creation_order(sorted(layer.inputs, key=lambda i: i.name)):
+            for inp in self.order(sorted(layer.inputs, key=lambda i: i.name)):
                 stage_wheel(staging, self.fetch_input(inp, image), inp, layer.scheme, layer.interpreter)
         elif layer.kind == "archives":
-            for inp in creation_order(layer.inputs):
+            for inp in self.order(layer.inputs):
                 stage_archive(staging, self.fetch_input(inp, image), input=inp.ref, dest=inp.dest or "/",
                               filename=inp.filename or inp.name, unpack=inp.unpack, strip=inp.strip_components)
         elif layer.kind == "files":
-            for fe in creation_order(sorted(layer.files, key=lambda f: f.path)):
+            for fe in self.order(sorted(layer.files, key=lambda f: f.path)):
                 label = f"files:{layer.id}"
                 rel = staging.clean(fe.path.lstrip("/"), input=label)
                 if fe.type == "dir":
@@ -327,7 +347,7 @@ class Builder:
         if self.parents is None:
             raise InputUnreachable(f"the layers of its parent {alias} are not in this store", image=child,
                                    input=f"from = {alias}", fix=f"run `enginefab build {alias}` first")
-        ui.info(f"  {child}: building its parent {alias} first")
+        self.reporter.info(f"  {child}: building its parent {alias} first")
         built = self.image(self.parents(alias))
         if built.digest != defn.parent.manifest:
             raise BuildError(f"its parent {alias} changed since it was locked (locked {defn.parent.manifest}, "
@@ -335,6 +355,6 @@ class Builder:
                              fix=f"run `enginefab lock {child}`")
 
 
-def report(stats: Stats) -> None:
+def report(stats: Stats, reporter: Reporter) -> None:
     for n in stats.notes:
-        ui.info(f"[dim]normalized: {n}[/]")
+        reporter.info(f"[dim]normalized: {n}[/]")

@@ -46,10 +46,8 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _threads() -> int:
-    env = os.environ.get("ENGINEFAB_THREADS")
-    if env:
-        return max(1, int(env))
+def cpus() -> int:
+    """The compression threads when the settings name none: the CPUs this process may use."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
@@ -117,7 +115,7 @@ class ParallelGzip:
         self._level = level
         self._block = block_size
         self._raw = raw
-        self._threads = threads or _threads()
+        self._threads = threads or cpus()
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="deflate")
         self._shift = _crc_shift(block_size)
         self._crc = 0
@@ -210,7 +208,7 @@ class Zstd:
     def __init__(self, out: BinaryIO, *, level: int = 3, threads: int | None = None, raw=None):
         import zstandard
 
-        c = zstandard.ZstdCompressor(level=level, threads=max(1, threads or _threads()), write_content_size=False)
+        c = zstandard.ZstdCompressor(level=level, threads=max(1, threads or cpus()), write_content_size=False)
         self._w = c.stream_writer(out, closefd=False)
         self._raw = raw
         self._buf = bytearray(1 << 20)

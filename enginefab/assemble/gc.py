@@ -30,16 +30,21 @@ from enginefab.transport import download
 KINDS = ("definitions", "layouts")
 
 
-def _cached_only(inp: Input, image: str) -> Path:
-    p = download.cached(inp.sha256) if inp.sha256 else None
-    if p is None:
-        raise BuildError(f"{inp.ref} is not in the download cache", image=image)
-    return p
+def cached_only(downloads: Path):
+    """A fetcher that only reads the download cache `downloads` (gc never downloads)."""
+
+    def fetch(inp: Input, image: str) -> Path:
+        p = download.cached(inp.sha256, downloads) if inp.sha256 else None
+        if p is None:
+            raise BuildError(f"{inp.ref} is not in the download cache", image=image)
+        return p
+
+    return fetch
 
 
-def definition_roots(store: Store, defns: list[Definition]) -> set[str]:
+def definition_roots(store: Store, defns: list[Definition], downloads: Path) -> set[str]:
     keep: set[str] = set()
-    builder = Builder(store, _cached_only)
+    builder = Builder(store, cached_only(downloads))
     for defn in defns:
         complete = True
         for layer, key in zip(defn.layers, chain_keys(defn)):
@@ -105,15 +110,17 @@ def project_definitions(project: Path) -> list[Definition]:
     return out
 
 
-def collect(store: Store, project: Path, *, keep: tuple[str, ...] = KINDS, layouts: list[Path] | None = None,
-            dry_run: bool = False, wait: bool = True) -> dict:
+def collect(store: Store, project: Path, downloads: Path, *, keep: tuple[str, ...] = KINDS,
+            layouts: list[Path] | None = None, dry_run: bool = False, wait: bool = True) -> dict:
+    """Drop what no root references; definitions count as roots through the download cache
+    `downloads` (a base config is read from there)."""
     bad = [k for k in keep if k not in KINDS]
     if bad:
         raise BuildError(f"unknown gc root kind {bad[0]!r}", fix=f"use {' or '.join(KINDS)}")
     with store.using(exclusive=True, wait=wait):
         roots: set[str] = set()
         if "definitions" in keep:
-            roots |= definition_roots(store, project_definitions(project))
+            roots |= definition_roots(store, project_definitions(project), downloads)
         lays = list(layouts or [])
         if "layouts" in keep:
             lays += store.roots()

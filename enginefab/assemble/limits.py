@@ -7,28 +7,21 @@ input), counted from what the archive declares (tar member sizes, sparse or not;
 central directory, which zipfile never reads past), so nothing is written first and measured
 after. The largest real input of the matrix (the PyTorch CUDA wheel: 736 MB → 1.6 GB in 3,281
 files, ratio 2.1; the densest .deb ratio 6.4) is far inside the defaults. The values come from
-the command line's edge (`--archive-max-bytes` … or ``ENGINEFAB_ARCHIVE_MAX_*``, README).
+the settings built at the command line's edge (`--archive-max-bytes` … or
+``ENGINEFAB_ARCHIVE_MAX_*``; `core.settings`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from enginefab.core.archivelimits import DEFAULT, ArchiveLimits
 from enginefab.core.errors import UnsafeArchiveError
+
+__all__ = ["DEFAULT", "ArchiveLimits", "Expansion", "RAISE_FIX"]
 
 RAISE_FIX = ("if the input really is that large, raise the limit: ENGINEFAB_ARCHIVE_MAX_BYTES, "
              "ENGINEFAB_ARCHIVE_MAX_ENTRIES, ENGINEFAB_ARCHIVE_MAX_RATIO (or `enginefab build --archive-max-…`)")
-
-
-@dataclass(frozen=True)
-class ArchiveLimits:
-    max_bytes: int = 16 << 30  # expanded bytes of regular files
-    max_entries: int = 50_000
-    max_ratio: int = 100  # expanded bytes per archive byte …
-    ratio_floor: int = 16 << 20  # … once more than this has been expanded
-
-
-DEFAULT = ArchiveLimits()
 
 
 @dataclass

@@ -9,15 +9,16 @@ from enginefab.core.definition import Definition
 from enginefab.engines.matrix import Image
 from enginefab.lock import parent
 from enginefab.lock.locker import ParentSource
+from enginefab.transport.session import Session
 
 
-def parent_source(store: Store, parents: Parents) -> ParentSource:
-    """What `lock` calls for a matrix parent: build it here (cached layers cost a stat) and
-    read its manifest and config."""
+def parent_source(store: Store, parents: Parents, session: Session) -> ParentSource:
+    """What `lock` calls for a matrix parent: build it here (cached layers cost a stat; inputs
+    through `session`) and read its manifest and config."""
 
     def build(img: Image, defn: Definition, raw: bytes) -> parent.ParentPins:
         with store.using():
-            built = Builder(store, parents=parents).image(defn)
+            built = Builder(store, session=session, parents=parents).image(defn)
             config = store.read(built.blobs[0])
         return parent.from_matrix(defn, raw, built.manifest, config)
 

@@ -8,10 +8,12 @@ images get a manifest and a place in the layout.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from rich.console import Console
 
 from enginefab.assemble import compress
 from enginefab.assemble.builder import Builder, InputUnreachable, LayerOutcome, Parents, QuietProgress, report
@@ -20,14 +22,20 @@ from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.index import add_to_layout, layout_members, plan_indexes
 from enginefab.assemble.remote import SharedCache
+from enginefab.assemble.staging import as_given
 from enginefab.assemble.store import Store
-from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer, load_definition
 from enginefab.core.errors import BuildError
 from enginefab.core.paths import definition_path
+from enginefab.core.reporter import Reporter
+from enginefab.core.settings import RUN_TIMEOUT, Settings
+from enginefab.core.ui import RichReporter
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.lock.check import parent_changes
 from enginefab.lock.declared import matrix_entry
+from enginefab.transport.session import Session
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -92,19 +100,19 @@ def definitions(m: Matrix | None, names: list[str], imgs: list[Image]) -> list[D
 class _Bars:
     """Progress on stderr (a terminal only): layers done of all, bytes packed of the current one."""
 
-    def __init__(self, total_layers: int) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          console=ui.err, transient=True)
-        self.bytes = Progress(TextColumn("  {task.description}"), DownloadColumn(), TransferSpeedColumn(),
-                              console=ui.err, transient=True)
-        self.layers = self.p.add_task("layers", total=total_layers)
-        self.current = None
+    def __init__(self, total_layers: int, console: Console) -> None:
         from rich.console import Group
         from rich.live import Live
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-        self.live = Live(Group(self.p, self.bytes), console=ui.err, transient=True, refresh_per_second=8)
+        self.console = console
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          console=console, transient=True)
+        self.bytes = Progress(TextColumn("  {task.description}"), DownloadColumn(), TransferSpeedColumn(),
+                              console=console, transient=True)
+        self.layers = self.p.add_task("layers", total=total_layers)
+        self.current = None
+        self.live = Live(Group(self.p, self.bytes), console=console, transient=True, refresh_per_second=8)
 
     def __enter__(self) -> _Bars:
         self.live.__enter__()
@@ -129,48 +137,73 @@ class _Bars:
                 "pulled": "[cyan]pulled[/]"}.get(
             outcome.status, f"[yellow]{outcome.status}[/]")
         if outcome.status not in ("cached",):
-            ui.err.print(f"  {mark} {outcome.id} ({outcome.seconds:.1f} s)")
+            self.console.print(f"  {mark} {outcome.id} ({outcome.seconds:.1f} s)")
 
 
 class _Lines(QuietProgress):
     """Without a terminal: one line per layer that did something."""
 
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
     def done(self, image: str, outcome: LayerOutcome) -> None:
         if outcome.status != "cached":
-            ui.info(f"  {outcome.status} {outcome.id} ({outcome.seconds:.1f} s)")
+            self.reporter.info(f"  {outcome.status} {outcome.id} ({outcome.seconds:.1f} s)")
 
 
-def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, *, reachable_only: bool = False,
-                 files: list[str] | None = None, shared: SharedCache | None = None,
-                 limits: ArchiveLimits = DEFAULT_LIMITS) -> list[BuildResult]:
-    """Build matrix images (and definition files) into `store` and the layout `out`; where the
-    layout now holds one engine version for several arches, add their multi-arch index. With
-    `shared`, layers missing from the store are pulled from the shared cache when it has them,
-    and the layers packed here are written to it."""
-    results = build_definitions(definitions(m, list(files or []), imgs), store, out, reachable_only=reachable_only,
-                                shared=shared, limits=limits, parents=matrix_parents(m))
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the builder works, from the settings (`core.settings`): none of it reaches a layer."""
+
+    limits: ArchiveLimits = DEFAULT_LIMITS
+    threads: int | None = None
+    run_timeout: float = RUN_TIMEOUT
+    creation_order: Callable[[Sequence[T]], list[T]] = as_given
+
+    @classmethod
+    def of(cls, settings: Settings, **kw) -> BuildOptions:
+        return cls(limits=settings.archive, threads=settings.threads, run_timeout=settings.run_timeout, **kw)
+
+
+def build_images(m: Matrix, imgs: list[Image], store: Store, out: Path, session: Session, *,
+                 reachable_only: bool = False, files: list[str] | None = None, shared: SharedCache | None = None,
+                 options: BuildOptions = BuildOptions()) -> list[BuildResult]:
+    """Build matrix images (and definition files) into `store` and the layout `out`, fetching
+    through `session`; where the layout now holds one engine version for several arches, add
+    their multi-arch index. With `shared`, layers missing from the store are pulled from the
+    shared cache when it has them, and the layers packed here are written to it."""
+    results = build_definitions(definitions(m, list(files or []), imgs), store, out, session,
+                                reachable_only=reachable_only, shared=shared, options=options, parents=matrix_parents(m))
     if (out / "index.json").is_file():
-        write_indexes(m, out)
+        write_indexes(m, out, session.reporter)
     return results
 
 
-def write_indexes(m: Matrix, out: Path) -> None:
+def write_indexes(m: Matrix, out: Path, reporter: Reporter) -> None:
     plans, notes = plan_indexes(layout_members(out, m.images))
     add_to_layout(out, plans)
     for p in plans:
         arches = ", ".join(f"{mm.platform['architecture']}: {mm.alias}" for mm in p.members)
-        ui.info(f"[bold]index[/] {p.tag} {p.digest} ({arches})")
+        reporter.info(f"[bold]index[/] {p.tag} {p.digest} ({arches})")
     for n in notes:
-        ui.info(f"[yellow]note:[/] {n}")
+        reporter.warn(n)
 
 
-def build_definitions(defns: list[Definition], store: Store, out: Path, *,
+def _progress(reporter: Reporter, total_layers: int) -> _Bars | None:
+    """Bars when the reporter is the rich one on a terminal; else None (one line per layer)."""
+    if isinstance(reporter, RichReporter) and reporter.interactive:
+        return _Bars(total_layers, reporter.console)
+    return None
+
+
+def build_definitions(defns: list[Definition], store: Store, out: Path, session: Session, *,
                       reachable_only: bool = False, shared: SharedCache | None = None,
-                      limits: ArchiveLimits = DEFAULT_LIMITS, parents: Parents | None = None) -> list[BuildResult]:
-    total = sum(len(d.layers) for d in defns)
-    tty = not ui.quiet() and sys.stderr.isatty()
-    bars = _Bars(total) if tty else None
-    builder = Builder(store, progress=bars or _Lines(), shared=shared, limits=limits, parents=parents)
+                      options: BuildOptions = BuildOptions(), parents: Parents | None = None) -> list[BuildResult]:
+    reporter = session.reporter
+    bars = _progress(reporter, sum(len(d.layers) for d in defns))
+    builder = Builder(store, session=session, progress=bars or _Lines(reporter), shared=shared, limits=options.limits,
+                      threads=options.threads, run_timeout=options.run_timeout, creation_order=options.creation_order,
+                      parents=parents)
     results: list[BuildResult] = []
     with store.using():
         if bars is not None:
@@ -183,17 +216,17 @@ def build_definitions(defns: list[Definition], store: Store, out: Path, *,
                 bars.__exit__(None, None, None)
         if any(r.complete for r in results):
             store.add_root(out)
-    report(builder.stats)
+    report(builder.stats, reporter)
     if shared is not None:
         c = shared.summary()
-        ui.info(f"shared cache {c['cache']}: {c['pulled']} layers pulled ({c['bytes_pulled']} bytes), "
+        reporter.info(f"shared cache {c['cache']}: {c['pulled']} layers pulled ({c['bytes_pulled']} bytes), "
                 f"{c['published']} written ({c['bytes_sent']} bytes sent)" + (" — it was down" if c["down"] else ""))
     return results
 
 
 def _one(builder: Builder, defn: Definition, store: Store, out: Path, reachable_only: bool) -> BuildResult:
     alias = defn.image.alias
-    ui.info(f"[bold]build[/] {alias} ({defn.image.name})")
+    builder.reporter.info(f"[bold]build[/] {alias} ({defn.image.name})")
     t0 = time.monotonic()
     compress.verify(defn.compression, image=alias, store=store)
     try:

@@ -30,9 +30,9 @@ from rich.markup import escape
 
 from enginefab.assemble import compress
 from enginefab.assemble.store import Store
-from enginefab.core import ui
 from enginefab.core.definition import Definition, Layer
 from enginefab.core.errors import EnginefabError
+from enginefab.core.reporter import SILENT, Reporter
 from enginefab.transport.actioncache import BadEntry
 from enginefab.transport.errors import Mismatch, TransportFailed
 
@@ -94,11 +94,11 @@ class SharedCache:
     down: str | None = None  # why the cache was turned off for this build
     read_only: str | None = None  # why writing to it was (e.g. read-only credentials)
     notes: list[str] = field(default_factory=list)
+    reporter: Reporter = SILENT
 
     def _note(self, msg: str) -> None:
         self.notes.append(msg)
-        if not ui.quiet():
-            ui.err.print(f"[yellow]note:[/] {escape(msg)}", soft_wrap=True)
+        self.reporter.info(f"[yellow]note:[/] {escape(msg)}", soft_wrap=True)
 
     def _guard(self, e: EnginefabError | OSError, what: str) -> None:
         """A bad entry is skipped (the layer is packed here); anything else — the cache cannot be

@@ -50,7 +50,6 @@ STEPS = "/enginefab/steps"
 SANDBOX_PATHS = frozenset({"dev", "proc", "sys", "tmp", "enginefab"})
 SHELLS = ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TIMEOUT = float(os.environ.get("ENGINEFAB_RUN_TIMEOUT", "7200"))
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,7 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
             script.write_text(step.script or "")
             sb = sandbox.step(root, defn.image.arch, env=step_env(defn, step), binds=binds, scratch=work / "scratch")
             try:
-                rc = sandbox.run_step(sb, [shell, f"{STEPS}/{script.name}"], log=log, timeout=TIMEOUT)
+                rc = sandbox.run_step(sb, [shell, f"{STEPS}/{script.name}"], log=log, timeout=builder.run_timeout)
             except sandbox.SandboxError as e:
                 raise BuildError(f"run step {step.name} of layer {layer.id}: {e.message}", image=image,
                                  input=step.ref, fix=e.fix) from e

@@ -32,9 +32,9 @@ UnsafeArchiveError naming the input and the path, or is normalized as stated:
       (`core.beneath`: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, else an O_NOFOLLOW walk), so
       neither a write nor a hard link's target can pass through a symlink to the host
 
-The order in which stagers create files never reaches the layer (the packer sorts); the
-environment knob ENGINEFAB_CREATE_ORDER=reverse makes every stager create its files in reverse
-order, which the determinism tests use to prove it.
+The order in which stagers create files never reaches the layer (the packer sorts); a builder
+made with `creation_order=in_reverse` creates every stager's files in reverse order, which the
+determinism tests use to prove it.
 """
 
 from __future__ import annotations
@@ -57,11 +57,14 @@ WHITEOUT = ".wh."  # OCI whiteout prefix (and ".wh..wh..opq", the opaque marker)
 T = TypeVar("T")
 
 
-def creation_order(items: Sequence[T]) -> list[T]:
-    """Items in the order a stager should create them: as given, or reversed under the test knob."""
-    if os.environ.get("ENGINEFAB_CREATE_ORDER") == "reverse":
-        return list(reversed(items))
+def as_given(items: Sequence[T]) -> list[T]:
+    """The order stagers create their files in: as given."""
     return list(items)
+
+
+def in_reverse(items: Sequence[T]) -> list[T]:
+    """The other order (the determinism tests: creation order never reaches a layer)."""
+    return list(reversed(items))
 
 
 @dataclass(frozen=True)

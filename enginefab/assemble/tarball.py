@@ -145,13 +145,14 @@ def tar_entries(staging: Staging, mtime: int) -> Iterator[bytes]:
 
 
 def pack(staging: Staging, contract: Compression, mtime: int, out: BinaryIO,
-         on_bytes: Callable[[int], None] | None = None) -> Packed:
+         on_bytes: Callable[[int], None] | None = None, threads: int | None = None) -> Packed:
     """Write the compressed layer to `out`; return its digests. `on_bytes(n)` reports progress
     in uncompressed tar bytes. File contents go from the page cache straight into the
-    compressor's blocks; the tar's sha256 (diff_id) is taken by the compressor as it goes."""
+    compressor's blocks; the tar's sha256 (diff_id) is taken by the compressor as it goes.
+    `threads`: the compressor's (None: the CPUs this process may use)."""
     tee = _Tee(out)
     diff = hashlib.sha256()
-    writer = compress.open_writer(contract, tee, raw=diff)  # type: ignore[arg-type]
+    writer = compress.open_writer(contract, tee, threads=threads, raw=diff)  # type: ignore[arg-type]
     tar_size = 0
     buf = bytearray()
     report = on_bytes or (lambda n: None)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enginefab.assemble.builder import default_fetcher
+from enginefab.assemble.fetching import fetch_input
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.store import Store
 from enginefab.assemble.wheels import stage_wheel
@@ -30,12 +28,11 @@ from enginefab.check.facts import Facts
 from enginefab.check.report import Result
 from enginefab.check.static import audit
 from enginefab.check.structure import Suite
-from enginefab.core import ui
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import EnginefabError
 from enginefab.core.fsutil import scratch_dir
 from enginefab.transport import download
-from enginefab.transport import mirrors as mirrors_mod
+from enginefab.transport.session import Session
 
 BASES = Path("engines") / "checks" / "bases.toml"
 
@@ -57,28 +54,19 @@ def bases(root: Path) -> BasesFile:
     return BasesFile.model_validate(tomllib.loads(p.read_text())) if p.is_file() else BasesFile()
 
 
-@lru_cache(maxsize=64)
-def _host_answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-        return True
-    except OSError:
-        return False
-
-
-def reachable(inp: Input) -> str | None:
-    """None if the input's bytes are here or can be fetched, else why not."""
-    if inp.sha256 and download.cached(inp.sha256):
+def reachable(inp: Input, session: Session) -> str | None:
+    """None if the input's bytes are here (the session's download cache) or can be fetched, else why not."""
+    if inp.sha256 and download.cached(inp.sha256, session.downloads, reporter=session.reporter):
         return None
     if inp.kind == "deb" and not inp.url:
         return "a package not pinned yet (its repository was out of reach when locked): see `enginefab lock --check`"
     if inp.kind == "manual" or not inp.url:
         return "a manual input (behind a login): add it with `enginefab lock --add-file`"
-    url = mirrors_mod.current().url(inp.url)
+    url = session.mirrors.url(inp.url)
     u = urllib.parse.urlsplit(url)
     if u.scheme == "file":
         return None if Path(u.path).exists() else f"{url} does not exist"
-    if not u.hostname or not _host_answers(u.hostname, u.port or (443 if u.scheme == "https" else 80)):
+    if not u.hostname or session.unreachable_host(inp.url, timeout=5):
         return f"{u.hostname} is not reachable from here"
     return None
 
@@ -89,14 +77,14 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)  # layer id → why
 
 
-def plan(defn: Definition) -> Plan:
+def plan(defn: Definition, session: Session) -> Plan:
     p = Plan()
     for layer in defn.layers:
         if layer.kind != "wheels":
             p.skipped[layer.id] = ("the base image: " if layer.kind == "base" else f"a {layer.kind} layer: ") + \
                 "not audited without the image (its facts are declared)"
             continue
-        why = next((f"{i.ref}: {r}" for i in layer.inputs if (r := reachable(i))), None)
+        why = next((f"{i.ref}: {r}" for i in layer.inputs if (r := reachable(i, session))), None)
         if why:
             p.skipped[layer.id] = why
         else:
@@ -118,10 +106,11 @@ def facts_for(defn: Definition, suite: Suite | None, root: Path, staged_pins: di
     return f
 
 
-def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | None = None) -> list[Result]:
-    """Stage every reachable wheel layer into a temporary root and audit it."""
+def audit_layers(defn: Definition, store: Store, project: Path, session: Session,
+                 suite: Suite | None = None) -> list[Result]:
+    """Stage every reachable wheel layer (fetched through `session`) into a temporary root and audit it."""
     t0 = time.monotonic()
-    p = plan(defn)
+    p = plan(defn, session)
     out: list[Result] = []
     if not p.audited:
         return [Result("static", "engine-layers", "skip",
@@ -138,9 +127,9 @@ def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | N
             staging = Staging(work / f"layer{n}")
             staging.root.mkdir()
             for inp in sorted(layer.inputs, key=lambda i: i.name):
-                path = default_fetcher(inp, defn.image.alias)
+                path = fetch_input(inp, defn.image.alias, session)
                 total += path.stat().st_size
-                ui.info(f"  staging {inp.ref} ({path.stat().st_size / 1e6:.0f} MB)")
+                session.reporter.info(f"  staging {inp.ref} ({path.stat().st_size / 1e6:.0f} MB)")
                 stage_wheel(staging, path, inp, dict(layer.scheme or {}), layer.interpreter or defn.python.interpreter)
                 pins[inp.name] = inp.version
             _overlay(staging.root, merged)  # a later layer's file replaces an earlier one's, as in the image
@@ -160,7 +149,7 @@ def audit_layers(defn: Definition, store: Store, project: Path, suite: Suite | N
                          f"base facts: {audited}. Not audited here: {skipped}", dt,
                          data={"audited": [layer.id for layer in p.audited], "skipped": p.skipped,
                                "wheel_bytes": total}))
-    ui.info(f"  staged {total / 1e6:.0f} MB of wheels in {staged:.0f} s, audited in {dt - staged:.0f} s")
+    session.reporter.info(f"  staged {total / 1e6:.0f} MB of wheels in {staged:.0f} s, audited in {dt - staged:.0f} s")
     return out
 
 

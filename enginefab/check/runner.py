@@ -23,10 +23,11 @@ from enginefab.check import accelerator, cst, definition, podman, runtime, servi
 from enginefab.check.facts import Facts
 from enginefab.check.layers import audit_layers
 from enginefab.check.report import LEVELS, Report, Result
-from enginefab.core import ui
 from enginefab.core.definition import Definition
 from enginefab.core.errors import CheckError, EnginefabError
+from enginefab.core.reporter import SILENT, Reporter
 from enginefab.engines.matrix import Image, Matrix
+from enginefab.transport.session import Session
 
 
 def _levels(levels: list[str] | None) -> list[str]:
@@ -38,7 +39,7 @@ def _levels(levels: list[str] | None) -> list[str]:
 
 
 def check_built(defn: Definition, store: Store, built: Built, project: Path, *, levels: list[str] | None = None,
-                cross_check: bool = False) -> list[Result]:
+                cross_check: bool = False, reporter: Reporter = SILENT) -> list[Result]:
     """Static and runtime levels of one built image (any definition, also one made by a test)."""
     levels = _levels(levels)
     suite = structure.load(project, defn)
@@ -52,7 +53,7 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
     if "static" in levels:
         t0 = time.monotonic()
         root = rootfs.unpacked(store, built)
-        ui.info(f"  unpacked in {time.monotonic() - t0:.1f} s; auditing files")
+        reporter.info(f"  unpacked in {time.monotonic() - t0:.1f} s; auditing files")
         out += static.audit(root, Facts.of(defn, suite))
         out += structure.file_tests(root, suite) + structure.metadata_tests(defn, suite)
         if cross_check:
@@ -63,14 +64,14 @@ def check_built(defn: Definition, store: Store, built: Built, project: Path, *, 
             out.append(Result("runtime", "sandbox", "error", f"missing: {', '.join(missing)}"))
         else:
             root = rootfs.unpacked(store, built)
-            ui.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
+            reporter.info("  running the engine probe" + (" under qemu-user" if defn.image.arch != sandbox.host_arch() else ""))
             out += runtime.check(defn, root, suite=suite, logs=store.root / "logs")
             out += structure.command_tests(root, defn, suite)
             if defn.image.kind == "model":
-                ui.info("  serving the model as ModelArts would (uid 1000, port 8080, GET /health)")
+                reporter.info("  serving the model as ModelArts would (uid 1000, port 8080, GET /health)")
                 out += serving.check(defn, root)
             if cross_check:
-                ui.info("  cross-checking the engine probe with podman (runc)")
+                reporter.info("  cross-checking the engine probe with podman (runc)")
                 out += podman.cross_check(store, built, defn, root, suite)
     return out
 
@@ -80,13 +81,16 @@ def accelerator_here(img: Image) -> bool:
                                              else accelerator.npu_present())
 
 
-def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] | None = None,
+def run_checks(m: Matrix, imgs: list[Image], store: Store, session: Session, *, levels: list[str] | None = None,
                cross_check: bool = False) -> list[Report]:
+    """One report per image; what a level needs is fetched through `session` (its reporter says
+    what runs)."""
     levels = _levels(levels)
     reports = []
-    builder = Builder(store, parents=matrix_parents(m))
+    builder = Builder(store, session=session, parents=matrix_parents(m))
+    say = session.reporter.info
     for img in imgs:
-        ui.info(f"[bold]check[/] {img.label()}")
+        say(f"[bold]check[/] {img.label()}")
         rep = Report(image=img.alias, name=img.name, digest=None)
         if "definition" in levels:
             rep.results += definition.check(m, img)
@@ -102,13 +106,14 @@ def run_checks(m: Matrix, imgs: list[Image], store: Store, *, levels: list[str] 
             except EnginefabError as e:
                 why = e.message
         if built is not None and defn is not None:
-            rep.results += check_built(defn, store, built, m.root, levels=levels, cross_check=cross_check)
+            rep.results += check_built(defn, store, built, m.root, levels=levels, cross_check=cross_check,
+                                       reporter=session.reporter)
         elif needs_image:
             if "static" in levels:
                 if defn is not None:
-                    ui.info(f"  the image cannot be built here ({why}); auditing its reachable engine layers")
+                    say(f"  the image cannot be built here ({why}); auditing its reachable engine layers")
                     rep.results.append(Result("static", "image", "skip", f"the whole image cannot be built here: {why}"))
-                    rep.results += audit_layers(defn, store, m.root, structure.load(m.root, defn))
+                    rep.results += audit_layers(defn, store, m.root, session, structure.load(m.root, defn))
                 else:
                     rep.results.append(Result("static", "image", "error", f"no definition to audit: {why}"))
             if "runtime" in levels:

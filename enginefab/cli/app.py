@@ -47,10 +47,15 @@ app = typer.Typer(
 @app.callback()
 def _setup() -> None:
     """Reproducible, matrix-planned OCI images for AI training engines."""
+    from enginefab.cli import args
     from enginefab.core import debuglog
-    from enginefab.core.paths import cache_root
 
-    debuglog.setup(cache_root() / "logs" / "debug.log")
+    args.begin()
+    try:
+        log = args.settings().debug_log
+    except EnginefabError:
+        return  # a malformed ENGINEFAB_* variable: the command says so (exit 2)
+    debuglog.setup(log)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -97,9 +102,9 @@ def run_guarded(fn):
     def wrapper(*a, **kw):
         as_json = bool(kw.get("as_json"))
         if as_json:
-            from enginefab.core import ui
+            from enginefab.cli import args
 
-            ui.set_quiet(True)
+            args.json_output(True)
         try:
             return fn(*a, **kw)
         except EnginefabError as e:
@@ -110,9 +115,9 @@ def run_guarded(fn):
                 raise
             _fail(err, as_json)
         except KeyboardInterrupt:
-            from enginefab.core import ui
+            from enginefab.cli.present import console
 
-            ui.err.print("[red]interrupted[/]")
+            console().print("[red]interrupted[/]")
             raise typer.Exit(130)
         except Exception as e:
             from pydantic import ValidationError  # only once something failed: pydantic is slow to import

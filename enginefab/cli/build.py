@@ -33,6 +33,9 @@ def build(
     archive_max_ratio: Annotated[Optional[int], typer.Option(
         "--archive-max-ratio", help="Most expanded bytes per archive byte, past 16 MiB [env "
         "ENGINEFAB_ARCHIVE_MAX_RATIO; default 100].", show_default=False)] = None,
+    creation_order: Annotated[str, typer.Option(
+        "--creation-order", hidden=True, help="given or reverse: the order stagers create files in (it never "
+        "reaches a layer; the determinism tests build with reverse to prove it).")] = "given",
     as_json: JsonOpt = False,
 ) -> None:
     """Build images from build/<alias>.json (or definition files given by path) into the store
@@ -41,15 +44,21 @@ def build(
     The last line printed per image is `<alias> <manifest digest>` (with --reachable-layers,
     `<alias> incomplete: …` for an image some of whose inputs cannot be fetched here)."""
     from enginefab.assemble.pipeline import build_images, is_definition_file
+    from enginefab.assemble.staging import as_given, in_reverse
 
+    orders = {"given": as_given, "reverse": in_reverse}
+    if creation_order not in orders:
+        raise typer.BadParameter("given or reverse", param_hint="--creation-order")
     m = args.matrix()
     files = [n for n in names or [] if is_definition_file(n)]
     rest = [n for n in names or [] if not is_definition_file(n)]
     imgs = args.pick(m, rest, all_, demo) if (rest or all_ or demo or not files) else []
+    args.settings(archive_max_bytes=archive_max_bytes, archive_max_entries=archive_max_entries,
+                  archive_max_ratio=archive_max_ratio)
     st = args.store(store)
-    limits = args.archive_limits(archive_max_bytes, archive_max_entries, archive_max_ratio)
-    results = build_images(m, imgs, st, out, reachable_only=reachable_layers, files=files,
-                           shared=args.shared(cache, st, plain_http, ca_cert), limits=limits)
+    results = build_images(m, imgs, st, out, args.session(), reachable_only=reachable_layers, files=files,
+                           shared=args.shared(cache, st, plain_http, ca_cert),
+                           options=args.build_options(creation_order=orders[creation_order]))
     if as_json:
         present.emit([r.as_dict() for r in results])
     else:

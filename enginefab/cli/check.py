@@ -38,7 +38,7 @@ def check(
 
     m = args.matrix()
     imgs = args.pick(m, names, all_, demo)
-    reps = run_checks(m, imgs, args.store(store), levels=level or None, cross_check=cross_check)
+    reps = run_checks(m, imgs, args.store(store), args.session(), levels=level or None, cross_check=cross_check)
     present.write_check_reports(reps, junit, reports)
     if as_json:
         present.emit([r.as_dict() for r in reps])

@@ -101,15 +101,14 @@ def diff(
     which layers come and go, and why. Exits 1 when they differ."""
     from enginefab.assemble import churn
     from enginefab.assemble import diff as d
-    from enginefab.core.paths import project_root
-
+    root = args.settings().root
     st = args.store(store)
     if churn.is_lock_set(a) and churn.is_lock_set(b):
-        res = churn.compare(churn.read_lock(a, project_root()), churn.read_lock(b, project_root()), st, labels=(a, b))
+        res = churn.compare(churn.read_lock(a, root), churn.read_lock(b, root), st, labels=(a, b))
         render = churn.render
     else:
-        sa = d.open_side(a, st, project_root())
-        sb = d.open_side(b, st, project_root(), hint=a.rpartition(":")[2] if ":" in a else None)
+        sa = d.open_side(a, st, root)
+        sb = d.open_side(b, st, root, hint=a.rpartition(":")[2] if ":" in a else None)
         res = d.diff(sa, sb, files=not no_files, limit=None if as_json else 40)
         render = d.render
     if as_json:
@@ -128,7 +127,7 @@ def validate(
     manifest and config) and check every blob's digest and size."""
     from enginefab.core import ocischema
 
-    n = ocischema.validate_layout(layout)
+    n = ocischema.validate_layout(layout, args.settings().oci_schemas)
     if as_json:
         present.emit({"ok": True, "documents": n})
     else:

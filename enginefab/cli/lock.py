@@ -45,8 +45,8 @@ def lock(
 
     imgs = args.pick(m, names, all_ or not (names or demo), demo)
     settings = m.platforms.compression
-    res = do_lock(m, imgs, compress.contract(settings.algorithm, settings.level),
-                  parents=parent_source(args.store(store), matrix_parents(m)))
+    res = do_lock(m, imgs, compress.contract(settings.algorithm, settings.level), args.session(),
+                  parents=parent_source(args.store(store), matrix_parents(m), args.session()))
     if as_json:
         present.emit({"written": res.written, "unchanged": res.unchanged})
     else:
@@ -56,7 +56,7 @@ def lock(
 def _add_files(files: list[Path], as_json: bool) -> None:
     from enginefab.lock.manual import add_files
 
-    added = add_files(args.matrix(), files)
+    added = add_files(args.matrix(), files, args.settings().downloads)
     if as_json:
         present.emit(added)
     present.added(added)
@@ -64,10 +64,9 @@ def _add_files(files: list[Path], as_json: bool) -> None:
 
 def _check(m, strict: bool, as_json: bool) -> None:
     """`lock --check`: exit 1 when engines/ and build/ disagree or a pin is missing."""
-    from enginefab.core.paths import downloads_dir
     from enginefab.lock import check as lock_check
 
-    rep = lock_check.report(m, strict=strict, cache=downloads_dir())
+    rep = lock_check.report(m, strict=strict, cache=args.settings().downloads)
     if as_json:
         present.emit(rep.as_dict())
     else:
@@ -79,7 +78,7 @@ def _verify(m, imgs, as_json: bool) -> None:
     """`lock --verify`: exit 1 where upstream differs from build/."""
     from enginefab.lock.verify import verify as do_verify
 
-    problems = do_verify(m, imgs)
+    problems = do_verify(m, imgs, args.session())
     if as_json:
         present.emit({"ok": not problems, "problems": problems})
     else:

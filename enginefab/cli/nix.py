@@ -99,6 +99,7 @@ def fetch_blob(
     out: Annotated[Path, typer.Option("--out", envvar="out", help="Where to write the blob.")] = Path("blob"),
 ) -> None:
     """Fetch one base-image blob from its registry (or mirror): the flake's fixed-output fetcher."""
+    from enginefab.cli import args
     from enginefab.nix.fetch import fetch_blob as fetch
 
-    fetch(reference, size, out)
+    fetch(reference, size, out, args.session())

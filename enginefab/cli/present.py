@@ -30,11 +30,16 @@ def terminal_width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
+def console():
+    """The command line's one stderr console (the rich reporter writes to it too)."""
+    from enginefab.cli import args
+
+    return args.console()
+
+
 def err(text: str) -> None:
     """A message on stderr (rich markup, soft-wrapped), shown even with --json."""
-    from enginefab.core import ui
-
-    ui.err.print(text, soft_wrap=True)
+    console().print(text, soft_wrap=True)
 
 
 def _esc(text: str) -> str:
@@ -52,23 +57,19 @@ def error(e: EnginefabError, as_json: bool) -> None:
 
 def note(text: str) -> None:
     """A verdict on stderr (rich markup), shown even with --json."""
-    from enginefab.core import ui
-
-    ui.err.print(text)
+    console().print(text)
 
 
 def plain(text: str) -> None:
     """Text on stderr, not read as markup, even with --json."""
-    from enginefab.core import ui
-
-    ui.err.print(text, soft_wrap=True, markup=False)
+    console().print(text, soft_wrap=True, markup=False)
 
 
 def info(text: str) -> None:
     """A message on stderr, unless quiet (--json, ENGINEFAB_QUIET=1)."""
-    from enginefab.core import ui
+    from enginefab.cli import args
 
-    ui.info(text)
+    args.reporter().info(text)
 
 
 # -- matrix -----------------------------------------------------------------------------------
@@ -153,33 +154,27 @@ def added(files: list[dict]) -> None:
 
 
 def lock_check(rep, images: int) -> None:
-    from enginefab.core import ui
-
     for w in rep.warnings:
-        ui.err.print(f"[yellow]warning:[/] {w}")
+        console().print(f"[yellow]warning:[/] {w}")
     for p in rep.problems:
         err(f"[red]problem:[/] {_esc(p)}")
     if not rep.problems:
-        ui.err.print(f"[green]lock is current[/] ({images} images)")
+        console().print(f"[green]lock is current[/] ({images} images)")
 
 
 def upstream(problems: list[str], images: int) -> None:
     """`lock --verify`: where upstream differs from build/."""
-    from enginefab.core import ui
-
     for p in problems:
-        ui.err.print(f"[red]differs:[/] {p}")
+        console().print(f"[red]differs:[/] {p}")
     if not problems:
-        ui.err.print(f"[green]upstream agrees[/] ({images} images)")
+        console().print(f"[green]upstream agrees[/] ({images} images)")
 
 
 def locked(res) -> None:
-    from enginefab.core import ui
-
     for a in res.written:
-        ui.err.print(f"[green]wrote[/] build/{a}.json")
+        console().print(f"[green]wrote[/] build/{a}.json")
     for a in res.unchanged:
-        ui.err.print(f"[dim]unchanged[/] build/{a}.json")
+        console().print(f"[dim]unchanged[/] build/{a}.json")
 
 
 # -- build, check -----------------------------------------------------------------------------
@@ -215,12 +210,10 @@ MARKS = {"pass": "[green]✓[/]", "warn": "[yellow]⚠[/]", "fail": "[red]✗[/]
 
 def checked(reps) -> None:
     """`check`: per image its counts, then one line per check."""
-    from enginefab.core import ui
-
     for r in reps:
         c = r.counts()
         colour = "green" if r.ok else "red"
-        ui.err.print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, "
+        console().print(f"[{colour}]{r.image}[/]: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, "
                      f"{c['error']} errors, {c['skip']} skipped")
         for res in r.results:
             err(f"  {MARKS[res.status]} {res.level:11} {_esc(res.name)}: {_esc(res.detail)}")
@@ -238,24 +231,18 @@ def pushed(images: list[dict], indexes: list[dict]) -> None:
 
 
 def push_stats(s: dict) -> None:
-    from enginefab.core import ui
-
-    ui.err.print(f"uploaded {s['uploaded_bytes']} bytes in {s['uploaded_blobs']} blobs in {s['seconds']:.1f} s "
+    console().print(f"uploaded {s['uploaded_bytes']} bytes in {s['uploaded_blobs']} blobs in {s['seconds']:.1f} s "
                  f"({s['bytes_per_second'] / 1e6:.1f} MB/s); {s['skipped']} already present, {s['mounted']} mounted; "
                  f"referrers {s['referrer_bytes']} bytes")
 
 
 def pulled(res, out: Path) -> None:
-    from enginefab.core import ui
-
     print(f"{res.reference} {res.digest}")
-    ui.err.print(f"{res.blobs} blobs verified ({res.downloaded_bytes} bytes downloaded, {res.reused} already in {out})")
+    console().print(f"{res.blobs} blobs verified ({res.downloaded_bytes} bytes downloaded, {res.reused} already in {out})")
 
 
 def referrers(subject: str, descs: list[dict], how: str) -> None:
-    from enginefab.core import ui
-
-    ui.err.print(f"{subject}: {len(descs)} referrers ({how})")
+    console().print(f"{subject}: {len(descs)} referrers ({how})")
     for d in descs:
         title = (d.get("annotations") or {}).get("org.opencontainers.image.title", "")
         print(f"{d.get('artifactType', '?')} {d['digest']} {d['size']} {title}".rstrip())
@@ -263,7 +250,6 @@ def referrers(subject: str, descs: list[dict], how: str) -> None:
 
 def released(rel, to: str) -> None:
     """`release`: the dry run's plan, what was pushed, or the stage it stopped at and why."""
-    from enginefab.core import ui
     from enginefab.release.dryrun import lines as dry_lines
 
     if rel.ok and rel.dry_run is not None:
@@ -273,7 +259,7 @@ def released(rel, to: str) -> None:
         if not rel.published:
             print("already released: the registry has every tag and referrer of this lock; nothing published")
     else:
-        ui.err.print(f"[red]release stopped at {rel.stage}[/]: nothing was pushed")
+        console().print(f"[red]release stopped at {rel.stage}[/]: nothing was pushed")
         for p in rel.problems:
             err(f"  [red]✗[/] {_esc(p)}")
 
@@ -282,19 +268,15 @@ def released(rel, to: str) -> None:
 
 
 def store_verified(problems: list[str], stale: list) -> None:
-    from enginefab.core import ui
-
     for p in problems:
-        ui.err.print(f"[red]problem:[/] {p}")
+        console().print(f"[red]problem:[/] {p}")
     if stale:
-        ui.err.print(f"{len(stale)} temporaries of interrupted builds (removed by `enginefab store gc`)")
+        console().print(f"{len(stale)} temporaries of interrupted builds (removed by `enginefab store gc`)")
     if not problems:
-        ui.err.print("[green]store is intact[/]")
+        console().print("[green]store is intact[/]")
 
 
 def collected(res: dict, dry_run: bool) -> None:
-    from enginefab.core import ui
-
     verb = "would remove" if dry_run else "removed"
-    ui.err.print(f"{verb} {res['removed']} blobs ({res['freed_bytes'] / 1e6:.1f} MB with temporaries), "
+    console().print(f"{verb} {res['removed']} blobs ({res['freed_bytes'] / 1e6:.1f} MB with temporaries), "
                  f"kept {res['kept']} (roots: {', '.join(res['roots'])})")

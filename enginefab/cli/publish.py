@@ -36,9 +36,9 @@ def push(
     m = args.matrix()
     imgs = args.pick(m, names, all_, demo)
     args.require_target(to)
-    result = do_push(m, imgs, args.store(store), to, plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None,
-                     parallel=parallel, referrers=referrers, indexes=index, reports=reports, run_check=run_check,
-                     limits=args.archive_limits())
+    result = do_push(m, imgs, args.store(store), to, args.settings(), args.session(), plain_http=plain_http,
+                     ca_cert=str(ca_cert) if ca_cert else None, parallel=parallel, referrers=referrers, indexes=index,
+                     reports=reports, run_check=run_check)
     if as_json:
         present.emit(result)
         return
@@ -56,12 +56,11 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Pull an image or a multi-arch index into an OCI layout, verifying every blob's digest."""
-    from enginefab.core import ui
     from enginefab.publish.pull import pull as do_pull
 
     r, client = args.client_for(ref, plain_http, ca_cert)
     client.check_login()
-    with ui.bytes_progress("pull", None) as bar:
+    with args.reporter().progress("pull", None) as bar:
         res = do_pull(client, r, out, platform=platform, progress=bar.advance)
     if as_json:
         present.emit(res.as_dict())

@@ -54,9 +54,8 @@ def release(
     st = args.store(store)
     opts = Options(plain_http=plain_http, ca_cert=str(ca_cert) if ca_cert else None, levels=level or None,
                    reports_dir=reports, record=record, notes_dir=notes or out.parent / "release", since=since,
-                   tag=tag, dry_run=dry_run, shared=args.shared(cache, st, plain_http, ca_cert),
-                   limits=args.archive_limits())
-    rel = do_release(m, imgs, st, out, to, opts)
+                   tag=tag, dry_run=dry_run, shared=args.shared(cache, st, plain_http, ca_cert))
+    rel = do_release(m, imgs, st, out, to, args.settings(), args.session(), opts)
     if as_json:
         present.emit(rel.as_dict())
     else:
@@ -84,8 +83,8 @@ def report(
     from enginefab.release.report import write_report
 
     m = args.matrix()
-    doc = write_report(m, args.pick(m, names, all_, demo), args.store(store), out, reports=reports, record=record,
-                       plain_http=plain_http)
+    doc = write_report(m, args.pick(m, names, all_, demo), args.store(store), out, args.session(), reports=reports,
+                       record=record, plain_http=plain_http)
     if as_json:
         present.emit(doc)
     else:
@@ -101,4 +100,4 @@ def demo(
     """The whole pipeline on the demo images: lock --check, build, check, push to a local registry."""
     from enginefab.demo import run_demo
 
-    raise typer.Exit(run_demo(port=port, out=out, store=store))
+    raise typer.Exit(run_demo(args.settings(store=store), args.session(), port=port, out=out))

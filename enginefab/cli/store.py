@@ -43,9 +43,9 @@ def gc(
 ) -> None:
     """Remove blobs no root references, their cache entries and leftovers of killed builds."""
     from enginefab.assemble.gc import KINDS, collect
-    from enginefab.core.paths import project_root
 
-    res = collect(args.store(store), project_root(), keep=tuple(keep or KINDS), layouts=list(layout or []),
+    s = args.settings()
+    res = collect(args.store(store), s.root, s.downloads, keep=tuple(keep or KINDS), layouts=list(layout or []),
                   dry_run=dry_run, wait=not no_wait)
     if as_json:
         present.emit(res)

@@ -8,14 +8,17 @@ from pathlib import Path
 
 
 def setup(path: Path) -> None:
-    """Route Python warnings to `path` (created at the first warning)."""
+    """Route Python warnings and the reporters' debug messages (`core.reporter`) to `path`
+    (created at the first line)."""
     logging.captureWarnings(True)
-    log = logging.getLogger("py.warnings")
-    log.propagate = False
-    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in log.handlers):
+    warnings, ours = logging.getLogger("py.warnings"), logging.getLogger("enginefab")
+    warnings.propagate = ours.propagate = False
+    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in warnings.handlers):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING)
+    warnings.addHandler(handler)
+    warnings.setLevel(logging.WARNING)
+    ours.addHandler(handler)
+    ours.setLevel(logging.DEBUG)

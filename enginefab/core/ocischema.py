@@ -1,7 +1,8 @@
 """Validate what we write against the official OCI JSON schemas (image-spec), and check layouts.
 
 The schemas ship in the package (oci_schemas/, the image-spec's own files, Apache-2.0), so
-`validate` works wherever enginefab is installed; $ENGINEFAB_OCI_SCHEMAS points at another copy. `validate_layout` walks an OCI image layout: the
+`validate` works wherever enginefab is installed; the settings' ENGINEFAB_OCI_SCHEMAS point at
+another copy (the caller passes the directory). `validate_layout` walks an OCI image layout: the
 oci-layout file, index.json, every manifest, index and config it reaches, and every blob's
 digest and size.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,10 +26,8 @@ SCHEMA_OF = {
 }
 
 
-def schema_dir() -> Path | None:
-    env = os.environ.get("ENGINEFAB_OCI_SCHEMAS")
-    d = Path(env) if env else PACKAGED
-    return d if (d / "image-manifest-schema.json").is_file() else None
+def has_schemas(directory: Path) -> bool:
+    return (directory / "image-manifest-schema.json").is_file()
 
 
 @lru_cache(maxsize=4)
@@ -50,23 +48,22 @@ def _validator(name: str, directory: str):
     return jsonschema.Draft4Validator(files[name], registry=reg, format_checker=jsonschema.FormatChecker())
 
 
-def validate(doc: dict, schema_file: str, directory: Path | None = None) -> None:
-    d = directory or schema_dir()
-    if d is None:
-        where = os.environ.get("ENGINEFAB_OCI_SCHEMAS") or PACKAGED
-        raise EnginefabError(f"the OCI JSON schemas are not in {where}",
+def validate(doc: dict, schema_file: str, directory: Path = PACKAGED) -> None:
+    """`doc` against the image-spec schema `schema_file` of `directory`."""
+    if not has_schemas(directory):
+        raise EnginefabError(f"the OCI JSON schemas are not in {directory}",
                              fix="reinstall enginefab (they ship in the package), or set ENGINEFAB_OCI_SCHEMAS "
                              "to a directory with the image-spec schemas")
     import jsonschema
 
     try:
-        _validator(schema_file, str(d)).validate(doc)
+        _validator(schema_file, str(directory)).validate(doc)
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path)
         raise EnginefabError(f"{schema_file}: {e.message} at /{where}") from None
 
 
-def validate_layout(layout: Path, directory: Path | None = None) -> int:
+def validate_layout(layout: Path, directory: Path = PACKAGED) -> int:
     """Validate a whole OCI layout; returns the number of documents checked."""
     if not (layout / "oci-layout").is_file():
         raise EnginefabError(f"{layout} is not an OCI image layout: it has no oci-layout file",

@@ -16,7 +16,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 
 from debian import deb822
@@ -26,6 +25,7 @@ from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import AptRepo
 from enginefab.lock import aptsig
 from enginefab.transport import download
+from enginefab.transport.session import Session
 
 #: index files in the order they are preferred (the Release must list the one used)
 PACKAGES_FILES = ("Packages.xz", "Packages.gz", "Packages")
@@ -161,18 +161,18 @@ def safe_filename(repo: AptRepo, filename: str, *, package: str) -> str:
 # -- I/O: keys, the signed Release, the Packages files -------------------------------------
 
 
-def keyring_bytes(repo: AptRepo, root: Path) -> bytes:
+def keyring_bytes(repo: AptRepo, root: Path, session: Session) -> bytes:
     """The repository's public keys (binary OpenPGP packets), from host keyrings (./dev installs
     them), files under engines/, or downloads. Only the pinned fingerprints among them count
     (aptsig.verify_signed)."""
-    return b"".join(aptsig.dearmor(_one_keyring(repo, where, root)) for where in repo.keyring)
+    return b"".join(aptsig.dearmor(_one_keyring(repo, where, root, session)) for where in repo.keyring)
 
 
-def _one_keyring(repo: AptRepo, where: str, root: Path) -> bytes:
+def _one_keyring(repo: AptRepo, where: str, root: Path, session: Session) -> bytes:
     what = f"apt:{repo.label}"
     if re.match(r"^(https|http|file)://", where):
         try:
-            return download.get_bytes(where, label=f"{repo.label} key")
+            return download.get_bytes(where, session, label=f"{repo.label} key")
         except EnginefabError as e:
             raise LockError(f"cannot fetch the key of {repo.label} from {where}: {e.message}", input=what,
                             fix="check the network or the keyring url in platforms.toml") from None
@@ -185,20 +185,20 @@ def _one_keyring(repo: AptRepo, where: str, root: Path) -> bytes:
     return path.read_bytes()
 
 
-def verified_release(repo: AptRepo, root: Path, *, now: datetime | None = None) -> str:
+def verified_release(repo: AptRepo, root: Path, session: Session, *, now: datetime | None = None) -> str:
     """The text of the repository's Release, signed by a pinned key, for the declared suite,
     unexpired. InRelease first; Release + Release.gpg where there is no InRelease."""
     where = f"apt:{repo.label}"
-    keys = keyring_bytes(repo, root)
+    keys = keyring_bytes(repo, root, session)
     try:
-        data = download.get_bytes(f"{repo.base}/InRelease", label=f"{repo.label} InRelease")
+        data = download.get_bytes(f"{repo.base}/InRelease", session, label=f"{repo.label} InRelease")
         text = aptsig.verify_signed(repo, keys, data, what=f"{repo.base}/InRelease")
     except LockError:
         raise
     except EnginefabError as first:
         try:
-            data = download.get_bytes(f"{repo.base}/Release", label=f"{repo.label} Release")
-            sig = download.get_bytes(f"{repo.base}/Release.gpg", label=f"{repo.label} Release.gpg")
+            data = download.get_bytes(f"{repo.base}/Release", session, label=f"{repo.label} Release")
+            sig = download.get_bytes(f"{repo.base}/Release.gpg", session, label=f"{repo.label} Release.gpg")
         except EnginefabError:
             raise LockError(f"cannot read the apt repository {repo.base}: {first.message}", input=where,
                             fix="check the url and suite in platforms.toml, the network, or registry/mirrors.toml") from None
@@ -210,12 +210,13 @@ def verified_release(repo: AptRepo, root: Path, *, now: datetime | None = None) 
     return text
 
 
-def load_index(repos: list[AptRepo], arch: str, root: Path) -> Index:
+def load_index(repos: list[AptRepo], arch: str, root: Path, session: Session) -> Index:
     """The merged package index of `repos` for one Debian arch (amd64, arm64); each repository's
-    is read once per process."""
+    is read once per session."""
     idx = Index(repos=list(repos), arch=arch)
     for repo in repos:
-        part = _load_one(repo.model_dump_json(), arch, str(root))
+        key = ("apt", repo.model_dump_json(), arch, str(root))
+        part = session.remember(key, lambda repo=repo: _load_one(repo, arch, root, session))  # type: ignore[misc]
         for name, byv in part.versions.items():
             for version, raw in byv.items():
                 idx.packages.add(name, version, raw, repo)
@@ -223,14 +224,13 @@ def load_index(repos: list[AptRepo], arch: str, root: Path) -> Index:
     return idx
 
 
-@lru_cache(maxsize=16)
-def _load_one(repo_json: str, arch: str, root: str) -> Paragraphs:
-    repo = AptRepo.model_validate_json(repo_json)
-    entries = release_entries(verified_release(repo, Path(root)))
+def _load_one(repo: AptRepo, arch: str, root: Path, session: Session) -> Paragraphs:
+    entries = release_entries(verified_release(repo, root, session))
     packages = Paragraphs()
     for rel in _index_files(repo, arch, entries):
         sha, size = entries[rel]
-        path = download.fetch(download.Want(url=f"{repo.base}/{rel}", sha256=sha, size=size, label=f"{repo.label} {rel}"))
+        path = download.fetch(download.Want(url=f"{repo.base}/{rel}", sha256=sha, size=size, label=f"{repo.label} {rel}"),
+                              session)
         scan(_decompress(rel, path.read_bytes()).decode("utf-8", "replace"), packages, repo,
              arch if repo.flat else None)
     return packages

@@ -26,6 +26,7 @@ from enginefab.core.errors import LockError
 from enginefab.engines.locate import similar
 from enginefab.engines.model import DEB_ARCH, AptRepo
 from enginefab.lock.aptindex import Index, load_index, safe_filename
+from enginefab.transport.session import Session
 
 #: fields of the Packages paragraph kept in the lock (dpkg status for scanners, SBOM)
 CONTROL_FIELDS = (
@@ -149,9 +150,9 @@ def to_input(idx: Index, para: deb822.Packages) -> Input:
 
 
 def resolve(repos: list[AptRepo], arch: str, roots: list[str], have: set[str], *, image: str,
-            root: Path) -> list[Input]:
+            root: Path, session: Session) -> list[Input]:
     """The closure of `roots` over `repos` (merged; the first to carry a version serves it)."""
-    idx = load_index(repos, DEB_ARCH[arch], root)
+    idx = load_index(repos, DEB_ARCH[arch], root, session)
     return [to_input(idx, p) for p in closure(idx, roots, have=have, image=image)]
 
 

@@ -15,7 +15,6 @@ from typing import Callable
 
 from rich.markup import escape
 
-from enginefab.core import ui
 from enginefab.core.definition import Base, Compression, Definition, Input, Parent, parse_definition
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.core.fsutil import write_atomic
@@ -27,6 +26,7 @@ from enginefab.lock.asof import as_of
 from enginefab.lock.declared import base_ref, manual_input, matrix_entry, run_input, stack_repos
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
 from enginefab.lock.parent import ParentPins
+from enginefab.transport.session import Session
 
 
 @dataclass
@@ -40,9 +40,10 @@ class Resolved:
 ParentSource = Callable[[Image, Definition, bytes], ParentPins]
 
 
-def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> Resolved:
-    """Every input of one image, pinned: the index pins online (PyPI, apt, registries), the rest
-    from engines/ (`derive.parts_for`)."""
+def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
+    """Every input of one image, pinned: the index pins online (PyPI, apt, registries, through the
+    session), the rest from engines/ (`derive.parts_for`)."""
+    say = session.reporter.info
     p = m.platforms
     who = img.label()
     target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
@@ -55,7 +56,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
                         image=who, fix="pin one in platforms.toml (os.base or the stack's base) or on the image")
     if ref is not None:
         say(f"  {img.alias}: base {ref.reference}@{ref.digest[:19]}…")
-        pins.base, pins.manifest = oci.resolve(ref, img.oci_platform, image=who)
+        pins.base, pins.manifest = oci.resolve(ref, img.oci_platform, image=who, session=session)
 
     # OS root
     have: set[str] = set()
@@ -63,7 +64,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
     if img.os.source == "debs":
         assert apt is not None
         say(f"  {img.alias}: {img.os_id} packages ({img.arch})")
-        pins.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=who, root=m.root)
+        pins.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=who, root=m.root, session=session)
         have |= deb.provided_names(pins.os)
     elif img.os.source == "manual" and img.arch not in img.os.archive:
         raise LockError(f"OS {img.os_id} is imported from an archive but none is declared for {img.arch}",
@@ -71,7 +72,7 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
 
     # accelerator stack: its packages (over the base); its files behind a login and run steps are engines/'s
     if img.stack:
-        pins.stack = stack_debs(img, m, pins.base, have, say)
+        pins.stack = stack_debs(img, m, pins.base, have, session)
         have |= deb.provided_names(pins.stack)
 
     # Python runtime
@@ -81,37 +82,37 @@ def resolve(img: Image, m: Matrix, *, say: Callable[[str], None] = ui.info) -> R
             raise LockError(f"Python runtime {img.python_id} is made of packages, but {img.os_id} has no apt repository",
                             image=who, fix="set os.apt in platforms.toml")
         say(f"  {img.alias}: Python {py.version} packages")
-        pins.python = deb.resolve([apt], img.arch, list(py.packages), have, image=who, root=m.root)
+        pins.python = deb.resolve([apt], img.arch, list(py.packages), have, image=who, root=m.root, session=session)
         have |= deb.provided_names(pins.python)
 
     # extra OS packages
     if img.d.debs:
-        pins.debs = extra_debs(img, m, pins.base, have, say)
+        pins.debs = extra_debs(img, m, pins.base, have, session)
 
     # Python packages: uv for versions, the index for files
     if img.d.requirements:
-        pins.wheels, pins.sdists = python_closure(img, m, target, say)
+        pins.wheels, pins.sdists = python_closure(img, m, target, session)
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
 
 
-def python_closure(img: Image, m: Matrix, target: Target, say: Callable[[str], None],
+def python_closure(img: Image, m: Matrix, target: Target, session: Session,
                    parent: Parent | None = None) -> tuple[list[Input], list[Input]]:
     """(wheels, sdists) of the image's requirements: uv for the versions, the index for the files.
     Over a parent, the parent's distributions are constraints and are not installed again."""
-    who = img.label()
+    say, who = session.reporter.info, img.label()
     say(f"  {img.alias}: Python closure of {', '.join(img.d.requirements)} for cp{target.py[0]}{target.py[1]} {img.arch}")
     when = as_of(img, m.platforms.pypi)
     say(escape(f"  {img.alias}: PyPI as of {when.instant or 'now'} ({when.why})"))
     have = dict(parent.distributions) if parent else {}
     constraints = list(img.d.constraints) + [f"{n}=={v}" for n, v in have.items()]
     pins_ = [p for p in pypi.resolve_versions(list(img.d.requirements), constraints, target, image=who,
-                                              exclude_newer=when.instant) if p.name not in have]
+                                              session=session, exclude_newer=when.instant) if p.name not in have]
     with ThreadPoolExecutor(max_workers=8) as pool:  # one index page per package: fetch them together
-        files = list(pool.map(lambda pin: pypi.select_file(pin, target, image=who), pins_))
+        files = list(pool.map(lambda pin: pypi.select_file(pin, target, session, image=who), pins_))
     return [f for f in files if f.kind == "wheel"], [f for f in files if f.kind == "url"]
 
 
-def resolve_derived(img: Image, m: Matrix, parent: ParentPins, say: Callable[[str], None]) -> Resolved:
+def resolve_derived(img: Image, m: Matrix, parent: ParentPins, session: Session) -> Resolved:
     """A derived image: the parent's layers as its base, then its own packages, wheels, files and
     steps; what the parent has installed is neither fetched nor installed again."""
     who = img.label()
@@ -121,39 +122,40 @@ def resolve_derived(img: Image, m: Matrix, parent: ParentPins, say: Callable[[st
         if apt is None:
             raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=who,
                             fix="install them with a run step, or use an OS with an apt repository")
-        say(f"  {img.alias}: extra OS packages over {parent.parent.label}")
-        pins.debs = deb.resolve([apt], img.arch, list(img.d.debs), set(parent.parent.debs), image=who, root=m.root)
+        session.reporter.info(f"  {img.alias}: extra OS packages over {parent.parent.label}")
+        pins.debs = deb.resolve([apt], img.arch, list(img.d.debs), set(parent.parent.debs), image=who, root=m.root,
+                                session=session)
     if img.d.requirements:
         target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
-        pins.wheels, pins.sdists = python_closure(img, m, target, say, parent.parent)
+        pins.wheels, pins.sdists = python_closure(img, m, target, session, parent.parent)
     return Resolved(parts=parts_for(img, m, pins), base=None, parent=parent.parent)
 
 
-def stack_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list[Input]:
+def stack_debs(img: Image, m: Matrix, base: list, have: set[str], session: Session) -> list[Input]:
     """The stack's Debian packages (over the base), from its repositories and the OS's."""
     assert img.stack is not None
     if not img.stack.packages:
         return []
     return stackdebs.resolve(img, m, stack_repos(img, m), list(img.stack.packages), base=base, have=have,
-                             published=dict(img.stack.published), what=f"stack {img.stack_id} packages", say=say)
+                             published=dict(img.stack.published), what=f"stack {img.stack_id} packages", session=session)
 
 
-def stack_inputs(img: Image, m: Matrix, base: list, have: set[str], pins: dict, say: Callable[[str], None]) -> list:
+def stack_inputs(img: Image, m: Matrix, base: list, have: set[str], pins: dict, session: Session) -> list:
     """The stack's inputs as the planner gets them: its packages, files behind a login, run steps."""
     assert img.stack is not None
-    return (stack_debs(img, m, base, have, say) + [manual_input(f, pins) for f in img.stack.manual]
+    return (stack_debs(img, m, base, have, session) + [manual_input(f, pins) for f in img.stack.manual]
             + [run_input(s) for s in img.stack.run])
 
 
-def extra_debs(img: Image, m: Matrix, base: list, have: set[str], say: Callable[[str], None]) -> list:
+def extra_debs(img: Image, m: Matrix, base: list, have: set[str], session: Session) -> list:
     apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
     if apt is None:
         raise LockError(f"field debs: {img.os_id} has no apt repository this lock can read", image=img.label(),
                         fix="install them with a run step, or use an OS with an apt repository")
     if img.os.source == "oci":  # over a base image: what it has installed is not fetched again
         return stackdebs.resolve(img, m, [(img.os.apt, apt)], list(img.d.debs), base=base, have=have,
-                                 what="extra OS packages", say=say)
-    return deb.resolve([apt], img.arch, list(img.d.debs), have, image=img.label(), root=m.root)
+                                 what="extra OS packages", session=session)
+    return deb.resolve([apt], img.arch, list(img.d.debs), have, image=img.label(), root=m.root, session=session)
 
 
 @dataclass
@@ -162,14 +164,16 @@ class LockResult:
     unchanged: list[str]
 
 
-def lock(m: Matrix, images: list[Image], contract: Compression, *,
-         say: Callable[[str], None] = ui.info, parents: ParentSource | None = None) -> LockResult:
-    """Resolve and plan `images`, write each definition that changed; touch no other file.
+def lock(m: Matrix, images: list[Image], contract: Compression, session: Session, *,
+         parents: ParentSource | None = None) -> LockResult:
+    """Resolve and plan `images` (through `session`), write each definition that changed; touch no
+    other file.
 
     `contract` is what this machine's compressor fulfils for platforms.toml's compression
     (`assemble.compress.contract`, measured by the caller): the lock records it. `parents`
     builds a matrix parent of a derived image (the caller's builder) into its manifest and
     config; a parent locked in the same run is built from its new definition."""
+    say = session.reporter.info
     wanted = {i.alias for i in images}
     out: dict[Path, bytes] = {}
     failed: list[EnginefabError] = []
@@ -177,9 +181,9 @@ def lock(m: Matrix, images: list[Image], contract: Compression, *,
         say(f"[bold]lock[/] {img.label()}")
         try:
             if img.derived:
-                r = resolve_derived(img, m, parent_pins(img, m, out, parents), say)
+                r = resolve_derived(img, m, parent_pins(img, m, out, parents, session), session)
             else:
-                r = resolve(img, m, say=say)
+                r = resolve(img, m, session)
         except EnginefabError as e:  # shared indexes fail without knowing for which image
             failed.append(e if e.image else type(e)(e.message, image=img.label(), input=e.input, fix=e.fix))
             continue  # the others are resolved too, so that every failure is told at once
@@ -220,15 +224,16 @@ def parents_first(images: list[Image], m: Matrix) -> list[Image]:
     return out
 
 
-def parent_pins(img: Image, m: Matrix, out: dict[Path, bytes], parents: ParentSource | None) -> ParentPins:
+def parent_pins(img: Image, m: Matrix, out: dict[Path, bytes], parents: ParentSource | None,
+                session: Session) -> ParentPins:
     """The parent of a derived image, read as the child's base: from its registry by digest, or
     (a matrix parent) its current definition built by `parents`."""
     who = img.label()
     reg = img.parent_reference
     if reg is not None:
         say_ref = f"{reg[0]}@{reg[1][:19]}…"
-        ui.info(f"  {img.alias}: parent {say_ref}")
-        return parents_.from_registry(reg[0], reg[1], img.oci_platform, image=who)
+        session.reporter.info(f"  {img.alias}: parent {say_ref}")
+        return parents_.from_registry(reg[0], reg[1], img.oci_platform, image=who, session=session)
     parent = m.get(img.parent_alias or "")
     path = definition_path(m.root, parent.alias)
     raw = out.get(path)

@@ -19,7 +19,7 @@ from enginefab.lock.declared import manual_files, manual_pins
 from enginefab.transport.download import cache_path
 
 
-def add_files(m: Matrix, paths: list[Path]) -> list[dict]:
+def add_files(m: Matrix, paths: list[Path], downloads: Path) -> list[dict]:
     declared = {}
     for img in m.images:
         for f in manual_files(img):
@@ -39,7 +39,7 @@ def add_files(m: Matrix, paths: list[Path]) -> list[dict]:
         if want and want != sha:
             raise LockError(f"{path.name} has sha256 {sha}, but {'upstream published' if decl.sha256 else 'manual-pins.toml records'} {want}",
                             input=f"manual:{path.name}", fix="download the file again from " + decl.where)
-        dest = cache_path(sha)
+        dest = cache_path(sha, downloads)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
             tmp = dest.with_name(f".{sha}.{os.getpid()}")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 
-from enginefab.core import ui
 from enginefab.core.definition import Input
 from enginefab.core.errors import EnginefabError, LockError
 from enginefab.engines.model import OciRef
 from enginefab.transport.client import RegistryClient
-from enginefab.transport.mirrors import current as current_mirrors
-from enginefab.transport.options import DEFAULT, HttpOptions
+from enginefab.transport.mirrors import Mirrors
 from enginefab.transport.reference import Reference, parse_reference
+from enginefab.transport.session import Session
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -31,9 +30,9 @@ def _ref_input(ref: OciRef) -> Input:
                  size=0, media_type=None)
 
 
-def mirrored(ref):
+def mirrored(ref, mirrors: Mirrors):
     """The same reference on its mirror (registry/mirrors.toml [registries]), if one is configured."""
-    host = current_mirrors().registry(ref.registry)
+    host = mirrors.registry(ref.registry)
     if host == ref.registry:
         return ref
     repo = ref.repository
@@ -43,19 +42,18 @@ def mirrored(ref):
     return Reference(host, repo, ref.tag, ref.digest)
 
 
-def resolve(ref: OciRef, platform: dict[str, str], *, image: str,
-            options: HttpOptions = DEFAULT) -> tuple[list[Input], str | None]:
+def resolve(ref: OciRef, platform: dict[str, str], *, image: str, session: Session) -> tuple[list[Input], str | None]:
     """(inputs, platform manifest digest) for a pinned base; the inputs start with the reference."""
     head = _ref_input(ref)
     upstream = parse_reference(f"{head.name}@{ref.digest}")
-    r = mirrored(upstream)
+    r = mirrored(upstream, session.mirrors)
     try:
-        client = RegistryClient.for_reference(r, options=options)
+        client = RegistryClient.for_reference(r, options=session.http_options, env=session.environ)
         raw, mt = client.get_manifest_raw(r.repository, ref.digest)
     except EnginefabError as e:
         via = f" (through the mirror {r.registry})" if r.registry != upstream.registry else ""
-        ui.info(f"[yellow]note:[/] {ref.reference}: registry not reachable{via} ({e.message.splitlines()[0]}); "
-                "the base stays pinned by digest only")
+        session.reporter.warn(f"{ref.reference}: registry not reachable{via} ({e.message.splitlines()[0]}); "
+                              "the base stays pinned by digest only")
         return [head], None
     doc = json.loads(raw)
     head = head.model_copy(update={"size": len(raw)})

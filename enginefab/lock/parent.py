@@ -30,8 +30,8 @@ from enginefab.lock.oci import INDEX_TYPES, mirrored
 from enginefab.lock.stackdebs import STATUS
 from enginefab.transport.blobs import fetch_base_blob
 from enginefab.transport.client import RegistryClient
-from enginefab.transport.options import DEFAULT
 from enginefab.transport.reference import parse_reference
+from enginefab.transport.session import Session
 
 #: a Python distribution installed in an image: <dir>/<name>-<version>.dist-info/…
 _DIST_INFO = re.compile(r"(?:^|/)(?:site|dist)-packages/([^/]+?)-([^/-]+)\.dist-info(?:/|$)")
@@ -97,13 +97,15 @@ def from_matrix(parent: Definition, parent_raw: bytes, manifest: bytes, config: 
     return ParentPins(base=layer_inputs(name, parent.image.engine_version, digest, manifest, None, config), parent=rec)
 
 
-def from_registry(reference: str, digest: str, platform: dict[str, str], *, image: str) -> ParentPins:
-    """A registry parent by digest (an index: the platform's manifest), and what its layers hold."""
+def from_registry(reference: str, digest: str, platform: dict[str, str], *, image: str,
+                  session: Session) -> ParentPins:
+    """A registry parent by digest (an index: the platform's manifest), and what its layers hold
+    (through the session: its registry mirrors, credentials and download cache)."""
     upstream = parse_reference(f"{reference}@{digest}")
     name = f"{upstream.registry}/{upstream.repository}"
-    r = mirrored(upstream)
+    r = mirrored(upstream, session.mirrors)
     try:
-        client = RegistryClient.for_reference(r, options=DEFAULT)
+        client = RegistryClient.for_reference(r, options=session.http_options, env=session.environ)
         raw, mt = client.get_manifest_raw(r.repository, digest)
         doc = json.loads(raw)
         head_size = len(raw)
@@ -126,7 +128,7 @@ def from_registry(reference: str, digest: str, platform: dict[str, str], *, imag
                         "then lock again") from None
     tag = upstream.tag or "latest"
     base = layer_inputs(name, tag, digest, raw, mt, config, head_size)
-    dists, debs = contents(base, image=image)
+    dists, debs = contents(base, image=image, session=session)
     rec = Parent(reference=f"{name}@{digest}", manifest=manifest_digest, config=config_of(config, image=image),
                  distributions=dists, debs=debs)
     return ParentPins(base=base, parent=rec)
@@ -140,7 +142,7 @@ def _platform_manifest(doc: dict, platform: dict[str, str]) -> str | None:
     return None
 
 
-def contents(base: list[Input], *, image: str) -> tuple[dict[str, str], list[str]]:
+def contents(base: list[Input], *, image: str, session: Session) -> tuple[dict[str, str], list[str]]:
     """(Python distributions, Debian package names) installed in a parent's layers: `.dist-info`
     directories, and the dpkg status (`var/lib/dpkg/status`, or one file per package under
     `status.d/` as enginefab and distroless write it), read in one pass over each layer."""
@@ -149,7 +151,7 @@ def contents(base: list[Input], *, image: str) -> tuple[dict[str, str], list[str
     for inp in base:
         if not (inp.media_type and ".layer." in inp.media_type):
             continue
-        path = fetch_base_blob(inp, image=image)
+        path = fetch_base_blob(inp, image=image, session=session)
         opener = gzip.open if "gzip" in inp.media_type else open
         with opener(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tf:  # type: ignore[arg-type]
             for member in tf:

@@ -11,13 +11,11 @@ Two steps, each done by the tool best at it:
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from packaging.tags import parse_tag
@@ -27,7 +25,8 @@ from enginefab.core.definition import Input
 from enginefab.core.errors import EnginefabError, FetchError, LockError
 from enginefab.core.pytarget import Target
 from enginefab.transport import download
-from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.mirrors import Mirrors
+from enginefab.transport.session import Session
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 @dataclass(frozen=True)
@@ -55,15 +54,17 @@ def resolve_versions(
     target: Target,
     *,
     image: str,
+    session: Session,
     exclude_newer: str | None = None,
 ) -> list[Pin]:
-    """The full closure of `requirements` for `target`, as name==version pins (uv)."""
+    """The full closure of `requirements` for `target`, as name==version pins (uv, on the
+    session's index, in the session's environment)."""
     if not requirements:
         return []
-    index = current_mirrors().index
+    index = session.mirrors.index
     # Fail fast and clearly when the index cannot be reached (uv would retry for ~20 s); the
-    # page is cached, select_file reads it again for free.
-    project_files(_requirement_name(requirements[0]), image=image)
+    # page is kept in the session, select_file reads it again for free.
+    project_files(_requirement_name(requirements[0]), session, image=image)
     with tempfile.TemporaryDirectory(prefix="enginefab-uv-") as td:
         req = Path(td) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n")
@@ -89,11 +90,11 @@ def resolve_versions(
             args += ["--constraint", str(con)]
         if exclude_newer:
             args += ["--exclude-newer", exclude_newer]
-        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+        env = dict(session.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
         env.pop("PIP_CONSTRAINT", None)
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
-        raise _unresolvable(proc.stderr, requirements, constraints, target, image=image)
+        raise _unresolvable(proc.stderr, requirements, constraints, target, image=image, session=session)
     pins = []
     for line in proc.stdout.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -107,10 +108,10 @@ def resolve_versions(
 
 
 def _unresolvable(stderr: str, requirements: list[str], constraints: list[str], target: Target, *,
-                  image: str) -> LockError:
+                  image: str, session: Session) -> LockError:
     """Why uv found no closure: a package or version that does not exist (raised from here), or a
     conflict, naming the engines/ entries it involves."""
-    _explain_missing(stderr, requirements + constraints, image=image)
+    _explain_missing(stderr, requirements + constraints, image=image, session=session)
     culprits = conflicting_entries(stderr, requirements, constraints)
     named = "; ".join(f"{kind} entry {entry!r}" for kind, entry in culprits)
     if culprits and culprits[0][0] == "constraints":
@@ -154,7 +155,7 @@ _NO_VERSION = re.compile(r"there is no version of ([A-Za-z0-9._-]+)(?:\[[^\]]*\]
 _NOT_FOUND = re.compile(r"\b([A-Za-z0-9._-]+) was not found in the package registry")
 
 
-def _explain_missing(stderr: str, requested: list[str], *, image: str) -> None:
+def _explain_missing(stderr: str, requested: list[str], *, image: str, session: Session) -> None:
     """Turn uv's "there is no version of X==V" into: no such package, or no such version (and
     which versions exist), naming the requirement from engines/ that asked for it."""
     m = _NO_VERSION.search(stderr) or _NOT_FOUND.search(stderr)
@@ -162,9 +163,9 @@ def _explain_missing(stderr: str, requested: list[str], *, image: str) -> None:
         return
     name = str(canonicalize_name(m.group(1)))
     asked = next((r for r in requested if _requirement_name(r) == name), name)
-    index = current_mirrors().index
+    index = session.mirrors.index
     try:
-        files = project_files(name, image=image)
+        files = project_files(name, session, image=image)
     except LockError:
         raise LockError(f"no package {name!r} on {index}", image=image, input=asked,
                         fix="check the spelling of the package name in engines/ (requirements)") from None
@@ -201,19 +202,19 @@ def _uv_reason(stderr: str) -> str:
     return "\n    ".join(lines[-12:]) or "uv failed without a message"
 
 
-def project_files(name: str, *, image: str | None = None) -> list[dict]:
-    """Every file of a project on the index (PEP 691 JSON), read once per process and index."""
+def project_files(name: str, session: Session, *, image: str | None = None) -> list[dict]:
+    """Every file of a project on the session's index (PEP 691 JSON), read once per session."""
+    index, project = session.mirrors.index, str(canonicalize_name(name))
     try:
-        return _project_files(current_mirrors().index, str(canonicalize_name(name)))
-    except EnginefabError as e:  # the cached call knows no image: name it here
+        return session.remember(("pypi", index, project), lambda: _project_files(index, project, session))
+    except EnginefabError as e:  # the shared call knows no image: name it here
         raise type(e)(e.message, image=e.image or image, input=e.input or name, fix=e.fix) from None
 
 
-@lru_cache(maxsize=1024)
-def _project_files(index: str, name: str) -> list[dict]:
+def _project_files(index: str, name: str, session: Session) -> list[dict]:
     url = f"{index}/{name}/"
     try:
-        data = download.get_json(url, headers={"Accept": SIMPLE_JSON}, label=name)
+        data = download.get_json(url, session, headers={"Accept": SIMPLE_JSON}, label=name)
     except FetchError as e:
         if "(404)" in e.message:
             raise LockError(f"no project {name!r} on {index}", input=name,
@@ -222,9 +223,10 @@ def _project_files(index: str, name: str) -> list[dict]:
     return list(data.get("files", []))  # type: ignore[union-attr]
 
 
-def select_file(pin: Pin, target: Target, *, image: str, requested_by: list[str] | None = None) -> Input:
+def select_file(pin: Pin, target: Target, session: Session, *, image: str,
+                requested_by: list[str] | None = None) -> Input:
     """The file of `pin` that the target's Python installs: best wheel, else the sdist."""
-    files = project_files(pin.name, image=image)
+    files = project_files(pin.name, session, image=image)
     ranks = {t: i for i, t in enumerate(target.tags())}
     best: tuple[int, str, dict] | None = None
     sdist: dict | None = None
@@ -266,7 +268,7 @@ def select_file(pin: Pin, target: Target, *, image: str, requested_by: list[str]
         kind="wheel" if chosen["filename"].endswith(".whl") else "url",
         name=pin.name,
         version=pin.version,
-        url=_absolute(chosen["url"], pin.name),
+        url=_absolute(chosen["url"], pin.name, session.mirrors),
         sha256=sha,
         size=int(chosen.get("size") or 0),
         filename=chosen["filename"],
@@ -274,9 +276,8 @@ def select_file(pin: Pin, target: Target, *, image: str, requested_by: list[str]
     )
 
 
-def _absolute(url: str, name: str) -> str:
+def _absolute(url: str, name: str, mirrors: Mirrors) -> str:
     """The file's upstream URL: relative links resolved against the index, mirror URLs mapped back."""
-    mirrors = current_mirrors()
     if "://" not in url:
         from urllib.parse import urljoin
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import re
 import tarfile
-from typing import Callable
 
 from debian import deb822
 
@@ -28,6 +27,7 @@ from enginefab.engines.model import DEB_ARCH, AptRepo
 from enginefab.lock import deb
 from enginefab.transport.blobs import fetch_base_blob
 from enginefab.transport.reach import unreachable
+from enginefab.transport.session import Session
 
 STATUS = "var/lib/dpkg/status"
 
@@ -65,25 +65,25 @@ def pending_inputs(img: Image, repos: list[tuple[str, AptRepo]], roots: list[str
     return out
 
 
-def why_pending(img: Image, repos: list[tuple[str, AptRepo]], base: list[Input]) -> str | None:
+def why_pending(img: Image, repos: list[tuple[str, AptRepo]], base: list[Input], session: Session) -> str | None:
     """Why the stack cannot be resolved from here (None: it can)."""
     if not any(i.media_type and ".layer." in i.media_type for i in base):
         return "the base image's layers were not resolved (its registry is not reachable)"
     for rid, repo in repos:
-        why = unreachable(repo.base + "/")
+        why = unreachable(repo.base + "/", session.mirrors)
         if why:
             return f"apt repository {rid}: {why}"
     return None
 
 
-def installed_in_base(base: list[Input], *, image: str) -> set[str]:
+def installed_in_base(base: list[Input], *, image: str, session: Session) -> set[str]:
     """Names (real and virtual) of the packages the base image has installed: the dpkg status
     of its topmost layer that carries one."""
     text = None
     for inp in base:
         if not (inp.media_type and ".layer." in inp.media_type):
             continue
-        path = fetch_base_blob(inp, image=image)
+        path = fetch_base_blob(inp, image=image, session=session)
         opener = gzip.open if "gzip" in inp.media_type else open
         with opener(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tf:  # type: ignore[arg-type]
             for member in tf:
@@ -101,26 +101,23 @@ def installed_in_base(base: list[Input], *, image: str) -> set[str]:
     return out
 
 
-_installed: dict[tuple[str, ...], set[str]] = {}
-
-
 def resolve(img: Image, m: Matrix, repos: list[tuple[str, AptRepo]], roots: list[str], *, base: list[Input],
             have: set[str], published: dict[str, str] | None = None, what: str,
-            say: Callable[[str], None]) -> list[Input]:
+            session: Session) -> list[Input]:
     """Deb inputs for `roots` over the base image: pinned when everything answers, else declared
     and unpinned. `published`: name=version → a sha256 upstream published, which the index must match."""
     published = published or {}
-    why = why_pending(img, repos, base)
+    say = session.reporter.info
+    why = why_pending(img, repos, base, session)
     if why:
         say(f"[yellow]note:[/] {img.alias}: {what} stay unpinned ({why}); "
             f"`enginefab lock {img.alias}` on a machine that reaches it pins them")
         return pending_inputs(img, repos, roots, published)
     say(f"  {img.alias}: {what} from {', '.join(rid for rid, _ in repos)}")
-    key = tuple(i.sha256 or "" for i in base)
-    if key not in _installed:
-        _installed[key] = installed_in_base(base, image=img.label())
-    inputs = deb.resolve([r for _, r in repos], img.arch, roots, have | _installed[key], image=img.label(),
-                         root=m.root)
+    key = ("dpkg status", *(i.sha256 or "" for i in base))
+    installed = session.remember(key, lambda: installed_in_base(base, image=img.label(), session=session))
+    inputs = deb.resolve([r for _, r in repos], img.arch, roots, have | installed, image=img.label(),
+                         root=m.root, session=session)
     for i in inputs:
         want = published.get(f"{i.name}={i.version}")
         if want and want != i.sha256:

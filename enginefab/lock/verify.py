@@ -10,9 +10,7 @@ the committed compression contract, and diffs it with the committed one. It writ
 from __future__ import annotations
 
 import json
-from typing import Callable
 
-from enginefab.core import ui
 from enginefab.core.definition import load_definition
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Image, Matrix
@@ -20,16 +18,17 @@ from enginefab.lock import layering
 from enginefab.lock.check import diff
 from enginefab.lock.derive import make_definition
 from enginefab.lock.locker import resolve
+from enginefab.transport.session import Session
 
 
-def verify(m: Matrix, images: list[Image], *, say: Callable[[str], None] = ui.info) -> list[str]:
+def verify(m: Matrix, images: list[Image], session: Session) -> list[str]:
     """Problems: each a line naming the image and the field or input upstream answers differently."""
     out: list[str] = []
     for img in images:
         path = definition_path(m.root, img.alias)
         committed = load_definition(path)
         raw = committed.to_json()
-        r = resolve(img, m, say=say)
+        r = resolve(img, m, session)
         want = make_definition(img, m, r.base, layering.plan_image(r.parts), committed.compression).to_json()
         if want != raw:
             out += [f"{img.alias}: build/{img.alias}.json → what upstream answers now: {line} "

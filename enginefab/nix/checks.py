@@ -18,6 +18,7 @@ from enginefab.check.runner import run_checks
 from enginefab.core.errors import CheckError
 from enginefab.engines.matrix import load
 from enginefab.lock import check as lock_check
+from enginefab.transport.session import Session
 
 CHECKS = ("lock", "definitions")
 
@@ -31,7 +32,8 @@ def flake_check(name: str, root: Path) -> tuple[bool, bytes]:
         ok = not problems
     elif name == "definitions":
         with tempfile.TemporaryDirectory(prefix="enginefab-check-") as tmp:  # the definition level reads no store
-            reps = run_checks(m, m.images, Store(Path(tmp)), levels=["definition"])
+            reps = run_checks(m, m.images, Store(Path(tmp)), Session(downloads=Path(tmp) / "downloads"),
+                              levels=["definition"])
         report = [r.as_dict() for r in reps]
         ok = all(r.ok for r in reps)
     else:

@@ -3,29 +3,23 @@
 Subject: the image manifest digest. buildDefinition: the pinned definition (its digest) as the
 external parameter, every input the lock pinned as a resolved dependency (URI + sha256), the
 compression contract and SOURCE_DATE_EPOCH as internal parameters. runDetails: the builder's
-identity (``$ENGINEFAB_BUILDER_ID``, e.g. the CI job's URL; default ``urn:enginefab:builder:local``)
+identity (the settings' ``ENGINEFAB_BUILDER_ID``, e.g. the CI job's URL; default ``urn:enginefab:builder:local``)
 and versions. No timestamps or host names: the same lock and builder give the same bytes.
 """
 
 from __future__ import annotations
 
-import os
-
 from enginefab import __version__
 from enginefab.assemble.builder import BUILDER_VERSION
 from enginefab.core import canonical
 from enginefab.core.definition import Definition, Input
+from enginefab.core.settings import DEFAULT_BUILDER
 from enginefab.publish.sbom import definition_digest
 
 MEDIA_TYPE = "application/vnd.in-toto+json"
 STATEMENT = "https://in-toto.io/Statement/v1"
 PREDICATE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:enginefab:build-type:oci-image:v1"
-DEFAULT_BUILDER = "urn:enginefab:builder:local"
-
-
-def builder_id() -> str:
-    return os.environ.get("ENGINEFAB_BUILDER_ID") or DEFAULT_BUILDER
 
 
 def _dependency(inp: Input) -> dict:
@@ -44,7 +38,7 @@ def _dependency(inp: Input) -> dict:
     return d
 
 
-def statement(defn: Definition, manifest_digest: str, *, builder: str | None = None) -> dict:
+def statement(defn: Definition, manifest_digest: str, *, builder: str = DEFAULT_BUILDER) -> dict:
     img = defn.image
     ddig = definition_digest(defn)
     deps = [{"name": f"build/{img.alias}.json", "digest": {"sha256": ddig},
@@ -72,7 +66,7 @@ def statement(defn: Definition, manifest_digest: str, *, builder: str | None = N
                 "resolvedDependencies": deps,
             },
             "runDetails": {
-                "builder": {"id": builder or builder_id(),
+                "builder": {"id": builder,
                             "version": {"enginefab": __version__, "layers": BUILDER_VERSION}},
                 "metadata": {"invocationId": f"{img.alias}@{manifest_digest}"},
             },
@@ -80,5 +74,5 @@ def statement(defn: Definition, manifest_digest: str, *, builder: str | None = N
     }
 
 
-def statement_json(defn: Definition, manifest_digest: str, *, builder: str | None = None) -> bytes:
+def statement_json(defn: Definition, manifest_digest: str, *, builder: str = DEFAULT_BUILDER) -> bytes:
     return canonical.dumps(statement(defn, manifest_digest, builder=builder))

@@ -18,13 +18,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Mapping
 
 from enginefab.assemble.image import INDEX, MANIFEST, Built, iso
 from enginefab.assemble.index import Member, group_key, plan_indexes
 from enginefab.assemble.store import Store
-from enginefab.core import canonical, ui
+from enginefab.core import canonical
 from enginefab.core.definition import Definition
 from enginefab.core.errors import RegistryError
+from enginefab.core.reporter import SILENT, Reporter
+from enginefab.core.settings import DEFAULT_BUILDER
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.publish import provenance, sbom
 from enginefab.publish.push import BlobHome, PushStats, push_image_content, push_tags, verify
@@ -60,11 +63,13 @@ def published_members(client: RegistryClient, m: Matrix, pushing: list[Image], p
     return found
 
 
-def evidence(defn: Definition, digest: str, report: bytes | None) -> list[Artifact]:
-    """The artifacts attached to an image: SBOM, provenance, and the check report if any."""
+def evidence(defn: Definition, digest: str, report: bytes | None, builder_id: str = DEFAULT_BUILDER) -> list[Artifact]:
+    """The artifacts attached to an image: SBOM, provenance (naming `builder_id`), and the check
+    report if any."""
     name = defn.image.alias
     arts = [Artifact(sbom.MEDIA_TYPE, sbom.spdx_json(defn), f"{name}.spdx.json"),
-            Artifact(provenance.MEDIA_TYPE, provenance.statement_json(defn, digest), f"{name}.intoto.json")]
+            Artifact(provenance.MEDIA_TYPE, provenance.statement_json(defn, digest, builder=builder_id),
+                     f"{name}.intoto.json")]
     if report is not None:
         arts.append(Artifact(REPORT_TYPE, report, f"{name}.check.json", "application/json"))
     return arts
@@ -89,13 +94,14 @@ def load_report(reports: Path, img: Image, digest: str) -> bytes:
     return raw
 
 
-def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | None = None,
+def connect(to: str, root: Path, environ: Mapping[str, str], *, plain_http: bool = False, ca_cert: str | None = None,
             options: HttpOptions = DEFAULT) -> tuple[Target, RegistryClient]:
     """The push target `to` names (HOST/PREFIX or a target of registry/targets.toml) and a client
-    logged in to it: a wrong password fails here, before anything is built or pushed."""
+    logged in to it with the credentials `environ` leads to (the settings' environment): a wrong
+    password fails here, before anything is built or pushed."""
     target = resolve_target(to, root, plain_http=plain_http, ca_cert=ca_cert)
     client = RegistryClient(target.registry, plain_http=target.plain_http, ca_cert=target.ca_cert,
-                            credentials=target.credentials(), options=options)
+                            credentials=target.credentials(environ), options=options, env=environ)
     client.check_login()
     return target, client
 
@@ -103,21 +109,24 @@ def connect(to: str, root: Path, *, plain_http: bool = False, ca_cert: str | Non
 def publish(client: RegistryClient, target: Target, m: Matrix, built_images: list[tuple[Image, Definition, Built]],
             store: Store, *, parallel: int = 4, referrers: bool = True, indexes: bool = True,
             reports: Path | None = None, check_reports: dict[str, bytes] | None = None,
-            more_tags: dict[str, list[str]] | None = None) -> dict:
+            more_tags: dict[str, list[str]] | None = None, blob_homes: Path | None = None,
+            builder_id: str = DEFAULT_BUILDER, reporter: Reporter = SILENT) -> dict:
     """Push images already built into `store`: never builds or checks (release.push composes that).
     `check_reports`: alias → a check report of this very build, attached as a referrer.
-    `more_tags`: an image's alias or an index's tag → tags to set besides the default ones."""
+    `more_tags`: an image's alias or an index's tag → tags to set besides the default ones.
+    `blob_homes`: where to remember which repository holds a blob (mounts next time; none: not
+    remembered); `builder_id`: the provenance's builder."""
     extra = more_tags or {}
     host = target.registry
-    stats, home = PushStats(), BlobHome.for_registry(host)
+    stats, home = PushStats(), BlobHome.for_registry(host, blob_homes)
     t0 = time.monotonic()
 
     # 1. content: blobs, then each manifest by digest
     built = []
-    with ui.bytes_progress("push", None) as bar:
+    with reporter.progress("push", None) as bar:
         for img, defn, b in built_images:
             repo = repository_for(target.prefix, img)
-            ui.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
+            reporter.info(f"[bold]push[/] {img.alias} → {host}/{repo}")
             try:
                 push_image_content(client, store, repo, b.manifest, stats, home, parallel=parallel,
                                    progress=bar.advance)
@@ -141,9 +150,9 @@ def publish(client: RegistryClient, target: Target, m: Matrix, built_images: lis
         for img, defn, b, repo in built:
             report = reps.get(img.alias) or (load_report(reports, img, b.digest) if reports else None)
             if report is not None and not json.loads(report).get("ok", False):
-                ui.info(f"[yellow]note:[/] {img.alias}: its check report says some checks failed (attached as it is)")
+                reporter.warn(f"{img.alias}: its check report says some checks failed (attached as it is)")
             subject = {"mediaType": MANIFEST, "digest": b.digest, "size": len(b.manifest)}
-            got = attach(client, repo, subject, evidence(defn, b.digest, report), iso(defn.source_date_epoch))
+            got = attach(client, repo, subject, evidence(defn, b.digest, report, builder_id), iso(defn.source_date_epoch))
             referrer_bytes += sum(a.uploaded for a in got)
             attached[img.alias] = [{**a.descriptor, "via": a.via} for a in got]
     # 4. tags last, then 5. verify
@@ -157,7 +166,7 @@ def publish(client: RegistryClient, target: Target, m: Matrix, built_images: lis
         verify(client, repo_of[p.members[0].alias], p.digest, [p.tag, *extra.get(p.tag, [])])
     seconds = time.monotonic() - t0
     for n in notes:
-        ui.info(f"[yellow]note:[/] {n}")
+        reporter.warn(n)
     images = [{"alias": img.alias, "name": img.name, "repository": repo, "digest": b.digest,
                "tags": [img.name, img.alias, *extra.get(img.alias, [])], "reference": f"{host}/{repo}:{img.name}",
                "by_digest": f"{host}/{repo}@{b.digest}", "referrers": attached.get(img.alias, [])}

@@ -18,7 +18,6 @@ from enginefab.assemble.store import Store
 from enginefab.core import canonical
 from enginefab.core.errors import RegistryError
 from enginefab.core.fsutil import write_atomic
-from enginefab.core.paths import cache_root
 from enginefab.transport.client import RegistryClient
 
 
@@ -65,8 +64,9 @@ class BlobHome:
                 pass  # a damaged cache is only a lost optimisation
 
     @classmethod
-    def for_registry(cls, host: str) -> "BlobHome":
-        return cls(cache_root() / "blob-homes" / (host.replace(":", "_").replace("/", "_") + ".json"))
+    def for_registry(cls, host: str, homes: Path | None) -> "BlobHome":
+        """The blob homes of `host`, kept in the directory `homes` (the cache's blob-homes/; None: not kept)."""
+        return cls(homes / (host.replace(":", "_").replace("/", "_") + ".json") if homes else None)
 
     def get(self, digest: str) -> str | None:
         with self._lock:

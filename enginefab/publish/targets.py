@@ -7,9 +7,9 @@ which environment variables hold the credentials. It never holds a secret: a `pa
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
+from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -34,12 +34,13 @@ class Target(BaseModel):
     def to(self) -> str:
         return f"{self.registry}/{self.prefix}" if self.prefix else self.registry
 
-    def credentials(self) -> tuple[str, str] | None:
-        """From the named variables; None means: the default sources (see auth.credentials_for)."""
+    def credentials(self, environ: Mapping[str, str]) -> tuple[str, str] | None:
+        """From the named variables of `environ` (the settings' environment); None means: the
+        default sources (see auth.credentials_for)."""
         if not (self.user_env or self.password_env):
             return None
-        user = os.environ.get(self.user_env or "")
-        pw = os.environ.get(self.password_env or "")
+        user = environ.get(self.user_env or "")
+        pw = environ.get(self.password_env or "")
         if not user or pw is None:
             raise RegistryError(f"the target {self.registry} takes its credentials from ${self.user_env} and "
                                 f"${self.password_env}, which are not both set",

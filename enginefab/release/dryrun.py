@@ -16,11 +16,13 @@ from enginefab.assemble.builder import Builder
 from enginefab.assemble.keys import chain_keys, is_layer_media
 from enginefab.assemble.store import Store
 from enginefab.core.definition import Definition
+from enginefab.core.settings import Settings
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.publish.publish import connect
 from enginefab.release.plan import plan_image
 from enginefab.release.state import missing
 from enginefab.transport.client import RegistryClient
+from enginefab.transport.session import Session
 
 
 def layers_to_build(defn: Definition, store: Store) -> list[dict]:
@@ -36,9 +38,9 @@ def layers_to_build(defn: Definition, store: Store) -> list[dict]:
 
 
 def _push_plan(client: RegistryClient, prefix: str, img: Image, defn: Definition, store: Store,
-               tag: str | None) -> dict:
-    b = Builder(store).image(defn)  # every layer is in the store: no packing, no fetching
-    planned = plan_image(img, defn, b, prefix, None, tag)
+               tag: str | None, session: Session, builder_id: str) -> dict:
+    b = Builder(store, session=session).image(defn)  # every layer is in the store: no packing, no fetching
+    planned = plan_image(img, defn, b, prefix, None, tag, builder_id)
     doc = json.loads(b.manifest)
     blobs = [doc["config"], *doc["layers"]]
     absent = [d for d in blobs if not client.has_blob(planned.repository, d["digest"])]
@@ -47,8 +49,10 @@ def _push_plan(client: RegistryClient, prefix: str, img: Image, defn: Definition
             "missing": missing(client, [planned], [])}
 
 
-def dry_run(m: Matrix, imgs: list[Image], defns: dict[str, Definition], store: Store, to: str, opts) -> list[dict]:
-    target, client = connect(to, m.root, plain_http=opts.plain_http, ca_cert=opts.ca_cert)
+def dry_run(m: Matrix, imgs: list[Image], defns: dict[str, Definition], store: Store, to: str, opts,
+            settings: Settings, session: Session) -> list[dict]:
+    target, client = connect(to, m.root, settings.environ, plain_http=opts.plain_http, ca_cert=opts.ca_cert,
+                             options=settings.http)
     out = []
     for img in imgs:
         defn = defns[img.alias]
@@ -58,7 +62,7 @@ def dry_run(m: Matrix, imgs: list[Image], defns: dict[str, Definition], store: S
         if row["to_build"]:
             row["push"] = None
         else:
-            row["push"] = _push_plan(client, target.prefix, img, defn, store, opts.tag)
+            row["push"] = _push_plan(client, target.prefix, img, defn, store, opts.tag, session, settings.builder_id)
         out.append(row)
     return out
 

@@ -18,18 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enginefab.assemble.builder import Builder
-from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
-from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built
 from enginefab.assemble.index import Member, index_tag, plan_indexes
-from enginefab.assemble.pipeline import build_images, definition_for
+from enginefab.assemble.pipeline import BuildOptions, build_images, definition_for
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
 from enginefab.check.report import write_reports
 from enginefab.check.runner import run_checks
-from enginefab.core import ui
 from enginefab.core.definition import Definition
 from enginefab.core.fsutil import write_atomic
+from enginefab.core.settings import Settings
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.lock import check as lock_check
 from enginefab.publish.publish import connect, publish, published_members
@@ -43,6 +41,7 @@ from enginefab.release.plan import (PlannedImage, PlannedIndex, check_release_ta
 from enginefab.release.state import missing
 from enginefab.release.summary import Subject, document
 from enginefab.transport.client import RegistryClient
+from enginefab.transport.session import Session
 
 
 @dataclass
@@ -87,24 +86,35 @@ def _failures(reports) -> list[str]:
             for r in reports for res in r.results if res.status in ("fail", "error")]
 
 
-def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: bool = False,
-         ca_cert: str | None = None, parallel: int = 4, referrers: bool = True, indexes: bool = True,
-         reports: Path | None = None, run_check: bool = False,
-         check_reports: dict[str, bytes] | None = None, limits: ArchiveLimits = DEFAULT_LIMITS) -> dict:
+def _builder(store: Store, settings: Settings, session: Session) -> Builder:
+    return Builder(store, session=session, limits=settings.archive, threads=settings.threads,
+                   run_timeout=settings.run_timeout)
+
+
+def _publish(client: RegistryClient, target: Target, m: Matrix, built: list, store: Store, settings: Settings,
+             session: Session, **kw) -> dict:
+    return publish(client, target, m, built, store, blob_homes=settings.blob_homes, builder_id=settings.builder_id,
+                   reporter=session.reporter, **kw)
+
+
+def push(m: Matrix, imgs: list[Image], store: Store, to: str, settings: Settings, session: Session, *,
+         plain_http: bool = False, ca_cert: str | None = None, parallel: int = 4, referrers: bool = True,
+         indexes: bool = True, reports: Path | None = None, run_check: bool = False,
+         check_reports: dict[str, bytes] | None = None) -> dict:
     """`enginefab push`: log in to `to` (a wrong password fails before anything is built), build
     each image (a cache hit when already built), with `run_check` check them and attach the
     reports, then publish."""
-    target, client = connect(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
-    builder = Builder(store, limits=limits)
+    target, client = connect(to, m.root, settings.environ, plain_http=plain_http, ca_cert=ca_cert, options=settings.http)
+    builder = _builder(store, settings, session)
     built = []
     for img in imgs:
         defn = definition_for(m, img)
         built.append((img, defn, builder.image(defn)))
     reps = dict(check_reports or {})
     if referrers and run_check:
-        reps.update({r.image: r.to_json() for r in run_checks(m, imgs, store)})
-    return publish(client, target, m, built, store, parallel=parallel, referrers=referrers, indexes=indexes,
-                   reports=reports, check_reports=reps)
+        reps.update({r.image: r.to_json() for r in run_checks(m, imgs, store, session)})
+    return _publish(client, target, m, built, store, settings, session, parallel=parallel, referrers=referrers,
+                    indexes=indexes, reports=reports, check_reports=reps)
 
 
 @dataclass(frozen=True)
@@ -121,10 +131,13 @@ class Options:
     tag: str | None = None  # the release tag
     dry_run: bool = False
     shared: SharedCache | None = None  # the registry action cache (--cache)
-    limits: ArchiveLimits = DEFAULT_LIMITS  # expansion limits per input archive
 
 
-def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts: Options = Options()) -> Release:
+def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, settings: Settings, session: Session,
+            opts: Options = Options()) -> Release:
+    """Each stage gated on the one before; the settings say how (limits, threads, timeouts,
+    credentials, the builder's identity), the session fetches and reports."""
+    say = session.reporter.info
     rel = Release(stage="lock", ok=False, tag=opts.tag)
     clock = time.monotonic()
 
@@ -134,7 +147,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts
         rel.seconds[stage] = round(now - clock, 3)
         clock = now
 
-    ui.info(f"[bold]1/4 lock --check[/]: {len(m.images)} images in the matrix, releasing {len(imgs)}")
+    say(f"[bold]1/4 lock --check[/]: {len(m.images)} images in the matrix, releasing {len(imgs)}")
     rel.problems, _ = lock_check.check(m)
     lap("lock")
     if rel.problems:
@@ -145,53 +158,55 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts
         check_release_tag(opts.tag, max([img.alias for img in imgs] + [index_tag(img) for img in imgs], key=len))
     if opts.dry_run:
         rel.stage, rel.ok = "dry-run", True
-        rel.dry_run = dry_run(m, imgs, defns, store, to, opts)
+        rel.dry_run = dry_run(m, imgs, defns, store, to, opts, settings, session)
         return rel
 
     rel.stage = "build"
-    ui.info(f"[bold]2/4 build[/] into {out} (store {store.root})")
-    build_images(m, imgs, store, out, shared=opts.shared, limits=opts.limits)
-    builder = Builder(store, limits=opts.limits)
+    say(f"[bold]2/4 build[/] into {out} (store {store.root})")
+    build_images(m, imgs, store, out, session, shared=opts.shared, options=BuildOptions.of(settings))
+    builder = _builder(store, settings, session)
     built = [(img, defns[img.alias], builder.image(defns[img.alias])) for img in imgs]  # cache hits
     lap("build")
     rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for _, _, b in built]
 
     rel.stage = "check"
-    ui.info("[bold]3/4 check[/] (definition, static, runtime, accelerator)" if not opts.levels
-            else f"[bold]3/4 check[/] ({', '.join(opts.levels)})")
-    reports = run_checks(m, imgs, store, levels=opts.levels)
+    say("[bold]3/4 check[/] (definition, static, runtime, accelerator)" if not opts.levels
+        else f"[bold]3/4 check[/] ({', '.join(opts.levels)})")
+    reports = run_checks(m, imgs, store, session, levels=opts.levels)
     lap("check")
     rel.checks = {r.image: r.counts() for r in reports}
     if opts.reports_dir is not None:
         write_reports(reports, opts.reports_dir)
     for r in reports:
         c = r.counts()
-        ui.info(f"  {r.image}: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, {c['error']} errors, "
-                f"{c['skip']} skipped")
+        say(f"  {r.image}: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed, {c['error']} errors, "
+            f"{c['skip']} skipped")
     rel.problems = _failures(reports)
     if rel.problems:
         return _done(rel, opts)
 
     rel.stage = "push"
     report_json = {r.image: r.to_json() for r in reports}
-    target, client = connect(to, m.root, plain_http=opts.plain_http, ca_cert=opts.ca_cert)
-    images, indexes = _plan(client, target, m, built, report_json, opts.tag)
+    target, client = connect(to, m.root, settings.environ, plain_http=opts.plain_http, ca_cert=opts.ca_cert,
+                             options=settings.http)
+    images, indexes = _plan(client, target, m, built, report_json, opts.tag, settings.builder_id)
     rel.images = [p.as_dict(target.registry) for p in images]
     rel.indexes = [x.as_dict(target.registry) for x in indexes]
     rel.pending = missing(client, images, indexes)
     if not rel.pending:
-        ui.info(f"[bold]4/4 push[/]: already released — {target.registry} has every tag and referrer of this "
-                "lock; nothing published")
+        say(f"[bold]4/4 push[/]: already released — {target.registry} has every tag and referrer of this "
+            "lock; nothing published")
         rel.published = False
     else:
-        ui.info(f"[bold]4/4 push[/] to {to}: {len(rel.pending)} tags or referrers missing")
+        say(f"[bold]4/4 push[/] to {to}: {len(rel.pending)} tags or referrers missing")
         more = {p.image.alias: list(p.tags[2:]) for p in images} | {x.plan.tag: list(x.tags[1:]) for x in indexes}
-        pushed = publish(client, target, m, built, store, check_reports=report_json, more_tags=more)
+        pushed = _publish(client, target, m, built, store, settings, session, check_reports=report_json, more_tags=more)
         rel.push_stats, rel.published = pushed["stats"], True
     lap("push")
     rel.ok = True
     if opts.notes_dir is not None:
         rel.files = write_notes(opts.notes_dir, m.root, defns, images, indexes, reports, rel, opts, target.registry)
+        say(f"notes: {rel.files['notes']}, page: {rel.files['page']}")
     return _done(rel, opts)
 
 
@@ -203,8 +218,8 @@ def _done(rel: Release, opts: Options) -> Release:
 
 
 def _plan(client: RegistryClient, target: Target, m: Matrix, built: list[tuple[Image, Definition, Built]],
-          reports: dict[str, bytes], tag: str | None) -> tuple[list[PlannedImage], list[PlannedIndex]]:
-    images = [plan_image(img, defn, b, target.prefix, reports.get(img.alias), tag) for img, defn, b in built]
+          reports: dict[str, bytes], tag: str | None, builder_id: str) -> tuple[list[PlannedImage], list[PlannedIndex]]:
+    images = [plan_image(img, defn, b, target.prefix, reports.get(img.alias), tag, builder_id) for img, defn, b in built]
     repo_of = {p.image.alias: p.repository for p in images}
     members = [(img, Member.of(img, b)) for img, _, b in built] + published_members(
         client, m, [img for img, _, _ in built], target.prefix, repo_of)
@@ -229,5 +244,4 @@ def write_notes(notes_dir: Path, project: Path, defns: dict[str, Definition], im
     write_atomic(files["page"], page_html(doc).encode())
     write_atomic(files["record"], rel.record())
     history.remember(notes_dir, defns, old)
-    ui.info(f"notes: {files['notes']}, page: {files['page']}")
     return {k: str(v) for k, v in files.items()}

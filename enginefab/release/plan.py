@@ -19,6 +19,7 @@ from enginefab.assemble.index import IndexPlan
 from enginefab.core import canonical
 from enginefab.core.definition import Definition
 from enginefab.core.errors import MatrixError
+from enginefab.core.settings import DEFAULT_BUILDER
 from enginefab.engines.matrix import Image
 from enginefab.publish.publish import evidence, repository_for
 from enginefab.publish.referrers import artifact_manifest, referrer_descriptor
@@ -81,10 +82,10 @@ def image_tags(img: Image, release_tag: str | None) -> tuple[str, ...]:
 
 
 def plan_image(img: Image, defn: Definition, built: Built, prefix: str, report: bytes | None,
-               release_tag: str | None) -> PlannedImage:
+               release_tag: str | None, builder_id: str = DEFAULT_BUILDER) -> PlannedImage:
     subject = {"mediaType": MANIFEST, "digest": built.digest, "size": len(built.manifest)}
     raws = tuple(artifact_manifest(a, subject, iso(defn.source_date_epoch))
-                 for a in evidence(defn, built.digest, report))
+                 for a in evidence(defn, built.digest, report, builder_id))
     return PlannedImage(img, defn, built, repository_for(prefix, img), image_tags(img, release_tag),
                         tuple(referrer_descriptor(r) for r in raws), raws)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import Iterator, Mapping
 
 import oras.defaults
@@ -43,13 +43,14 @@ class RegistryClient:
 
     def __init__(self, host: str, *, plain_http: bool = False, ca_cert: str | None = None,
                  credentials: tuple[str, str] | None = None, options: HttpOptions = DEFAULT,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] = MappingProxyType({})) -> None:
+        """`credentials`, else those `env` leads to (auth.credentials_for: ENGINEFAB_REGISTRY_USER
+        and _PASSWORD, the docker config); the edge passes the settings' environment."""
         auth.refuse_userinfo(host)
         self.host = host
         self.plain_http = plain_http
         self.http = Http(options, verify=ca_cert or True)
-        self.credentials = credentials if credentials is not None else auth.credentials_for(
-            host, os.environ if env is None else env)
+        self.credentials = credentials if credentials is not None else auth.credentials_for(host, env)
         self.auth = auth.Authenticator(host, self.credentials, self.http)
         self.cancel = self.http.cancel
 

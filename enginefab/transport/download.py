@@ -16,35 +16,20 @@ import hashlib
 import json
 import os
 import re
-import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from enginefab.core import ui
 from enginefab.core.errors import FetchError, LockError
 from enginefab.core.fsutil import sha256_file, stat_key, write_atomic
-from enginefab.core.paths import downloads_dir
-from enginefab.transport import mirrors as mirrors_mod
+from enginefab.core.reporter import SILENT, Reporter
 from enginefab.transport.http import CHUNK, Broken, Http, TooLarge, TransportError, Unreachable
 from enginefab.transport.landing import landing
-from enginefab.transport.options import DEFAULT, HttpOptions
+from enginefab.transport.session import Session
 
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 MIRROR_FIX = "check the network, or point registry/mirrors.toml (or $ENGINEFAB_MIRRORS) at a mirror"
-
-_shared: dict[HttpOptions, Http] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_http(options: HttpOptions = DEFAULT) -> Http:
-    """One connection pool per set of options, for the callers that pass no `Http` of their own."""
-    with _shared_lock:
-        if options not in _shared:
-            _shared[options] = Http(options)
-        return _shared[options]
-
 
 @dataclass(frozen=True)
 class Want:
@@ -57,20 +42,19 @@ class Want:
     image: str | None = None
 
 
-def cache_path(sha256: str, root: Path | None = None) -> Path:
+def cache_path(sha256: str, root: Path) -> Path:
     """The cache's file for these bytes; anything but 64 lowercase hex digits is refused, so a
     hostile pin (`../../etc/shadow`) never names a host path (to read, or to delete as damaged)."""
     if not isinstance(sha256, str) or not _HEX64.match(sha256):
         raise LockError(f"{str(sha256)[:100]!r} is not a sha256 (64 lowercase hex digits)",
                          fix="the pin is malformed: re-lock the image (`enginefab lock NAME`) and review the diff")
-    return (root or downloads_dir()) / "sha256" / sha256
+    return root / "sha256" / sha256
 
 
-def cached(sha256: str, size: int | None = None, root: Path | None = None) -> Path | None:
-    """The cache's file of these bytes, if it has them intact. Trusted without reading when its
-    stat is the one recorded when it was last hashed (``verified/<hex>``); otherwise hashed now:
-    a damaged entry is removed (and so fetched again), never returned."""
-    root = root or downloads_dir()
+def cached(sha256: str, root: Path, size: int | None = None, *, reporter: Reporter = SILENT) -> Path | None:
+    """The download cache `root`'s file of these bytes, if it has them intact. Trusted without
+    reading when its stat is the one recorded when it was last hashed (``verified/<hex>``);
+    otherwise hashed now: a damaged entry is removed (and so fetched again), never returned."""
     p = cache_path(sha256, root)
     try:
         st = os.stat(p)
@@ -86,7 +70,7 @@ def cached(sha256: str, size: int | None = None, root: Path | None = None) -> Pa
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     if sha256_file(p)[0] != sha256:
-        ui.info(f"[yellow]note:[/] the download cache's {p} is damaged (its bytes do not hash to its name): "
+        reporter.warn(f"the download cache's {p} is damaged (its bytes do not hash to its name): "
                 "removed, fetched again")
         _discard(p, root)
         return None
@@ -105,19 +89,20 @@ def _discard(p: Path, root: Path) -> None:
             q.unlink()
 
 
-def fetch(want: Want, *, cache: Path | None = None, http: Http | None = None) -> Path:
-    """The verified local path of `want`, downloading it if the cache lacks it (or holds it damaged)."""
-    root = cache or downloads_dir()
+def fetch(want: Want, session: Session, *, http: Http | None = None) -> Path:
+    """The verified local path of `want` in the session's download cache, downloading it (through
+    the session's mirrors) if the cache lacks it or holds it damaged."""
+    root = session.downloads
     if want.sha256:
-        p = cached(want.sha256, want.size, root)
+        p = cached(want.sha256, root, want.size, reporter=session.reporter)
         if p is not None:
             return p
-    url = mirrors_mod.current().url(want.url)
-    http = http or shared_http()
+    url = session.mirrors.url(want.url)
+    http = http or session.http()
     attempt = 0
     while True:
         try:
-            return _download(url, want, root, http)
+            return _download(url, want, root, http, session.reporter)
         except Broken as e:
             attempt += 1
             if attempt > http.options.retries:
@@ -136,11 +121,11 @@ def _failed(e: TransportError, url: str, want: Want) -> FetchError:
     return FetchError(e.message, fix=MIRROR_FIX, **where)
 
 
-def _download(url: str, want: Want, root: Path, http: Http) -> Path:
+def _download(url: str, want: Want, root: Path, http: Http, reporter: Reporter) -> Path:
     h = hashlib.sha256()
     n = 0
     with landing(root / "sha256", mode=0o444) as out:
-        for chunk in _stream(url, want, http):
+        for chunk in _stream(url, want, http, reporter):
             h.update(chunk)
             n += len(chunk)
             out.file.write(chunk)
@@ -162,13 +147,13 @@ def _download(url: str, want: Want, root: Path, http: Http) -> Path:
     return path
 
 
-def _stream(url: str, want: Want, http: Http) -> Iterator[bytes]:
+def _stream(url: str, want: Want, http: Http, reporter: Reporter) -> Iterator[bytes]:
     """The bytes at `url`, never more than the pinned size (or max_download)."""
     parsed = urllib.parse.urlparse(url)
     limit = want.size or http.options.max_download
     where = {"image": want.image, "input": want.label or None}
     if parsed.scheme == "file":
-        yield from _file(Path(urllib.parse.unquote(parsed.path)), limit, want)
+        yield from _file(Path(urllib.parse.unquote(parsed.path)), limit, want, reporter)
         return
     if parsed.scheme not in ("http", "https"):
         raise FetchError(f"unsupported URL scheme in {url}", **where)
@@ -179,16 +164,16 @@ def _stream(url: str, want: Want, http: Http) -> Iterator[bytes]:
                              fix="the file was removed upstream: use a mirror that keeps it, or re-lock")
         if s.status != 200:
             raise _status_error(s.status, url, where)
-        with ui.bytes_progress(name, s.length or want.size or None) as bar:
+        with reporter.progress(name, s.length or want.size or None) as bar:
             yield from s.chunks(limit=limit, progress=bar.advance)
 
 
-def _file(path: Path, limit: int, want: Want) -> Iterator[bytes]:
+def _file(path: Path, limit: int, want: Want, reporter: Reporter) -> Iterator[bytes]:
     if not path.is_file():
         raise FetchError(f"{path} does not exist", image=want.image, input=want.label or None,
                          fix="check the mirror directory")
     n = 0
-    with open(path, "rb") as f, ui.bytes_progress(want.label or path.name, path.stat().st_size) as bar:
+    with open(path, "rb") as f, reporter.progress(want.label or path.name, path.stat().st_size) as bar:
         while chunk := f.read(CHUNK):
             n += len(chunk)
             if n > limit:
@@ -206,9 +191,10 @@ def _status_error(status: int, url: str, where: dict) -> FetchError:
     return FetchError(f"{url} answered HTTP {status}", **where)
 
 
-def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = "", http: Http | None = None) -> object:
+def get_json(url: str, session: Session, *, headers: dict[str, str] | None = None, label: str = "",
+             http: Http | None = None) -> object:
     """GET a small JSON document (indexes), under max_document, with clear errors."""
-    url = mirrors_mod.current().url(url)
+    url = session.mirrors.url(url)
     parsed = urllib.parse.urlparse(url)
     where = {"input": label or None}
     if parsed.scheme == "file":
@@ -219,7 +205,7 @@ def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = ""
             return json.loads(path.read_bytes())
         except FileNotFoundError:
             raise FetchError(f"{path} does not exist", **where) from None
-    http = http or shared_http()
+    http = http or session.http()
     try:
         r = http.send("GET", url, what=label or url, headers=headers)
     except Unreachable as e:
@@ -237,9 +223,9 @@ def get_json(url: str, *, headers: dict[str, str] | None = None, label: str = ""
                          fix="point [pypi] index in registry/mirrors.toml at a PyPI-compatible index") from None
 
 
-def get_bytes(url: str, *, label: str = "") -> bytes:
+def get_bytes(url: str, session: Session, *, label: str = "") -> bytes:
     """GET a small document (apt indexes) through the cache-less path."""
     want = Want(url=url, sha256=None, label=label)
-    path = fetch(want)
+    path = fetch(want, session)
     return path.read_bytes()
 

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from enginefab.core.errors import FetchError, UnsafeArchiveError
-from enginefab.core.paths import downloads_dir
-from enginefab.transport import mirrors as mirrors_mod
 from enginefab.transport.landing import landing, scratch_dir
+from enginefab.transport.mirrors import Mirrors
 
 #: bump when the archive bytes made from the same tree would change
 ARCHIVE_FORMAT = "enginefab-git-tar/1"
@@ -106,9 +105,9 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
 
 
-def fetch_commit(pin: GitPin, repo: Path) -> None:
-    """Into the bare repository `repo`: the pinned commit, its tree compared with the pin."""
-    url = mirrors_mod.current().url(pin.url)  # a mirror's URL may hold credentials; the pin's may not
+def fetch_commit(pin: GitPin, repo: Path, mirrors: Mirrors) -> None:
+    """Into the bare repository `repo`: the pinned commit (through `mirrors`), its tree compared with the pin."""
+    url = mirrors.url(pin.url)  # a mirror's URL may hold credentials; the pin's may not
     why = check_url(pin.url) or check_url(_without_userinfo(url))
     if why:
         raise FetchError(why, image=pin.image, input=pin.label or None, fix="use an https:// (or file://) URL")
@@ -287,14 +286,14 @@ def _put(out: io.BufferedIOBase, ti: tarfile.TarInfo, body: bytes = b"") -> None
         out.write(b"\0" * ((-len(body)) % BLOCK))
 
 
-def archive(pin: GitPin, sha256: str | None = None, *, cache: Path | None = None) -> Archive:
-    """The archive of `pin` in the download cache (made when the cache lacks it): the tree
-    verified, then, when `sha256` is given, the archive's bytes too."""
+def archive(pin: GitPin, sha256: str | None = None, *, cache: Path, mirrors: Mirrors = Mirrors()) -> Archive:
+    """The archive of `pin` in the download cache `cache` (made when it lacks it, fetched through
+    `mirrors`): the tree verified, then, when `sha256` is given, the archive's bytes too."""
     for what, oid in (("commit", pin.commit), ("tree", pin.tree)):
         if not _OID.match(oid):
             raise FetchError(f"{what} {oid!r} is not a git object id (40 lowercase hex)", image=pin.image,
                              input=pin.label or None, fix="pin the full commit and tree ids in engines/")
-    root = (cache or downloads_dir()) / "sha256"
+    root = cache / "sha256"
     if sha256 and (root / sha256).is_file():
         p = root / sha256
         return Archive(p, sha256, p.stat().st_size)
@@ -302,7 +301,7 @@ def archive(pin: GitPin, sha256: str | None = None, *, cache: Path | None = None
     with scratch_dir(root.parent, "git") as tmp:
         repo = tmp / "repo.git"
         repo.mkdir()
-        fetch_commit(pin, repo)
+        fetch_commit(pin, repo, mirrors)
         with landing(root, mode=0o444) as out:
             h = _Hashing(out.file)
             write_archive(pin, repo, h)  # type: ignore[arg-type]

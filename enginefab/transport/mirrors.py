@@ -3,7 +3,7 @@
 Every resolver and fetcher asks this module for the URL to use, so an air-gapped user (or a
 test) points everything at a local copy with one file::
 
-    # registry/mirrors.toml, or the file named by $ENGINEFAB_MIRRORS
+    # registry/mirrors.toml, or the file named by $ENGINEFAB_MIRRORS (core.settings)
     [pypi]
     index = "http://127.0.0.1:8080/simple"
     [[rewrite]]                       # URL prefixes, first match wins
@@ -23,14 +23,11 @@ Registry keys are hosts as users write them; ``docker.io`` also matches Docker H
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from enginefab.core.errors import LockError
-from enginefab.core.paths import project_root
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
@@ -87,21 +84,14 @@ def parse(text: str, origin: str = "mirrors") -> Mirrors:
     )
 
 
-@lru_cache(maxsize=8)
-def _load(path: str) -> Mirrors:
-    p = Path(path)
+def load(path: Path | None, root: Path) -> Mirrors:
+    """The mirrors in force: the file `path` names (the settings' ENGINEFAB_MIRRORS), which must
+    exist, else registry/mirrors.toml of the checkout `root`, else none. Read once per session."""
+    if path is not None:
+        if not path.is_file():
+            raise LockError(f"ENGINEFAB_MIRRORS names {path}, which does not exist", fix="unset it or create the file")
+        return parse(path.read_text(encoding="utf-8"), origin=str(path.resolve()))
+    p = root / "registry" / "mirrors.toml"
     if not p.is_file():
         return Mirrors()
-    return parse(p.read_text(encoding="utf-8"), origin=str(p))
-
-
-def current(root: Path | None = None) -> Mirrors:
-    """The mirrors in force: $ENGINEFAB_MIRRORS, else registry/mirrors.toml of the checkout."""
-    env = os.environ.get("ENGINEFAB_MIRRORS")
-    if env:
-        if not Path(env).is_file():
-            raise LockError(f"ENGINEFAB_MIRRORS names {env}, which does not exist", fix="unset it or create the file")
-        return _load(str(Path(env).resolve()))
-    if root is None:
-        root = project_root()
-    return _load(str((root / "registry" / "mirrors.toml").resolve()))
+    return parse(p.read_text(encoding="utf-8"), origin=str(p.resolve()))

@@ -7,13 +7,21 @@ from __future__ import annotations
 import socket
 import urllib.parse
 
-from enginefab.transport.mirrors import current as current_mirrors
+from enginefab.transport.mirrors import Mirrors
 
 
-def unreachable(url: str, *, timeout: float = 10) -> str | None:
-    """Why the host serving `url` (after mirrors) cannot be reached, or None if it can."""
-    parsed = urllib.parse.urlparse(current_mirrors().url(url))
+def host_of(url: str, mirrors: Mirrors) -> urllib.parse.ParseResult | None:
+    """`url` after mirrors, parsed; None when it names no host one connects to (file://)."""
+    parsed = urllib.parse.urlparse(mirrors.url(url))
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    return parsed
+
+
+def unreachable(url: str, mirrors: Mirrors, *, timeout: float = 10) -> str | None:
+    """Why the host serving `url` (after mirrors) cannot be reached, or None if it can."""
+    parsed = host_of(url, mirrors)
+    if parsed is None:
         return None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
