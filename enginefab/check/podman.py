@@ -19,6 +19,7 @@ with ``podman exec`` (so the health check's traffic stays on the container's loo
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -93,17 +94,29 @@ def _facts(stdout: str, uid: int) -> dict:
             "writable": {k: v["status"] for k, v in w.data.items()}, "ok": "ENGINEFAB-OK" in stdout}
 
 
+def run_dir() -> Path:
+    """A new directory for podman's run-time state: a short path (podman wants at most 50
+    characters there) whose name is valid in an image reference (lowercase hex, no "_")."""
+    while True:
+        d = Path(tempfile.gettempdir()) / f"efpod-{secrets.token_hex(6)}"
+        try:
+            d.mkdir(mode=0o700)
+            return d
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def pulled(store: Store, built: Built, *, timeout: float) -> Iterator[tuple[Podman, subprocess.CompletedProcess]]:
     """A podman of its own that has pulled `built` (check the returncode); removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="enginefab-podman-", dir=store.root / "tmp"))
-    run = Path(tempfile.mkdtemp(prefix="efpod-"))
+    run = run_dir()
     try:
         podman = Podman(base, run)
         layout = base / "layout"
         write_layout(layout, [built], store.blob_path)
         # podman names the pulled image after the layout's path, which must then be a valid
-        # reference: no path component may start with a dot (~/.cache): pull through a link
+        # reference (no component starting with a dot, as in ~/.cache): pull through a link in `run`
         (run / "layout").symlink_to(layout)
         yield podman, podman("pull", "--quiet", "--signature-policy", str(base / "policy.json"),
                              f"oci:{run / 'layout'}:{built.alias}", timeout=timeout)
