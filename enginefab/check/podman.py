@@ -174,21 +174,6 @@ def _probe(podman: Podman, image_id: str, defn: Definition, rootfs: Path, c: Run
                   time.monotonic() - t1, data)
 
 
-def serve_cross_check(store: Store, built: Built, defn: Definition, rootfs: Path, *, limit: float = 60.0,
-                      timeout: float = 1800) -> list[Result]:
-    """A model image served under podman only (`_serve_result`), without the engine probes."""
-    if ma.kind_of(defn.image.kind) != "model":
-        return []
-    why = missing(defn.image.arch)
-    if why:
-        return [Result("runtime", "podman:model-health", "skip", f"cross-check skipped: {why}")]
-    with pulled(store, built, timeout=timeout) as (podman, pull):
-        if pull.returncode != 0:
-            return [Result("runtime", "podman:model-health", "error",
-                           f"podman could not pull the image: {runtime.tail(pull.stderr, 5)}")]
-        return [_serve_result(podman, pull.stdout.strip().splitlines()[-1], defn, rootfs, limit=limit, timeout=timeout)]
-
-
 def _serve_result(podman: Podman, image_id: str, defn: Definition, rootfs: Path, *, limit: float,
                   timeout: float) -> Result:
     """A model image served by podman (runc) as the service serves it — its command, as 1000:100,
