@@ -19,6 +19,7 @@ with ``podman exec`` (so the health check's traffic stays on the container's loo
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -93,17 +94,29 @@ def _facts(stdout: str, uid: int) -> dict:
             "writable": {k: v["status"] for k, v in w.data.items()}, "ok": "ENGINEFAB-OK" in stdout}
 
 
+def run_dir() -> Path:
+    """A new directory for podman's run-time state: a short path (podman wants at most 50
+    characters there) whose name is valid in an image reference (lowercase hex, no "_")."""
+    while True:
+        d = Path(tempfile.gettempdir()) / f"efpod-{secrets.token_hex(6)}"
+        try:
+            d.mkdir(mode=0o700)
+            return d
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def pulled(store: Store, built: Built, *, timeout: float) -> Iterator[tuple[Podman, subprocess.CompletedProcess]]:
     """A podman of its own that has pulled `built` (check the returncode); removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="enginefab-podman-", dir=store.root / "tmp"))
-    run = Path(tempfile.mkdtemp(prefix="efpod-"))
+    run = run_dir()
     try:
         podman = Podman(base, run)
         layout = base / "layout"
         write_layout(layout, [built], store.blob_path)
         # podman names the pulled image after the layout's path, which must then be a valid
-        # reference: no path component may start with a dot (~/.cache): pull through a link
+        # reference (no component starting with a dot, as in ~/.cache): pull through a link in `run`
         (run / "layout").symlink_to(layout)
         yield podman, podman("pull", "--quiet", "--signature-policy", str(base / "policy.json"),
                              f"oci:{run / 'layout'}:{built.alias}", timeout=timeout)
@@ -159,21 +172,6 @@ def _probe(podman: Podman, image_id: str, defn: Definition, rootfs: Path, c: Run
     return Result("runtime", name, "pass", f"podman (runc) agrees: {c.engine} {b['version']} as "
                   f"{b['identity']}, printed {b['output'].splitlines()[0] if b['output'] else 'nothing'!r}",
                   time.monotonic() - t1, data)
-
-
-def serve_cross_check(store: Store, built: Built, defn: Definition, rootfs: Path, *, limit: float = 60.0,
-                      timeout: float = 1800) -> list[Result]:
-    """A model image served under podman only (`_serve_result`), without the engine probes."""
-    if ma.kind_of(defn.image.kind) != "model":
-        return []
-    why = missing(defn.image.arch)
-    if why:
-        return [Result("runtime", "podman:model-health", "skip", f"cross-check skipped: {why}")]
-    with pulled(store, built, timeout=timeout) as (podman, pull):
-        if pull.returncode != 0:
-            return [Result("runtime", "podman:model-health", "error",
-                           f"podman could not pull the image: {runtime.tail(pull.stderr, 5)}")]
-        return [_serve_result(podman, pull.stdout.strip().splitlines()[-1], defn, rootfs, limit=limit, timeout=timeout)]
 
 
 def _serve_result(podman: Podman, image_id: str, defn: Definition, rootfs: Path, *, limit: float,

@@ -10,7 +10,7 @@ directory, drops to the same ids itself, then runs `CLIENT`: it reads the listen
 ``/proc/net/tcp{,6}`` until port 8080 appears, asks ``GET /health`` on 127.0.0.1:8080 until a
 200 or the time limit, reads the server's ids from ``/proc``, sends SIGTERM to the server's
 process group and waits for it to stop. One JSON line (``ENGINEFAB-SERVE …``) says what it saw;
-the server's own output goes to stderr. `podman.serve_cross_check` runs `CLIENT` through
+the server's own output goes to stderr. `podman.cross_check` (a model image) runs `CLIENT` through
 ``podman exec`` in a container podman started with ``--network=none`` (its own loopback).
 """
 
