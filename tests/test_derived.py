@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from enginefab.core.definition import load_definition
 from enginefab.engines.matrix import load
 from enginefab.engines.problems import MatrixProblems
 from enginefab.publish.server import Registry, free_port
@@ -97,6 +98,24 @@ def test_derived_image_locks_builds_and_passes_every_check(derived, demo_build):
     wheels = [i["name"] for la in defn["layers"] if la["kind"] == "wheels" for i in la["inputs"]]
     assert wheels == ["six"]  # torch, numpy, typing-extensions are the parent's: not installed again
     assert enginefab("lock", "--check", cwd=derived["proj"]).returncode == 0
+    v = enginefab("lock", "--verify", CHILD, cwd=derived["proj"])  # its own pins asked again, online
+    assert v.returncode == 0 and "upstream agrees" in v.stderr, v.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_parent_record_edited_by_hand_is_a_problem(derived, tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(derived["proj"], proj, ignore=shutil.ignore_patterns("out"))
+    path = proj / "build" / f"{CHILD}.json"
+    defn = load_definition(path)
+    assert defn.parent is not None
+    forged = defn.parent.model_copy(update={"distributions": {**defn.parent.distributions, "torch": "1.9.0"}})
+    path.write_bytes(defn.model_copy(update={"parent": forged}).to_json())
+    p = enginefab("lock", "--check", "--json", cwd=proj)
+    assert p.returncode == 1
+    assert any(x.startswith(f"{CHILD}: build/{CHILD}.json: parent.distributions.torch: \"1.9.0\" → \"1.8.0\"")
+               for x in json.loads(p.stdout)["problems"])
 
 
 @pytest.mark.slow
