@@ -22,7 +22,7 @@ from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built
 from enginefab.assemble.index import Member, index_tag, plan_indexes
-from enginefab.assemble.pipeline import build_images, definition_for
+from enginefab.assemble.pipeline import build_images, definition_for, matrix_parents
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
 from enginefab.check.report import write_reports
@@ -95,7 +95,7 @@ def push(m: Matrix, imgs: list[Image], store: Store, to: str, *, plain_http: boo
     each image (a cache hit when already built), with `run_check` check them and attach the
     reports, then publish."""
     target, client = connect(to, m.root, plain_http=plain_http, ca_cert=ca_cert)
-    builder = Builder(store, limits=limits)
+    builder = Builder(store, limits=limits, parents=matrix_parents(m))
     built = []
     for img in imgs:
         defn = definition_for(m, img)
@@ -151,7 +151,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, opts
     rel.stage = "build"
     ui.info(f"[bold]2/4 build[/] into {out} (store {store.root})")
     build_images(m, imgs, store, out, shared=opts.shared, limits=opts.limits)
-    builder = Builder(store, limits=opts.limits)
+    builder = Builder(store, limits=opts.limits, parents=matrix_parents(m))
     built = [(img, defns[img.alias], builder.image(defns[img.alias])) for img in imgs]  # cache hits
     lap("build")
     rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for _, _, b in built]
