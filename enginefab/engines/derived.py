@@ -107,13 +107,18 @@ def _fill(where: Where, raw: dict[Where, dict], by_key: dict[str, Where], tables
     if parent_at[0] != file:
         fail(f"the parent {key!r} is an image of engines/{parent_at[0]}, another engine family",
              f"put the derived image in engines/{parent_at[0]}")
+    _inherit(t, parent, filled, key, fail)
+    if where in problems:
+        return None
+    done[where] = filled
+    return filled
+
+
+def _inherit(t: dict, parent: dict, filled: dict, key: str, fail) -> None:
+    """Fill `filled` with what `t` inherits from `parent`; a field restated otherwise fails."""
     for k in INHERITED:
         if k in t and k in parent and t[k] != parent[k]:
             fail(f"{t[k]!r}, but a derived image has its parent's {k} ({parent[k]!r})",
                  f"remove {k} (it is inherited from {key!r})", k)
         elif k in parent:
             filled[k] = parent[k]
-    if where in problems:
-        return None
-    done[where] = filled
-    return filled
