@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from enginefab.core.definition import load_definition
 from enginefab.engines.matrix import load
 from enginefab.engines.problems import MatrixProblems
 from enginefab.publish.server import Registry, free_port
@@ -97,6 +98,44 @@ def test_derived_image_locks_builds_and_passes_every_check(derived, demo_build):
     wheels = [i["name"] for la in defn["layers"] if la["kind"] == "wheels" for i in la["inputs"]]
     assert wheels == ["six"]  # torch, numpy, typing-extensions are the parent's: not installed again
     assert enginefab("lock", "--check", cwd=derived["proj"]).returncode == 0
+    v = enginefab("lock", "--verify", CHILD, cwd=derived["proj"])  # its own pins asked again, online
+    assert v.returncode == 0 and "upstream agrees" in v.stderr, v.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_child_of_a_derived_image_has_its_layers(derived, tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(derived["proj"], proj, ignore=shutil.ignore_patterns("out"))
+    with (proj / "engines" / "pytorch.toml").open("a") as f:
+        f.write(f'\n[[image]]\nalias = "grandchild"\nfrom = "{CHILD}"\nenv = {{ GRAND = "1" }}\n')
+    enginefab("lock", "grandchild", "--store", str(derived["store"]), cwd=proj, check=True)
+    p = enginefab("build", "grandchild", "--store", str(derived["store"]), "--out", str(proj / "out"), "--json",
+                  cwd=proj, check=True)
+    digest = json.loads(p.stdout)[0]["digest"]
+    store = derived["store"]
+    assert manifest(store, digest)["layers"] == manifest(store, derived["digest"])["layers"]
+    env = config(store, digest)["config"]["Env"]
+    assert "GRAND=1" in env and "DERIVED_MARK=yes" in env
+    record = json.loads((proj / "build" / "grandchild.json").read_bytes())["parent"]
+    assert record["alias"] == CHILD and {"torch", "six"} <= set(record["distributions"])  # the chain's
+    assert enginefab("lock", "--check", cwd=proj).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_a_parent_record_edited_by_hand_is_a_problem(derived, tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(derived["proj"], proj, ignore=shutil.ignore_patterns("out"))
+    path = proj / "build" / f"{CHILD}.json"
+    defn = load_definition(path)
+    assert defn.parent is not None
+    forged = defn.parent.model_copy(update={"distributions": {**defn.parent.distributions, "torch": "1.9.0"}})
+    path.write_bytes(defn.model_copy(update={"parent": forged}).to_json())
+    p = enginefab("lock", "--check", "--json", cwd=proj)
+    assert p.returncode == 1
+    assert any(x.startswith(f"{CHILD}: build/{CHILD}.json: parent.distributions.torch: \"1.9.0\" → \"1.8.0\"")
+               for x in json.loads(p.stdout)["problems"])
 
 
 @pytest.mark.slow
@@ -112,7 +151,8 @@ def test_editing_the_parent_makes_the_child_stale(derived, tmp_path):
     p = enginefab("lock", "--check", "--json", cwd=proj)
     assert p.returncode == 1
     rep = json.loads(p.stdout)
-    assert set(rep["stale"]) == {PARENT, CHILD}
+    over_parent = {i.alias for i in load(proj).images if i.parent_alias == PARENT}  # the demo model image too
+    assert {PARENT, CHILD} <= set(rep["stale"]) == {PARENT} | over_parent
     said = [x for x in rep["problems"] if x.startswith(f"{CHILD}: parent {PARENT} changed (locked sha256:")]
     assert len(said) == 1 and " now sha256:" in said[0] and f"`enginefab lock {PARENT} {CHILD}`" in said[0], rep
     # the build refuses what lock --check calls stale: the parent first
@@ -199,6 +239,12 @@ def test_a_missing_parent_names_file_image_and_fix(tmp_path):
     assert out[0].startswith("engines/pytorch.toml:") and f"image {CHILD}" in out[0]
     assert "field from: no image 'demo-pytorch-x86_65' in engines/ to derive from" in out[0]
     assert "did you mean demo-pytorch-x86_64?" in out[0]
+
+
+def test_a_registry_parent_must_be_pinned_by_digest(tmp_path):
+    for bad in ("127.0.0.1:5000/enginefab/pytorch@sha256:1234", "alice:pw@127.0.0.1:5000/x@sha256:" + "0" * 64):
+        out = _problems(tmp_path / str(len(bad)), DERIVED.replace(f'from = "{PARENT}"', f'from = "{bad}"'))
+        assert len(out) == 1 and "is not a registry image pinned by digest" in out[0] and "@sha256:<64 hex>" in out[0]
 
 
 def test_a_cycle_is_named_on_every_image_of_it(tmp_path):

@@ -12,6 +12,7 @@ the fix.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from enginefab.engines.locate import TomlText, similar
@@ -19,6 +20,9 @@ from enginefab.engines.problems import REFERENCE, Problem
 
 #: what a derived image inherits from a matrix parent
 INHERITED = ("engine_version", "framework", "framework_version", "python", "os", "accelerator", "arch")
+
+#: a registry parent: a reference without credentials, pinned by a sha256 digest
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 #: (file name, index of the [[image]] table)
 Where = tuple[str, int]
@@ -78,6 +82,10 @@ def _fill(where: Where, raw: dict[Where, dict], by_key: dict[str, Where], tables
         fail("a derived image's base is its parent: it has no base of its own", "remove `base` (or `from`)", "base")
     filled = dict(t)
     filled.setdefault("name", t.get("alias"))
+    if "@" in key and not _PINNED.match(key):
+        fail(f"{key!r} is not a registry image pinned by digest",
+             "write registry/repository[:tag]@sha256:<64 hex> (the digest `enginefab push` or `skopeo inspect` prints)")
+        return None
     if is_registry(key):
         if where not in problems:
             done[where] = filled
@@ -107,13 +115,18 @@ def _fill(where: Where, raw: dict[Where, dict], by_key: dict[str, Where], tables
     if parent_at[0] != file:
         fail(f"the parent {key!r} is an image of engines/{parent_at[0]}, another engine family",
              f"put the derived image in engines/{parent_at[0]}")
+    _inherit(t, parent, filled, key, fail)
+    if where in problems:
+        return None
+    done[where] = filled
+    return filled
+
+
+def _inherit(t: dict, parent: dict, filled: dict, key: str, fail) -> None:
+    """Fill `filled` with what `t` inherits from `parent`; a field restated otherwise fails."""
     for k in INHERITED:
         if k in t and k in parent and t[k] != parent[k]:
             fail(f"{t[k]!r}, but a derived image has its parent's {k} ({parent[k]!r})",
                  f"remove {k} (it is inherited from {key!r})", k)
         elif k in parent:
             filled[k] = parent[k]
-    if where in problems:
-        return None
-    done[where] = filled
-    return filled

@@ -15,6 +15,7 @@ from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
 from enginefab.lock import derive, pins
+from enginefab.lock.parent import matrix_record
 from enginefab.lock.layering import parts_of, plan_image
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -246,7 +247,9 @@ def parent_changes(defn: Definition, img, m: Matrix) -> list[str]:
     now = "sha256:" + canonical.sha256_hex(raw)
     if now != defn.parent.definition:
         return [f"parent {parent.alias} changed (locked {defn.parent.definition} now {now}); {fix}"]
-    return []
+    want = matrix_record(pdefn, raw, defn.parent.manifest, pdefn.config)
+    return [f"build/{img.alias}.json: parent.{line} (what build/{parent.alias}.json says; edited by hand? {fix})"
+            for line in diff(defn.parent.model_dump(mode="json"), want.model_dump(mode="json"))]
 
 
 def _pin_states(who: str, defn: Definition, strict: bool, problems: list[str], warnings: list[str]) -> None:

@@ -81,9 +81,16 @@ def config_of(config: bytes, *, image: str) -> ImageConfig:
 
 def from_matrix(parent: Definition, parent_raw: bytes, manifest: bytes, config: bytes) -> ParentPins:
     """A matrix parent, built here: its blobs by digest, its config, and what its definition installed."""
-    alias = parent.image.alias
-    name = f"enginefab/{alias}"
     digest = "sha256:" + sha256_hex(manifest)
+    rec = matrix_record(parent, parent_raw, digest, config_of(config, image=parent.image.alias))
+    return ParentPins(base=layer_inputs(f"enginefab/{parent.image.alias}", parent.image.engine_version, digest,
+                                        manifest, None, config), parent=rec)
+
+
+def matrix_record(parent: Definition, parent_raw: bytes, manifest: str, config: ImageConfig) -> Parent:
+    """The child's record of a matrix parent: what its definition installed (wheels and sdists,
+    Debian packages, its own parent's), its config, its definition's sha256. Pure: `lock --check`
+    compares a committed record with it."""
     dists = dict(parent.parent.distributions) if parent.parent else {}
     debs = set(parent.parent.debs) if parent.parent else set()
     for layer in parent.layers:
@@ -92,9 +99,8 @@ def from_matrix(parent: Definition, parent_raw: bytes, manifest: bytes, config: 
             if i.kind == "wheel" or (i.kind == "url" and prefix in ("compile", "build")):
                 dists[canonicalize_name(i.name)] = i.version
         debs |= deb.provided_names([i for i in layer.inputs if i.kind == "deb"])
-    rec = Parent(alias=alias, manifest=digest, definition="sha256:" + sha256_hex(parent_raw),
-                 config=config_of(config, image=alias), distributions=dict(sorted(dists.items())), debs=sorted(debs))
-    return ParentPins(base=layer_inputs(name, parent.image.engine_version, digest, manifest, None, config), parent=rec)
+    return Parent(alias=parent.image.alias, manifest=manifest, definition="sha256:" + sha256_hex(parent_raw),
+                  config=config, distributions=dict(sorted(dists.items())), debs=sorted(debs))
 
 
 def from_registry(reference: str, digest: str, platform: dict[str, str], *, image: str,

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 
-from enginefab.core.definition import load_definition
+from enginefab.core.definition import Definition, load_definition
+from enginefab.core.errors import LockError
 from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Image, Matrix
 from enginefab.lock import layering
 from enginefab.lock.check import diff
 from enginefab.lock.derive import make_definition
-from enginefab.lock.locker import resolve
+from enginefab.lock.locker import resolve, resolve_derived
+from enginefab.lock.parent import ParentPins, from_registry
 from enginefab.transport.session import Session
 
 
@@ -28,9 +30,26 @@ def verify(m: Matrix, images: list[Image], session: Session) -> list[str]:
         path = definition_path(m.root, img.alias)
         committed = load_definition(path)
         raw = committed.to_json()
-        r = resolve(img, m, session)
-        want = make_definition(img, m, r.base, layering.plan_image(r.parts), committed.compression).to_json()
+        if img.derived:
+            r = resolve_derived(img, m, _parent(img, committed, session), session)
+        else:
+            r = resolve(img, m, session)
+        want = make_definition(img, m, r.base, layering.plan_image(r.parts), committed.compression,
+                               parent=r.parent).to_json()
         if want != raw:
             out += [f"{img.alias}: build/{img.alias}.json → what upstream answers now: {line} "
                     f"(review, then `enginefab lock {img.alias}`)" for line in diff(json.loads(raw), json.loads(want))]
     return out
+
+
+def _parent(img: Image, committed: Definition, session: Session) -> ParentPins:
+    """A registry parent is read again by its digest; a matrix parent is verified as an image of
+    its own, so its child keeps the parent it was locked over (and lock --check says if that moved)."""
+    reg = img.parent_reference
+    if reg is not None:
+        return from_registry(reg[0], reg[1], img.oci_platform, image=img.label(), session=session)
+    base = [i for layer in committed.layers if layer.kind == "base" for i in layer.inputs]
+    if committed.parent is None:
+        raise LockError(f"build/{img.alias}.json records no parent, but engines/ derives it from {img.d.from_}",
+                        image=img.label(), fix=f"run `enginefab lock {img.alias}`")
+    return ParentPins(base=base, parent=committed.parent)

@@ -20,7 +20,7 @@ from pathlib import Path
 from enginefab.assemble.builder import Builder
 from enginefab.assemble.image import Built
 from enginefab.assemble.index import Member, index_tag, plan_indexes
-from enginefab.assemble.pipeline import BuildOptions, build_images, definition_for
+from enginefab.assemble.pipeline import BuildOptions, build_images, definition_for, matrix_parents
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.store import Store
 from enginefab.check.report import write_reports
@@ -86,9 +86,9 @@ def _failures(reports) -> list[str]:
             for r in reports for res in r.results if res.status in ("fail", "error")]
 
 
-def _builder(store: Store, settings: Settings, session: Session) -> Builder:
+def _builder(store: Store, settings: Settings, session: Session, parents=None) -> Builder:
     return Builder(store, session=session, limits=settings.archive, threads=settings.threads,
-                   run_timeout=settings.run_timeout)
+                   run_timeout=settings.run_timeout, parents=parents)
 
 
 def _publish(client: RegistryClient, target: Target, m: Matrix, built: list, store: Store, settings: Settings,
@@ -105,7 +105,7 @@ def push(m: Matrix, imgs: list[Image], store: Store, to: str, settings: Settings
     each image (a cache hit when already built), with `run_check` check them and attach the
     reports, then publish."""
     target, client = connect(to, m.root, settings.environ, plain_http=plain_http, ca_cert=ca_cert, options=settings.http)
-    builder = _builder(store, settings, session)
+    builder = _builder(store, settings, session, matrix_parents(m))
     built = []
     for img in imgs:
         defn = definition_for(m, img)
@@ -164,7 +164,7 @@ def release(m: Matrix, imgs: list[Image], store: Store, out: Path, to: str, sett
     rel.stage = "build"
     say(f"[bold]2/4 build[/] into {out} (store {store.root})")
     build_images(m, imgs, store, out, session, shared=opts.shared, options=BuildOptions.of(settings))
-    builder = _builder(store, settings, session)
+    builder = _builder(store, settings, session, matrix_parents(m))
     built = [(img, defns[img.alias], builder.image(defns[img.alias])) for img in imgs]  # cache hits
     lap("build")
     rel.images = [{"alias": b.alias, "name": b.name, "digest": b.digest} for _, _, b in built]

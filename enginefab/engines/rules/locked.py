@@ -38,6 +38,9 @@ def _locked_versions(defn: Definition) -> dict[str, tuple[str, str]]:
             except InvalidWheelFilename:
                 pass
         out.setdefault(str(canonicalize_name(name)), (version, fn))
+    if defn.parent is not None:  # a derived image: what its parent installed is locked too
+        for name, version in defn.parent.distributions.items():
+            out.setdefault(str(canonicalize_name(name)), (version, f"in the parent {defn.parent.label}"))
     return out
 
 
