@@ -15,7 +15,7 @@ from enginefab.core.paths import definition_path
 from enginefab.engines.matrix import Matrix
 from enginefab.lock.declared import base_ref, declared_inputs, matrix_entry
 from enginefab.lock import derive, pins
-from enginefab.lock.parent import matrix_record
+from enginefab.lock.parentrecord import matrix_record
 from enginefab.lock.layering import parts_of, plan_image
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")

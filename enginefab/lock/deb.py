@@ -156,14 +156,3 @@ def resolve(repos: list[AptRepo], arch: str, roots: list[str], have: set[str], *
     return [to_input(idx, p) for p in closure(idx, roots, have=have, image=image)]
 
 
-def provided_names(inputs: list[Input]) -> set[str]:
-    """Names (real and virtual) the given deb inputs satisfy, for the layers above them."""
-    out: set[str] = set()
-    for i in inputs:
-        out.add(i.name)
-        prov = (i.control or {}).get("Provides", "")
-        for part in prov.split(","):
-            name = part.strip().split(" ")[0].split(":")[0]
-            if name:
-                out.add(name)
-    return out

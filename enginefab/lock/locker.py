@@ -25,7 +25,8 @@ from enginefab.lock import deb, layering, oci, parent as parents_, pypi, stackde
 from enginefab.lock.asof import as_of
 from enginefab.lock.declared import base_ref, manual_input, matrix_entry, run_input, stack_repos
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
-from enginefab.lock.parent import ParentPins
+from enginefab.lock.debnames import provided_names
+from enginefab.lock.parentrecord import ParentPins
 from enginefab.transport.session import Session
 
 
@@ -65,7 +66,7 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
         assert apt is not None
         say(f"  {img.alias}: {img.os_id} packages ({img.arch})")
         pins.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=who, root=m.root, session=session)
-        have |= deb.provided_names(pins.os)
+        have |= provided_names(pins.os)
     elif img.os.source == "manual" and img.arch not in img.os.archive:
         raise LockError(f"OS {img.os_id} is imported from an archive but none is declared for {img.arch}",
                         image=who, fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
@@ -73,7 +74,7 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
     # accelerator stack: its packages (over the base); its files behind a login and run steps are engines/'s
     if img.stack:
         pins.stack = stack_debs(img, m, pins.base, have, session)
-        have |= deb.provided_names(pins.stack)
+        have |= provided_names(pins.stack)
 
     # Python runtime
     py = img.python
@@ -83,7 +84,7 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
                             image=who, fix="set os.apt in platforms.toml")
         say(f"  {img.alias}: Python {py.version} packages")
         pins.python = deb.resolve([apt], img.arch, list(py.packages), have, image=who, root=m.root, session=session)
-        have |= deb.provided_names(pins.python)
+        have |= provided_names(pins.python)
 
     # extra OS packages
     if img.d.debs:

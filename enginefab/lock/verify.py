@@ -19,7 +19,8 @@ from enginefab.lock import layering
 from enginefab.lock.check import diff
 from enginefab.lock.derive import make_definition
 from enginefab.lock.locker import resolve, resolve_derived
-from enginefab.lock.parent import ParentPins, from_registry
+from enginefab.lock.parent import from_registry
+from enginefab.lock.parentrecord import ParentPins
 from enginefab.transport.session import Session
 
 
