@@ -361,3 +361,9 @@ def test_render_of_a_derived_image_starts_from_the_parent_by_digest_and_copies_i
     with pytest.raises(EnginefabError):
         write_context({"../escape": ContextFile("x")}, tmp_path / "ctx2")
     assert not (tmp_path / "escape").exists()
+    # a layer's link to a directory outside, then a file below it: never written through the link
+    (tmp_path / "outside").mkdir()
+    hostile = {"files/0/bin": ContextFile(link=str(tmp_path / "outside")), "files/0/bin/sh": ContextFile("x")}
+    with pytest.raises(EnginefabError):
+        write_context(hostile, tmp_path / "ctx3")
+    assert list((tmp_path / "outside").iterdir()) == []
