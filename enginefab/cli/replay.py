@@ -1,0 +1,248 @@
+"""Replay: `enginefab list` and `enginefab lock --check` print, from a cache, what their last run
+printed on exactly the same inputs, without importing typer, pydantic or any stage.
+
+A run is recorded only if it was pure: it opened no file for writing (but the debug log and
+bytecode), started no process and opened no socket, and every file it read lies in engines/,
+build/, the enginefab package or the interpreter's own directories. The key is the sha256 of the
+command line, the working directory, the environment, whether the output is a terminal (and its
+size), the interpreter, the directories on sys.path (installed distributions) and of every file
+(name and bytes) under engines/, build/ and the package. The record also names every file and
+directory the run read elsewhere (with the sha256 of its bytes or listing), and the stat of every
+blob of the download cache build/ names (lock --check compares them with the pins): a replay
+re-checks all of them first. Any changed byte is a miss, and a miss runs the command in full.
+
+ENGINEFAB_NO_REPLAY=1 turns this off. The cache is <cache>/replay/, one file per key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from enginefab import __version__
+from enginefab.core.paths import cache_root, downloads_dir, project_root
+
+#: environment variables that differ between two runs of one shell and change no output
+_VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
+_PACKAGE = Path(__file__).resolve().parent.parent
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+
+
+def replayable(argv: list[str]) -> bool:
+    """`list` and `lock --check` (not --verify, nor a lock that resolves)."""
+    if not argv or argv[0] not in ("list", "lock"):
+        return False
+    opts = set(argv[1:])
+    if "--help" in opts:
+        return False
+    return argv[0] == "list" or ("--check" in opts and not opts & {"--verify", "--add"})
+
+
+def _tree(root: Path) -> list:
+    """(relative name, sha256) of every file under `root`, sorted; bytecode caches left out."""
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out.append((os.path.relpath(p, root), hashlib.sha256(fh.read()).hexdigest()))
+    return out
+
+
+def _listing(path: str) -> str | None:
+    try:
+        return hashlib.sha256("\0".join(sorted(os.listdir(path or "."))).encode()).hexdigest()
+    except OSError:
+        return None
+
+
+def _file(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _stat(path: str) -> list | None:
+    try:
+        s = os.stat(path)
+    except OSError:
+        return None
+    return [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
+
+
+def _terminal(stream) -> list:
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return [False]
+    if not tty:
+        return [False]
+    try:
+        return [True, *os.get_terminal_size(stream.fileno())]
+    except OSError:
+        return [True]
+
+
+def key(argv: list[str]) -> str:
+    root = project_root()
+    state = {
+        "version": __version__, "argv": argv, "cwd": os.getcwd(), "root": str(root),
+        "env": sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV),
+        "terminal": [_terminal(sys.stdout), _terminal(sys.stderr)],
+        "python": [sys.executable, sys.version, sys.path, [_listing(p) for p in sys.path if os.path.isdir(p)]],
+        "engines": _tree(root / "engines"), "build": _tree(root / "build"), "package": _tree(_PACKAGE),
+    }
+    return hashlib.sha256(json.dumps(state).encode()).hexdigest()
+
+
+def _blobs(root: Path) -> list[str]:
+    """The download cache's path of every sha256 build/ names (lock --check stats them)."""
+    names: set[bytes] = set()
+    for p in sorted((root / "build").glob("*.json")):
+        names.update(_HEX64.findall(p.read_bytes()))
+    base = downloads_dir() / "sha256"
+    return [str(base / n.decode()) for n in sorted(names)]
+
+
+def _record_path(k: str) -> Path:
+    return cache_root() / "replay" / f"{k}.json"
+
+
+def replay(argv: list[str]) -> int | None:
+    """Print a recorded run's output and return its exit code, or None (then run the command)."""
+    if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
+        return None
+    try:
+        rec = json.loads(_record_path(key(argv)).read_text())
+    except (OSError, ValueError):
+        return None
+    if any(_file(p) != h for p, h in rec["read"]) or any(_listing(p) != h for p, h in rec["listed"]) \
+            or any(_stat(p) != s for p, s in rec["stat"]):
+        return None
+    streams = {1: sys.stdout, 2: sys.stderr}
+    for fd, data in rec["output"]:
+        streams[fd].flush()
+        streams[fd].buffer.write(base64.b64decode(data))
+        streams[fd].buffer.flush()
+    return rec["exit"]
+
+
+class _Tee:
+    """A text stream that also keeps every byte written to it (and to its buffer) in `chunks`."""
+
+    def __init__(self, stream, fd: int, chunks: list) -> None:
+        self._stream, self._fd, self._chunks = stream, fd, chunks
+        self.buffer = _BufferTee(stream.buffer, fd, chunks)
+
+    def write(self, s: str) -> int:
+        self._chunks.append((self._fd, s.encode(self._stream.encoding, self._stream.errors or "strict")))
+        return self._stream.write(s)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _BufferTee:
+    def __init__(self, buffer, fd: int, chunks: list) -> None:
+        self._buffer, self._fd, self._chunks = buffer, fd, chunks
+
+    def write(self, b) -> int:
+        self._chunks.append((self._fd, bytes(b)))
+        return self._buffer.write(b)
+
+    def __getattr__(self, name: str):
+        return getattr(self._buffer, name)
+
+
+class _Recorder:
+    """An audit hook that notes what a run reads, and whether it did anything but read."""
+
+    _IMPURE = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.remove", "os.rename",
+               "os.rmdir", "shutil.rmtree", "shutil.move", "socket.connect", "socket.bind", "socket.getaddrinfo")
+
+    def __init__(self, root: Path) -> None:
+        self.active, self.pure = True, True
+        self.read: set[str] = set()
+        self.listed: set[str] = set()
+        self._covered = tuple({str(root / "engines"), str(root / "build"), str(_PACKAGE), sys.prefix, sys.base_prefix,
+                               sys.exec_prefix, sys.base_exec_prefix} | ({sys.pycache_prefix} if sys.pycache_prefix else set()))
+        self._writable = (str(cache_root() / "logs"),)
+
+    @staticmethod
+    def _under(path: str, tops) -> bool:
+        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in tops)
+
+    def hook(self, event: str, args: tuple) -> None:
+        if not self.active:
+            return
+        if event.startswith(self._IMPURE):
+            self.pure = False
+        elif event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            mode, flags = args[1], args[2]
+            writes = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & (os.O_WRONLY | os.O_RDWR))
+            if writes:
+                if not (self._under(path, self._writable) or path.endswith(".pyc") or "/__pycache__/" in path):
+                    self.pure = False
+            elif not self._under(path, self._covered):
+                self.read.add(path)
+        elif event in ("os.listdir", "os.scandir"):
+            path = args[0]
+            if isinstance(path, int):
+                self.pure = False  # a listing by descriptor: not something a replay could re-check
+                return
+            path = os.path.abspath(os.fsdecode(path if path is not None else "."))
+            if not self._under(path, self._covered):
+                self.listed.add(path)
+
+
+def _exit_code(e: SystemExit) -> int | None:
+    return 0 if e.code is None else e.code if isinstance(e.code, int) else None
+
+
+def recorded(argv: list[str], run) -> None:
+    """Run the command (`run()`); if the run was pure and its inputs held still, keep what it printed."""
+    if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
+        return run()
+    before, root = key(argv), project_root()
+    rec, chunks = _Recorder(root), []
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, 1, chunks), _Tee(err, 2, chunks)
+    sys.addaudithook(rec.hook)  # an audit hook cannot be removed: it is switched off below
+    code = None
+    try:
+        run()
+        code = 0
+    except SystemExit as e:
+        code = _exit_code(e)
+        raise
+    finally:
+        rec.active = False
+        sys.stdout, sys.stderr = out, err
+        if code is not None and rec.pure:
+            _store(argv, before, root, rec, chunks, code)
+
+
+def _store(argv: list[str], before: str, root: Path, rec: _Recorder, chunks: list, code: int) -> None:
+    blobs = _blobs(root) if argv[0] == "lock" else []
+    record = {"exit": code, "read": [[p, _file(p)] for p in sorted(rec.read)],
+              "listed": [[p, _listing(p)] for p in sorted(rec.listed)], "stat": [[p, _stat(p)] for p in blobs],
+              "output": [[fd, base64.b64encode(b).decode()] for fd, b in chunks]}
+    if key(argv) != before:
+        return  # an input changed while the command ran: what it printed may belong to neither
+    path = _record_path(before)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: every run is a full one
