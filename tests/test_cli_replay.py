@@ -103,3 +103,24 @@ def test_other_commands_and_an_environment_change_are_not_replayed(project):
     assert not run(project, "list")[3]
     assert run(dict(project, COLUMNS="61"), "list")[3]  # another width: a full run
     assert run(project, "show", "demo-pytorch-x86_64")[3] and run(project, "show", "demo-pytorch-x86_64")[3]
+
+
+@pytest.mark.slow
+def test_a_no_op_build_replays_until_its_layout_loses_a_file(demo_build, tmp_path):
+    """A build that built nothing is replayed next time (no assembler, no transport); once a file
+    of what it left is gone, the next build is a full one and puts it back."""
+    env = {k: v for k, v in os.environ.items() if k != "ENGINEFAB_NO_REPLAY"}
+    env.update(ENGINEFAB_CACHE=str(tmp_path / "cache"), ENGINEFAB_QUIET="1")
+    out = tmp_path / "out"
+    args = ("build", "--demo", "--store", str(demo_build["store"]), "--out", str(out))
+    first = run(env, *args)  # writes the layout: not a no-op, not recorded
+    no_op = run(env, *args)
+    replayed = run(env, *args)
+    assert first[0] == 0 and first[3] and no_op[3] and not replayed[3]
+    assert first[:3] == no_op[:3] == replayed[:3]
+    for alias, digest in demo_build["digests"].items():
+        assert f"{alias} {digest}" in replayed[1]
+    blob = out / "blobs" / "sha256" / demo_build["digests"][replayed[1].split()[0]].removeprefix("sha256:")
+    blob.unlink()
+    again = run(env, *args)
+    assert again[3] and again[:3] == first[:3] and blob.is_file()

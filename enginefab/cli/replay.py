@@ -11,6 +11,13 @@ directory the run read elsewhere (with the sha256 of its bytes or listing), and 
 blob of the download cache build/ names (lock --check compares them with the pins): a replay
 re-checks all of them first. Any changed byte is a miss, and a miss runs the command in full.
 
+`build` writes, so it is never pure: it is recorded only when a run built nothing (the OCI layout
+and the store's blobs the same after as before, cli/build.py names them through
+`watch_outputs`), and the record holds the layout (the sha256 of every file under 1 MiB, the
+size, mtime, ctime and inode of the others, and every name) and the stat of every store blob the
+layout holds: a replay re-checks them, so it prints "nothing to do" only while what the build
+would leave is in place. A replay of a no-op build runs no assembler and no transport.
+
 ENGINEFAB_NO_REPLAY=1 turns this off. The cache is <cache>/replay/, one file per key.
 """
 
@@ -34,12 +41,15 @@ _HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 
 def replayable(argv: list[str]) -> bool:
-    """`list` and `lock --check` (not --verify, nor a lock that resolves)."""
-    if not argv or argv[0] not in ("list", "lock"):
+    """`list`, `lock --check` (not --verify, nor a lock that resolves) and `build` (not with a
+    shared --cache or --reachable-layers, whose results depend on what the network reaches)."""
+    if not argv or argv[0] not in ("list", "lock", "build"):
         return False
-    opts = set(argv[1:])
+    opts = {a.partition("=")[0] for a in argv[1:]}
     if "--help" in opts:
         return False
+    if argv[0] == "build":
+        return not opts & {"--cache", "--reachable-layers"}
     return argv[0] == "list" or ("--check" in opts and not opts & {"--verify", "--add"})
 
 
@@ -91,11 +101,12 @@ def _terminal(stream) -> list:
         return [True]
 
 
-def key(argv: list[str]) -> str:
+def key(argv: list[str], env: dict[str, str]) -> str:
+    """The sha256 of everything a run's output is a function of (its environment as it started)."""
     root = project_root()
     state = {
         "version": __version__, "argv": argv, "cwd": os.getcwd(), "root": str(root),
-        "env": sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV),
+        "env": sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV),
         "terminal": [_terminal(sys.stdout), _terminal(sys.stderr)],
         "python": [sys.executable, sys.version, sys.path, [_listing(p) for p in sys.path if os.path.isdir(p)]],
         "engines": _tree(root / "engines"), "build": _tree(root / "build"), "package": _tree(_PACKAGE),
@@ -112,6 +123,39 @@ def _blobs(root: Path) -> list[str]:
     return [str(base / n.decode()) for n in sorted(names)]
 
 
+_SMALL = 1 << 20
+
+
+def _outputs(out: str, blobs: str) -> dict:
+    """What a build leaves: every file of the layout `out` (small ones by sha256, others by
+    stat), and the stat of each store blob (in `blobs`) the layout holds."""
+    files = []
+    for dirpath, dirs, names in os.walk(out):
+        dirs.sort()
+        for f in sorted(names):
+            p = os.path.join(dirpath, f)
+            st = os.lstat(p)
+            files.append([os.path.relpath(p, out), st.st_mode, st.st_size,
+                          _file(p) if st.st_size < _SMALL else [st.st_mtime_ns, st.st_ctime_ns, st.st_ino]])
+    try:
+        names = sorted(os.listdir(os.path.join(out, "blobs", "sha256")))
+    except OSError:
+        names = []
+    return {"out": files, "store": [[n, _stat(os.path.join(blobs, n))] for n in names], "listing": _listing(blobs)}
+
+
+_ACTIVE: list = []  # the recorder of this run, if any
+
+
+def watch_outputs(out: Path, store: Path) -> None:
+    """A build names where its results go (before it builds): see the module's docstring. What
+    it reads there is covered by the snapshot of the layout and of the store's blobs."""
+    for rec in _ACTIVE:
+        rec.outputs = (os.path.abspath(out), os.path.abspath(store / "blobs" / "sha256"))
+        rec.before = _outputs(*rec.outputs)
+        rec.produced = (rec.outputs[0], os.path.abspath(store))
+
+
 def _record_path(k: str) -> Path:
     return cache_root() / "replay" / f"{k}.json"
 
@@ -121,11 +165,13 @@ def replay(argv: list[str]) -> int | None:
     if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
         return None
     try:
-        rec = json.loads(_record_path(key(argv)).read_text())
+        rec = json.loads(_record_path(key(argv, dict(os.environ))).read_text())
     except (OSError, ValueError):
         return None
     if any(_file(p) != h for p, h in rec["read"]) or any(_listing(p) != h for p, h in rec["listed"]) \
             or any(_stat(p) != s for p, s in rec["stat"]):
+        return None
+    if "outputs" in rec and _outputs(*rec["outputs"]) != rec["left"]:
         return None
     streams = {1: sys.stdout, 2: sys.stderr}
     for fd, data in rec["output"]:
@@ -170,10 +216,14 @@ class _Recorder:
 
     def __init__(self, root: Path) -> None:
         self.active, self.pure = True, True
+        self.outputs: tuple[str, str] | None = None  # a build's layout and store blobs (watch_outputs)
+        self.before: dict | None = None
+        self.produced: tuple[str, ...] = ()
         self.read: set[str] = set()
         self.listed: set[str] = set()
-        self._covered = tuple({str(root / "engines"), str(root / "build"), str(_PACKAGE), sys.prefix, sys.base_prefix,
-                               sys.exec_prefix, sys.base_exec_prefix} | ({sys.pycache_prefix} if sys.pycache_prefix else set()))
+        tops = {str(root / "engines"), str(root / "build"), str(_PACKAGE), sys.prefix, sys.base_prefix, sys.exec_prefix,
+                sys.base_exec_prefix, sys.pycache_prefix or str(_PACKAGE)}  # all in the key, or the interpreter's
+        self._covered = tuple(tops)
         self._writable = (str(cache_root() / "logs"),)
 
     @staticmethod
@@ -192,8 +242,8 @@ class _Recorder:
             if writes:
                 if not (self._under(path, self._writable) or path.endswith(".pyc") or "/__pycache__/" in path):
                     self.pure = False
-            elif not self._under(path, self._covered):
-                self.read.add(path)
+            elif not self._under(path, self._covered) and not path.startswith("/proc/self/"):
+                self.read.add(path)  # (/proc/self: this process's own state, no input)
         elif event in ("os.listdir", "os.scandir"):
             path = args[0]
             if isinstance(path, int):
@@ -212,11 +262,13 @@ def recorded(argv: list[str], run) -> None:
     """Run the command (`run()`); if the run was pure and its inputs held still, keep what it printed."""
     if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
         return run()
-    before, root = key(argv), project_root()
+    env = dict(os.environ)  # a build sets variables as it runs
+    before, root = key(argv, env), project_root()
     rec, chunks = _Recorder(root), []
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Tee(out, 1, chunks), _Tee(err, 2, chunks)
     sys.addaudithook(rec.hook)  # an audit hook cannot be removed: it is switched off below
+    _ACTIVE.append(rec)
     code = None
     try:
         run()
@@ -226,17 +278,30 @@ def recorded(argv: list[str], run) -> None:
         raise
     finally:
         rec.active = False
+        _ACTIVE.remove(rec)
         sys.stdout, sys.stderr = out, err
-        if code is not None and rec.pure:
-            _store(argv, before, root, rec, chunks, code)
+        if code is not None and _kept(argv, rec, code):
+            _store(argv, (env, before), root, rec, chunks, code)
 
 
-def _store(argv: list[str], before: str, root: Path, rec: _Recorder, chunks: list, code: int) -> None:
+def _kept(argv: list[str], rec: _Recorder, code: int) -> bool:
+    """A pure run; or a build that succeeded and changed nothing of what it leaves."""
+    if argv[0] != "build":
+        return rec.pure
+    return code == 0 and rec.outputs is not None and rec.before == _outputs(*rec.outputs)
+
+
+def _store(argv: list[str], started: tuple[dict, str], root: Path, rec: _Recorder, chunks: list, code: int) -> None:
+    env, before = started
     blobs = _blobs(root) if argv[0] == "lock" else []
-    record = {"exit": code, "read": [[p, _file(p)] for p in sorted(rec.read)],
-              "listed": [[p, _listing(p)] for p in sorted(rec.listed)], "stat": [[p, _stat(p)] for p in blobs],
+    read = sorted(p for p in rec.read if not rec._under(p, rec.produced))
+    listed = sorted(p for p in rec.listed if not rec._under(p, rec.produced))
+    record = {"exit": code, "read": [[p, _file(p)] for p in read], "listed": [[p, _listing(p)] for p in listed],
+              "stat": [[p, _stat(p)] for p in blobs],
               "output": [[fd, base64.b64encode(b).decode()] for fd, b in chunks]}
-    if key(argv) != before:
+    if rec.outputs is not None:
+        record |= {"outputs": list(rec.outputs), "left": rec.before}
+    if key(argv, env) != before:
         return  # an input changed while the command ran: what it printed may belong to neither
     path = _record_path(before)
     try:
