@@ -1,4 +1,4 @@
-"""`list` and `lock --check` replayed from the cache (cli/replay.py) print what the full run
+"""`--help`, `list` and `lock --check` replayed from the cache (cli/replay.py) print what the full run
 prints, byte for byte, with its exit code, without importing typer; any changed byte of engines/,
 build/ or of a download-cache blob build/ names makes the next run a full one."""
 
@@ -45,7 +45,7 @@ def run(env: dict, *args: str, full: bool = False) -> tuple[int, str, str, bool]
     return info["exit"], p.stdout.decode(), err, info["typer"]
 
 
-@pytest.mark.parametrize("args", [("list",), ("list", "--json"), ("lock", "--check"), ("lock", "--check", "--json")])
+@pytest.mark.parametrize("args", [("--help",), ("list",), ("list", "--json"), ("lock", "--check"), ("lock", "--check", "--json")])
 def test_a_replay_prints_what_the_full_run_prints(project, args):
     code, out, err, typer_loaded = run(project, *args, full=True)
     assert typer_loaded and out + err  # the reference: no cache at all

@@ -1,5 +1,5 @@
-"""Replay: `enginefab list` and `enginefab lock --check` print, from a cache, what their last run
-printed on exactly the same inputs, without importing typer, pydantic or any stage.
+"""Replay: `enginefab --help`, `list`, `lock --check` and a no-op `build` print, from a cache, what
+their last run printed on exactly the same inputs, without importing typer, pydantic or any stage.
 
 A run is recorded only if it was pure: it opened no file for writing (but the debug log and
 bytecode), started no process and opened no socket, and every file it read lies in engines/,
@@ -7,7 +7,8 @@ build/, the enginefab package or the interpreter's own directories. The key is t
 command line, the working directory, the environment, whether the output is a terminal (and its
 size), the interpreter, the directories on sys.path (installed distributions) and of every file
 (name and bytes) under engines/, build/ and the package. The record also names every file and
-directory the run read elsewhere (with the sha256 of its bytes or listing), and the stat of every
+directory the run read elsewhere (the sha256 of its bytes, or of its listing; a file of 1 MiB
+or more by its size, mtime, ctime and inode), and the stat of every
 blob of the download cache build/ names (lock --check compares them with the pins): a replay
 re-checks all of them first. Any changed byte is a miss, and a miss runs the command in full.
 
@@ -38,12 +39,15 @@ from enginefab.core.paths import cache_root, downloads_dir, project_root
 _VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 _PACKAGE = Path(__file__).resolve().parent.parent
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
+_SMALL = 1 << 20
 
 
 def replayable(argv: list[str]) -> bool:
-    """`list`, `lock --check` (not --verify, nor a lock that resolves) and `build` (not with a
+    """`--help`, `list`, `lock --check` (not --verify, nor a lock that resolves) and `build` (not with a
     shared --cache or --reachable-layers, whose results depend on what the network reaches)."""
-    if not argv or argv[0] not in ("list", "lock", "build"):
+    if argv in ([], ["--help"]):
+        return True  # the root's help: the command table and docstrings, all in the package
+    if argv[0] not in ("list", "lock", "build"):
         return False
     opts = {a.partition("=")[0] for a in argv[1:]}
     if "--help" in opts:
@@ -72,9 +76,14 @@ def _listing(path: str) -> str | None:
         return None
 
 
-def _file(path: str) -> str | None:
+def _file(path: str):
+    """A small file by the sha256 of its bytes; one of 1 MiB or more (a wheel in the download
+    cache, a layer) by its stat: size, mtime, ctime, inode (a write changes the ctime)."""
     try:
         with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size >= _SMALL:
+                return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             return hashlib.sha256(fh.read()).hexdigest()
     except OSError:
         return None
@@ -123,9 +132,6 @@ def _blobs(root: Path) -> list[str]:
     return [str(base / n.decode()) for n in sorted(names)]
 
 
-_SMALL = 1 << 20
-
-
 def _outputs(out: str, blobs: str) -> dict:
     """What a build leaves: every file of the layout `out` (small ones by sha256, others by
     stat), and the stat of each store blob (in `blobs`) the layout holds."""
@@ -134,9 +140,7 @@ def _outputs(out: str, blobs: str) -> dict:
         dirs.sort()
         for f in sorted(names):
             p = os.path.join(dirpath, f)
-            st = os.lstat(p)
-            files.append([os.path.relpath(p, out), st.st_mode, st.st_size,
-                          _file(p) if st.st_size < _SMALL else [st.st_mtime_ns, st.st_ctime_ns, st.st_ino]])
+            files.append([os.path.relpath(p, out), os.lstat(p).st_mode, _file(p)])
     try:
         names = sorted(os.listdir(os.path.join(out, "blobs", "sha256")))
     except OSError:
