@@ -10,7 +10,7 @@ it under the work directory; PYTHONDONTWRITEBYTECODE would recompile every modul
 Beside them, in the same run, what a command cannot avoid (`floors`): importing typer,
 pydantic's first model, importing the stages.
 
-`list`, `lock --check` and the no-op build are replayed from the cache once a run on the same
+`--help`, `list`, `lock --check` and the no-op build are replayed from the cache once a run on the same
 inputs was recorded (cli/replay.py): the rows marked "full" run them with ENGINEFAB_NO_REPLAY=1,
 as the first run after a change of engines/ or build/ does.
 
@@ -59,9 +59,9 @@ def commands(work: Path) -> dict[str, list[str]]:
     store = os.environ.get("ENGINEFAB_BENCH_STORE") or ""
     build = ["build", "--demo", "--out", str(work / "out")] + (["--store", store] if store else [])
     cli = _cli()
-    replayed = {"list": [*cli, "list"], "lock --check": [*cli, "lock", "--check"],
+    replayed = {"--help": [*cli, "--help"], "list": [*cli, "list"], "lock --check": [*cli, "lock", "--check"],
                 "build --demo (no-op)": [*cli, *build]}
-    return {"python -c pass": [sys.executable, "-c", "pass"], "--help": [*cli, "--help"], **replayed,
+    return {"python -c pass": [sys.executable, "-c", "pass"], **replayed,
             **{name + FULL: cmd for name, cmd in replayed.items()}}
 
 

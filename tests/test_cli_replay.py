@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from enginefab.cli import replay
 from tests.conftest import ROOT
 
 _PROBE = """
@@ -124,3 +125,13 @@ def test_a_no_op_build_replays_until_its_layout_loses_a_file(demo_build, tmp_pat
     blob.unlink()
     again = run(env, *args)
     assert again[3] and again[:3] == first[:3] and blob.is_file()
+
+
+def test_the_replay_cache_keeps_only_the_newest_records(tmp_path):
+    for i in range(replay._KEEP + 6):
+        p = tmp_path / f"{i:064x}.json"
+        p.write_text("{}")
+        os.utime(p, ns=(i * 10**9, i * 10**9))
+    replay._prune(tmp_path)
+    kept = sorted(int(p.stem, 16) for p in tmp_path.glob("*.json"))
+    assert kept == list(range(6, replay._KEEP + 6))

@@ -19,7 +19,8 @@ size, mtime, ctime and inode of the others, and every name) and the stat of ever
 layout holds: a replay re-checks them, so it prints "nothing to do" only while what the build
 would leave is in place. A replay of a no-op build runs no assembler and no transport.
 
-ENGINEFAB_NO_REPLAY=1 turns this off. The cache is <cache>/replay/, one file per key.
+ENGINEFAB_NO_REPLAY=1 turns this off. The cache is <cache>/replay/, one file per key, the newest
+64 kept.
 """
 
 from __future__ import annotations
@@ -313,5 +314,15 @@ def _store(argv: list[str], started: tuple[dict, str], root: Path, rec: _Recorde
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
+        _prune(path.parent)
     except OSError:
         pass  # a read-only cache: every run is a full one
+
+
+_KEEP = 64  # records kept (the newest): every environment has its own
+
+
+def _prune(directory: Path) -> None:
+    records = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in records[_KEEP:]:
+        old.unlink(missing_ok=True)
