@@ -34,7 +34,8 @@ import sys
 from pathlib import Path
 
 from enginefab import __version__
-from enginefab.core.paths import cache_root, downloads_dir, project_root
+from enginefab.core.errors import EnginefabError
+from enginefab.core.settings import Settings
 
 #: environment variables that differ between two runs of one shell and change no output
 _VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
@@ -113,7 +114,7 @@ def _terminal(stream) -> list:
 
 def key(argv: list[str], env: dict[str, str]) -> str:
     """The sha256 of everything a run's output is a function of (its environment as it started)."""
-    root = project_root()
+    root = Settings.from_env(env).root
     state = {
         "version": __version__, "argv": argv, "cwd": os.getcwd(), "root": str(root),
         "env": sorted((k, v) for k, v in env.items() if k not in _VOLATILE_ENV),
@@ -124,12 +125,12 @@ def key(argv: list[str], env: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(state).encode()).hexdigest()
 
 
-def _blobs(root: Path) -> list[str]:
+def _blobs(settings: Settings) -> list[str]:
     """The download cache's path of every sha256 build/ names (lock --check stats them)."""
     names: set[bytes] = set()
-    for p in sorted((root / "build").glob("*.json")):
+    for p in sorted((settings.root / "build").glob("*.json")):
         names.update(_HEX64.findall(p.read_bytes()))
-    base = downloads_dir() / "sha256"
+    base = settings.downloads / "sha256"
     return [str(base / n.decode()) for n in sorted(names)]
 
 
@@ -161,8 +162,8 @@ def watch_outputs(out: Path, store: Path) -> None:
         rec.produced = (rec.outputs[0], os.path.abspath(store))
 
 
-def _record_path(k: str) -> Path:
-    return cache_root() / "replay" / f"{k}.json"
+def _record_path(k: str, env: dict[str, str]) -> Path:
+    return Settings.from_env(env).cache / "replay" / f"{k}.json"
 
 
 def replay(argv: list[str]) -> int | None:
@@ -170,8 +171,9 @@ def replay(argv: list[str]) -> int | None:
     if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
         return None
     try:
-        rec = json.loads(_record_path(key(argv, dict(os.environ))).read_text())
-    except (OSError, ValueError):
+        env = dict(os.environ)
+        rec = json.loads(_record_path(key(argv, env), env).read_text())
+    except (OSError, ValueError, EnginefabError):  # no record; or settings the full run reports
         return None
     if any(_file(p) != h for p, h in rec["read"]) or any(_listing(p) != h for p, h in rec["listed"]) \
             or any(_stat(p) != s for p, s in rec["stat"]):
@@ -219,7 +221,8 @@ class _Recorder:
     _IMPURE = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.remove", "os.rename",
                "os.rmdir", "shutil.rmtree", "shutil.move", "socket.connect", "socket.bind", "socket.getaddrinfo")
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, settings: Settings) -> None:
+        root = settings.root
         self.active, self.pure = True, True
         self.outputs: tuple[str, str] | None = None  # a build's layout and store blobs (watch_outputs)
         self.before: dict | None = None
@@ -229,7 +232,7 @@ class _Recorder:
         tops = {str(root / "engines"), str(root / "build"), str(_PACKAGE), sys.prefix, sys.base_prefix, sys.exec_prefix,
                 sys.base_exec_prefix, sys.pycache_prefix or str(_PACKAGE)}  # all in the key, or the interpreter's
         self._covered = tuple(tops)
-        self._writable = (str(cache_root() / "logs"),)
+        self._writable = (str(settings.debug_log.parent),)
 
     @staticmethod
     def _under(path: str, tops) -> bool:
@@ -268,8 +271,11 @@ def recorded(argv: list[str], run) -> None:
     if os.environ.get("ENGINEFAB_NO_REPLAY") or not replayable(argv):
         return run()
     env = dict(os.environ)  # a build sets variables as it runs
-    before, root = key(argv, env), project_root()
-    rec, chunks = _Recorder(root), []
+    try:
+        before, settings = key(argv, env), Settings.from_env(env)
+    except (OSError, EnginefabError):
+        return run()  # the full run reports it
+    rec, chunks = _Recorder(settings), []
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Tee(out, 1, chunks), _Tee(err, 2, chunks)
     sys.addaudithook(rec.hook)  # an audit hook cannot be removed: it is switched off below
@@ -286,7 +292,7 @@ def recorded(argv: list[str], run) -> None:
         _ACTIVE.remove(rec)
         sys.stdout, sys.stderr = out, err
         if code is not None and _kept(argv, rec, code):
-            _store(argv, (env, before), root, rec, chunks, code)
+            _store(argv, (env, before), settings, rec, chunks, code)
 
 
 def _kept(argv: list[str], rec: _Recorder, code: int) -> bool:
@@ -296,9 +302,10 @@ def _kept(argv: list[str], rec: _Recorder, code: int) -> bool:
     return code == 0 and rec.outputs is not None and rec.before == _outputs(*rec.outputs)
 
 
-def _store(argv: list[str], started: tuple[dict, str], root: Path, rec: _Recorder, chunks: list, code: int) -> None:
+def _store(argv: list[str], started: tuple[dict, str], settings: Settings, rec: _Recorder, chunks: list,
+           code: int) -> None:
     env, before = started
-    blobs = _blobs(root) if argv[0] == "lock" else []
+    blobs = _blobs(settings) if argv[0] == "lock" else []
     read = sorted(p for p in rec.read if not rec._under(p, rec.produced))
     listed = sorted(p for p in rec.listed if not rec._under(p, rec.produced))
     record = {"exit": code, "read": [[p, _file(p)] for p in read], "listed": [[p, _listing(p)] for p in listed],
@@ -308,7 +315,7 @@ def _store(argv: list[str], started: tuple[dict, str], root: Path, rec: _Recorde
         record |= {"outputs": list(rec.outputs), "left": rec.before}
     if key(argv, env) != before:
         return  # an input changed while the command ran: what it printed may belong to neither
-    path = _record_path(before)
+    path = _record_path(before, env)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
