@@ -46,7 +46,8 @@ def run(env: dict, *args: str, full: bool = False) -> tuple[int, str, str, bool]
     return info["exit"], p.stdout.decode(), err, info["typer"]
 
 
-@pytest.mark.parametrize("args", [("--help",), ("list",), ("list", "--json"), ("lock", "--check"), ("lock", "--check", "--json")])
+@pytest.mark.parametrize("args", [("--help",), ("list",), ("list", "--json"), ("lock", "--check"),
+                                  ("lock", "--check", "--json")])
 def test_a_replay_prints_what_the_full_run_prints(project, args):
     code, out, err, typer_loaded = run(project, *args, full=True)
     assert typer_loaded and out + err  # the reference: no cache at all

@@ -140,6 +140,7 @@ def _outputs(out: str, blobs: str) -> dict:
     files = []
     for dirpath, dirs, names in os.walk(out):
         dirs.sort()
+        files.append([os.path.relpath(dirpath, out), os.lstat(dirpath).st_mode])  # a read-only one: a full run
         for f in sorted(names):
             p = os.path.join(dirpath, f)
             files.append([os.path.relpath(p, out), os.lstat(p).st_mode, _file(p)])
@@ -147,7 +148,16 @@ def _outputs(out: str, blobs: str) -> dict:
         names = sorted(os.listdir(os.path.join(out, "blobs", "sha256")))
     except OSError:
         names = []
-    return {"out": files, "store": [[n, _stat(os.path.join(blobs, n))] for n in names], "listing": _listing(blobs)}
+    store = [[n, _stat(os.path.join(blobs, n))] for n in names]
+    return {"out": files, "store": store, "listing": _listing(blobs), "modes": [_mode(blobs), _mode(os.path.dirname(
+        os.path.dirname(blobs)))]}
+
+
+def _mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
 
 
 _ACTIVE: list = []  # the recorder of this run, if any
