@@ -10,6 +10,10 @@ it under the work directory; PYTHONDONTWRITEBYTECODE would recompile every modul
 Beside them, in the same run, what a command cannot avoid (`floors`): importing typer,
 pydantic's first model, importing the stages.
 
+`--help`, `list`, `lock --check` and the no-op build are replayed from the cache once a run on the same
+inputs was recorded (cli/replay.py): the rows marked "full" run them with ENGINEFAB_NO_REPLAY=1,
+as the first run after a change of engines/ or build/ does.
+
 The no-op build runs in ENGINEFAB_BENCH_STORE=DIR if given, else in the default store; the demos
 are built there first if they are not (that first build is not timed).
 """
@@ -40,7 +44,11 @@ def _cli() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "enginefab"]
 
 
-def _run(cmd: list[str], env: dict) -> tuple[float, float, int]:
+FULL = " (full)"  # the suffix of a command run with its replay turned off
+
+
+def _run(name: str, cmd: list[str], env: dict) -> tuple[float, float, int]:
+    env = dict(env, ENGINEFAB_NO_REPLAY="1") if name.endswith(FULL) else env
     c0, t0 = _children_cpu(), time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,  # runs: enginefab (or its own Python)
                        stderr=subprocess.DEVNULL)
@@ -51,8 +59,10 @@ def commands(work: Path) -> dict[str, list[str]]:
     store = os.environ.get("ENGINEFAB_BENCH_STORE") or ""
     build = ["build", "--demo", "--out", str(work / "out")] + (["--store", store] if store else [])
     cli = _cli()
-    return {"python -c pass": [sys.executable, "-c", "pass"], "--help": [*cli, "--help"], "list": [*cli, "list"],
-            "lock --check": [*cli, "lock", "--check"], "build --demo (no-op)": [*cli, *build]}
+    replayed = {"--help": [*cli, "--help"], "list": [*cli, "list"], "lock --check": [*cli, "lock", "--check"],
+                "build --demo (no-op)": [*cli, *build]}
+    return {"python -c pass": [sys.executable, "-c", "pass"], **replayed,
+            **{name + FULL: cmd for name, cmd in replayed.items()}}
 
 
 #: what the commands cannot avoid paying, each alone: typer (every command), pydantic's first model
@@ -70,12 +80,13 @@ def run(work: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(ENGINEFAB_QUIET="1", PYTHONPYCACHEPREFIX=str(work / "pycache"))
     cmds = commands(work) | {name: [sys.executable, "-c", code] for name, code in FLOORS.items()}
-    codes = {name: _run(cmd, env)[2] for name, cmd in cmds.items()}  # warm-up: bytecode, and builds the demos if needed
+    # warm-up: bytecode, the replays recorded, and the demos built if needed
+    codes = {name: _run(name, cmd, env)[2] for name, cmd in cmds.items()}
     wall: dict[str, list[float]] = {name: [] for name in cmds}
     cpu: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(REPEAT):
         for name, cmd in cmds.items():
-            w, c, codes[name] = _run(cmd, env)
+            w, c, codes[name] = _run(name, cmd, env)
             wall[name].append(w)
             cpu[name].append(c)
     peer_wall, peer_cpu = statistics.median(wall["python -c pass"]), statistics.median(cpu["python -c pass"])

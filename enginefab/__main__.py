@@ -1,3 +1,3 @@
-from enginefab.cli.main import app
+from enginefab.cli.main import main
 
-app()
+main()

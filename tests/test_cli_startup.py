@@ -6,6 +6,7 @@ itself is measured in bench/startup.py, which never gates CI."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -34,8 +35,9 @@ print(json.dumps({"exit": code, "modules": sorted(sys.modules)}), file=sys.stder
 
 def loaded(*args: str) -> tuple[int, set[str]]:
     """The exit code of `enginefab ARGS` and every module it had imported when it exited."""
+    env = dict(os.environ, ENGINEFAB_NO_REPLAY="1")  # the full run (a replay imports neither: test_cli_replay)
     p = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=env)
     out = json.loads(p.stderr.strip().splitlines()[-1])
     return out["exit"], set(out["modules"])
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from enginefab.cli import args, present
+from enginefab.cli import args, present, replay
 from enginefab.cli.app import AllOpt, CacheOpt, DemoOpt, JsonOpt, NamesArg, StoreOpt, run_guarded
 
 
@@ -56,6 +56,7 @@ def build(
     args.settings(archive_max_bytes=archive_max_bytes, archive_max_entries=archive_max_entries,
                   archive_max_ratio=archive_max_ratio)
     st = args.store(store)
+    replay.watch_outputs(out, st.root)  # a build that changes nothing is replayed next time
     results = build_images(m, imgs, st, out, args.session(), reachable_only=reachable_layers, files=files,
                            shared=args.shared(cache, st, plain_http, ca_cert),
                            options=args.build_options(creation_order=orders[creation_order]))
