@@ -44,56 +44,61 @@ ParentSource = Callable[[Image, Definition, bytes], ParentPins]
 def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
     """Every input of one image, pinned: the index pins online (PyPI, apt, registries, through the
     session), the rest from engines/ (`derive.parts_for`)."""
-    say = session.reporter.info
-    p = m.platforms
-    who = img.label()
-    target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
     pins = IndexPins()
-
-    # base image
-    ref = base_ref(img)
-    if img.os.source == "oci" and ref is None:
-        raise LockError(f"OS {img.os_id} comes from a base image but none is pinned for this image",
-                        image=who, fix="pin one in platforms.toml (os.base or the stack's base) or on the image")
-    if ref is not None:
-        say(f"  {img.alias}: base {ref.reference}@{ref.digest[:19]}…")
-        pins.base, pins.manifest = oci.resolve(ref, img.oci_platform, image=who, session=session)
-
-    # OS root
-    have: set[str] = set()
-    apt = p.apt.get(img.os.apt) if img.os.apt else None
-    if img.os.source == "debs":
-        assert apt is not None
-        say(f"  {img.alias}: {img.os_id} packages ({img.arch})")
-        pins.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=who, root=m.root, session=session)
-        have |= provided_names(pins.os)
-    elif img.os.source == "manual" and img.arch not in img.os.archive:
-        raise LockError(f"OS {img.os_id} is imported from an archive but none is declared for {img.arch}",
-                        image=who, fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
-
-    # accelerator stack: its packages (over the base); its files behind a login and run steps are engines/'s
+    _base_pins(img, pins, session)
+    # the OS root, the accelerator stack's packages (over the base; its files behind a login and
+    # run steps are engines/'s), the Python runtime, then the extra OS packages: each over the last
+    have = _os_pins(img, m, pins, session)
     if img.stack:
         pins.stack = stack_debs(img, m, pins.base, have, session)
         have |= provided_names(pins.stack)
-
-    # Python runtime
-    py = img.python
-    if py.source == "debs":
-        if apt is None:
-            raise LockError(f"Python runtime {img.python_id} is made of packages, but {img.os_id} has no apt repository",
-                            image=who, fix="set os.apt in platforms.toml")
-        say(f"  {img.alias}: Python {py.version} packages")
-        pins.python = deb.resolve([apt], img.arch, list(py.packages), have, image=who, root=m.root, session=session)
-        have |= provided_names(pins.python)
-
-    # extra OS packages
+    have |= _python_runtime_pins(img, m, pins, have, session)
     if img.d.debs:
         pins.debs = extra_debs(img, m, pins.base, have, session)
-
-    # Python packages: uv for versions, the index for files
     if img.d.requirements:
+        target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
         pins.wheels, pins.sdists = python_closure(img, m, target, session)
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
+
+
+def _base_pins(img: Image, pins: IndexPins, session: Session) -> None:
+    """The base image's layers and manifest, from its registry."""
+    ref = base_ref(img)
+    if img.os.source == "oci" and ref is None:
+        raise LockError(f"OS {img.os_id} comes from a base image but none is pinned for this image",
+                        image=img.label(), fix="pin one in platforms.toml (os.base or the stack's base) or on the image")
+    if ref is not None:
+        session.reporter.info(f"  {img.alias}: base {ref.reference}@{ref.digest[:19]}…")
+        pins.base, pins.manifest = oci.resolve(ref, img.oci_platform, image=img.label(), session=session)
+
+
+def _os_pins(img: Image, m: Matrix, pins: IndexPins, session: Session) -> set[str]:
+    """The OS root's packages (an OS made of debs); the package names it provides."""
+    if img.os.source == "debs":
+        apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
+        assert apt is not None
+        session.reporter.info(f"  {img.alias}: {img.os_id} packages ({img.arch})")
+        pins.os = deb.resolve([apt], img.arch, list(img.os.packages), set(), image=img.label(), root=m.root,
+                              session=session)
+        return provided_names(pins.os)
+    if img.os.source == "manual" and img.arch not in img.os.archive:
+        raise LockError(f"OS {img.os_id} is imported from an archive but none is declared for {img.arch}",
+                        image=img.label(), fix=f'add [os."{img.os_id}".archive.{img.arch}] to platforms.toml')
+    return set()
+
+
+def _python_runtime_pins(img: Image, m: Matrix, pins: IndexPins, have: set[str], session: Session) -> set[str]:
+    """The Python runtime's packages (a runtime made of debs); the package names it provides."""
+    py = img.python
+    if py.source != "debs":
+        return set()
+    apt = m.platforms.apt.get(img.os.apt) if img.os.apt else None
+    if apt is None:
+        raise LockError(f"Python runtime {img.python_id} is made of packages, but {img.os_id} has no apt repository",
+                        image=img.label(), fix="set os.apt in platforms.toml")
+    session.reporter.info(f"  {img.alias}: Python {py.version} packages")
+    pins.python = deb.resolve([apt], img.arch, list(py.packages), have, image=img.label(), root=m.root, session=session)
+    return provided_names(pins.python)
 
 
 def python_closure(img: Image, m: Matrix, target: Target, session: Session,
