@@ -36,7 +36,7 @@ from enginefab.assemble.store import Store
 from enginefab.assemble.tarball import pack
 from enginefab.assemble.wheels import stage_wheel
 from enginefab.core.definition import Definition, Input, Layer
-from enginefab.core.errors import BuildError, EnginefabError, FetchError, UnsafeArchiveError
+from enginefab.core.errors import BuildError, EnginefabError, FetchError, PinMismatch, UnsafeArchiveError
 from enginefab.core.reporter import SILENT, Reporter
 from enginefab.core.settings import RUN_TIMEOUT
 from enginefab.transport.session import Session
@@ -142,11 +142,9 @@ class Builder:
         """The verified local file of `inp`; InputUnreachable when it cannot be had here."""
         try:
             return self.fetch(inp, image)
-        except (InputUnreachable, UnsafeArchiveError):
+        except (InputUnreachable, UnsafeArchiveError, PinMismatch):  # fetched, but not the pinned bytes: a failure
             raise
         except (FetchError, BuildError) as e:
-            if "the pin says" in e.message:  # fetched, but not the pinned bytes: a failure, not a reach problem
-                raise
             raise InputUnreachable(e.message, image=e.image or image, input=e.input or inp.ref, fix=e.fix) from None
 
     # -- layers ---------------------------------------------------------------------------

@@ -49,6 +49,15 @@ class FetchError(EnginefabError):
     """A download failed or did not match its pin."""
 
 
+class PinMismatch(FetchError):
+    """Fetched, but not the pinned bytes (size, sha256, git tree): a failure of the input, never
+    a reach problem (the builder does not call it unreachable)."""
+
+
+class NoSuchFile(FetchError):
+    """The server answered that the file does not exist (HTTP 404)."""
+
+
 class BuildError(EnginefabError):
     """An image or layer could not be built."""
 

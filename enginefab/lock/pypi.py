@@ -22,7 +22,7 @@ from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from enginefab.core.definition import Input
-from enginefab.core.errors import EnginefabError, FetchError, LockError
+from enginefab.core.errors import EnginefabError, LockError, NoSuchFile
 from enginefab.core.pytarget import Target
 from enginefab.transport import download
 from enginefab.transport.mirrors import Mirrors
@@ -215,11 +215,9 @@ def _project_files(index: str, name: str, session: Session) -> list[dict]:
     url = f"{index}/{name}/"
     try:
         data = download.get_json(url, session, headers={"Accept": SIMPLE_JSON}, label=name)
-    except FetchError as e:
-        if "(404)" in e.message:
-            raise LockError(f"no project {name!r} on {index}", input=name,
-                            fix="check the spelling of the package name in engines/ (requirements)") from None
-        raise
+    except NoSuchFile:
+        raise LockError(f"no project {name!r} on {index}", input=name,
+                        fix="check the spelling of the package name in engines/ (requirements)") from None
     return list(data.get("files", []))  # type: ignore[union-attr]
 
 

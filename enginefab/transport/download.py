@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from enginefab.core.errors import FetchError, LockError
+from enginefab.core.errors import FetchError, LockError, NoSuchFile, PinMismatch
 from enginefab.core.fsutil import sha256_file, stat_key, write_atomic
 from enginefab.core.reporter import SILENT, Reporter
 from enginefab.transport.http import CHUNK, Broken, Http, TooLarge, TransportError, Unreachable
@@ -131,11 +131,11 @@ def _download(url: str, want: Want, root: Path, http: Http, reporter: Reporter) 
             out.file.write(chunk)
         got = h.hexdigest()
         if want.size and n != want.size:
-            raise FetchError(f"{url} gave {n} bytes, the pin says {want.size} (truncated download)",
+            raise PinMismatch(f"{url} gave {n} bytes, the pin says {want.size} (truncated download)",
                              image=want.image, input=want.label or None,
                              fix="try again; if it persists the file changed upstream or the mirror is wrong")
         if want.sha256 and got != want.sha256:
-            raise FetchError(
+            raise PinMismatch(
                 f"{url} has sha256 {got}, the pin says {want.sha256}",
                 image=want.image,
                 input=want.label or None,
@@ -160,7 +160,7 @@ def _stream(url: str, want: Want, http: Http, reporter: Reporter) -> Iterator[by
     name = want.label or url.rsplit("/", 1)[-1]
     with http.stream("GET", url, what=name, headers={"Accept-Encoding": "identity"}) as s:
         if s.status == 404:
-            raise FetchError(f"{url} does not exist (404)", **where,
+            raise NoSuchFile(f"{url} does not exist (404)", **where,
                              fix="the file was removed upstream: use a mirror that keeps it, or re-lock")
         if s.status != 200:
             raise _status_error(s.status, url, where)
@@ -213,7 +213,7 @@ def get_json(url: str, session: Session, *, headers: dict[str, str] | None = Non
     except TransportError as e:
         raise FetchError(e.message, fix=MIRROR_FIX, **where) from None
     if r.status == 404:
-        raise FetchError(f"{url} does not exist (404)", **where)
+        raise NoSuchFile(f"{url} does not exist (404)", **where)
     if r.status != 200:
         raise _status_error(r.status, url, where)
     try:

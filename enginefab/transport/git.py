@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from enginefab.core.errors import FetchError, UnsafeArchiveError
+from enginefab.core.errors import FetchError, PinMismatch, UnsafeArchiveError
 from enginefab.transport.landing import landing, scratch_dir
 from enginefab.transport.mirrors import Mirrors
 
@@ -126,7 +126,7 @@ def fetch_commit(pin: GitPin, repo: Path, mirrors: Mirrors) -> None:
     first = body.split(b"\n", 1)[0].decode(errors="replace")
     tree = first[5:] if first.startswith("tree ") else ""
     if tree != pin.tree:
-        raise FetchError(f"commit {pin.commit} of {pin.url} has tree {tree or '?'}, the pin says {pin.tree}",
+        raise PinMismatch(f"commit {pin.commit} of {pin.url} has tree {tree or '?'}, the pin says {pin.tree}",
                          image=pin.image, input=pin.label or None,
                          fix="the repository's content is not the pinned one: check `tree` in engines/ "
                          "(`git rev-parse COMMIT^{tree}`) and review why it differs")
@@ -307,7 +307,7 @@ def archive(pin: GitPin, sha256: str | None = None, *, cache: Path, mirrors: Mir
             write_archive(pin, repo, h)  # type: ignore[arg-type]
             got = h.sha.hexdigest()
             if sha256 and got != sha256:
-                raise FetchError(f"the archive of {pin.url} at tree {pin.tree[:12]} has sha256 {got}, the pin says {sha256}",
+                raise PinMismatch(f"the archive of {pin.url} at tree {pin.tree[:12]} has sha256 {got}, the pin says {sha256}",
                                  image=pin.image, input=pin.label or None,
                                  fix=f"the tree is verified, so the archiver differs ({ARCHIVE_FORMAT}) or the pin is wrong: "
                                  "check `sha256` in engines/")
