@@ -115,67 +115,89 @@ def _descriptor(desc: object, where: str) -> dict:
     return desc
 
 
-def pull(client: RegistryClient, ref: Reference, out: Path, *, platform: str | None = None,
-         progress=None) -> PullResult:
-    repo = ref.repository
-    raw, mt = client.get_manifest_raw(repo, ref.ref)
-    digest = canonical.digest(raw)
-    top_doc = _document(raw, str(ref))
-    lay = _Layout(out)
-    res = PullResult(reference=str(ref), digest=digest, media_type=mt)
+@dataclass
+class _Pull:
+    """One pull into a layout: fetches manifests and blobs, counts what it did into `res`."""
 
-    def fetch_manifest(desc: dict) -> bytes:
-        desc = _descriptor(desc, str(ref))
-        body, _ = client.get_manifest_raw(repo, desc["digest"])  # verified against the digest
+    client: RegistryClient
+    ref: Reference
+    lay: _Layout
+    res: PullResult
+    progress: object = None
+
+    def manifest(self, desc: dict) -> bytes:
+        """The manifest a descriptor names (its digest verified by the client, its size here)."""
+        desc = _descriptor(desc, str(self.ref))
+        body, _ = self.client.get_manifest_raw(self.ref.repository, desc["digest"])  # verified against the digest
         if len(body) != desc["size"]:
             raise RegistryError(f"manifest {desc['digest']} is {len(body)} bytes, its descriptor says {desc['size']}")
         return body
 
-    def image(body: bytes, d: str) -> None:
-        doc = _document(body, f"{client.host}/{repo}@{d}")
-        where = f"manifest {d} of {client.host}/{repo}"
+    def image(self, body: bytes, d: str) -> None:
+        """An image manifest's config and layers (each at most its descriptor's size), then the manifest."""
+        repo = self.ref.repository
+        doc = _document(body, f"{self.client.host}/{repo}@{d}")
+        where = f"manifest {d} of {self.client.host}/{repo}"
         layers = doc.get("layers", [])
         if not isinstance(layers, list):
             raise RegistryError(f"{where} has no list of layers: refused")
         for desc in [_descriptor(x, where) for x in [doc.get("config"), *layers]]:
-            res.blobs += 1
-            if lay.has(desc["digest"], desc["size"]):
-                res.reused += 1
+            self.res.blobs += 1
+            if self.lay.has(desc["digest"], desc["size"]):
+                self.res.reused += 1
                 continue
-            client.download_blob_to(repo, desc["digest"], lay.path(desc["digest"]), progress=progress,
-                                    size=desc["size"])  # never more bytes than the descriptor's size
-            res.downloaded_bytes += desc["size"]
-        lay.write(d, body)
-        res.manifests.append(d)
+            self.client.download_blob_to(repo, desc["digest"], self.lay.path(desc["digest"]), progress=self.progress,
+                                         size=desc["size"])  # never more bytes than the descriptor's size
+            self.res.downloaded_bytes += desc["size"]
+        self.lay.write(d, body)
+        self.res.manifests.append(d)
 
-    top = {"mediaType": mt or MANIFEST, "digest": digest, "size": len(raw)}
-    if mt in INDEX_TYPES or top_doc.get("manifests") is not None:
-        index = top_doc
+    def index(self, raw: bytes, index: dict, top: dict, platform: str | None) -> dict:
+        """A multi-arch index: the platform's member (its descriptor is the new top), or every member
+        and the index itself."""
+        ref = self.ref
         if not isinstance(index.get("manifests"), list):
             raise RegistryError(f"{ref} is an index without a list of manifests: refused")
         if platform:
             member = pick_platform(index, parse_platform(platform), str(ref))
-            body = fetch_manifest(member)
-            image(body, member["digest"])
+            self.image(self.manifest(member), member["digest"])
             top = {"mediaType": member.get("mediaType", MANIFEST), "digest": member["digest"], "size": member["size"],
                    "platform": member.get("platform", {})}
-            res.digest, res.media_type = member["digest"], top["mediaType"]
-        else:
-            for member in index.get("manifests", []):
-                image(fetch_manifest(member), member["digest"])
-            lay.write(digest, raw)
-            res.manifests.append(digest)
+            self.res.digest, self.res.media_type = member["digest"], top["mediaType"]
+            return top
+        for member in index.get("manifests", []):
+            self.image(self.manifest(member), member["digest"])
+        self.lay.write(top["digest"], raw)
+        self.res.manifests.append(top["digest"])
+        return top
+
+    def require_platform(self, doc: dict, platform: str) -> None:
+        """A single image pulled with --platform must be for that platform (its config says)."""
+        ref = self.ref
+        cfg_desc = _descriptor(doc.get("config"), str(ref))
+        cfg = _document(self.client.get_blob_bytes(ref.repository, cfg_desc["digest"], size=cfg_desc["size"]),
+                        f"the config of {ref}")
+        want = parse_platform(platform)
+        have = {"os": cfg.get("os", ""), "architecture": cfg.get("architecture", "")}
+        if cfg.get("variant"):
+            have["variant"] = cfg["variant"]
+        if not matches(want, have):
+            raise RegistryError(f"{ref} is a single image for {have['os']}/{have['architecture']}, "
+                                f"not {platform}", fix="pull it without --platform, or pick another reference")
+
+
+def pull(client: RegistryClient, ref: Reference, out: Path, *, platform: str | None = None,
+         progress=None) -> PullResult:
+    raw, mt = client.get_manifest_raw(ref.repository, ref.ref)
+    digest = canonical.digest(raw)
+    top_doc = _document(raw, str(ref))
+    job = _Pull(client, ref, _Layout(out), PullResult(reference=str(ref), digest=digest, media_type=mt), progress)
+    top = {"mediaType": mt or MANIFEST, "digest": digest, "size": len(raw)}
+    if mt in INDEX_TYPES or top_doc.get("manifests") is not None:
+        top = job.index(raw, top_doc, top, platform)
     else:
         if platform:
-            cfg_desc = _descriptor(top_doc.get("config"), str(ref))
-            cfg = _document(client.get_blob_bytes(repo, cfg_desc["digest"], size=cfg_desc["size"]), f"the config of {ref}")
-            want = parse_platform(platform)
-            have = {"os": cfg.get("os", ""), "architecture": cfg.get("architecture", "")}
-            if cfg.get("variant"):
-                have["variant"] = cfg["variant"]
-            if not matches(want, have):
-                raise RegistryError(f"{ref} is a single image for {have['os']}/{have['architecture']}, "
-                                    f"not {platform}", fix="pull it without --platform, or pick another reference")
-        image(raw, digest)
-    lay.add_ref(ref.tag or digest, top)
-    return res
+            job.require_platform(top_doc, platform)
+        job.image(raw, digest)
+    job.lay.add_ref(ref.tag or digest, top)
+    return job.res
