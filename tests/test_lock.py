@@ -139,8 +139,9 @@ def shown():
 
 @pytest.mark.parametrize("alias", sorted(ARTIFACTS))
 def test_show_lists_the_engine_artifact_and_the_python_closure(alias, shown, matrix):
+    from packaging.tags import parse_tag
+
     from enginefab.core.pytarget import Target
-    from enginefab.lock.pypi import tag_fits
 
     d = shown[alias]
     img = matrix.get(alias)
@@ -167,7 +168,7 @@ def test_show_lists_the_engine_artifact_and_the_python_closure(alias, shown, mat
     target = Target(python=d["python"]["version"], arch=d["image"]["arch"], glibc=d["image"]["glibc"])
     for w in wheels:
         tags = w["filename"][:-4].split("-")[-3:]
-        assert tag_fits("-".join(tags), target), f"{w['filename']} does not install on {target}"
+        assert set(parse_tag("-".join(tags))) & set(target.tags()), f"{w['filename']} does not install on {target}"
     locked = {i["name"]: Version(i["version"]) for i in wheels + sdists}
     # every requirement is in the closure at a version it allows, every constraint holds
     for req in img.d.requirements + img.d.constraints:

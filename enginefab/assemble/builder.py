@@ -50,7 +50,6 @@ class Stats:
     layers_cached: int = 0
     layers_pulled: int = 0  # from the shared cache
     bytes_packed: int = 0  # uncompressed tar bytes written
-    seconds_packing: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -215,7 +214,6 @@ class Builder:
         derivation calls this in a fresh store.)"""
         stage_root = self.store.tmp_dir(f"stage-{key[:16]}")
         staging = Staging(stage_root, limits=self.limits)
-        t0 = time.monotonic()
         try:
             self._stage(defn, layer, staging, lower)
             with self.store.writer() as (out, commit):
@@ -231,7 +229,6 @@ class Builder:
                              "`rm`, another tool): keep the store out of its reach and build again") from None
         finally:
             shutil.rmtree(stage_root, ignore_errors=True)
-        self.stats.seconds_packing += time.monotonic() - t0
         self.stats.bytes_packed += packed.tar_size
         self.stats.notes.extend(staging.notes)
         entry = {

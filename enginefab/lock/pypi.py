@@ -18,7 +18,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from enginefab.core.definition import Input
@@ -296,8 +295,3 @@ def _file_version(fn: str) -> str | None:
         return str(parse_sdist_filename(fn)[1])
     except Exception:
         return None
-
-
-def tag_fits(tag: str, target: Target) -> bool:
-    wanted = set(target.tags())
-    return any(t in wanted for t in parse_tag(tag))
