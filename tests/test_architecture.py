@@ -73,3 +73,41 @@ def test_vulture_would_catch_a_dead_function(tmp_path):
     vulture = Path(sys.executable).parent / "vulture"
     p = subprocess.run([str(vulture)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 3 and "unused function 'forgotten'" in p.stdout and "'used'" not in p.stdout, p.stdout
+
+
+#: the packages whose functions stay short (issue 13): the core and the stages below the publisher
+SHORT_FUNCTIONS = ("core", "lock", "assemble", "check")
+
+
+def long_ones(package: Path, root: Path = ROOT) -> tuple[list[str], list[str]]:
+    """`path: N lines` of modules over 400 lines, and `path:line name: N lines` of functions over
+    60 lines in SHORT_FUNCTIONS."""
+    modules, functions = [], []
+    for p in sorted(package.rglob("*.py")):
+        rel = p.relative_to(root)
+        text = p.read_text()
+        if len(text.splitlines()) > 400:
+            modules.append(f"{rel}: {len(text.splitlines())} lines")
+        if p.relative_to(package).parts[0] not in SHORT_FUNCTIONS:
+            continue
+        for node in ast.walk(ast.parse(text, str(p))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                functions.append(f"{rel}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return modules, functions
+
+
+def test_no_module_over_400_lines_and_no_long_function_in_the_core_and_lower_stages():
+    modules, functions = long_ones(PACKAGE)
+    assert modules == [], "split these modules by idea (one idea per module):\n" + "\n".join(modules)
+    assert functions == [], "split these functions into named steps (at most 60 lines):\n" + "\n".join(functions)
+
+
+def test_the_size_scan_finds_a_long_function(tmp_path):
+    (tmp_path / "enginefab" / "lock").mkdir(parents=True)
+    body = "".join(f"    x{n} = {n}\n" for n in range(60))
+    (tmp_path / "enginefab" / "lock" / "m.py").write_text(f"def long():\n{body}\n\ndef short():\n    return 1\n")
+    (tmp_path / "enginefab" / "cli").mkdir()
+    (tmp_path / "enginefab" / "cli" / "big.py").write_text(f"def long_but_cli():\n{body}" + "# pad\n" * 340)
+    modules, functions = long_ones(tmp_path / "enginefab", tmp_path)
+    assert functions == ["enginefab/lock/m.py:1 long: 61 lines"]
+    assert modules == ["enginefab/cli/big.py: 401 lines"]
