@@ -34,3 +34,17 @@ openat2_available  # core/beneath.py: tests run the openat2 path only where the 
 free_port  # publish/server.py: tests start registries on a free port
 add_user  # publish/server.py: tests make an htpasswd registry (tests/conftest.py secure_registry)
 self_signed  # publish/server.py: tests make a TLS registry with a self-signed certificate
+
+# -- commands the CLI registers by name (cli/app.py Root.COMMANDS, "module:function", built lazily
+#    by cli/lazy.py), and the click.Group methods cli/lazy.py overrides (click calls them)
+doctor  # cli/doctor.py
+list_  # cli/inspect.py
+schema  # cli/inspect.py
+init  # cli/project.py
+_.list_commands  # cli/lazy.py
+_.format_commands  # cli/lazy.py
+
+# -- ModelArts' facts and checks kept beside the ones in use
+MODEL_HOME  # check/modelarts.py: ModelArts' model home, written beside MODEL_DIR_PATH (the one the rules read)
+serve_cross_check  # check/podman.py: the served model under podman, run by tests/test_model_image.py (no command
+                   # calls it yet)
