@@ -48,3 +48,12 @@ _.format_commands  # cli/lazy.py
 MODEL_HOME  # check/modelarts.py: ModelArts' model home, written beside MODEL_DIR_PATH (the one the rules read)
 serve_cross_check  # check/podman.py: the served model under podman, run by tests/test_model_image.py (no command
                    # calls it yet)
+
+# -- settings and reporting (core/)
+Recording  # core/reporter.py: the Reporter tests pass to read what a stage said
+VARIABLES  # core/settings.py: the table of every ENGINEFAB_* variable (tests/test_settings.py reads it)
+
+# -- publish and release records
+uploaded_blobs  # publish/push.py PushStats: `push --json` stats (read by name into the result)
+_.uploaded_blobs
+referrer_manifests  # release/plan.py PlannedImage: the referrers' bytes the plan computed
