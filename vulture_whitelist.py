@@ -57,3 +57,4 @@ VARIABLES  # core/settings.py: the table of every ENGINEFAB_* variable (tests/te
 uploaded_blobs  # publish/push.py PushStats: `push --json` stats (read by name into the result)
 _.uploaded_blobs
 referrer_manifests  # release/plan.py PlannedImage: the referrers' bytes the plan computed
+__getattr__  # cli/main.py: the module's lazy attribute hook (PEP 562), Python calls it
