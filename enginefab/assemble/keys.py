@@ -16,6 +16,9 @@ from enginefab.core.definition import Definition, Layer
 
 #: bump when the bytes a layer builder writes for the same inputs change
 BUILDER_VERSION = "enginefab-layers/1"
+#: bump when what a run step runs in changes (its fixed environment, build directory, tools
+#: overlay): only run layers' keys change, every other layer stays cached
+RUN_VERSION = "enginefab-run/2"
 
 
 def is_layer_media(mt: str | None) -> bool:
@@ -31,6 +34,7 @@ def layer_key(defn: Definition, layer: Layer, lower: list[str] | tuple[str, ...]
     }
     if layer.kind == "run":
         obj["lower"] = list(lower)
+        obj["run"] = RUN_VERSION
     return canonical.key_of(obj)
 
 

@@ -36,12 +36,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginefab.assemble import rootfs, sandbox
+from enginefab.assemble import rootfs, sandbox, steplog
 from enginefab.assemble.archives import stage_archive
 from enginefab.assemble.image import LayerDesc
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.staging import Staging
 from enginefab.assemble.tarball import tar_entries
+from enginefab.assemble.tools import apply_tools, without_tools
 from enginefab.core.definition import Definition, Input, Layer
 from enginefab.core.errors import BuildError, UnsafeArchiveError
 
@@ -186,11 +187,23 @@ def to_staging(d: Diff, after: dict[str, Entry], root: Path, staging: Staging, *
 
 # -- running ----------------------------------------------------------------------------
 
+#: the step's fixed build directory (writable, empty, its working directory; not part of the
+#: layer): compilers are told to write it as "." into what they produce
+BUILD_DIR = "/enginefab/build"
+#: what every compiler of a step is given, so that the same sources give the same bytes: the
+#: build directory written as "." (file names, __FILE__, DWARF comp_dir), no build-id note
+#: (a hash of the output anyway, but of nothing a reviewer pins); SOURCE_DATE_EPOCH fixes
+#: __DATE__/__TIME__ (gcc >= 7), Debian's binutils make `ar` deterministic by default
+CFLAGS = f"-ffile-prefix-map={BUILD_DIR}=. -fdebug-prefix-map={BUILD_DIR}=."
+LDFLAGS = "-Wl,--build-id=none"
+
 
 def step_env(defn: Definition, inp: Input) -> dict[str, str]:
     env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0",
            "PYTHONDONTWRITEBYTECODE": "1",
-           "SOURCE_DATE_EPOCH": str(defn.source_date_epoch), "ENGINEFAB_INPUTS": INPUTS}
+           "SOURCE_DATE_EPOCH": str(defn.source_date_epoch), "ENGINEFAB_INPUTS": INPUTS,
+           "ENGINEFAB_BUILD": BUILD_DIR, "CFLAGS": CFLAGS, "CXXFLAGS": CFLAGS, "LDFLAGS": LDFLAGS,
+           "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"}
     env.update(inp.env or {})
     return env
 
@@ -225,7 +238,6 @@ def _place(inputs: list[tuple[Input, Path]], root: Path, work: Path, limits: Arc
 
 def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, lower: list[LayerDesc]) -> None:
     image = defn.image.alias
-    label = f"run:{layer.id}"
     steps = [i for i in layer.inputs if i.kind == "run"]
     if not steps:
         raise BuildError(f"run layer {layer.id} has no run input", image=image)
@@ -240,37 +252,57 @@ def build_run_layer(builder, defn: Definition, layer: Layer, staging: Staging, l
         root = work / "root"
         rootfs.unpack(root, [(builder.store.blob_path(d.digest), d.media_type) for d in lower])
         shell = _shell(root)
-        before = snapshot(root)
+        before = tooled = snapshot(root)
+        if layer.tools:
+            apply_tools(builder, defn, list(layer.tools), root, work)
+            tooled = snapshot(root)
         _place(files, root, work, builder.limits)
-        (work / "steps").mkdir()
-        (work / "inputs").mkdir()
-        for i, _ in files:  # mount points, so that the directory itself can be bound read-only
-            (work / "inputs" / (i.filename or i.name)).touch()
-        binds = [(work / "inputs", INPUTS)] + [(p, f"{INPUTS}/{i.filename or i.name}") for i, p in files]
-        binds.append((work / "steps", STEPS))
-        log = work / "log"
+        binds = _binds(work, files)
         for n, step in enumerate(steps, 1):
-            script = work / "steps" / f"{n:02d}-{step.name}.sh"
-            script.write_text(step.script or "")
-            sb = sandbox.step(root, defn.image.arch, env=step_env(defn, step), binds=binds, scratch=work / "scratch")
-            try:
-                rc = sandbox.run_step(sb, [shell, f"{STEPS}/{script.name}"], log=log, timeout=builder.run_timeout)
-            except sandbox.SandboxError as e:
-                raise BuildError(f"run step {step.name} of layer {layer.id}: {e.message}", image=image,
-                                 input=step.ref, fix=e.fix) from e
-            if rc != 0:
-                kept = builder.store.root / "logs" / f"{layer.id.replace('/', '_')}-{step.name}.log"
-                kept.parent.mkdir(exist_ok=True)
-                shutil.copyfile(log, kept)
-                tail = log.read_text(errors="replace").splitlines()[-40:]
-                raise BuildError(
-                    f"run step {step.name} of layer {layer.id} exited with status {rc}:\n    "
-                    + "\n    ".join(tail),
-                    image=image, input=step.ref, fix=f"read the whole log in {kept}; fix the script in engines/ "
-                    "and re-lock")
+            _run_one(builder, defn, layer, step, n, shell, root, work, binds)
         after = snapshot(root)
-        to_staging(diff(before, after), after, root, staging, input=label)
+        mine = without_tools(before, tooled, after) if layer.tools else after
+        to_staging(diff(before, mine), after, root, staging, input=f"run:{layer.id}")
     finally:
         os.umask(umask)
         shutil.rmtree(work, ignore_errors=True)
 
+
+def _binds(work: Path, files: list[tuple[Input, Path]]) -> list[tuple[Path, str]]:
+    """The read-only binds of a step: its inputs, the directory of its scripts."""
+    (work / "steps").mkdir()
+    (work / "inputs").mkdir()
+    for i, _ in files:  # mount points, so that the directory itself can be bound read-only
+        (work / "inputs" / (i.filename or i.name)).touch()
+    binds = [(work / "inputs", INPUTS)] + [(p, f"{INPUTS}/{i.filename or i.name}") for i, p in files]
+    binds.append((work / "steps", STEPS))
+    return binds
+
+
+def _run_one(builder, defn: Definition, layer: Layer, step: Input, n: int, shell: str, root: Path, work: Path,
+             binds: list[tuple[Path, str]]) -> None:
+    """Run one step in a fresh, empty build directory; a failure keeps its whole log."""
+    image = defn.image.alias
+    script = work / "steps" / f"{n:02d}-{step.name}.sh"
+    script.write_text(step.script or "")
+    build = work / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    log = work / "log"
+    sb = sandbox.step(root, defn.image.arch, env=step_env(defn, step), binds=binds, scratch=work / "scratch",
+                      writable=[(build, BUILD_DIR)], cwd=BUILD_DIR)
+    try:
+        rc = sandbox.run_step(sb, [shell, f"{STEPS}/{script.name}"], log=log, timeout=builder.run_timeout)
+    except sandbox.SandboxError as e:
+        raise BuildError(f"run step {step.name} of layer {layer.id}: {e.message}", image=image,
+                         input=step.ref, fix=e.fix) from e
+    if rc != 0:
+        kept = builder.store.root / "logs" / f"{layer.id.replace('/', '_')}-{step.name}.log"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(log, kept)
+        excerpt = steplog.excerpt(log.read_text(errors="replace").splitlines())
+        raise BuildError(
+            f"run step {step.name} of layer {layer.id} exited with status {rc}; the whole log is {kept}\n    "
+            + "\n    ".join(excerpt),
+            image=image, input=step.ref, fix=f"read the whole log in {kept}; fix the script (or the sources) in "
+            "engines/ and re-lock")

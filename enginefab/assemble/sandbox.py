@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -87,6 +87,8 @@ class Sandbox:
     mode: str = "step"
     #: host path → container path, read-only
     binds: tuple[tuple[Path, str], ...] = ()
+    #: host path → container path, writable (a step's build directory)
+    writable: tuple[tuple[Path, str], ...] = ()
     caps: tuple[str, ...] = ()
     #: a host directory as /tmp (a step's scratch space); None: a tmpfs of mode 1777
     tmp: Path | None = None
@@ -164,6 +166,8 @@ def _bwrap_args(sb: Sandbox, new_root: Path, seccomp_fd: int) -> list[str]:
         args += ["--perms", "1777", "--tmpfs", path]
     for src, dest in sb.binds:
         args += ["--ro-bind", str(src), dest]
+    for src, dest in sb.writable:
+        args += ["--bind", str(src), dest]
     args += ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
              "--hostname", sb.hostname, "--die-with-parent", "--new-session", "--clearenv",
              "--cap-drop", "ALL", *[x for c in sb.caps for x in ("--cap-add", c)],
@@ -272,14 +276,14 @@ def available(arch: str | None = None) -> list[str]:
 # -- run steps -------------------------------------------------------------------------------
 
 def step(root: Path, arch: str, *, env: Mapping[str, str], binds: list[tuple[Path, str]], scratch: Path,
-         cwd: str = "/") -> Sandbox:
+         cwd: str = "/", writable: Sequence[tuple[Path, str]] = ()) -> Sandbox:
     """A build step over `root` (writable, its changes become the layer): root of its own user
-    namespace with `STEP_CAPS`, `binds` (host file → container path) read-only, `scratch`/tmp as
-    /tmp, a fixed host name and environment."""
+    namespace with `STEP_CAPS`, `binds` (host file → container path) read-only, `writable` ones
+    (the build directory) writable, `scratch`/tmp as /tmp, a fixed host name and environment."""
     (scratch / "tmp").mkdir(parents=True, exist_ok=True)
     os.chmod(scratch / "tmp", 0o1777)
     return Sandbox(root=root, arch=arch, env=dict(env), cwd=cwd, mode="step", binds=tuple(binds), caps=STEP_CAPS,
-                   tmp=scratch / "tmp")
+                   tmp=scratch / "tmp", writable=tuple(writable))
 
 
 def run_step(sb: Sandbox, argv: list[str], *, log: Path, timeout: float) -> int:

@@ -133,6 +133,8 @@ class Layer(Model):
     scheme: dict[Token, ImagePath] | None = None
     #: wheels: interpreter written into console-script shebangs
     interpreter: ImagePath | None = None
+    #: run: build-only inputs (debs, wheels) the steps see but the layer does not hold
+    tools: list[Input] | None = None
     comment: Text = ""
 
 
@@ -275,7 +277,7 @@ class Definition(Model):
     def to_json(self) -> bytes:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         for layer in data["layers"]:  # url and sha256 are always present, null when there is none
-            for i in layer.get("inputs", []):
+            for i in [*layer.get("inputs", []), *layer.get("tools", [])]:
                 i.setdefault("url", None)
                 i.setdefault("sha256", None)
         return canonical.dumps_pretty(data)

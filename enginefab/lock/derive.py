@@ -62,6 +62,8 @@ class IndexPins:
     sdists: list[Input] = field(default_factory=list)
     #: a derived image: the image it starts from (its layers are `base`)
     parent: Parent | None = None
+    #: build-only inputs of the image's run steps (debs and wheels; lock/tools.py)
+    tools: list[Input] = field(default_factory=list)
 
 
 def parts_for(img: Image, m: Matrix, pins: IndexPins) -> layering.Parts:
@@ -113,6 +115,7 @@ def _own_parts(img: Image, pins: IndexPins, parts: layering.Parts, pins_: dict) 
     parts.archives = ([url_input(f) for f in img.d.files] + [git_input(g) for g in img.d.git]
                       + [manual_input(f, pins_) for f in img.d.manual])
     parts.run = [run_input(s) for s in img.d.run]
+    parts.run_tools = list(pins.tools)
     if parts.run and parts.archives:  # run steps see the image's own files
         parts.run = parts.archives + parts.run
         parts.archives = []
@@ -272,6 +275,8 @@ def index_pins_of(defn: Definition, img: Image) -> IndexPins:
             pins.wheels += [i for i in layer.inputs if i.name not in vendor]
         elif prefix in ("compile", "build"):
             pins.sdists += [i for i in layer.inputs if i.kind != "run"]
+        elif prefix == "run":
+            pins.tools += layer.tools or []
     return pins
 
 

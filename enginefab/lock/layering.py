@@ -69,6 +69,7 @@ class Parts:
     builds: list[Input] = field(default_factory=list)  # sdists + the run input that installs them
     archives: list[Input] = field(default_factory=list)
     run: list[Input] = field(default_factory=list)
+    run_tools: list[Input] = field(default_factory=list)  # build-only: the run steps see them, the layer lacks them
     config: list[FileEntry] = field(default_factory=list)
     config_run: list[Input] = field(default_factory=list)
     #: the image's own files from the project (`add`): the top layer
@@ -88,7 +89,9 @@ def identity(layer: Layer) -> str:
     under the same compression contract and SOURCE_DATE_EPOCH (a run layer also depends on the
     layers below it: the action-cache key adds them)."""
     obj = layer.model_dump(mode="json", exclude={"id", "comment"}, exclude_none=True)
-    obj["inputs"] = [{k: v for k, v in i.items() if k not in _NOT_BYTES} for i in obj.get("inputs", [])]
+    for part in ("inputs", "tools"):
+        if part in obj:
+            obj[part] = [{k: v for k, v in i.items() if k not in _NOT_BYTES} for i in obj[part]]
     return canonical.key_of(obj)[:8]
 
 
@@ -184,7 +187,8 @@ def plan_image(p: Parts, *, budget: int = BUDGET, big: int = BIG, alone: int = A
     if p.archives:
         top.append(_layer("archives", f"files/{_head(p.archives)}", "files", p.archives))
     if p.run:
-        top.append(_layer("run", f"run/{_head(p.run)}", "image build steps", p.run))
+        tools = sorted(p.run_tools, key=lambda i: (i.kind, i.name)) or None
+        top.append(_layer("run", f"run/{_head(p.run)}", "image build steps", p.run, tools=tools))
     if p.config_run:
         top.append(_layer("run", f"config/{_head(p.config_run)}", "users and home", p.config_run))
     if p.config:

@@ -21,9 +21,9 @@ from enginefab.core.fsutil import write_atomic
 from enginefab.core.paths import definition_path
 from enginefab.core.pytarget import Target
 from enginefab.engines.matrix import Image, Matrix
-from enginefab.lock import deb, layering, oci, parent as parents_, pypi, stackdebs
+from enginefab.lock import deb, layering, oci, parent as parents_, pypi, stackdebs, tools
 from enginefab.lock.asof import as_of
-from enginefab.lock.declared import base_ref, manual_input, matrix_entry, run_input, stack_repos
+from enginefab.lock.declared import base_ref, manual_input, matrix_entry, run_input, stack_repos, vendor_wheel_input
 from enginefab.lock.derive import IndexPins, base_of, make_definition, parts_for
 from enginefab.lock.debnames import provided_names
 from enginefab.lock.parentrecord import ParentPins
@@ -58,6 +58,9 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
     if img.d.requirements:
         target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
         pins.wheels, pins.sdists = python_closure(img, m, target, session)
+    if tools.wanted(img) != ([], [], []):
+        pins.tools = tools.resolve(img, m, session, base=pins.base, have=have | deb.provided_names(pins.debs),
+                                   wheels=pins.wheels + [vendor_wheel_input(w) for w in img.d.wheels])
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
 
 
