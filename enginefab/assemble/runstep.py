@@ -193,8 +193,11 @@ BUILD_DIR = "/enginefab/build"
 #: what every compiler of a step is given, so that the same sources give the same bytes: the
 #: build directory written as "." (file names, __FILE__, DWARF comp_dir), no build-id note
 #: (a hash of the output anyway, but of nothing a reviewer pins); SOURCE_DATE_EPOCH fixes
-#: __DATE__/__TIME__ (gcc >= 7), Debian's binutils make `ar` deterministic by default
-CFLAGS = f"-ffile-prefix-map={BUILD_DIR}=. -fdebug-prefix-map={BUILD_DIR}=."
+#: __DATE__/__TIME__ (gcc >= 7), Debian's binutils make `ar` deterministic by default.
+#: In CPPFLAGS, not CFLAGS: setuptools (>= 72) and autoconf take a CFLAGS from the environment
+#: *instead of* their own -O2 -g; CPPFLAGS and LDFLAGS they add. CMake reads neither CPPFLAGS nor
+#: our intent: a CMake build sets CFLAGS/CXXFLAGS to $ENGINEFAB_CFLAGS itself (docs/build.md).
+PREFIX_MAP = f"-ffile-prefix-map={BUILD_DIR}=. -fdebug-prefix-map={BUILD_DIR}=."
 LDFLAGS = "-Wl,--build-id=none"
 
 
@@ -202,7 +205,7 @@ def step_env(defn: Definition, inp: Input) -> dict[str, str]:
     env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0",
            "PYTHONDONTWRITEBYTECODE": "1",
            "SOURCE_DATE_EPOCH": str(defn.source_date_epoch), "ENGINEFAB_INPUTS": INPUTS,
-           "ENGINEFAB_BUILD": BUILD_DIR, "CFLAGS": CFLAGS, "CXXFLAGS": CFLAGS, "LDFLAGS": LDFLAGS,
+           "ENGINEFAB_BUILD": BUILD_DIR, "ENGINEFAB_CFLAGS": PREFIX_MAP, "CPPFLAGS": PREFIX_MAP, "LDFLAGS": LDFLAGS,
            "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"}
     env.update(inp.env or {})
     return env

@@ -69,7 +69,26 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
     when = as_of(img, p.pypi)
     if when.recorded:  # else the instant used is pypi.exclude_newer, recorded above
         entry["as_of"] = when.record() | {"release_grace_days": p.pypi.release_grace_days}
-    return canonical_copy(entry)
+    return _without_unset_step_fields(canonical_copy(entry))
+
+
+#: RunStep fields added with source builds: left out of the entry while unset, so that the
+#: definitions of images whose steps use none of them do not change
+_STEP_FIELDS = ("tools",)
+
+
+def _without_unset_step_fields(obj: Any) -> Any:
+    """`obj` with every run step's unset `_STEP_FIELDS` left out (the image's, stack's, Python's)."""
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            if key == "run" and isinstance(val, list):
+                for step in val:
+                    for f in _STEP_FIELDS:
+                        if isinstance(step, dict) and step.get(f, 0) is None:
+                            del step[f]
+            else:
+                _without_unset_step_fields(val)
+    return obj
 
 
 #: how image names spell an engine: read by the name grammar, no part of any definition

@@ -247,6 +247,8 @@ def parts_of(defn: Definition) -> Parts:
             raise LockError(f"build/{defn.image.alias}.json: layer {layer.id}: no planner makes a layer {prefix}/",
                             image=defn.image.alias, fix=f"re-run `enginefab lock {defn.image.alias}`")
         getattr(p, _SLOTS[prefix]).extend(layer.inputs)
+        if prefix == "run":
+            p.run_tools.extend(layer.tools or [])
         if prefix in ("os", "stack", "python"):
             setattr(p, f"{prefix}_id", rest.rsplit("-", 2)[0])
     p.wheels.sort(key=lambda i: i.name)

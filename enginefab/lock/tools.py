@@ -34,6 +34,14 @@ def wanted(img: Image) -> tuple[list[str], list[str], list[str]]:
     debs: list[str] = []
     reqs: list[str] = []
     cons: list[str] = []
+    owned = [(f"stack {img.stack_id}", s) for s in (img.stack.run if img.stack else [])]
+    owned += [(f"Python {img.python_id}", s) for s in img.python.run]
+    for owner, s in owned:
+        if s.tools is not None:
+            raise LockError(f"run step {s.name} of {owner} has tools: only an image's own steps "
+                            "([[image.run]]) take them", image=img.label(), input=f"run:{s.name}",
+                            fix="move the build into a [[image.run]] step of the image, or install the tools "
+                            "in the step itself")
     for step in img.d.run:
         t = step.tools
         if t is None:

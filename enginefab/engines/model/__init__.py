@@ -19,6 +19,7 @@ from enginefab.engines.model.base import DEB_ARCH, OCI_ARCH, TRUST_HELP, Acceler
 from enginefab.engines.model.engine import BuildAvail, EngineDef, EngineFile, EngineRelease, ImageDef
 from enginefab.engines.model.inputs import (
     AddFile,
+    BuildTools,
     GitSource,
     ManualFile,
     ManualPin,
@@ -40,7 +41,8 @@ from enginefab.engines.model.platforms import (
 )
 
 __all__ = [
-    "DEB_ARCH", "OCI_ARCH", "TRUST_HELP", "AcceleratorKind", "AddFile", "AptRepo", "Arch", "BuildAvail", "CompressionSettings",
+    "DEB_ARCH", "OCI_ARCH", "TRUST_HELP", "AcceleratorKind", "AddFile", "AptRepo", "Arch", "BuildAvail", "BuildTools",
+    "CompressionSettings",
     "Conventions", "Day", "EngineDef", "EngineFile", "EngineRelease", "GitSource", "ImageDef", "Instant", "ManualFile",
     "ManualPin", "ManualPinsFile", "OSDef", "OciRef", "PlatformsFile", "PypiSettings", "PythonDef", "RunStep",
     "ServiceUser", "StackDef", "Strict", "Trust", "UrlFile", "VendorWheel",

@@ -9,7 +9,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from enginefab.core.fields import (
-    Digest, EnvName, EnvValue, FileName, GitSha, ImagePath, Mode, Name, OciReference, OptionalImagePath, ProjectFile, Script,
+    DebName, Digest, EnvName, EnvValue, FileName, GitSha, ImagePath, Mode, Name, OciReference, OptionalImagePath, ProjectFile, Script,
     Sha256Hex, Size, Strip, Text, Url, Version,
 )
 from enginefab.engines.model.base import TRUST_HELP, Strict, Trust
@@ -126,12 +126,25 @@ class GitSource(Strict):
         return f"{self.prefix or self.name + '-' + self.version}.tar"
 
 
+class BuildTools(Strict):
+    """Build-only inputs of a run step: the step sees them, the image does not hold them
+    (docs/build.md, "Source builds"). Pinned by `lock` like the image's own packages."""
+
+    debs: list[DebName] = Field(default_factory=list, description="Debian packages from the image's apt "
+                                "repository (a compiler: gcc, libc6-dev, libpython3.9-dev)")
+    requirements: list[Text] = Field(default_factory=list, description="PyPI requirements, wheels only "
+                                     "(pip, setuptools, cmake<4), resolved for the image's Python")
+    constraints: list[Text] = Field(default_factory=list, description="constraints on the tools' closure")
+
+
 class RunStep(Strict):
     """A command run in the hermetic sandbox over the lower layers (network off)."""
 
     name: Name
     script: Script
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    #: [[image.run]] only
+    tools: BuildTools | None = None
 
 
 class AddFile(Strict):
