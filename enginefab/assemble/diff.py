@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginefab.assemble import rootfs
+from enginefab.assemble import explain, rootfs
 from enginefab.assemble.archives import BoundedTarInfo
 from enginefab.assemble.image import REF_NAME
 from enginefab.assemble.keys import chain_keys, is_layer_media
@@ -252,6 +252,12 @@ def diff_files(a: LayerRef, b: LayerRef, *, limit: int | None = 200) -> dict:
             if fields:
                 changed.append({"path": p, "fields": fields, "a": {k: da[k] for k in fields},
                                 "b": {k: db[k] for k in fields}})
+    content = [c["path"] for c in changed if "sha256" in c["fields"]]
+    if content:  # where the contents differ: ELF sections, a .pyc header, the first byte
+        whys = explain.explain(a.blob, a.media_type, b.blob, b.media_type, content)
+        for c in changed:
+            if c["path"] in whys:
+                c["why"] = whys[c["path"]]
     out: dict = {"changed": changed[:limit], "added": added[:limit], "removed": removed[:limit],
                  "counts": {"changed": len(changed), "added": len(added), "removed": len(removed)}}
     if not (changed or added or removed):
@@ -324,6 +330,8 @@ def render(d: dict) -> list[str]:
         if fd:
             for c in fd["changed"]:
                 lines.append(f"      ~ {c['path']}: " + ", ".join(f"{k} {c['a'][k]} → {c['b'][k]}" for k in c["fields"]))
+                if "why" in c:
+                    lines.append(f"          {c['why']}")
             lines += [f"      + {c['path']} ({c['type']}, {c['size']} B)" for c in fd["added"]]
             lines += [f"      - {c['path']} ({c['type']}, {c['size']} B)" for c in fd["removed"]]
             shown = len(fd["changed"]) + len(fd["added"]) + len(fd["removed"])

@@ -4,17 +4,21 @@
    before any work; each is visible read-only at ``/enginefab/inputs/<file name>``, and one with
    a ``dest`` is also placed in the image (as files of this layer).
 2. The layers below are unpacked into a private root (OCI whiteouts applied), and every path's
-   lstat is recorded (the *before* snapshot).
+   lstat is recorded (the *before* snapshot). The layer's build-only `tools` (debs, wheels) are
+   then applied over it and recorded again (`enginefab.assemble.tools`): the steps see them, the
+   layer will not hold them.
 3. Each run input's script runs, in order, with ``sh`` (or bash) from that root, umask 022, in
    the sandbox of `enginefab.assemble.sandbox`: root of a user namespace of its own with a few
    file capabilities only, a seccomp filter, network cut, host name ``enginefab``, a private
    /tmp and /dev/shm, nothing of the host but its inputs (read-only), and a fixed environment —
    PATH, HOME=/root, LANG=C.UTF-8, TZ=UTC, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE=1
-   (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH — plus the step's own
-   ``env``. Nothing else from the definition or the host reaches it, because nothing else is
+   (import-time .pyc files are not reproducible), SOURCE_DATE_EPOCH, the compile environment
+   (`BUILD_DIR` as working directory, prefix maps in CPPFLAGS, no build-id: `PREFIX_MAP`) and
+   pip's offline settings — plus the step's own ``env``. Nothing else from the definition or the host reaches it, because nothing else is
    in the layer's cache key. An aarch64 root runs under qemu-user (binfmt_misc of the
    sandbox's own): every aarch64 program the script starts, too.
-4. The *after* snapshot is compared with the first: the layer holds every path that is new or
+4. The *after* snapshot, with the tools taken back out, is compared with the first: the layer
+   holds every path that is new or
    changed (type, mode, owner, and for non-directories inode, size, mtime or ctime), the
    directories above them with their current metadata, an OCI whiteout ``.wh.<name>`` for each
    deleted path (only the topmost of a deleted tree), and an opaque marker ``.wh..wh..opq`` for a
@@ -23,8 +27,9 @@
    may not climb out of the root), then the packer writes it like any other layer: sorted
    entries, fixed times and owners from the files.
 
-``/dev``, ``/proc``, ``/sys``, ``/tmp`` and ``/enginefab`` belong to the sandbox: what a step
-writes there is not part of the layer. The layer is deterministic when the scripts are: same
+``/dev``, ``/proc``, ``/sys``, ``/tmp`` and ``/enginefab`` (with the build directory) belong to
+the sandbox: what a step writes there is not part of the layer. A failed step's error shows the
+compiler's diagnostics and the log's tail (`steplog`) and names the file with the whole log. The layer is deterministic when the scripts are: same
 lower layers, same inputs, same environment, same paths touched.
 """
 
