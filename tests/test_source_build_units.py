@@ -4,10 +4,15 @@ and a run layer's tools are part of its id and key (while layers without tools k
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+
 from enginefab.assemble import steplog
+from enginefab.assemble.diff import LayerRef, Side, diff as diff_layers, render
 from enginefab.assemble.keys import layer_key
 from enginefab.assemble.runstep import BUILD_DIR, diff, snapshot, step_env
 from enginefab.assemble.tools import without_tools
@@ -115,3 +120,37 @@ def test_tools_are_part_of_a_run_layers_id_and_key():
     assert identity(moved) == identity(tooled)  # where a tool is downloaded from is not what it is
     # a layer without tools has the id it had before tools existed (the demos' locks do not change)
     assert "tools" not in plain.model_dump(exclude_none=True)
+
+
+def _layer_blob(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _rodata_flipped(elf: bytes) -> bytes:
+    sec = ELFFile(io.BytesIO(elf)).get_section_by_name(".rodata")
+    off = sec["sh_offset"] + sec["sh_size"] // 2
+    return elf[:off] + bytes([elf[off] ^ 0xFF]) + elf[off + 1:]
+
+
+def test_diff_says_where_a_compiled_file_differs_and_that_the_layer_declared_it(tmp_path):
+    elf = Path("/bin/true").read_bytes()
+    pyc_a = b"\x61\x0d\x0d\x0a" + b"\0" * 4 + b"\x01\0\0\0" + b"\x10\0\0\0" + b"code"
+    pyc_b = pyc_a[:8] + b"\x02\0\0\0" + pyc_a[12:]  # another source mtime in the header
+    mt = "application/vnd.oci.image.layer.v1.tar+gzip"
+    a = _layer_blob(tmp_path / "a.tgz", {"usr/lib/x.so": elf, "m.pyc": pyc_a, "notes.txt": b"one\ntwo\n"})
+    b = _layer_blob(tmp_path / "b.tgz", {"usr/lib/x.so": _rodata_flipped(elf), "m.pyc": pyc_b,
+                                         "notes.txt": b"one\nTWO\n"})
+    la = LayerRef("run/x-1", "sha256:" + "a" * 64, media_type=mt, blob=a, unreproducible="build-x: nvcc names")
+    lb = LayerRef("run/x-1", "sha256:" + "b" * 64, media_type=mt, blob=b)
+    d = diff_layers(Side("a", layers=[la]), Side("b", layers=[lb]))
+    why = {c["path"]: c["why"] for c in d["layers"][0]["files"]["changed"]}
+    assert why["usr/lib/x.so"].startswith("ELF sections differ: .rodata")
+    assert "only the .pyc header differs" in why["m.pyc"]
+    assert why["notes.txt"] == "first difference at byte 4 (line 2)"
+    text = "\n".join(render(d))
+    assert "declared not reproducible: build-x: nvcc names" in text and "ELF sections differ: .rodata" in text

@@ -28,6 +28,7 @@ from enginefab.assemble.fetching import Fetcher, InputUnreachable, SessionFetche
 from enginefab.assemble.limits import DEFAULT as DEFAULT_LIMITS
 from enginefab.assemble.limits import ArchiveLimits
 from enginefab.assemble.image import Built, LayerDesc, config_json, manifest_json
+from enginefab.assemble.explain import DECLARED
 from enginefab.assemble.keys import BUILDER_VERSION, chain_keys, is_layer_media, layer_key  # noqa: F401 (re-exported)
 from enginefab.assemble.remote import SharedCache
 from enginefab.assemble.runstep import build_run_layer
@@ -206,7 +207,8 @@ class Builder:
             self.shared.publish(key, hit, unless_present=True)  # packed before this store shared it
         counter = {"built": "layers_built", "cached": "layers_cached", "pulled": "layers_pulled"}[status]
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, layer.comment)], status
+        comment = layer.comment + (f" ({DECLARED} {layer.unreproducible})" if layer.unreproducible else "")
+        return [LayerDesc(hit["media_type"], hit["digest"], hit["size"], hit["diff_id"], created_by, comment)], status
 
     def pack_layer(self, defn: Definition, layer: Layer, key: str, lower: list[LayerDesc]) -> dict:
         """Fetch, stage and pack one layer (not a base) over `lower` (blobs in the store) into the

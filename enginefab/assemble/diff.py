@@ -43,6 +43,8 @@ class LayerRef:
     media_type: str = ""
     size: int | None = None
     blob: Path | None = None
+    #: why the layer's bytes differ between builds, as its definition (or history) declares
+    unreproducible: str | None = None
 
     @property
     def stem(self) -> str:
@@ -102,10 +104,10 @@ def _definition_side(label: str, defn: Definition, store: Store) -> Side:
             continue
         hit = store.action_get(key)
         if hit is None:
-            side.layers.append(LayerRef(layer.id, None))
+            side.layers.append(LayerRef(layer.id, None, unreproducible=layer.unreproducible))
         else:
             side.layers.append(LayerRef(layer.id, hit["digest"], hit["diff_id"], hit["media_type"], hit["size"],
-                                        store.blob_path(hit["digest"])))
+                                        store.blob_path(hit["digest"]), layer.unreproducible))
     return side
 
 
@@ -139,8 +141,9 @@ def _layout_side(label: str, layout: Path, ref: str | None, store: Store, hint: 
         m = _CREATED_BY.match(made)
         lid = m.group(2) if m else (made.replace("base: ", "base ") if made.startswith("base: ") else f"layer {n}")
         p = blob(ld["digest"])
+        note = history[n].get("comment", "").partition(f"({explain.DECLARED} ")[2].rstrip(")") if m else ""
         side.layers.append(LayerRef(lid, ld["digest"], diff_ids[n] if n < len(diff_ids) else None, ld["mediaType"],
-                                    ld["size"], p if p.is_file() else None))
+                                    ld["size"], p if p.is_file() else None, note or None))
     return side
 
 
@@ -289,6 +292,9 @@ def diff(a: Side, b: Side, *, files: bool = True, limit: int | None = 200) -> di
             row["status"] = "same"
         else:
             row["status"] = "differs"
+            declared = la.unreproducible or lb.unreproducible
+            if declared:
+                row["unreproducible"] = declared
             if files and la.blob is not None and lb.blob is not None:
                 row["files"] = diff_files(la, lb, limit=limit)
             elif files:
@@ -325,6 +331,8 @@ def render(d: dict) -> list[str]:
         mark = {"same": "=", "differs": "≠"}.get(r["status"], "?")
         lines.append(f"layer {mark} {name}" + ("" if r["status"] in ("same", "differs") else f"  ({r['status']})"))
         fd = r.get("files")
+        if r.get("unreproducible"):
+            lines.append(f"      declared {explain.DECLARED} {r['unreproducible']}")
         if r["status"] == "differs" and fd is None and "files" in r:
             lines.append("      (blobs not at hand: build both sides into one store to compare files)")
         if fd:

@@ -24,6 +24,8 @@ from elftools.elf.elffile import ELFFile
 from enginefab.assemble import rootfs
 from enginefab.assemble.archives import BoundedTarInfo
 
+#: how a layer's history comment says the run step declared it not reproducible
+DECLARED = "not reproducible:"
 #: files larger than this are not read into memory to be explained
 MAX_BYTES = 256 << 20
 #: paths explained per layer pair at most

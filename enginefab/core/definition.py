@@ -135,6 +135,8 @@ class Layer(Model):
     interpreter: ImagePath | None = None
     #: run: build-only inputs (debs, wheels) the steps see but the layer does not hold
     tools: list[Input] | None = None
+    #: run: why its bytes differ from build to build, as engines/ declares it (`diff` shows where)
+    unreproducible: Text | None = None
     comment: Text = ""
 
 

@@ -74,7 +74,7 @@ def matrix_entry(img: Image, m: Matrix) -> dict[str, Any]:
 
 #: RunStep fields added with source builds: left out of the entry while unset, so that the
 #: definitions of images whose steps use none of them do not change
-_STEP_FIELDS = ("tools",)
+_STEP_FIELDS = ("tools", "unreproducible")
 
 
 def _without_unset_step_fields(obj: Any) -> Any:

@@ -116,6 +116,7 @@ def _own_parts(img: Image, pins: IndexPins, parts: layering.Parts, pins_: dict) 
                       + [manual_input(f, pins_) for f in img.d.manual])
     parts.run = [run_input(s) for s in img.d.run]
     parts.run_tools = list(pins.tools)
+    parts.run_unreproducible = "; ".join(f"{s.name}: {s.unreproducible}" for s in img.d.run if s.unreproducible) or None
     if parts.run and parts.archives:  # run steps see the image's own files
         parts.run = parts.archives + parts.run
         parts.archives = []

@@ -70,6 +70,7 @@ class Parts:
     archives: list[Input] = field(default_factory=list)
     run: list[Input] = field(default_factory=list)
     run_tools: list[Input] = field(default_factory=list)  # build-only: the run steps see them, the layer lacks them
+    run_unreproducible: str | None = None  # why the run layer's bytes differ between builds (declared)
     config: list[FileEntry] = field(default_factory=list)
     config_run: list[Input] = field(default_factory=list)
     #: the image's own files from the project (`add`): the top layer
@@ -188,7 +189,8 @@ def plan_image(p: Parts, *, budget: int = BUDGET, big: int = BIG, alone: int = A
         top.append(_layer("archives", f"files/{_head(p.archives)}", "files", p.archives))
     if p.run:
         tools = sorted(p.run_tools, key=lambda i: (i.kind, i.name)) or None
-        top.append(_layer("run", f"run/{_head(p.run)}", "image build steps", p.run, tools=tools))
+        top.append(_layer("run", f"run/{_head(p.run)}", "image build steps", p.run, tools=tools,
+                          unreproducible=p.run_unreproducible))
     if p.config_run:
         top.append(_layer("run", f"config/{_head(p.config_run)}", "users and home", p.config_run))
     if p.config:
@@ -249,6 +251,7 @@ def parts_of(defn: Definition) -> Parts:
         getattr(p, _SLOTS[prefix]).extend(layer.inputs)
         if prefix == "run":
             p.run_tools.extend(layer.tools or [])
+            p.run_unreproducible = layer.unreproducible
         if prefix in ("os", "stack", "python"):
             setattr(p, f"{prefix}_id", rest.rsplit("-", 2)[0])
     p.wheels.sort(key=lambda i: i.name)

@@ -145,6 +145,8 @@ class RunStep(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     #: [[image.run]] only
     tools: BuildTools | None = None
+    unreproducible: Text | None = Field(default=None, description="why this step's output differs between "
+                                        "builds (a compiler that embeds random names): the layer says so")
 
 
 class AddFile(Strict):
