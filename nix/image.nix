@@ -41,7 +41,7 @@ let
     passAsFile = [ "layers" "inputs" ];
     ENGINEFAB_QUIET = "1";
   };
-  needed = filter fetches.needed (concatMap (layer: layer.inputs or [ ]) defn.layers);
+  needed = filter fetches.needed (concatMap (layer: (layer.inputs or [ ]) ++ (layer.tools or [ ])) defn.layers);
 in
 drv // {
   # for people and tests: what the image is made of

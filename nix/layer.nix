@@ -16,7 +16,8 @@ in
 { defn, layer, lower }:
 let
   isRun = layer.kind == "run";
-  inputs = filter fetches.needed (layer.inputs or [ ]);
+  # the build-only tools of a run step are fetched like its inputs (they are in its key too)
+  inputs = filter fetches.needed ((layer.inputs or [ ]) ++ (layer.tools or [ ]));
 in
 derivation ({
   name = fetches.storeName "layer-${layer.id}";
