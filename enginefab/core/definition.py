@@ -274,7 +274,12 @@ class Definition(Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def inputs(self) -> list[Input]:
+        """What the image is made of (not its run steps' build-only tools: `tools`)."""
         return [i for layer in self.layers for i in layer.inputs]
+
+    def tools(self) -> list[Input]:
+        """The build-only inputs its run steps saw (in no layer of the image)."""
+        return [i for layer in self.layers for i in layer.tools or []]
 
     def to_json(self) -> bytes:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -44,13 +44,16 @@ def statement(defn: Definition, manifest_digest: str, *, builder: str = DEFAULT_
     deps = [{"name": f"build/{img.alias}.json", "digest": {"sha256": ddig},
              "mediaType": "application/vnd.enginefab.definition.v1+json"}]
     seen = set()
-    for inp in defn.inputs():
+    # a run step's build-only tools are dependencies of the build too, in no layer of the image
+    for inp, role in [*((i, None) for i in defn.inputs()), *((i, "build-tool") for i in defn.tools())]:
         if inp.kind == "run":
             continue  # the step's script is part of the definition above
         key = (inp.kind, inp.name, inp.version, inp.sha256)
         if key not in seen:
             seen.add(key)
             deps.append(_dependency(inp))
+            if role:
+                deps[-1]["annotations"]["role"] = role
     return {
         "_type": STATEMENT,
         "subject": [{"name": img.name, "digest": {"sha256": manifest_digest.split(":", 1)[1]}}],
