@@ -154,3 +154,18 @@ def test_diff_says_where_a_compiled_file_differs_and_that_the_layer_declared_it(
     assert why["notes.txt"] == "first difference at byte 4 (line 2)"
     text = "\n".join(render(d))
     assert "declared not reproducible: build-x: nvcc names" in text and "ELF sections differ: .rodata" in text
+
+
+def test_a_new_tool_version_is_the_images_own_change_between_locks():
+    from enginefab.assemble.churn import compare_image
+
+    defn = demo_definition("demo-pytorch-x86_64")
+    step = Input(kind="run", name="s", version="1", url=None, sha256="0" * 64, size=1, script="true")
+    gcc = next(i for i in defn.inputs() if i.kind == "deb").model_copy(update={"name": "gcc", "version": "10.2.1-6"})
+    newer = gcc.model_copy(update={"version": "10.2.1-7", "sha256": "1" * 64})
+    old = defn.model_copy(update={"layers": [*defn.layers, _layer("run", "run/s", "c", [step], tools=[gcc])]})
+    new = defn.model_copy(update={"layers": [*defn.layers, _layer("run", "run/s", "c", [step], tools=[newer])]})
+    row = compare_image(old, new)
+    assert row["digest_changes"] and not row["churn"]  # not a re-plan: what the step was built with changed
+    assert "gcc (tool) 10.2.1-6 → 10.2.1-7" in row["why"]
+    assert row["layers"]["added"][0]["why"] == "gcc (tool) 10.2.1-6 → 10.2.1-7"

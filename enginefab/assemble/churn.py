@@ -70,7 +70,9 @@ def _digest_basis(defn: Definition, keys: list[str]) -> dict:
 
 
 def _by_name(defn: Definition) -> dict[tuple[str, str], Input]:
-    return {(i.kind, i.name): i for i in defn.inputs()}
+    """(kind, name) → input; a run step's build-only tools as kind "<kind> tool", named "<name> (tool)"."""
+    return {(i.kind, i.name): i for i in defn.inputs()} | {(f"{i.kind} tool", f"{i.name} (tool)"): i
+                                                           for i in defn.tools()}
 
 
 def _input_changes(old: Definition, new: Definition) -> list[str]:
@@ -102,12 +104,14 @@ def _why(layer: Layer, old: Definition, new: Definition, old_layers: list[Layer]
     """Why `layer` of `new` is not a layer of `old`."""
     a, b = _by_name(old), _by_name(new)
     reasons = []
-    for i in layer.inputs:
-        o = a.get((i.kind, i.name))
+    mine = [((i.kind, i.name), i) for i in layer.inputs]
+    mine += [((f"{i.kind} tool", f"{i.name} (tool)"), i) for i in layer.tools or []]
+    for k, i in mine:
+        o = a.get(k)
         if o is None:
-            reasons.append(f"+{i.name} {i.version}")
+            reasons.append(f"+{k[1]} {i.version}")
         elif o.model_dump() != i.model_dump():
-            reasons.append(f"{i.name} {o.version} → {i.version}" if o.version != i.version else f"{i.name} (other file)")
+            reasons.append(f"{k[1]} {o.version} → {i.version}" if o.version != i.version else f"{k[1]} (other file)")
     shas = {i.sha256 for i in layer.inputs}
     for o_layer in old_layers:
         if any(i.sha256 in shas for i in o_layer.inputs):
