@@ -47,6 +47,7 @@ def _project(work: Path) -> Path:
     proj.mkdir()
     for d in ("engines", "build", "registry"):
         shutil.copytree(ROOT / d, proj / d)
+    shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
     acc, name = ARCHES["x86_64"]
     (proj / "engines" / "mmh3.toml").write_text(FAMILY + IMAGE.format(arch="x86_64", acc=acc, acc_name=name,
                                                                         sdist=SDIST, script=BUILD))
