@@ -107,7 +107,8 @@ def _cold(proj: Path, store: Path) -> dict:
 def _python39() -> str | None:
     cand = [os.environ.get("ENGINEFAB_BENCH_PY39"), shutil.which("python3.9")]
     cand += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
-    return next((c for c in cand if c and Path(c).exists()), None)
+    # a pyenv shim is on PATH even when that version is not selected: run each to know
+    return next((c for c in cand if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0), None)
 
 
 def _peer(work: Path) -> dict:
@@ -141,12 +142,12 @@ def _peer(work: Path) -> dict:
 def run(work: Path) -> dict:
     proj = _project(work)
     store = _demo_store(work)
-    res: dict = {"cold": _cold(proj, store)}
+    res: dict = {"peer": _peer(work)}  # first: it is quick, and needs PyPI
+    res["cold"] = _cold(proj, store)
     cached_s, p = _cli("build", "mmh3-x86_64", "--store", str(store), "--out", str(work / "out"), "--json", cwd=proj)
     run_layer = next(lr for lr in json.loads(p.stdout)[0]["layer_results"] if lr["id"].startswith("run/"))
     assert run_layer["status"] == "cached" and run_layer["digests"][0] == res["cold"]["digest"]
     res["cached"] = {"cli_seconds": round(cached_s, 2), "layer_seconds": round(run_layer["seconds"], 3)}
-    res["peer"] = _peer(work)
     peer = res["peer"].get("pip_wheel_seconds")
     if peer:
         res["ratios"] = {"step_over_peer": round(res["cold"]["step_seconds"] / peer, 2),
