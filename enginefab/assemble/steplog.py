@@ -19,7 +19,7 @@ DIAGNOSTIC = re.compile(r"(:\d+(:\d+)?: (fatal )?error:|undefined reference to|^
 ERROR = re.compile(r"(\berror\b|\bError\b|Traceback \(most recent)")
 FIRST = 8  # diagnostics (or error lines) shown at most
 AFTER = 3  # lines after a diagnostic (gcc shows the source line and a caret)
-TAIL = 25
+TAIL = 40  # as many as before the excerpt: what a step printed last is never hidden
 WIDTH = 300  # a line is cut here (compiler command lines run to kilobytes)
 
 
