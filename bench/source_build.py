@@ -72,6 +72,8 @@ def _cold(proj: Path, store: Path) -> dict:
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
     from enginefab.core.definition import load_definition
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
 
     phases: dict[str, float] = {}
 
@@ -93,7 +95,7 @@ def _cold(proj: Path, store: Path) -> dict:
              (runstep.sandbox, "run_step", timed(runstep.sandbox, "run_step", "step_seconds"))]
     try:
         defn = load_definition(proj / "build" / "mmh3-x86_64.json")
-        b = Builder(Store(store))
+        b = Builder(Store(store), session=Session.of(Settings.from_env(os.environ, root=proj)))
         outcomes = b.build_layers(defn)
     finally:
         for mod, name, f in saved:
@@ -116,7 +118,9 @@ def _peer(work: Path) -> dict:
     py = _python39()
     if py is None:
         return {"skipped": "no host Python 3.9 (set ENGINEFAB_BENCH_PY39)"}
+    from enginefab.core.settings import Settings
     from enginefab.transport.download import Want, fetch
+    from enginefab.transport.session import Session
     from tests.test_source_build import SDIST
 
     venv = work / "peer-venv"
@@ -124,7 +128,7 @@ def _peer(work: Path) -> dict:
     pip = [str(venv / "bin/python"), "-m", "pip"]
     subprocess.run([*pip, "install", "-q", "setuptools>=74.1", "wheel"], check=True)
     sdist = fetch(Want(url=SDIST, sha256="1efc8fec8478e9243a78bb993422cf79f8ff85cb4cf6b79647480a31e0d950a8",
-                       size=33582, label="mmh3"))
+                       size=33582, label="mmh3"), Session.of(Settings.from_env(os.environ, root=ROOT)))
     best = None
     for n in range(3):
         src = work / f"peer-src{n}"

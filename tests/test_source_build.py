@@ -111,12 +111,13 @@ def builds(project, demo_build, tmp_path_factory):
     download cache of its own, files created in reverse order, another umask."""
     base = tmp_path_factory.mktemp("srcbuild-stores")
     out = {}
-    for n, extra in ((1, {}), (2, {"ENGINEFAB_CACHE": str(base / "cache2"), "ENGINEFAB_CREATE_ORDER": "reverse"})):
+    for n, extra in ((1, {}), (2, {"ENGINEFAB_CACHE": str(base / "cache2")})):
         store = _store_copy(demo_build["store"], base / f"store{n}")
         old = os.umask(0o077 if n == 2 else 0o022)
+        order = ["--creation-order", "reverse"] if n == 2 else []
         try:
             p = enginefab("build", *ALIASES, "--store", str(store), "--out", str(base / f"layout{n}"), "--json",
-                          cwd=project, env=extra)
+                          *order, cwd=project, env=extra)
         finally:
             os.umask(old)
         assert p.returncode == 0, p.stdout + p.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from enginefab.assemble import rootfs
 from enginefab.assemble.debs import stage_deb
-from enginefab.assemble.staging import Staging, creation_order
+from enginefab.assemble.staging import Staging
 from enginefab.assemble.tarball import tar_entries
 from enginefab.assemble.wheels import stage_wheel
 from enginefab.core.definition import Definition, Input
@@ -39,7 +39,7 @@ def apply_tools(builder, defn: Definition, tools: list[Input], root: Path, work:
     st.root.mkdir()
     py = defn.python
     scheme = scheme_for(py.site_packages, py.scripts, py.version)
-    for inp in creation_order(sorted(tools, key=lambda i: (i.kind, i.name))):
+    for inp in builder.order(sorted(tools, key=lambda i: (i.kind, i.name))):
         path = builder.fetch_input(inp, image)
         if inp.kind == "deb":
             stage_deb(st, path, inp)

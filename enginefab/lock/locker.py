@@ -59,8 +59,9 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
         target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
         pins.wheels, pins.sdists = python_closure(img, m, target, session)
     if tools.wanted(img) != ([], [], []):
+        held = {w.name: w.version for w in pins.wheels + [vendor_wheel_input(w) for w in img.d.wheels]}
         pins.tools = tools.resolve(img, m, session, base=pins.base, have=have | deb.provided_names(pins.debs),
-                                   wheels=pins.wheels + [vendor_wheel_input(w) for w in img.d.wheels])
+                                   held=held)
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
 
 
@@ -137,6 +138,10 @@ def resolve_derived(img: Image, m: Matrix, parent: ParentPins, session: Session)
     if img.d.requirements:
         target = Target(python=img.d.python, arch=img.arch, glibc=img.os.glibc)
         pins.wheels, pins.sdists = python_closure(img, m, target, session, parent.parent)
+    if tools.wanted(img) != ([], [], []):  # over the parent: its packages and distributions are there
+        held = dict(parent.parent.distributions) | {w.name: w.version for w in pins.wheels}
+        pins.tools = tools.resolve(img, m, session, base=pins.base, held=held,
+                                   have=set(parent.parent.debs) | deb.provided_names(pins.debs))
     return Resolved(parts=parts_for(img, m, pins), base=None, parent=parent.parent)
 
 
