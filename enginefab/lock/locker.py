@@ -60,7 +60,7 @@ def resolve(img: Image, m: Matrix, session: Session) -> Resolved:
         pins.wheels, pins.sdists = python_closure(img, m, target, session)
     if tools.wanted(img) != ([], [], []):
         held = {w.name: w.version for w in pins.wheels + [vendor_wheel_input(w) for w in img.d.wheels]}
-        pins.tools = tools.resolve(img, m, session, base=pins.base, have=have | deb.provided_names(pins.debs),
+        pins.tools = tools.resolve(img, m, session, base=pins.base, have=have | provided_names(pins.debs),
                                    held=held)
     return Resolved(parts=parts_for(img, m, pins), base=base_of(img, pins.manifest))
 
@@ -141,7 +141,7 @@ def resolve_derived(img: Image, m: Matrix, parent: ParentPins, session: Session)
     if tools.wanted(img) != ([], [], []):  # over the parent: its packages and distributions are there
         held = dict(parent.parent.distributions) | {w.name: w.version for w in pins.wheels}
         pins.tools = tools.resolve(img, m, session, base=pins.base, held=held,
-                                   have=set(parent.parent.debs) | deb.provided_names(pins.debs))
+                                   have=set(parent.parent.debs) | provided_names(pins.debs))
     return Resolved(parts=parts_for(img, m, pins), base=None, parent=parent.parent)
 
 
