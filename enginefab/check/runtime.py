@@ -90,7 +90,9 @@ DEVICE_TARGET = {"cpu": "CPU", "cuda": "GPU", "cann": "Ascend"}
 
 
 def probe_code(c: RuntimeCheck, suite: Suite | None = None) -> str:
-    ext = suite.enginefab if suite else None
+    """The probe of one engine: its own file's builtFor and probe (a suite made in code, with no
+    per-file sections, gives its merged ones)."""
+    ext = None if suite is None else suite.engineSections.get(c.engine) if suite.engineSections else suite.enginefab
     built_for = "\n".join(BUILT_FOR.format(key=k, expr=e) for k, e in sorted((ext.builtFor if ext else {}).items()))
     return PROBE.format(writable=WRITABLE, import_name=c.import_name, version_expr=c.version_expr,
                         expect=c.expect_version, engine=c.engine, smoke=c.smoke, built_for=built_for,

@@ -116,6 +116,9 @@ class Extension(_Model):
     dlopen: list[Dlopen] = Field(default_factory=list)
     #: accelerator tests: "cuda"/"cann" → {"device"|"op"|"collective": Python code}
     accelerator: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: command tests only for images whose accelerator stack provides a library (soname → tests):
+    #: Horovod builds its NCCL operations only where the stack has NCCL (libnccl.so.2)
+    stackCommandTests: dict[str, list[CommandTest]] = Field(default_factory=dict)
 
 
 class Suite(_Model):
@@ -125,6 +128,9 @@ class Suite(_Model):
     fileContentTests: list[FileContentTest] = Field(default_factory=list)
     metadataTest: MetadataTest | None = None
     enginefab: Extension = Field(default_factory=Extension)
+    #: each engine's own `enginefab` section (file stem → section): an engine's runtime probe runs
+    #: its own builtFor and probe only (Horovod's probe imports horovod, not the torch of pytorch.yaml)
+    engineSections: dict[str, Extension] = Field(default_factory=dict, exclude=True)
     #: which files made this suite, with their sha256 (recorded in the report)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 
@@ -180,7 +186,7 @@ def load(root: Path, defn: Definition) -> Suite:
     merged: dict[str, Any] = {"commandTests": [], "fileExistenceTests": [], "fileContentTests": []}
     meta: dict[str, Any] = {}
     ext: dict[str, Any] = {"builtFor": {}, "probe": "", "optionalSonames": [], "dlopen": [], "accelerator": {}}
-    sources = {}
+    sources, sections = {}, {}
     for path in suite_files(root, [defn.image.framework, defn.image.engine]):  # the engine's file has the last word
         raw = path.read_bytes()
         sources[f"engines/checks/{path.name}"] = hashlib.sha256(raw).hexdigest()
@@ -200,16 +206,20 @@ def load(root: Path, defn: Definition) -> Suite:
                              "fileContentTests, metadataTest) or the enginefab section") from None
         for key in ("commandTests", "fileExistenceTests", "fileContentTests"):
             merged[key] += [t.model_dump() for t in getattr(part, key)]
+        merged["commandTests"] += [t.model_dump() for so, tests in part.enginefab.stackCommandTests.items()
+                                   if so in defn.checks.accelerator_provides for t in tests]
         if part.metadataTest:
             for k, v in part.metadataTest.model_dump(exclude_none=True).items():
                 meta[k] = (meta.get(k, []) + v) if isinstance(v, list) and k in ("envVars", "labels") else v
+        sections[path.stem] = part.enginefab
         ext["builtFor"].update(part.enginefab.builtFor)
         ext["probe"] += part.enginefab.probe
         ext["optionalSonames"] += [o.model_dump() for o in part.enginefab.optionalSonames]
         ext["dlopen"] += [d.model_dump() | {"engine": path.stem} for d in part.enginefab.dlopen]
         for kind, tests in part.enginefab.accelerator.items():  # a framework's file adds, an engine's overrides
             ext["accelerator"].setdefault(kind, {}).update(tests)
-    return Suite.model_validate({**merged, "metadataTest": meta or None, "enginefab": ext, "sources": sources})
+    return Suite.model_validate({**merged, "metadataTest": meta or None, "enginefab": ext, "sources": sources,
+                                 "engineSections": sections})
 
 
 # -- our interpretation -------------------------------------------------------------------
