@@ -61,13 +61,16 @@ def test_each_engine_probe_runs_its_own_checks_file_and_the_framework_files_test
 
 #: the image's own step up to CMake's configure: /bin/sh, the sdist unpacked in the build directory,
 #: CMake run as Horovod's setup.py runs it; what it found is kept in the image to be read back
+#: (with Python: the demo has no grep)
 CONFIGURE = """set -e
 ln -s bash /bin/sh
 python3.9 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".")' /enginefab/inputs/horovod-0.22.1.tar.gz
 mkdir b && cd b
-cmake ../horovod-0.22.1 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYTHON_EXECUTABLE:FILEPATH=/usr/bin/python3.9 > configure.log
-{ grep 'Found Pytorch' configure.log; ls -d horovod/torch/Makefile third_party/gloo/gloo/Makefile \\
-  third_party/compatible_gloo/gloo/Makefile; } > /root/horovod-configure.txt
+cmake ../horovod-0.22.1 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_LIBRARY_OUTPUT_DIRECTORY_RELWITHDEBINFO="$PWD/lib" \\
+  -DPYTHON_EXECUTABLE:FILEPATH=/usr/bin/python3.9 > configure.log
+python3.9 -c 'import os, sys; sys.stdout.write("".join(ln for ln in open("configure.log") if "Found Pytorch" in ln))
+[print(p) for p in sys.argv[1:] if os.path.exists(p)]' horovod/torch/Makefile third_party/gloo/gloo/Makefile \\
+  third_party/compatible_gloo/gloo/Makefile > /root/horovod-configure.txt
 """
 
 
