@@ -60,6 +60,8 @@ def _cold(store: Path) -> dict:
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
     from enginefab.core.definition import load_definition
+    from enginefab.core.settings import Settings
+    from enginefab.transport.session import Session
 
     phases: dict[str, float] = {}
 
@@ -81,7 +83,8 @@ def _cold(store: Path) -> dict:
              (runstep.sandbox, "run_step", timed(runstep.sandbox, "run_step", "step_seconds"))]
     load0 = os.getloadavg()
     try:
-        outcomes = Builder(Store(store)).build_layers(load_definition(ROOT / "build" / f"{ALIAS}.json"))
+        b = Builder(Store(store), session=Session.of(Settings.from_env(os.environ, root=ROOT)))
+        outcomes = b.build_layers(load_definition(ROOT / "build" / f"{ALIAS}.json"))
     finally:
         for mod, name, f in saved:
             setattr(mod, name, f)
