@@ -110,7 +110,8 @@ def _python39() -> str | None:
     cand = [os.environ.get("ENGINEFAB_BENCH_PY39"), shutil.which("python3.9")]
     cand += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
     # a pyenv shim is on PATH even when that version is not selected: run each to know
-    return next((c for c in cand if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0), None)
+    return next((c for c in cand if c and subprocess.run([c, "-c", "pass"],  # runs: python3.9
+                                                         capture_output=True).returncode == 0), None)
 
 
 def _peer(work: Path) -> dict:
@@ -124,9 +125,9 @@ def _peer(work: Path) -> dict:
     from tests.test_source_build import SDIST
 
     venv = work / "peer-venv"
-    subprocess.run([py, "-m", "venv", str(venv)], check=True)
+    subprocess.run([py, "-m", "venv", str(venv)], check=True)  # runs: python3.9
     pip = [str(venv / "bin/python"), "-m", "pip"]
-    subprocess.run([*pip, "install", "-q", "setuptools>=74.1", "wheel"], check=True)
+    subprocess.run([*pip, "install", "-q", "setuptools>=74.1", "wheel"], check=True)  # runs: python3.9
     sdist = fetch(Want(url=SDIST, sha256="1efc8fec8478e9243a78bb993422cf79f8ff85cb4cf6b79647480a31e0d950a8",
                        size=33582, label="mmh3"), Session.of(Settings.from_env(os.environ, root=ROOT)))
     best = None
@@ -135,7 +136,7 @@ def _peer(work: Path) -> dict:
         src.mkdir()
         subprocess.run(["tar", "xzf", str(sdist), "-C", str(src)], check=True)
         t0 = time.monotonic()
-        subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work / f"whl{n}"),
+        subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work / f"whl{n}"),  # runs: python3.9
                         str(src / "mmh3-5.2.0")], check=True)
         took = time.monotonic() - t0
         best = took if best is None else min(best, took)

@@ -215,7 +215,8 @@ def test_the_kungfu_preset_pins_the_tag_by_commit_and_tree(matrix):
     assert g.sha256 and g.trust == "vendor-published"
     assert not [m for m in img.d.manual if "KungFu" in m.name]  # no longer a manual input
     (step,) = [r for r in img.d.run if r.name == "build-kungfu"]
-    assert f"/enginefab/inputs/{g.filename}" in step.script and f"cd {g.prefix}" in step.script
+    # the archive unpacked at Go's import path (GOPATH mode, modules off)
+    assert f"/enginefab/inputs/{g.filename}" in step.script and f"lsds/{g.prefix} " in step.script
 
 
 @pytest.mark.network

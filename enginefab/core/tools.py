@@ -83,6 +83,9 @@ TOOLS: tuple[Tool, ...] = (
     Tool("check-jsonschema", "pypi:check-jsonschema", ("tests: the rendered GitLab CI against GitLab's schema",)),
     Tool("shellcheck", "shellcheck", ("tests: the shell of the rendered CI jobs",)),
     Tool("nvidia-smi", "nvidia-driver (host)", ("check: accelerator level on an NVIDIA GPU",), required=False),
+    Tool("gcc", "gcc", ("bench: source_build's plain `pip wheel` peer compiles with the host's gcc",), required=False),
+    Tool("python3.9", "a host Python 3.9 (pyenv, deadsnakes)", ("bench: source_build's plain `pip wheel` peer",),
+         required=False),
     Tool("docker-credential-*", "a docker credential helper", ("push, pull: credentials from credHelpers/credsStore",),
          required=False),
 )
