@@ -24,7 +24,6 @@ MAKEFLAGS=-j2 (the step's env); the load average is recorded, as the machine may
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+
+from bench._runphases import timed_phases
 
 ROOT = Path(__file__).resolve().parent.parent
 ALIAS = "demo-horovod-x86_64"
@@ -56,38 +57,16 @@ def _store(work: Path, name: str, seed: bool) -> Path:
 
 def _cold(store: Path) -> dict:
     """Every layer built in-process; the run layer's phases timed."""
-    from enginefab.assemble import runstep
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
     from enginefab.core.definition import load_definition
     from enginefab.core.settings import Settings
     from enginefab.transport.session import Session
 
-    phases: dict[str, float] = {}
-
-    def timed(mod, name: str, label: str):
-        f = getattr(mod, name)
-
-        @functools.wraps(f)
-        def wrapper(*a, **k):
-            t0 = time.monotonic()
-            try:
-                return f(*a, **k)
-            finally:
-                phases[label] = phases.get(label, 0.0) + time.monotonic() - t0
-        setattr(mod, name, wrapper)
-        return f
-
-    saved = [(runstep.rootfs, "unpack", timed(runstep.rootfs, "unpack", "unpack_lower_seconds")),
-             (runstep, "apply_tools", timed(runstep, "apply_tools", "tools_seconds")),
-             (runstep.sandbox, "run_step", timed(runstep.sandbox, "run_step", "step_seconds"))]
     load0 = os.getloadavg()
-    try:
+    with timed_phases() as phases:
         b = Builder(Store(store), session=Session.of(Settings.from_env(os.environ, root=ROOT)))
         outcomes = b.build_layers(load_definition(ROOT / "build" / f"{ALIAS}.json"))
-    finally:
-        for mod, name, f in saved:
-            setattr(mod, name, f)
     run = next(o for o in outcomes if o.id.startswith("run/"))
     assert run.status == "built", run.status
     lower = sum(o.seconds for o in outcomes if o.status == "built" and not o.id.startswith(("run/", "config/")))

@@ -18,7 +18,6 @@ else the demos are built into a fresh one first. The peer needs a host Python 3.
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import os
@@ -27,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench._runphases import timed_phases
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,38 +69,16 @@ def _demo_store(work: Path) -> Path:
 
 def _cold(proj: Path, store: Path) -> dict:
     """The run layer built in-process, its phases timed."""
-    from enginefab.assemble import runstep
     from enginefab.assemble.builder import Builder
     from enginefab.assemble.store import Store
     from enginefab.core.definition import load_definition
     from enginefab.core.settings import Settings
     from enginefab.transport.session import Session
 
-    phases: dict[str, float] = {}
-
-    def timed(mod, name: str, label: str):
-        f = getattr(mod, name)
-
-        @functools.wraps(f)
-        def wrapper(*a, **k):
-            t0 = time.monotonic()
-            try:
-                return f(*a, **k)
-            finally:
-                phases[label] = phases.get(label, 0.0) + time.monotonic() - t0
-        setattr(mod, name, wrapper)
-        return f
-
-    saved = [(runstep.rootfs, "unpack", timed(runstep.rootfs, "unpack", "unpack_lower_seconds")),
-             (runstep, "apply_tools", timed(runstep, "apply_tools", "tools_seconds")),
-             (runstep.sandbox, "run_step", timed(runstep.sandbox, "run_step", "step_seconds"))]
-    try:
+    with timed_phases() as phases:
         defn = load_definition(proj / "build" / "mmh3-x86_64.json")
         b = Builder(Store(store), session=Session.of(Settings.from_env(os.environ, root=proj)))
         outcomes = b.build_layers(defn)
-    finally:
-        for mod, name, f in saved:
-            setattr(mod, name, f)
     run = next(o for o in outcomes if o.id.startswith("run/"))
     assert run.status == "built", run.status
     return {"layer_seconds": round(run.seconds, 2), **{k: round(v, 2) for k, v in phases.items()},
