@@ -35,7 +35,7 @@ from enginefab.render.context import ContextFile, write_context
 
 from enginefab.core.definition import Definition, load_definition
 
-from .conftest import ROOT, enginefab
+from .conftest import ROOT, enginefab, session_for
 
 MODEL = "demo-model-x86_64"
 
@@ -151,7 +151,7 @@ def model_image(demo_build, tmp_path_factory):
     assert base["kind"] == "base" and base["status"] == "cached" and own["id"].startswith("add/"), res
     defn = model_definition()
     store = Store(demo_build["store"])
-    built = Builder(store).image(defn)
+    built = Builder(store, session=session_for()).image(defn)  # every layer is in the store: a cache hit
     assert built.digest == res["digest"]
     return {"defn": defn, "store": store, "built": built, "root": rootfs.unpacked(store, built)}
 

@@ -40,8 +40,8 @@ def test_release_checks_then_pushes_with_the_check_report_attached(demo_build, r
 def test_a_failing_check_pushes_nothing(demo_build, registry, engines_copy, tmp_path):
     checks = engines_copy / "engines" / "checks" / "pytorch.yaml"
     text = checks.read_text()
-    assert "^__version__ = '{{engine_version}}'$" in text
-    checks.write_text(text.replace("^__version__ = '{{engine_version}}'$", "^__version__ = '9.9.9'$"))
+    assert "^__version__ = '{{framework_version}}'$" in text
+    checks.write_text(text.replace("^__version__ = '{{framework_version}}'$", "^__version__ = '9.9.9'$"))
     p = enginefab("release", AARCH64, "--to", f"{registry.host}/enginefab", "--plain-http",
                   "--store", str(demo_build["store"]), "--out", str(tmp_path / "layout"),
                   "--level", "static", cwd=engines_copy)
